@@ -1,0 +1,421 @@
+#include "legacy_server.h"
+
+#include <httplib.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <set>
+#include <thread>
+
+namespace example {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+namespace {
+
+int level_rank(const std::string& l) {
+  static const char* kLevels[] = {"debug", "info", "notice", "warning", "error",
+                                  "critical", "alert", "emergency"};
+  for (int i = 0; i < 8; ++i)
+    if (l == kLevels[i]) return i;
+  return 1;
+}
+
+std::string random_hex(size_t n) {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  static const char* d = "0123456789abcdef";
+  std::string s;
+  for (size_t i = 0; i < n; ++i) s += d[rng() & 15];
+  return s;
+}
+
+json tool_list() {
+  auto obj = [](json props, json required) {
+    return json{{"type", "object"}, {"properties", props}, {"required", required}};
+  };
+  return json::array({
+      {{"name", "echo"}, {"description", "Returns its text"},
+       {"inputSchema", obj({{"text", {{"type", "string"}}}}, {"text"})}},
+      {{"name", "add"}, {"description", "Adds two numbers"},
+       {"inputSchema", obj({{"a", {{"type", "number"}}}, {"b", {{"type", "number"}}}}, {"a", "b"})}},
+      {{"name", "sleep"}, {"description", "Sleeps ms milliseconds, reporting progress"},
+       {"inputSchema", obj({{"ms", {{"type", "integer"}}}}, {"ms"})}},
+      {{"name", "big"}, {"description", "Returns a text result of `bytes` bytes"},
+       {"inputSchema", obj({{"bytes", {{"type", "integer"}}}}, {"bytes"})}},
+      {{"name", "log"}, {"description", "Emits a log message at `level`"},
+       {"inputSchema", obj({{"level", {{"type", "string"}}}, {"text", {{"type", "string"}}}},
+                           {"level", "text"})}},
+  });
+}
+
+}  // namespace
+
+struct Session {
+  std::string id;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::string> out;  // serialized messages to send
+  bool closed = false;          // stream must end
+  bool half_event = false;      // write half an event, then end
+  bool silent = false;          // never write again, stay open
+  bool initialized = false;
+  std::string log_level = "debug";
+  std::set<std::string> cancelled;
+
+  void send(const json& msg) {
+    std::lock_guard lk(mu);
+    if (closed || silent) return;
+    out.push_back(msg.dump());
+    cv.notify_all();
+  }
+  void close() {
+    std::lock_guard lk(mu);
+    closed = true;
+    cv.notify_all();
+  }
+};
+
+struct LegacyServer::Impl {
+  Options opt;
+  Faults faults;
+  httplib::Server svr;
+  std::thread thread;
+  int port = -1;
+  std::atomic<bool> stopping{false};
+  std::mutex mu;
+  std::map<std::string, std::shared_ptr<Session>> sessions;
+  std::atomic<int> sessions_opened{0}, premature{0}, cancellations{0}, open_streams{0};
+  std::atomic<int> workers{0};
+  std::string last_cancelled;
+
+  explicit Impl(Options o) : opt(o) {
+    int n = opt.threads;
+    svr.new_task_queue = [n] { return new httplib::ThreadPool(static_cast<size_t>(n)); };
+    svr.set_tcp_nodelay(true);
+    svr.set_keep_alive_max_count(10000);
+    svr.Get("/sse", [this](const httplib::Request& req, httplib::Response& res) { on_sse(req, res); });
+    auto post = [this](const httplib::Request& req, httplib::Response& res) { on_post(req, res); };
+    svr.Post("/message", post);
+    svr.Post("/messages/", post);
+  }
+
+  std::string eol() const { return opt.python_style ? "\r\n" : "\n"; }
+
+  void on_sse(const httplib::Request& req, httplib::Response& res) {
+    if (int st = faults.sse_status.load()) {
+      res.status = st;
+      res.set_content("sse refused by fault switch", "text/plain");
+      return;
+    }
+    if (faults.sse_wrong_type.load()) {
+      res.set_content("<html>not an event stream</html>", "text/html");
+      return;
+    }
+    auto s = std::make_shared<Session>();
+    s->id = opt.python_style ? random_hex(32) : random_hex(8) + "-" + random_hex(4) + "-" +
+                                                    random_hex(4) + "-" + random_hex(4) + "-" +
+                                                    random_hex(12);
+    {
+      std::lock_guard lk(mu);
+      sessions[s->id] = s;
+    }
+    sessions_opened++;
+    open_streams++;
+    std::string host = req.get_header_value("Host");
+    bool drop_before = faults.drop_before_endpoint.load();
+    bool no_endpoint = faults.no_endpoint.load();
+    bool drop_after = faults.drop_after_endpoint.load();
+    bool foreign = faults.endpoint_foreign.load();
+    int delay = faults.delay_endpoint_ms.load();
+    res.set_header("Cache-Control", "no-cache");
+    auto started = std::make_shared<bool>(false);
+    auto last_ping = std::make_shared<std::chrono::steady_clock::time_point>(std::chrono::steady_clock::now());
+    res.set_chunked_content_provider(
+        "text/event-stream",
+        [this, s, started, last_ping, drop_before, no_endpoint, drop_after, foreign, delay](
+            size_t, httplib::DataSink& sink) {
+          const std::string nl = eol();
+          if (!*started) {
+            *started = true;
+            if (drop_before) return false;
+            if (delay > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay));
+            if (!no_endpoint) {
+              std::string ep = opt.python_style ? "/messages/?session_id=" + s->id
+                                                : "/message?sessionId=" + s->id;
+              if (foreign) ep = "http://169.254.169.254" + ep;
+              std::string ev = "event: endpoint" + nl + "data: " + ep + nl + nl;
+              if (!sink.write(ev.data(), ev.size())) return false;
+            }
+            if (drop_after) return false;
+            return true;
+          }
+          if (stopping.load()) return false;
+          std::deque<std::string> batch;
+          bool half = false, closed = false, silent = false;
+          {
+            std::unique_lock lk(s->mu);
+            s->cv.wait_for(lk, 100ms, [&] { return !s->out.empty() || s->closed || s->half_event; });
+            batch.swap(s->out);
+            half = s->half_event;
+            closed = s->closed;
+            silent = s->silent;
+          }
+          if (silent || no_endpoint) return true;  // open, saying nothing
+          for (auto& m : batch) {
+            std::string ev = "event: message" + nl + "data: " + m + nl + nl;
+            if (!sink.write(ev.data(), ev.size())) return false;
+          }
+          if (half) {
+            std::string ev = "event: message" + nl + "data: {\"jsonrpc\":\"2.0\",\"id\":";
+            sink.write(ev.data(), ev.size());
+            return false;
+          }
+          if (closed) return false;
+          if (opt.ping_comment_ms > 0 &&
+              std::chrono::steady_clock::now() - *last_ping >= std::chrono::milliseconds(opt.ping_comment_ms)) {
+            *last_ping = std::chrono::steady_clock::now();
+            std::string c = ": ping - keepalive" + nl + nl;
+            if (!sink.write(c.data(), c.size())) return false;
+          }
+          return true;
+        },
+        [this, s](bool) {
+          s->close();
+          std::lock_guard lk(mu);
+          sessions.erase(s->id);
+          open_streams--;
+        });
+  }
+
+  void on_post(const httplib::Request& req, httplib::Response& res) {
+    std::string sid = req.has_param("sessionId") ? req.get_param_value("sessionId")
+                                                 : req.get_param_value("session_id");
+    std::shared_ptr<Session> s;
+    {
+      std::lock_guard lk(mu);
+      auto it = sessions.find(sid);
+      if (it != sessions.end()) s = it->second;
+    }
+    if (!s) {
+      res.status = 404;
+      res.set_content("Could not find session", "text/plain");
+      return;
+    }
+    json msg = json::parse(req.body, nullptr, false);
+    if (msg.is_discarded() || !msg.is_object()) {
+      res.status = 400;
+      res.set_content("Could not parse message", "text/plain");
+      return;
+    }
+    std::string method = msg.value("method", "");
+    if (method == "tools/call" && msg.contains("id")) {
+      if (int st = faults.post_status.load()) {
+        res.status = st;
+        res.set_content("post refused by fault switch", "text/plain");
+        return;
+      }
+      if (faults.black_hole.load()) {
+        res.status = 202;
+        res.set_content("Accepted", "text/plain");
+        return;
+      }
+      if (faults.drop_on_call.load()) {
+        s->close();
+        res.status = 202;
+        res.set_content("Accepted", "text/plain");
+        return;
+      }
+      if (faults.drop_mid_event.load()) {
+        std::lock_guard lk(s->mu);
+        s->half_event = true;
+        s->cv.notify_all();
+        res.status = 202;
+        res.set_content("Accepted", "text/plain");
+        return;
+      }
+      if (faults.half_open.load()) {
+        std::lock_guard lk(s->mu);
+        s->silent = true;
+        s->out.clear();
+        res.status = 202;
+        res.set_content("Accepted", "text/plain");
+        return;
+      }
+    }
+    res.status = 202;
+    res.set_content("Accepted", "text/plain");
+    workers++;
+    std::thread([this, s, msg = std::move(msg)] {
+      handle(*s, msg);
+      workers--;
+    }).detach();
+  }
+
+  static json result(const json& id, json r) {
+    return json{{"jsonrpc", "2.0"}, {"id", id}, {"result", std::move(r)}};
+  }
+  static json error(const json& id, int code, const std::string& m) {
+    return json{{"jsonrpc", "2.0"}, {"id", id}, {"error", {{"code", code}, {"message", m}}}};
+  }
+  static json text(const std::string& t) {
+    return json{{"content", json::array({{{"type", "text"}, {"text", t}}})}};
+  }
+
+  void handle(Session& s, const json& msg) {
+    std::string method = msg.value("method", "");
+    if (method.empty()) return;  // a response to something we never send
+    if (!msg.contains("id")) {
+      if (method == "notifications/initialized") {
+        std::lock_guard lk(s.mu);
+        s.initialized = true;
+      } else if (method == "notifications/cancelled") {
+        cancellations++;
+        std::lock_guard lk(s.mu);
+        std::string rid = msg["params"].value("requestId", json()).dump();
+        s.cancelled.insert(rid);
+        std::lock_guard lk2(mu);
+        last_cancelled = rid;
+      }
+      return;
+    }
+    const json& id = msg["id"];
+    json params = msg.value("params", json::object());
+    if (method != "initialize" && method != "ping") {
+      bool ok;
+      {
+        std::lock_guard lk(s.mu);
+        ok = s.initialized;
+      }
+      if (!ok) {  // python-sdk 1.6: the session dies
+        premature++;
+        s.close();
+        return;
+      }
+    }
+    if (method == "initialize") {
+      std::string v = params.value("protocolVersion", "2024-11-05");
+      if (v != "2024-11-05" && v != "2025-03-26" && v != "2025-06-18") v = "2024-11-05";
+      s.send(result(id, {{"protocolVersion", v},
+                         {"capabilities", {{"tools", json::object()}, {"logging", json::object()}}},
+                         {"serverInfo", {{"name", "example-legacy-server"}, {"version", "0.1.0"}}}}));
+    } else if (method == "ping") {
+      s.send(result(id, json::object()));
+    } else if (method == "tools/list") {
+      s.send(result(id, {{"tools", tool_list()}}));
+    } else if (method == "logging/setLevel") {
+      {
+        std::lock_guard lk(s.mu);
+        s.log_level = params.value("level", "info");
+      }
+      s.send(result(id, json::object()));
+    } else if (method == "tools/call") {
+      call_tool(s, id, params);
+    } else {
+      s.send(error(id, -32601, "Method not found: " + method));
+    }
+  }
+
+  void call_tool(Session& s, const json& id, const json& params) {
+    std::string name = params.value("name", "");
+    json args = params.value("arguments", json::object());
+    if (name == "echo") {
+      s.send(result(id, text(args.value("text", ""))));
+    } else if (name == "add") {
+      double sum = args.value("a", 0.0) + args.value("b", 0.0);
+      json n = sum == static_cast<double>(static_cast<long long>(sum)) ? json(static_cast<long long>(sum)) : json(sum);
+      s.send(result(id, text(n.dump())));
+    } else if (name == "sleep") {
+      int ms = args.value("ms", 0);
+      json token;
+      if (params.contains("_meta") && params["_meta"].contains("progressToken"))
+        token = params["_meta"]["progressToken"];
+      int steps = std::max(1, std::min(ms / 100, 50));
+      auto next = std::chrono::steady_clock::now();
+      for (int i = 1; i <= steps; ++i) {
+        next += std::chrono::milliseconds(ms / steps);
+        while (std::chrono::steady_clock::now() < next) {  // 20 ms slices: stop() stays prompt
+          std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
+              20ms, next - std::chrono::steady_clock::now()));
+          std::lock_guard lk(s.mu);
+          if (s.closed || s.cancelled.count(id.dump()) || stopping.load()) return;
+        }
+        if (!token.is_null())
+          s.send(json{{"jsonrpc", "2.0"},
+                      {"method", "notifications/progress"},
+                      {"params", {{"progressToken", token}, {"progress", i}, {"total", steps}}}});
+      }
+      s.send(result(id, text("slept " + std::to_string(ms) + " ms")));
+    } else if (name == "big") {
+      int64_t n = args.value("bytes", int64_t{0});
+      if (n < 0 || n > (int64_t{1} << 30)) {
+        s.send(error(id, -32602, "bytes out of range"));
+        return;
+      }
+      s.send(result(id, text(std::string(static_cast<size_t>(n), 'x'))));
+    } else if (name == "log") {
+      std::string level = args.value("level", "info");
+      bool emit;
+      {
+        std::lock_guard lk(s.mu);
+        emit = level_rank(level) >= level_rank(s.log_level);
+      }
+      if (emit)
+        s.send(json{{"jsonrpc", "2.0"},
+                    {"method", "notifications/message"},
+                    {"params", {{"level", level}, {"logger", "example"}, {"data", args.value("text", "")}}}});
+      s.send(result(id, text(emit ? "logged" : "filtered")));
+    } else {
+      s.send(result(id, {{"content", json::array({{{"type", "text"}, {"text", "unknown tool: " + name}}})},
+                         {"isError", true}}));
+    }
+  }
+};
+
+LegacyServer::LegacyServer(Options o) : impl_(std::make_unique<Impl>(o)) {}
+LegacyServer::~LegacyServer() { stop(); }
+
+int LegacyServer::start(const std::string& host, int port) {
+  auto& i = *impl_;
+  if (port == 0) {
+    i.port = i.svr.bind_to_any_port(host);
+  } else {
+    i.port = i.svr.bind_to_port(host, port) ? port : -1;
+  }
+  if (i.port <= 0) return -1;
+  i.thread = std::thread([&i] { i.svr.listen_after_bind(); });
+  for (int k = 0; k < 2500 && !i.svr.is_running(); ++k) std::this_thread::sleep_for(2ms);
+  return i.svr.is_running() ? i.port : -1;
+}
+
+void LegacyServer::stop() {
+  auto& i = *impl_;
+  if (!i.thread.joinable()) return;
+  i.stopping = true;
+  {
+    std::lock_guard lk(i.mu);
+    for (auto& [id, s] : i.sessions) s->close();
+  }
+  i.svr.stop();
+  i.thread.join();
+  // Tool threads check `stopping` between slices; give them a bounded moment.
+  for (int k = 0; k < 2500 && i.workers.load() > 0; ++k) std::this_thread::sleep_for(2ms);
+}
+
+int LegacyServer::port() const { return impl_->port; }
+Faults& LegacyServer::faults() { return impl_->faults; }
+int LegacyServer::sessions_opened() const { return impl_->sessions_opened.load(); }
+int LegacyServer::premature_requests() const { return impl_->premature.load(); }
+int LegacyServer::cancellations() const { return impl_->cancellations.load(); }
+int LegacyServer::open_streams() const { return impl_->open_streams.load(); }
+std::string LegacyServer::last_cancelled_id() const {
+  std::lock_guard lk(impl_->mu);
+  return impl_->last_cancelled;
+}
+
+}  // namespace example

@@ -1,0 +1,70 @@
+// A small, real legacy HTTP+SSE (2024-11-05) MCP server, used by the demo,
+// the benchmarks and — through its fault switches — the integration tests.
+//
+// GET /sse opens a session: `event: endpoint` with /message?sessionId=<id>,
+// then `event: message` per JSON-RPC message. POST /message?sessionId=<id>
+// answers 202 and handles the message on its own thread.
+//
+// Tools: echo {text}, add {a, b}, sleep {ms} (progress notifications when the
+// request has a progressToken), big {bytes} (a text result of that many
+// bytes), log {level, text} (a notifications/message filtered by the
+// session's logging/setLevel).
+//
+// Like python-sdk 1.6 it crashes a session (closes its stream) when a request
+// other than initialize/ping arrives before notifications/initialized; the
+// premature_requests counter records it so tests can prove the bridge never
+// does that.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+namespace example {
+
+struct Faults {
+  std::atomic<int> sse_status{0};            // answer GET /sse with this HTTP status
+  std::atomic<bool> sse_wrong_type{false};   // answer GET /sse 200 text/html
+  std::atomic<bool> no_endpoint{false};      // open the stream, never send `endpoint`
+  std::atomic<bool> drop_before_endpoint{false};  // close right after the response head
+  std::atomic<bool> drop_after_endpoint{false};   // close right after `endpoint`
+  std::atomic<bool> drop_on_call{false};     // tools/call: close the stream, no reply
+  std::atomic<bool> drop_mid_event{false};   // tools/call: send half an event, then close
+  std::atomic<int> post_status{0};           // tools/call POST answered with this status
+  std::atomic<bool> black_hole{false};       // tools/call: 202, then nothing ever
+  std::atomic<bool> half_open{false};        // tools/call: stream stays open, silent forever
+  std::atomic<bool> endpoint_foreign{false}; // announce an endpoint on another origin
+  std::atomic<int> delay_endpoint_ms{0};     // wait before sending `endpoint`
+};
+
+struct Options {
+  bool python_style = false;   // /messages/?session_id=<hex> endpoint and CRLF line ends
+  int ping_comment_ms = 0;     // send ": ping" comments this often (0 = never, like the TS SDK)
+  int threads = 64;
+};
+
+class LegacyServer {
+ public:
+  explicit LegacyServer(Options o = {});
+  ~LegacyServer();
+  // Binds host:port (0 = any) and serves on a background thread. Returns the
+  // port, or -1.
+  int start(const std::string& host, int port);
+  // Closes every session and stops; joins. Idempotent.
+  void stop();
+  int port() const;
+
+  Faults& faults();
+  // Counters since start.
+  int sessions_opened() const;
+  int premature_requests() const;
+  int cancellations() const;   // notifications/cancelled received
+  int open_streams() const;    // SSE streams currently open
+  std::string last_cancelled_id() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace example

@@ -1,0 +1,61 @@
+// Configuration: every limit and timeout is a named field here, a flag, an
+// MCP_BRIDGE_* environment variable and a config-file key of the same name.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mcp_sse_bridge/url.h"
+
+namespace msb {
+
+using Duration = std::chrono::milliseconds;
+
+struct UpstreamConfig {
+  Url sse_url;                              // --upstream
+  std::vector<std::string> static_headers;  // --upstream-header, "Name: value"
+  Duration connect_timeout{5000};           // TCP connect + SSE response head
+  Duration endpoint_timeout{5000};          // `endpoint` event after connect
+  Duration initialize_timeout{10000};       // initialize reply and each setup POST
+  Duration request_timeout{120000};         // the whole call, from arrival
+  Duration max_request_timeout{900000};     // cap for progress-extended calls
+  Duration ping_interval{15000};            // silence before an MCP ping probe (0 = off)
+  Duration ping_timeout{5000};              // reply deadline for that ping
+  uint64_t max_message_size = 128ull << 20; // one upstream SSE event / message
+  bool allow_foreign_endpoint = false;      // accept an endpoint on another origin
+  int retries = 1;                          // fresh-session retries allowed by DESIGN §2.5
+};
+
+struct Config {
+  UpstreamConfig upstream;
+  std::string listen_host = "127.0.0.1";
+  int listen_port = 8080;
+  std::string path = "/mcp";
+  std::vector<std::string> forward_headers;  // client header names copied upstream
+  Duration keepalive_interval{15000};        // SSE comment on idle response streams (0 = off)
+  uint64_t max_body_size = 16ull << 20;      // client request body
+  int worker_threads = 128;                  // HTTP worker pool (one per open connection)
+  size_t max_revoked_sessions = 100000;
+  std::string session_secret;                // from --session-secret-file or env
+  bool session_secret_generated = false;
+  std::string log_level = "info";
+  std::string log_format = "text";
+  bool check_config = false;
+};
+
+// Parses "250ms", "5s", "2m", "1h", "0" (a bare number means seconds).
+std::optional<Duration> parse_duration(std::string_view s);
+// Parses "16MiB", "64KiB", "1GiB", "10MB", "512" (bytes).
+std::optional<uint64_t> parse_size(std::string_view s);
+std::string format_duration(Duration d);
+
+// Parses the command line (plus config file and environment). On --help
+// prints usage and exits 0; on any invalid value prints one line
+// "mcp-sse-bridge: error: ..." and exits 2.
+Config parse_command_line(int argc, char** argv);
+
+}  // namespace msb

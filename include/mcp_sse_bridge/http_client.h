@@ -1,0 +1,133 @@
+// A small HTTP/1.1 client on non-blocking sockets where every operation takes
+// a Deadline: name resolution, connect, each write, each read. Nothing here can
+// block past the deadline it was given (unlike cpp-httplib's client, whose
+// connect phase ignores stop() and whose read timeout is per read).
+//
+// Used for the upstream SSE GET (streamed body) and the upstream POSTs
+// (keep-alive). Not thread-safe: one owner thread per object; shutdown() may
+// be called from another thread to abort a blocked read at once.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "mcp_sse_bridge/deadline.h"
+#include "mcp_sse_bridge/error.h"
+#include "mcp_sse_bridge/url.h"
+
+namespace msb {
+
+// Outcome of one socket operation.
+enum class Io {
+  kOk,       // bytes moved
+  kEof,      // orderly close by the peer
+  kError,    // reset or other socket error (errno text in the stream's last_error())
+  kTimeout,  // the deadline passed
+};
+
+class TcpStream {
+ public:
+  TcpStream() = default;
+  ~TcpStream();
+  TcpStream(TcpStream&& o) noexcept;
+  TcpStream& operator=(TcpStream&& o) noexcept;
+  TcpStream(const TcpStream&) = delete;
+  TcpStream& operator=(const TcpStream&) = delete;
+
+  // Resolves and connects (TCP_NODELAY on). Errors: kUnreachable (refused,
+  // no route, name not found) or kTimeout; the phase is left as kConnect.
+  static Expected<TcpStream> connect(const std::string& host, int port, Deadline d);
+
+  Io write_all(std::string_view data, Deadline d, bool more = false);
+  // Reads up to n bytes (kOk with *got > 0), or reports EOF/error/timeout.
+  Io read_some(char* buf, size_t n, size_t* got, Deadline d);
+  // Non-blocking check for a pooled/kept-alive connection: false when the peer
+  // has closed it, reset it, or sent unexpected bytes.
+  bool idle_alive() const;
+  // Aborts any blocked read/write from another thread; idempotent.
+  void shutdown();
+  void close();
+  bool valid() const { return fd_ >= 0; }
+  int fd() const { return fd_; }
+  const std::string& last_error() const { return last_error_; }
+
+ private:
+  explicit TcpStream(int fd) : fd_(fd) {}
+  int fd_ = -1;
+  std::string last_error_;
+};
+
+struct HttpHead {
+  int status = 0;
+  std::vector<std::pair<std::string, std::string>> headers;  // names lower-cased
+  bool chunked = false;
+  std::optional<uint64_t> content_length;
+  bool keep_alive = true;
+  std::string header(std::string_view lower_name) const;
+};
+
+// Incremental decoder of a chunked transfer-coded body.
+class ChunkedDecoder {
+ public:
+  enum class R { kNeedMore, kDone, kError };
+  // Consumes bytes from `in` (advancing it) and appends decoded data to `out`.
+  R feed(std::string_view& in, std::string& out);
+
+ private:
+  enum class S { kSize, kData, kDataEnd, kTrailer, kDone };
+  S state_ = S::kSize;
+  uint64_t remaining_ = 0;
+  std::string line_;
+};
+
+// One HTTP/1.1 connection to one origin.
+class HttpConnection {
+ public:
+  explicit HttpConnection(Url origin) : origin_(std::move(origin)) {}
+
+  // Sends a request and reads the response head. `extra_headers` are full
+  // "Name: value\r\n" lines. Reuses the kept-alive connection when possible
+  // (resending once, on a fresh connection, if a reused one turns out closed
+  // before any response byte). Errors carry kUnreachable/kTimeout/kClosed/
+  // kProtocol; the caller sets the phase.
+  Expected<HttpHead> send(std::string_view method, std::string_view target,
+                          std::string_view extra_headers, std::string_view body, Deadline d);
+
+  // After send(): reads the next slice of the decoded body into `out`
+  // (appending). Returns kOk with *finished set once the body is complete,
+  // kEof/kError/kTimeout otherwise. For bodies delimited by close, EOF is the
+  // normal end (kOk + finished).
+  Io read_body(std::string& out, bool* finished, Deadline d);
+
+  // Reads the whole body (up to max bytes; larger bodies are an error).
+  Expected<std::string> read_full_body(size_t max, Deadline d);
+
+  void shutdown() { stream_.shutdown(); }
+  void close() { stream_.close(); }
+  const Url& origin() const { return origin_; }
+  const std::string& last_error() const { return stream_.last_error(); }
+
+ private:
+  Io fill(Deadline d);  // reads more raw bytes into buf_
+
+  Url origin_;
+  TcpStream stream_;
+  bool reusable_ = false;
+  std::string buf_;  // raw bytes read but not consumed
+  size_t pos_ = 0;
+  HttpHead head_;
+  ChunkedDecoder chunked_;
+  uint64_t body_left_ = 0;
+  bool body_done_ = true;
+};
+
+// Limits for reading a response head.
+inline constexpr size_t kMaxHeadBytes = 64 * 1024;
+
+}  // namespace msb

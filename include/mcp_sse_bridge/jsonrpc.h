@@ -1,0 +1,56 @@
+// JSON-RPC 2.0 message classification with simdjson (validating DOM parser).
+//
+// The bridge forwards message bytes verbatim; it only needs to know what a
+// message is (request / notification / response), its id exactly as written,
+// its method, and a few params. Ids are kept as their minified JSON text
+// (`1`, `"abc"`), so they can be re-emitted byte-for-byte and compared.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace msb {
+
+enum class MsgKind {
+  kRequest,       // method + id
+  kNotification,  // method, no id
+  kResponse,      // id + result or error
+};
+
+struct Message {
+  MsgKind kind = MsgKind::kNotification;
+  std::string raw;        // this message's JSON text (verbatim for a single message)
+  std::string id;         // minified id text; empty for notifications
+  std::string method;     // requests and notifications
+  std::string progress_token;  // raw: params._meta.progressToken (requests) or
+                               // params.progressToken (notifications/progress)
+  std::string cancel_id;  // raw: params.requestId of notifications/cancelled
+  bool is_error = false;  // response carrying `error`
+};
+
+struct ParseResult {
+  bool ok = false;
+  int error_code = 0;  // -32700 parse error, -32600 invalid request
+  std::string error_message;
+  bool batch = false;
+  std::vector<Message> messages;
+};
+
+// Parses a client body: one message or (2025-03-26) a non-empty batch array.
+// Takes the body by value: it is moved into Message::raw for single messages.
+ParseResult parse_body(std::string body);
+
+// Parses one message received from the upstream. Returns false when it is not
+// a valid JSON-RPC message.
+bool parse_message(std::string text, Message& out, std::string* why = nullptr);
+
+// Methods that change nothing upstream and may be retried on a fresh session
+// after a failure (DESIGN §2.5).
+bool is_read_only_method(std::string_view method);
+
+// Quotes a string as a JSON string literal.
+std::string json_quote(std::string_view s);
+
+}  // namespace msb

@@ -1,0 +1,260 @@
+#include "mcp_sse_bridge/config.h"
+
+#include <CLI/CLI.hpp>
+#include <cctype>
+#include <cstring>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "mcp_sse_bridge/log.h"
+#include "mcp_sse_bridge/session_token.h"
+
+namespace msb {
+
+std::optional<Duration> parse_duration(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) ++i;
+  if (i == 0 || i > 12) return std::nullopt;
+  uint64_t n = std::stoull(std::string(s.substr(0, i)));
+  std::string_view unit = s.substr(i);
+  uint64_t mult;
+  if (unit == "ms") mult = 1;
+  else if (unit == "s" || unit.empty()) mult = 1000;
+  else if (unit == "m" || unit == "min") mult = 60000;
+  else if (unit == "h") mult = 3600000;
+  else return std::nullopt;
+  return Duration(static_cast<int64_t>(n * mult));
+}
+
+std::optional<uint64_t> parse_size(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) ++i;
+  if (i == 0 || i > 15) return std::nullopt;
+  uint64_t n = std::stoull(std::string(s.substr(0, i)));
+  std::string_view unit = s.substr(i);
+  uint64_t mult;
+  if (unit.empty() || unit == "B") mult = 1;
+  else if (unit == "KiB") mult = 1ull << 10;
+  else if (unit == "MiB") mult = 1ull << 20;
+  else if (unit == "GiB") mult = 1ull << 30;
+  else if (unit == "KB" || unit == "kB") mult = 1000;
+  else if (unit == "MB") mult = 1000 * 1000;
+  else if (unit == "GB") mult = 1000ull * 1000 * 1000;
+  else return std::nullopt;
+  return n * mult;
+}
+
+std::string format_duration(Duration d) {
+  auto ms = d.count();
+  if (ms == 0) return "0";
+  if (ms % 3600000 == 0) return std::to_string(ms / 3600000) + "h";
+  if (ms % 60000 == 0) return std::to_string(ms / 60000) + "m";
+  if (ms % 1000 == 0) return std::to_string(ms / 1000) + "s";
+  return std::to_string(ms) + "ms";
+}
+
+namespace {
+
+std::string format_size(uint64_t b) {
+  if (b && b % (1ull << 30) == 0) return std::to_string(b >> 30) + "GiB";
+  if (b && b % (1ull << 20) == 0) return std::to_string(b >> 20) + "MiB";
+  if (b && b % (1ull << 10) == 0) return std::to_string(b >> 10) + "KiB";
+  return std::to_string(b);
+}
+
+[[noreturn]] void fail(const std::string& msg) {
+  std::fprintf(stderr, "mcp-sse-bridge: error: %s\n", msg.c_str());
+  std::exit(2);
+}
+
+bool valid_header_line(const std::string& h, std::string* name) {
+  auto colon = h.find(':');
+  if (colon == std::string::npos || colon == 0) return false;
+  for (size_t i = 0; i < colon; ++i) {
+    unsigned char c = static_cast<unsigned char>(h[i]);
+    if (c <= 0x20 || c >= 0x7f || std::strchr("()<>@,;:\\\"/[]?={}", c)) return false;
+  }
+  if (h.find_first_of("\r\n") != std::string::npos) return false;
+  *name = h.substr(0, colon);
+  return true;
+}
+
+std::string read_secret_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) fail("--session-secret-file: cannot read " + path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  std::string s = ss.str();
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
+  if (s.size() < 16) fail("--session-secret-file: secret must be at least 16 bytes");
+  return s;
+}
+
+}  // namespace
+
+Config parse_command_line(int argc, char** argv) {
+  Config c;
+  CLI::App app{
+      "mcp-sse-bridge: serves MCP Streamable HTTP to clients and forwards each call to a legacy\n"
+      "HTTP+SSE (2024-11-05) MCP server on a short-lived upstream session, with a deadline on\n"
+      "every step, so a dead upstream becomes an immediate JSON-RPC error for the caller.\n"
+      "Every flag can also be set by MCP_BRIDGE_<FLAG> (upper case, '-' as '_') or by a key of\n"
+      "the same name in --config FILE (TOML/INI). Precedence: flag > config file > environment.\n"
+      "Durations: 250ms, 5s, 2m, 1h (0 = off where noted). Sizes: 512KiB, 16MiB, 1GiB.",
+      "mcp-sse-bridge"};
+  app.option_defaults()->always_capture_default();
+  app.get_formatter()->column_width(44);
+  app.set_config("--config", "", "Read flags from this TOML/INI file (keys = flag names)");
+  app.allow_config_extras(CLI::config_extras_mode::error);
+
+  std::string upstream, listen = "127.0.0.1:8080";
+  auto& u = c.upstream;
+  std::string connect_t = format_duration(u.connect_timeout),
+              endpoint_t = format_duration(u.endpoint_timeout),
+              init_t = format_duration(u.initialize_timeout),
+              request_t = format_duration(u.request_timeout),
+              max_request_t = format_duration(u.max_request_timeout),
+              ping_i = format_duration(u.ping_interval), ping_t = format_duration(u.ping_timeout),
+              keepalive_i = format_duration(c.keepalive_interval),
+              max_msg = format_size(u.max_message_size), max_body = format_size(c.max_body_size);
+  std::string secret_file;
+
+  auto env = [](const char* flag) {
+    std::string e = "MCP_BRIDGE_";
+    for (const char* p = flag; *p; ++p) e += *p == '-' ? '_' : static_cast<char>(std::toupper(*p));
+    return e;
+  };
+  auto opt = [&](const char* flag, auto& var, const char* help) {
+    return app.add_option(std::string("--") + flag, var, help)->envname(env(flag));
+  };
+
+  opt("upstream", upstream, "Legacy MCP server SSE URL, e.g. http://127.0.0.1:3001/sse (required)")
+      ->required();
+  opt("listen", listen, "HOST:PORT to serve Streamable HTTP on (port 0 = any free port)");
+  opt("path", c.path, "Endpoint path for POST/GET/DELETE");
+  opt("connect-timeout", connect_t, "Deadline for the upstream TCP connect plus the SSE response head");
+  opt("endpoint-timeout", endpoint_t, "Deadline for the upstream `endpoint` event after connect");
+  opt("initialize-timeout", init_t,
+      "Deadline for the upstream initialize reply and each setup POST");
+  opt("request-timeout", request_t,
+      "Deadline for a whole call, from its arrival; upstream progress notifications extend it");
+  opt("max-request-timeout", max_request_t,
+      "Hard cap on a call, however much progress the upstream reports");
+  opt("ping-interval", ping_i,
+      "Upstream silence while a call waits before the bridge sends an MCP ping (0 = off)");
+  opt("ping-timeout", ping_t, "Deadline for the reply to that ping; none = the upstream is dead");
+  opt("keepalive-interval", keepalive_i,
+      "SSE comment sent on an idle client response stream (0 = off)");
+  opt("max-message-size", max_msg, "Largest upstream SSE event (one JSON-RPC message)");
+  opt("max-body-size", max_body, "Largest client request body (413 above)");
+  opt("upstream-header", u.static_headers,
+      "Static header sent upstream, 'Name: value' (repeatable)");
+  opt("forward-header", c.forward_headers,
+      "Client header copied to the upstream, e.g. Authorization (repeatable)");
+  opt("allow-foreign-endpoint", u.allow_foreign_endpoint,
+      "Accept an upstream `endpoint` on another origin than --upstream (SSRF risk)");
+  opt("upstream-retries", u.retries,
+      "Fresh-session retries for calls that provably never reached the upstream (or are read-only)");
+  opt("worker-threads", c.worker_threads,
+      "HTTP worker threads; each open client connection or response stream holds one");
+  opt("max-revoked-sessions", c.max_revoked_sessions,
+      "Bound on the DELETEd-session set kept by this process");
+  opt("session-secret-file", secret_file,
+      "File holding the HMAC secret for session ids (share it across replicas); env "
+      "MCP_BRIDGE_SESSION_SECRET holds the secret itself; random when neither is given");
+  opt("log-level", c.log_level, "debug, info, warn, error or off");
+  opt("log-format", c.log_format, "text or json");
+  app.add_flag("--check-config", c.check_config,
+               "Parse and validate the configuration, then exit (0 = valid, 2 = invalid)");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    std::exit(app.exit(e));
+  } catch (const CLI::CallForAllHelp& e) {
+    std::exit(app.exit(e));
+  } catch (const CLI::ParseError& e) {
+    std::string what = e.what();
+    fail(what + " (see --help)");
+  }
+
+  std::string why;
+  auto url = parse_url(upstream, &why);
+  if (!url) fail("--upstream: " + why + ": '" + upstream + "'");
+  u.sse_url = *url;
+
+  auto colon = listen.rfind(':');
+  if (colon == std::string::npos) fail("--listen: expected HOST:PORT, got '" + listen + "'");
+  c.listen_host = listen.substr(0, colon);
+  if (c.listen_host.size() > 1 && c.listen_host.front() == '[' && c.listen_host.back() == ']')
+    c.listen_host = c.listen_host.substr(1, c.listen_host.size() - 2);
+  std::string port = listen.substr(colon + 1);
+  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
+      std::stoi(port) > 65535)
+    fail("--listen: invalid port in '" + listen + "'");
+  c.listen_port = std::stoi(port);
+  if (c.path.empty() || c.path.front() != '/') fail("--path: must start with '/'");
+
+  struct D {
+    const char* flag;
+    std::string* text;
+    Duration* out;
+    bool zero_ok;
+  } durations[] = {
+      {"connect-timeout", &connect_t, &u.connect_timeout, false},
+      {"endpoint-timeout", &endpoint_t, &u.endpoint_timeout, false},
+      {"initialize-timeout", &init_t, &u.initialize_timeout, false},
+      {"request-timeout", &request_t, &u.request_timeout, false},
+      {"max-request-timeout", &max_request_t, &u.max_request_timeout, false},
+      {"ping-interval", &ping_i, &u.ping_interval, true},
+      {"ping-timeout", &ping_t, &u.ping_timeout, false},
+      {"keepalive-interval", &keepalive_i, &c.keepalive_interval, true},
+  };
+  for (auto& d : durations) {
+    auto v = parse_duration(*d.text);
+    if (!v) fail(std::string("--") + d.flag + ": invalid duration '" + *d.text + "' (use e.g. 250ms, 5s, 2m)");
+    if (!d.zero_ok && v->count() == 0) fail(std::string("--") + d.flag + ": must be greater than 0");
+    *d.out = *v;
+  }
+  if (u.max_request_timeout < u.request_timeout)
+    fail("--max-request-timeout (" + max_request_t + ") must not be below --request-timeout (" +
+         request_t + ")");
+  auto ms = parse_size(max_msg);
+  if (!ms || *ms < 1024) fail("--max-message-size: invalid size '" + max_msg + "' (at least 1KiB)");
+  u.max_message_size = *ms;
+  auto mb = parse_size(max_body);
+  if (!mb || *mb < 1024) fail("--max-body-size: invalid size '" + max_body + "' (at least 1KiB)");
+  c.max_body_size = *mb;
+  if (u.retries < 0 || u.retries > 5) fail("--upstream-retries: must be between 0 and 5");
+  if (c.worker_threads < 4 || c.worker_threads > 10000)
+    fail("--worker-threads: must be between 4 and 10000");
+
+  for (auto& h : u.static_headers) {
+    std::string name;
+    if (!valid_header_line(h, &name)) fail("--upstream-header: expected 'Name: value', got '" + h + "'");
+  }
+  for (auto& h : c.forward_headers) {
+    std::string name;
+    if (!valid_header_line(h + ":", &name))
+      fail("--forward-header: invalid header name '" + h + "'");
+  }
+  log::Level lvl;
+  if (!log::parse_level(c.log_level, &lvl)) fail("--log-level: expected debug, info, warn, error or off");
+  if (c.log_format != "text" && c.log_format != "json") fail("--log-format: expected text or json");
+
+  if (!secret_file.empty()) {
+    c.session_secret = read_secret_file(secret_file);
+  } else if (const char* s = std::getenv("MCP_BRIDGE_SESSION_SECRET"); s && *s) {
+    c.session_secret = s;
+    if (c.session_secret.size() < 16) fail("MCP_BRIDGE_SESSION_SECRET: secret must be at least 16 bytes");
+  } else {
+    c.session_secret = random_bytes(32);
+    c.session_secret_generated = true;
+  }
+  return c;
+}
+
+}  // namespace msb

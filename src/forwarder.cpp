@@ -1,0 +1,290 @@
+#include "mcp_sse_bridge/forwarder.h"
+
+#include "mcp_sse_bridge/log.h"
+#include "mcp_sse_bridge/upstream_session.h"
+
+namespace msb {
+
+namespace {
+
+std::atomic<uint64_t> g_internal_ids{0};
+
+// Ids of the bridge's own upstream requests. A string prefix no client
+// plausibly uses; the counter keeps them unique per process.
+std::string internal_id(std::string_view what) {
+  return json_quote("mcp-sse-bridge:" + std::string(what) + ":" +
+                    std::to_string(g_internal_ids.fetch_add(1, std::memory_order_relaxed)));
+}
+
+std::string make_request(std::string_view id, std::string_view method, std::string_view params) {
+  std::string s = R"({"jsonrpc":"2.0","id":)";
+  s.append(id).append(R"(,"method":)").append(json_quote(method));
+  if (!params.empty()) s.append(R"(,"params":)").append(params);
+  s.push_back('}');
+  return s;
+}
+
+// How one attempt ended.
+struct Attempt {
+  std::optional<std::string> response;  // the upstream's final response
+  std::optional<BridgeError> error;
+  bool cancelled = false;
+  bool request_sent = false;  // the client's request may have reached the upstream
+};
+
+class CallRun {
+ public:
+  CallRun(const UpstreamConfig& cfg, ForwarderStats& stats, const Message& req,
+          const ClientSession* session, const std::optional<std::string>& log_level,
+          std::string_view headers, CallSink& sink, Clock::time_point start)
+      : cfg_(cfg),
+        stats_(stats),
+        req_(req),
+        session_(session),
+        log_level_(log_level),
+        headers_(headers),
+        sink_(sink),
+        start_(start),
+        deadline_(Deadline::at(start + cfg.request_timeout)),
+        hard_deadline_(Deadline::at(start + cfg.max_request_timeout)) {}
+
+  Deadline deadline() const { return deadline_; }
+
+  Attempt run(std::string* upstream_session_id) {
+    Attempt a;
+    UpstreamSession up(cfg_, std::string(headers_));
+    auto connect_d = Deadline::earliest(Deadline::after(cfg_.connect_timeout), deadline_);
+    auto st = up.open(connect_d, cfg_.endpoint_timeout, deadline_);
+    *upstream_session_id = up.upstream_session_id();
+    if (!st) {
+      a.error = st.error();
+      return a;
+    }
+    if (session_) {  // replay the session: initialize, initialized, state
+      auto init_d = Deadline::earliest(Deadline::after(cfg_.initialize_timeout), deadline_);
+      std::string init_id = internal_id("init");
+      auto r = roundtrip(up, make_request(init_id, "initialize", session_->init_params), init_id,
+                         init_d, Phase::kInitialize, a);
+      if (!r) return a;
+      if (r->is_error) {
+        a.error = make_error(ErrorKind::kRejected, Phase::kInitialize,
+                             "upstream refused the replayed initialize: " + r->raw.substr(0, 300));
+        return a;
+      }
+      if (auto s = up.post(R"({"jsonrpc":"2.0","method":"notifications/initialized"})", init_d,
+                           Phase::kInitialize);
+          !s) {
+        a.error = s.error();
+        return a;
+      }
+      if (log_level_) {
+        std::string id = internal_id("setLevel");
+        auto lr = roundtrip(up, make_request(id, "logging/setLevel", *log_level_), id, init_d,
+                            Phase::kInitialize, a);
+        if (!lr) return a;
+      }
+    }
+    // The request itself.
+    if (auto s = up.post(req_.raw, Deadline::earliest(deadline_, Deadline::after(cfg_.request_timeout)),
+                         Phase::kRequest);
+        !s) {
+      // Connect failures and 404 (session gone) prove the request was not taken.
+      auto& e = s.error();
+      a.request_sent = !(e.kind == ErrorKind::kUnreachable ||
+                         (e.kind == ErrorKind::kRejected && e.http_status == 404));
+      a.error = e;
+      return a;
+    }
+    a.request_sent = true;
+    auto resp = wait_response(up, req_.id, a);
+    if (resp) a.response = std::move(resp->raw);
+    if (a.cancelled) cancel_upstream(up);
+    return a;
+  }
+
+ private:
+  // Sends one of the bridge's own requests and waits for its response.
+  std::optional<Message> roundtrip(UpstreamSession& up, const std::string& body,
+                                   const std::string& id, Deadline d, Phase phase, Attempt& a) {
+    if (auto s = up.post(body, d, phase); !s) {
+      a.error = s.error();
+      return std::nullopt;
+    }
+    for (;;) {
+      if (!sink_.alive()) {
+        a.cancelled = true;
+        return std::nullopt;
+      }
+      auto slice = Deadline::earliest(d, Deadline::after(Forwarder::kPollSlice));
+      auto m = up.next_message(slice, phase);
+      if (!m) {
+        if (m.error().kind == ErrorKind::kTimeout && !d.reached()) continue;
+        a.error = m.error();
+        if (a.error->kind == ErrorKind::kTimeout)
+          a.error->detail = "no reply to " + std::string(to_string(phase)) + " within " +
+                            format_duration(phase == Phase::kInitialize ? cfg_.initialize_timeout
+                                                                        : cfg_.request_timeout);
+        return std::nullopt;
+      }
+      if (m->kind == MsgKind::kResponse && m->id == id) return std::move(*m);
+      if (!handle_other(up, *m, d, phase, a, /*relay=*/false)) return std::nullopt;
+    }
+  }
+
+  // Waits for the response to the client's request, relaying what comes
+  // before it, probing a silent stream with ping.
+  std::optional<Message> wait_response(UpstreamSession& up, const std::string& id, Attempt& a) {
+    std::optional<std::string> ping_id;
+    Deadline ping_deadline = Deadline::never();
+    for (;;) {
+      if (!sink_.alive()) {
+        a.cancelled = true;
+        return std::nullopt;
+      }
+      auto now = Clock::now();
+      if (deadline_.reached()) {
+        a.error = make_error(ErrorKind::kTimeout, Phase::kRequest,
+                             "no response within " + format_duration(Duration(std::chrono::duration_cast<Millis>(now - start_))) +
+                                 " (--request-timeout " + format_duration(cfg_.request_timeout) + ")");
+        return std::nullopt;
+      }
+      if (ping_id && ping_deadline.reached()) {
+        a.error = make_error(ErrorKind::kUnresponsive, Phase::kRequest,
+                             "stream silent for " +
+                                 format_duration(std::chrono::duration_cast<Millis>(now - up.last_activity())) +
+                                 " and ping unanswered within " + format_duration(cfg_.ping_timeout));
+        return std::nullopt;
+      }
+      if (!ping_id && cfg_.ping_interval.count() > 0 &&
+          now - up.last_activity() >= cfg_.ping_interval) {
+        ping_id = internal_id("ping");
+        ping_deadline = Deadline::after(cfg_.ping_timeout);
+        stats_.pings_sent.fetch_add(1, std::memory_order_relaxed);
+        auto s = up.post(make_request(*ping_id, "ping", ""),
+                         Deadline::earliest(ping_deadline, deadline_), Phase::kRequest);
+        if (!s) {
+          a.error = s.error();
+          if (a.error->kind == ErrorKind::kTimeout) a.error->kind = ErrorKind::kUnresponsive;
+          return std::nullopt;
+        }
+      }
+      auto wake = Deadline::earliest(deadline_, Deadline::after(Forwarder::kPollSlice));
+      if (ping_id) wake = Deadline::earliest(wake, ping_deadline);
+      else if (cfg_.ping_interval.count() > 0)
+        wake = Deadline::earliest(wake, Deadline::at(up.last_activity() + cfg_.ping_interval));
+      auto m = up.next_message(wake, Phase::kRequest);
+      if (!m) {
+        if (m.error().kind == ErrorKind::kTimeout) continue;  // re-check deadlines above
+        a.error = m.error();
+        return std::nullopt;
+      }
+      if (m->kind == MsgKind::kResponse) {
+        if (m->id == id) return std::move(*m);
+        if (ping_id && m->id == *ping_id) {
+          ping_id.reset();
+          ping_deadline = Deadline::never();
+        }
+        continue;  // a stale reply to one of ours
+      }
+      if (!handle_other(up, *m, deadline_, Phase::kRequest, a, /*relay=*/true)) return std::nullopt;
+    }
+  }
+
+  // Upstream notifications and requests that are not the awaited response.
+  bool handle_other(UpstreamSession& up, Message& m, Deadline d, Phase phase, Attempt& a,
+                    bool relay) {
+    if (m.kind == MsgKind::kRequest) {
+      std::string reply;
+      if (m.method == "ping") {
+        reply = R"({"jsonrpc":"2.0","id":)" + m.id + R"(,"result":{}})";
+      } else {
+        reply = jsonrpc_plain_error(m.id, -32601,
+                                    "mcp-sse-bridge does not forward server-to-client '" +
+                                        m.method + "' requests yet");
+      }
+      if (auto s = up.post(reply, d, phase); !s) {
+        a.error = s.error();
+        return false;
+      }
+      return true;
+    }
+    if (m.kind != MsgKind::kNotification || !relay) return true;
+    if (m.method == "notifications/progress" && !req_.progress_token.empty() &&
+        m.progress_token == req_.progress_token) {
+      // Progress proves the call is alive: extend its deadline, within the cap.
+      deadline_ = Deadline::earliest(Deadline::after(cfg_.request_timeout), hard_deadline_);
+    }
+    if (!sink_.deliver(m.raw)) {
+      a.cancelled = true;
+      return false;
+    }
+    return true;
+  }
+
+  void cancel_upstream(UpstreamSession& up) {
+    std::string n = R"({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":)" +
+                    req_.id + R"J(,"reason":"client went away (mcp-sse-bridge)"}})J";
+    (void)up.post(n, Deadline::after(Millis(1000)), Phase::kRequest);
+  }
+
+  const UpstreamConfig& cfg_;
+  ForwarderStats& stats_;
+  const Message& req_;
+  const ClientSession* session_;
+  const std::optional<std::string>& log_level_;
+  std::string_view headers_;
+  CallSink& sink_;
+  Clock::time_point start_;
+  Deadline deadline_;
+  Deadline hard_deadline_;
+};
+
+bool retryable(const Attempt& a, const Message& req) {
+  if (!a.error || a.cancelled) return false;
+  const auto& e = *a.error;
+  if (e.kind == ErrorKind::kEndpointRefused || e.kind == ErrorKind::kCancelled ||
+      e.kind == ErrorKind::kShuttingDown)
+    return false;
+  if (!a.request_sent) {
+    // The upstream refused the replayed initialize: a fresh session will too.
+    return !(e.phase == Phase::kInitialize && e.kind == ErrorKind::kRejected &&
+             e.http_status == 0);
+  }
+  return is_read_only_method(req.method) || req.method == "initialize";
+}
+
+}  // namespace
+
+CallResult Forwarder::call(const Message& req, const ClientSession* session,
+                           const std::optional<std::string>& log_level_params,
+                           std::string_view extra_headers, CallSink& sink) {
+  stats_.calls.fetch_add(1, std::memory_order_relaxed);
+  auto start = Clock::now();
+  CallRun run(cfg_, stats_, req, session, log_level_params, extra_headers, sink, start);
+  CallResult out;
+  for (int attempt = 0;; ++attempt) {
+    out.attempts = attempt + 1;
+    Attempt a = run.run(&out.upstream_session);
+    if (a.response) {
+      out.response = std::move(*a.response);
+      return out;
+    }
+    if (a.cancelled) {
+      stats_.cancelled.fetch_add(1, std::memory_order_relaxed);
+      out.cancelled = true;
+      return out;
+    }
+    if (attempt < cfg_.retries && retryable(a, req) && !run.deadline().reached()) {
+      stats_.retries.fetch_add(1, std::memory_order_relaxed);
+      log::info("retrying call on a fresh upstream session",
+                {{"method", req.method}, {"id", req.id}, {"cause", a.error->message()}});
+      continue;
+    }
+    stats_.failures.fetch_add(1, std::memory_order_relaxed);
+    out.error = a.error;
+    out.response = jsonrpc_error_response(req.id, *a.error, elapsed_ms(start), cfg_.sse_url.str());
+    return out;
+  }
+}
+
+}  // namespace msb

@@ -1,0 +1,635 @@
+#include "mcp_sse_bridge/front_server.h"
+
+#include <dirent.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include <httplib.h>
+
+#include <condition_variable>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+#include <unordered_map>
+
+#include "mcp_sse_bridge/log.h"
+#include "mcp_sse_bridge/session_token.h"
+
+namespace msb {
+
+bool is_supported_protocol_version(std::string_view v) {
+  return v == "2024-11-05" || v == "2025-03-26" || v == "2025-06-18" || v == "2025-11-25";
+}
+
+namespace {
+
+constexpr char kSessionHeader[] = "Mcp-Session-Id";
+
+// Headers never copied upstream, whatever --forward-header says: hop-by-hop,
+// framing, and cpp-httplib's pseudo-headers that describe our own socket.
+bool never_forwarded(std::string_view name) {
+  static const char* kBlocked[] = {"host", "connection", "keep-alive", "proxy-connection",
+                                   "transfer-encoding", "content-length", "content-type", "te",
+                                   "trailer", "upgrade", "cookie", "accept", "mcp-session-id",
+                                   "remote_addr", "remote_port", "local_addr", "local_port"};
+  std::string lower(name);
+  for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (auto* b : kBlocked)
+    if (lower == b) return true;
+  return false;
+}
+
+std::string lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// cpp-httplib 0.11.4 gives handlers no socket and its DataSink::is_writable
+// cannot see a closed peer; the bridge must notice a client that went away
+// to cancel its upstream work. Find the connection's fd by its addresses
+// (cached per connection: accepted fds are stable for the connection's life).
+class ClientSocketFinder {
+ public:
+  int find(const httplib::Request& req) {
+    std::string key = req.remote_addr + "|" + std::to_string(req.remote_port) + "|" +
+                      std::to_string(req.local_port);
+    {
+      std::lock_guard lk(mu_);
+      auto it = cache_.find(key);
+      if (it != cache_.end() && matches(it->second, req)) return it->second;
+    }
+    int found = -1;
+    if (DIR* d = opendir("/proc/self/fd")) {
+      while (dirent* e = readdir(d)) {
+        if (e->d_name[0] == '.') continue;
+        int fd = std::atoi(e->d_name);
+        if (fd > 2 && matches(fd, req)) {
+          found = fd;
+          break;
+        }
+      }
+      closedir(d);
+    }
+    std::lock_guard lk(mu_);
+    if (found >= 0) {
+      if (cache_.size() > 100000) cache_.clear();
+      cache_[key] = found;
+    }
+    return found;
+  }
+
+ private:
+  static bool matches(int fd, const httplib::Request& req) {
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) return false;
+    sockaddr_storage local{}, peer{};
+    socklen_t ll = sizeof local, pl = sizeof peer;
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &ll) != 0) return false;
+    if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &pl) != 0) return false;
+    char buf[INET6_ADDRSTRLEN] = {0};
+    int lport = 0, pport = 0;
+    if (local.ss_family == AF_INET) {
+      lport = ntohs(reinterpret_cast<sockaddr_in*>(&local)->sin_port);
+      auto* p = reinterpret_cast<sockaddr_in*>(&peer);
+      pport = ntohs(p->sin_port);
+      inet_ntop(AF_INET, &p->sin_addr, buf, sizeof buf);
+    } else if (local.ss_family == AF_INET6) {
+      lport = ntohs(reinterpret_cast<sockaddr_in6*>(&local)->sin6_port);
+      auto* p = reinterpret_cast<sockaddr_in6*>(&peer);
+      pport = ntohs(p->sin6_port);
+      inet_ntop(AF_INET6, &p->sin6_addr, buf, sizeof buf);
+    } else {
+      return false;
+    }
+    return lport == req.local_port && pport == req.remote_port && req.remote_addr == buf;
+  }
+
+  std::mutex mu_;
+  std::unordered_map<std::string, int> cache_;
+};
+
+bool peer_gone(int fd) {
+  if (fd < 0) return false;
+  pollfd p{fd, POLLRDHUP, 0};
+  if (::poll(&p, 1, 0) <= 0) return false;
+  return (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0;
+}
+
+// In-flight calls by (client session, request id), so that a client's
+// notifications/cancelled reaches the call it names.
+class InflightCalls {
+ public:
+  using Flag = std::shared_ptr<std::atomic<bool>>;
+  Flag add(const std::string& key) {
+    auto f = std::make_shared<std::atomic<bool>>(false);
+    std::lock_guard lk(mu_);
+    calls_[key] = f;
+    return f;
+  }
+  void remove(const std::string& key, const Flag& f) {
+    std::lock_guard lk(mu_);
+    auto it = calls_.find(key);
+    if (it != calls_.end() && it->second == f) calls_.erase(it);
+  }
+  bool cancel(const std::string& key) {
+    std::lock_guard lk(mu_);
+    auto it = calls_.find(key);
+    if (it == calls_.end()) return false;
+    it->second->store(true);
+    return true;
+  }
+  size_t size() const {
+    std::lock_guard lk(mu_);
+    return calls_.size();
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, Flag> calls_;
+};
+
+// A client request whose response is still to be produced.
+struct PendingCall {
+  Message msg;
+  std::string key;  // session + id, for cancellation
+  InflightCalls::Flag cancelled;
+};
+
+void json_error(httplib::Response& res, int status, int code, const std::string& message) {
+  res.status = status;
+  res.set_content(jsonrpc_plain_error("", code, message), "application/json");
+}
+
+}  // namespace
+
+struct FrontServer::Impl {
+  Config cfg;
+  Forwarder forwarder;
+  SessionTokens tokens;
+  httplib::Server svr;
+  ClientSocketFinder sockets;
+  InflightCalls inflight;
+  std::atomic<bool> stopping{false};
+  int bound_port = -1;
+  std::thread thread;
+  std::mutex run_mu;
+
+  explicit Impl(Config c)
+      : cfg(std::move(c)),
+        forwarder(cfg.upstream),
+        tokens(cfg.session_secret, cfg.max_revoked_sessions) {
+    int threads = cfg.worker_threads;
+    svr.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+    svr.set_tcp_nodelay(true);
+    svr.set_keep_alive_max_count(1000);
+    svr.set_keep_alive_timeout(5);
+    svr.set_read_timeout(30, 0);
+    svr.set_write_timeout(30, 0);
+    svr.set_payload_max_length(cfg.max_body_size);
+    svr.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+      std::string what = "unknown";
+      try {
+        if (ep) std::rethrow_exception(ep);
+      } catch (const std::exception& e) {
+        what = e.what();
+      } catch (...) {
+      }
+      log::error("handler exception", {{"what", what}});
+      json_error(res, 500, -32603, "Internal error in mcp-sse-bridge");
+    });
+    svr.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+      if (res.status == 413) {
+        res.set_content(jsonrpc_plain_error("", -32600, "Request body too large"),
+                        "application/json");
+      } else if (res.status == 404 && res.body.empty()) {
+        res.set_content("not found: " + req.path + "\n", "text/plain");
+      }
+    });
+    const std::string& p = cfg.path;
+    svr.Post(p, [this](const httplib::Request& req, httplib::Response& res,
+                       const httplib::ContentReader& reader) { handle_post(req, res, reader); });
+    svr.Get(p, [](const httplib::Request&, httplib::Response& res) {
+      res.status = 405;
+      res.set_header("Allow", "POST, DELETE");
+      res.set_content(jsonrpc_plain_error("", -32000,
+                                          "Method Not Allowed: this bridge has no standalone "
+                                          "server-to-client stream (GET); use POST"),
+                      "application/json");
+    });
+    svr.Delete(p, [this](const httplib::Request& req, httplib::Response& res) { handle_delete(req, res); });
+    svr.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
+      res.set_content("ok\n", "text/plain");
+    });
+  }
+
+  std::string forwarded_headers(const httplib::Request& req) const {
+    std::string out;
+    for (auto& h : cfg.upstream.static_headers) {
+      auto colon = h.find(':');
+      std::string name = h.substr(0, colon);
+      std::string value = h.substr(colon + 1);
+      while (!value.empty() && value.front() == ' ') value.erase(0, 1);
+      out.append(name).append(": ").append(value).append("\r\n");
+    }
+    for (auto& name : cfg.forward_headers) {
+      if (never_forwarded(name)) continue;
+      for (size_t i = 0, n = req.get_header_value_count(name); i < n; ++i) {
+        std::string v = req.get_header_value(name, i);
+        if (v.find_first_of("\r\n") != std::string::npos) continue;
+        out.append(name).append(": ").append(v).append("\r\n");
+      }
+    }
+    return out;
+  }
+
+  // Validates headers shared by POST and DELETE. Returns false after filling res.
+  bool check_protocol_version(const httplib::Request& req, httplib::Response& res) {
+    if (!req.has_header("MCP-Protocol-Version")) return true;
+    auto v = req.get_header_value("MCP-Protocol-Version");
+    if (is_supported_protocol_version(v)) return true;
+    json_error(res, 400, -32000,
+               "Bad Request: unsupported MCP-Protocol-Version '" + v.substr(0, 64) +
+                   "' (supported: 2024-11-05, 2025-03-26, 2025-06-18, 2025-11-25)");
+    return false;
+  }
+
+  std::optional<ClientSession> require_session(const httplib::Request& req, httplib::Response& res) {
+    if (!req.has_header(kSessionHeader)) {
+      json_error(res, 400, -32000, "Bad Request: Mcp-Session-Id header is required");
+      return std::nullopt;
+    }
+    auto s = tokens.verify(req.get_header_value(kSessionHeader));
+    if (!s) {
+      json_error(res, 404, -32001, "Session not found: unknown, expired or terminated "
+                                   "Mcp-Session-Id; send initialize again");
+      return std::nullopt;
+    }
+    return s;
+  }
+
+  void handle_delete(const httplib::Request& req, httplib::Response& res) {
+    if (!check_protocol_version(req, res)) return;
+    auto s = require_session(req, res);
+    if (!s) return;
+    tokens.revoke(s->id);
+    log::info("client session terminated", {{"session", s->id.substr(s->id.size() - 12)}});
+    res.status = 200;
+  }
+
+  void handle_post(const httplib::Request& req, httplib::Response& res,
+                   const httplib::ContentReader& reader) {
+    // Content negotiation first: these are the client's mistakes, not the upstream's.
+    std::string accept = lower(req.get_header_value("Accept"));
+    bool accepts_sse = accept.find("text/event-stream") != std::string::npos;
+    bool accepts_json = accept.empty() || accept.find("application/json") != std::string::npos ||
+                        accept.find("*/*") != std::string::npos ||
+                        accept.find("application/*") != std::string::npos;
+    if (!accepts_sse && !accepts_json) {
+      json_error(res, 406, -32000,
+                 "Not Acceptable: Accept must list application/json and/or text/event-stream");
+      return;
+    }
+    std::string ctype = lower(req.get_header_value("Content-Type"));
+    if (ctype.rfind("application/json", 0) != 0) {
+      json_error(res, 415, -32000, "Unsupported Media Type: Content-Type must be application/json");
+      return;
+    }
+    if (!check_protocol_version(req, res)) return;
+    // Read the body ourselves: set_payload_max_length only bounds bodies that
+    // declare a Content-Length, not chunked ones.
+    std::string body;
+    bool too_large = false;
+    reader([&](const char* data, size_t n) {
+      if (body.size() + n > cfg.max_body_size) {
+        too_large = true;
+        return false;
+      }
+      body.append(data, n);
+      return true;
+    });
+    if (too_large) {
+      json_error(res, 413, -32600,
+                 "Request body larger than --max-body-size (" + std::to_string(cfg.max_body_size) +
+                     " bytes)");
+      return;
+    }
+    auto parsed = parse_body(std::move(body));
+    if (!parsed.ok) {
+      json_error(res, 400, parsed.error_code, parsed.error_message);
+      return;
+    }
+    // initialize opens a client session; it must stand alone.
+    for (auto& m : parsed.messages) {
+      if (m.kind == MsgKind::kRequest && m.method == "initialize") {
+        if (parsed.batch) {
+          json_error(res, 400, -32600, "Invalid Request: initialize must not be part of a batch");
+          return;
+        }
+        handle_initialize(req, res, parsed.messages.front(), accepts_sse);
+        return;
+      }
+    }
+    auto session = require_session(req, res);
+    if (!session) return;
+
+    std::vector<PendingCall> calls;
+    for (auto& m : parsed.messages) {
+      if (m.kind == MsgKind::kRequest) {
+        std::string key = session->id + "\n" + m.id;
+        calls.push_back(PendingCall{std::move(m), std::move(key), nullptr});
+        continue;
+      }
+      if (m.kind == MsgKind::kNotification && m.method == "notifications/cancelled" &&
+          !m.cancel_id.empty()) {
+        if (inflight.cancel(session->id + "\n" + m.cancel_id))
+          log::info("client cancelled a call", {{"id", m.cancel_id}});
+      }
+      // notifications/initialized is the bridge's to send upstream (per
+      // upstream session); other client notifications and responses have no
+      // upstream session to go to in per-call mode.
+    }
+    if (calls.empty()) {
+      res.status = 202;  // always, even when the upstream is dead (DESIGN §2.4)
+      return;
+    }
+    for (auto& c : calls) c.cancelled = inflight.add(c.key);
+    auto headers = forwarded_headers(req);
+    int fd = sockets.find(req);
+    if (accepts_sse) {
+      stream_calls(res, std::move(calls), std::move(*session), std::move(headers), fd, parsed.batch);
+    } else {
+      json_calls(res, std::move(calls), *session, headers, fd, parsed.batch);
+    }
+  }
+
+  // Answers requests the bridge serves itself; returns nullopt for the rest.
+  std::optional<std::string> local_answer(const Message& m, const ClientSession& s) {
+    if (m.method == "ping") return R"({"jsonrpc":"2.0","id":)" + m.id + R"(,"result":{}})";
+    if (m.method == "logging/setLevel") {
+      auto j = nlohmann::json::parse(m.raw, nullptr, false);
+      if (!j.is_discarded() && j.contains("params") && j["params"].is_object())
+        tokens.set_log_level(s.id, j["params"].dump());
+    }
+    return std::nullopt;
+  }
+
+  // Runs one call to completion (or cancellation) and logs it.
+  CallResult run_call(PendingCall& c, const ClientSession& s, const std::string& headers,
+                      CallSink& sink) {
+    auto t0 = Clock::now();
+    CallResult r;
+    if (auto local = local_answer(c.msg, s)) {
+      r.response = std::move(*local);
+    } else if (stopping.load()) {
+      BridgeError e = make_error(ErrorKind::kShuttingDown, Phase::kConnect, "bridge is shutting down");
+      r.error = e;
+      r.response = jsonrpc_error_response(c.msg.id, e, 0, cfg.upstream.sse_url.str());
+    } else {
+      r = forwarder.call(c.msg, &s, tokens.log_level(s.id), headers, sink);
+    }
+    inflight.remove(c.key, c.cancelled);
+    std::string outcome = r.cancelled ? "cancelled" : r.error ? std::string(to_string(r.error->kind)) : "ok";
+    auto fields = {log::Field{"method", c.msg.method}, log::Field{"id", c.msg.id},
+                   log::Field{"outcome", outcome}, log::Field{"ms", std::to_string(elapsed_ms(t0))},
+                   log::Field{"attempts", std::to_string(r.attempts)},
+                   log::Field{"upstream_session", r.upstream_session}};
+    if (r.error) {
+      log::warn(r.error->message(), fields);
+    } else {
+      log::info("call", fields);
+    }
+    return r;
+  }
+
+  // Sink for a response streamed as text/event-stream.
+  class SseSink : public CallSink {
+   public:
+    SseSink(Impl& impl, httplib::DataSink& sink, int fd, const InflightCalls::Flag& cancelled)
+        : impl_(impl), sink_(sink), fd_(fd), cancelled_(cancelled), last_write_(Clock::now()) {}
+    bool deliver(std::string_view json) override { return write_event(json); }
+    bool alive() override {
+      if (gone_ || cancelled_->load() || impl_.stopping.load()) return false;
+      if (peer_gone(fd_)) return gone_ = true, false;
+      auto ka = impl_.cfg.keepalive_interval;
+      if (ka.count() > 0 && Clock::now() - last_write_ >= ka) {
+        if (!write_raw(": keepalive\n\n")) return false;
+      }
+      return true;
+    }
+    bool write_event(std::string_view json) {
+      std::string ev;
+      ev.reserve(json.size() + 24);
+      ev.append("event: message\ndata: ").append(json).append("\n\n");
+      return write_raw(ev);
+    }
+    bool write_raw(std::string_view s) {
+      if (gone_) return false;
+      if (!sink_.write(s.data(), s.size())) gone_ = true;
+      last_write_ = Clock::now();
+      return !gone_;
+    }
+    bool gone() const { return gone_; }
+    void set_flag(const InflightCalls::Flag& f) { cancelled_ = f; }
+
+   private:
+    Impl& impl_;
+    httplib::DataSink& sink_;
+    int fd_;
+    InflightCalls::Flag cancelled_;
+    Clock::time_point last_write_;
+    bool gone_ = false;
+  };
+
+  // Sink for an application/json response: notifications are dropped.
+  class JsonSink : public CallSink {
+   public:
+    JsonSink(Impl& impl, int fd, const InflightCalls::Flag& cancelled)
+        : impl_(impl), fd_(fd), cancelled_(cancelled) {}
+    bool deliver(std::string_view) override { return alive(); }
+    bool alive() override {
+      if (gone_ || cancelled_->load() || impl_.stopping.load()) return false;
+      if (peer_gone(fd_)) gone_ = true;
+      return !gone_;
+    }
+    bool gone() const { return gone_; }
+
+   private:
+    Impl& impl_;
+    int fd_;
+    InflightCalls::Flag cancelled_;
+    bool gone_ = false;
+  };
+
+  // A call that ended "cancelled" because the bridge is stopping still owes
+  // the client an answer.
+  std::string shutdown_answer(const PendingCall& c) {
+    BridgeError e = make_error(ErrorKind::kShuttingDown, Phase::kRequest,
+                               "bridge is shutting down; the call was abandoned");
+    return jsonrpc_error_response(c.msg.id, e, 0, cfg.upstream.sse_url.str());
+  }
+
+  void stream_calls(httplib::Response& res, std::vector<PendingCall> calls, ClientSession session,
+                    std::string headers, int fd, bool batch) {
+    (void)batch;
+    res.status = 200;
+    res.set_header("Cache-Control", "no-cache");
+    res.set_header("X-Accel-Buffering", "no");
+    auto state = std::make_shared<std::vector<PendingCall>>(std::move(calls));
+    res.set_chunked_content_provider(
+        "text/event-stream",
+        [this, state, session = std::move(session), headers = std::move(headers), fd](
+            size_t, httplib::DataSink& sink) {
+          for (auto& c : *state) {
+            SseSink s(*this, sink, fd, c.cancelled);
+            CallResult r = run_call(c, session, headers, s);
+            if (s.gone()) break;
+            if (r.cancelled) {
+              if (c.cancelled->load()) continue;  // client asked: no response is owed
+              if (!stopping.load()) break;
+              r.response = shutdown_answer(c);
+            }
+            if (!s.write_event(r.response)) break;
+          }
+          sink.done();
+          return true;
+        },
+        [this, state](bool) {
+          for (auto& c : *state) inflight.remove(c.key, c.cancelled);
+        });
+  }
+
+  void json_calls(httplib::Response& res, std::vector<PendingCall> calls,
+                  const ClientSession& session, const std::string& headers, int fd, bool batch) {
+    std::vector<std::string> out;
+    for (auto& c : calls) {
+      JsonSink s(*this, fd, c.cancelled);
+      CallResult r = run_call(c, session, headers, s);
+      if (s.gone()) return;  // nobody to answer
+      if (r.cancelled) {
+        if (c.cancelled->load()) continue;
+        r.response = shutdown_answer(c);
+      }
+      out.push_back(std::move(r.response));
+    }
+    if (out.empty()) {
+      res.status = 202;
+      return;
+    }
+    std::string body;
+    if (batch) {
+      body = "[";
+      for (size_t i = 0; i < out.size(); ++i) body.append(i ? "," : "").append(out[i]);
+      body += "]";
+    } else {
+      body = std::move(out.front());
+    }
+    res.status = 200;
+    res.set_content(std::move(body), "application/json");
+  }
+
+  void handle_initialize(const httplib::Request& req, httplib::Response& res, Message& init,
+                         bool accepts_sse) {
+    auto j = nlohmann::ordered_json::parse(init.raw, nullptr, false);
+    if (j.is_discarded() || !j.contains("params") || !j["params"].is_object()) {
+      json_error(res, 400, -32602, "Invalid params: initialize needs a params object");
+      return;
+    }
+    std::string params = j["params"].dump();
+    std::string headers = forwarded_headers(req);
+    int fd = sockets.find(req);
+    auto flag = std::make_shared<std::atomic<bool>>(false);
+    JsonSink sink(*this, fd, flag);
+    auto t0 = Clock::now();
+    CallResult r;
+    if (stopping.load()) {
+      r.error = make_error(ErrorKind::kShuttingDown, Phase::kConnect, "bridge is shutting down");
+      r.response = jsonrpc_error_response(init.id, *r.error, 0, cfg.upstream.sse_url.str());
+    } else {
+      r = forwarder.call(init, nullptr, std::nullopt, headers, sink);
+    }
+    if (r.cancelled) {
+      if (sink.gone()) return;
+      r.response = jsonrpc_error_response(
+          init.id, make_error(ErrorKind::kShuttingDown, Phase::kRequest, "bridge is shutting down"),
+          elapsed_ms(t0), cfg.upstream.sse_url.str());
+    }
+    bool ok = !r.error && r.response.find("\"error\"") == std::string::npos;
+    if (ok) {
+      // Verify it is a result, not an error that mentions "error" elsewhere.
+      Message m;
+      ok = parse_message(r.response, m) && m.kind == MsgKind::kResponse && !m.is_error;
+    }
+    if (ok) {
+      std::string sid = tokens.mint(params);
+      res.set_header(kSessionHeader, sid);
+      log::info("client session initialized",
+                {{"ms", std::to_string(elapsed_ms(t0))}, {"session", sid.substr(sid.size() - 12)}});
+    } else {
+      log::warn("initialize failed", {{"ms", std::to_string(elapsed_ms(t0))},
+                                      {"error", r.error ? r.error->message() : r.response.substr(0, 300)}});
+    }
+    res.status = 200;
+    if (accepts_sse) {
+      std::string ev = "event: message\ndata: " + r.response + "\n\n";
+      res.set_content(std::move(ev), "text/event-stream");
+    } else {
+      res.set_content(std::move(r.response), "application/json");
+    }
+  }
+};
+
+FrontServer::FrontServer(Config cfg) : impl_(std::make_unique<Impl>(std::move(cfg))) {}
+
+FrontServer::~FrontServer() { stop(); }
+
+bool FrontServer::bind(std::string* why) {
+  auto& i = *impl_;
+  if (i.cfg.listen_port == 0) {
+    i.bound_port = i.svr.bind_to_any_port(i.cfg.listen_host);
+  } else {
+    i.bound_port = i.svr.bind_to_port(i.cfg.listen_host, i.cfg.listen_port) ? i.cfg.listen_port : -1;
+  }
+  if (i.bound_port <= 0) {
+    if (why) *why = "cannot listen on " + i.cfg.listen_host + ":" + std::to_string(i.cfg.listen_port);
+    return false;
+  }
+  return true;
+}
+
+int FrontServer::port() const { return impl_->bound_port; }
+
+void FrontServer::run() { impl_->svr.listen_after_bind(); }
+
+bool FrontServer::start(std::string* why) {
+  if (!bind(why)) return false;
+  impl_->thread = std::thread([this] { run(); });
+  auto d = Deadline::after(Millis(5000));
+  while (!impl_->svr.is_running() && !d.reached())
+    std::this_thread::sleep_for(Millis(2));
+  if (!impl_->svr.is_running()) {
+    if (why) *why = "server did not start within 5s";
+    return false;
+  }
+  return true;
+}
+
+void FrontServer::stop() {
+  auto& i = *impl_;
+  std::lock_guard lk(i.run_mu);
+  i.stopping.store(true);
+  // stop() before is_running() does nothing in cpp-httplib; wait (bounded).
+  if (i.thread.joinable()) {
+    auto d = Deadline::after(Millis(5000));
+    while (!i.svr.is_running() && !d.reached()) std::this_thread::sleep_for(Millis(2));
+  }
+  i.svr.stop();
+  if (i.thread.joinable()) i.thread.join();
+}
+
+const Forwarder& FrontServer::forwarder() const { return impl_->forwarder; }
+const Config& FrontServer::config() const { return impl_->cfg; }
+
+}  // namespace msb

@@ -1,0 +1,68 @@
+// mcp-sse-bridge: parse flags, build the config, serve until a signal.
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <thread>
+
+#include "mcp_sse_bridge/config.h"
+#include "mcp_sse_bridge/front_server.h"
+#include "mcp_sse_bridge/log.h"
+
+int main(int argc, char** argv) {
+  msb::Config cfg = msb::parse_command_line(argc, argv);
+  msb::log::Level level;
+  msb::log::parse_level(cfg.log_level, &level);
+  msb::log::set_level(level);
+  msb::log::set_json(cfg.log_format == "json");
+  if (cfg.check_config) {
+    std::printf("configuration OK: upstream %s, listening on %s:%d%s\n",
+                cfg.upstream.sse_url.str().c_str(), cfg.listen_host.c_str(), cfg.listen_port,
+                cfg.path.c_str());
+    return 0;
+  }
+  if (cfg.session_secret_generated)
+    msb::log::warn(
+        "no --session-secret-file or MCP_BRIDGE_SESSION_SECRET: using a random secret; client "
+        "sessions will not survive a restart or work across replicas");
+
+  // Signals are taken by one thread with sigwait; every other thread blocks them.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  msb::FrontServer server(cfg);
+  std::string why;
+  if (!server.bind(&why)) {
+    std::fprintf(stderr, "mcp-sse-bridge: error: %s\n", why.c_str());
+    return 1;
+  }
+  msb::log::info("listening", {{"url", "http://" + cfg.listen_host + ":" +
+                                           std::to_string(server.port()) + cfg.path},
+                               {"upstream", cfg.upstream.sse_url.str()}});
+  static std::atomic<bool> signalled{false};
+  std::thread signals([&server, sigs] {
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    signalled = true;
+    msb::log::info("signal received, stopping", {{"signal", std::to_string(sig)}});
+    std::thread([sigs] {
+      int again = 0;
+      sigwait(&sigs, &again);
+      msb::log::warn("second signal, exiting now");
+      std::_Exit(1);
+    }).detach();
+    server.stop();
+  });
+  server.run();
+  // run() normally returns after a signal's stop(); otherwise wake the signal
+  // thread so that it can be joined.
+  if (!signalled.load()) kill(getpid(), SIGTERM);
+  signals.join();
+  msb::log::info("stopped");
+  return 0;
+}

@@ -1,0 +1,129 @@
+#include "mcp_sse_bridge/sse_parser.h"
+
+#include <cstring>
+
+namespace msb {
+
+bool SseParser::feed(std::string_view in, const EventFn& on_event) {
+  if (failed_) return false;
+  if (!bom_checked_) {
+    // The BOM may itself be split across slices; collect up to 3 bytes first.
+    static constexpr std::string_view kBom = "\xEF\xBB\xBF";
+    if (line_.empty() && in.size() < kBom.size() && kBom.substr(0, in.size()) == in) {
+      line_.assign(in);
+      return true;
+    }
+    if (!line_.empty()) {  // only a BOM prefix can be pending here
+      std::string joined = line_ + std::string(in);
+      line_.clear();
+      bom_checked_ = true;
+      if (joined.compare(0, kBom.size(), kBom) == 0) joined.erase(0, kBom.size());
+      return feed(joined, on_event);
+    }
+    bom_checked_ = true;
+    if (in.substr(0, kBom.size()) == kBom) in.remove_prefix(kBom.size());
+  }
+  if (after_cr_ && !in.empty()) {
+    after_cr_ = false;
+    if (in.front() == '\n') in.remove_prefix(1);
+  }
+  const char* p = in.data();
+  const char* end = p + in.size();
+  // Positions of the next CR and LF, searched once each and reused: scanning
+  // from every line start again would be quadratic on many short lines.
+  const char* next_cr = nullptr;
+  const char* next_lf = nullptr;
+  while (p < end) {
+    if (next_cr < p) {
+      next_cr = static_cast<const char*>(std::memchr(p, '\r', end - p));
+      if (!next_cr) next_cr = end;
+    }
+    if (next_lf < p) {
+      next_lf = static_cast<const char*>(std::memchr(p, '\n', end - p));
+      if (!next_lf) next_lf = end;
+    }
+    const char* eol = next_cr < next_lf ? next_cr : next_lf;
+    if (eol == end) {
+      if (line_.size() + data_.size() + (end - p) > max_event_) {
+        failed_ = true;
+        return false;
+      }
+      line_.append(p, end - p);
+      break;
+    }
+    std::string_view line;
+    if (line_.empty()) {
+      line = std::string_view(p, eol - p);
+    } else {
+      line_.append(p, eol - p);
+      line = line_;
+    }
+    if (line.size() + data_.size() > max_event_) {
+      failed_ = true;
+      return false;
+    }
+    process_line(line, on_event);
+    line_.clear();
+    if (*eol == '\r') {
+      if (eol + 1 == end) {
+        after_cr_ = true;
+        p = end;
+        break;
+      }
+      p = eol[1] == '\n' ? eol + 2 : eol + 1;
+    } else {
+      p = eol + 1;
+    }
+  }
+  return true;
+}
+
+void SseParser::process_line(std::string_view line, const EventFn& on_event) {
+  if (line.empty()) {  // dispatch
+    if (!saw_data_) {
+      type_.clear();
+      retry_.reset();
+      return;
+    }
+    SseEvent ev;
+    ev.type = type_.empty() ? std::string("message") : std::move(type_);
+    if (!data_.empty() && data_.back() == '\n') data_.pop_back();
+    ev.data = std::move(data_);
+    ev.id = last_id_;
+    ev.retry = retry_;
+    data_.clear();
+    type_.clear();
+    retry_.reset();
+    saw_data_ = false;
+    ++events_;
+    on_event(ev);
+    return;
+  }
+  if (line.front() == ':') {
+    ++comments_;
+    return;
+  }
+  std::string_view field = line, value;
+  if (auto colon = line.find(':'); colon != std::string_view::npos) {
+    field = line.substr(0, colon);
+    value = line.substr(colon + 1);
+    if (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+  }
+  if (field == "data") {
+    data_.append(value);
+    data_.push_back('\n');
+    saw_data_ = true;
+  } else if (field == "event") {
+    type_.assign(value);
+  } else if (field == "id") {
+    if (value.find('\0') == std::string_view::npos) last_id_.assign(value);
+  } else if (field == "retry") {
+    if (!value.empty() && value.size() <= 18 &&
+        value.find_first_not_of("0123456789") == std::string_view::npos) {
+      retry_ = std::stoull(std::string(value));
+    }
+  }
+  // Unknown fields are ignored, as the standard says.
+}
+
+}  // namespace msb

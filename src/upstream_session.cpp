@@ -1,0 +1,158 @@
+#include "mcp_sse_bridge/upstream_session.h"
+
+#include "mcp_sse_bridge/log.h"
+
+namespace msb {
+
+namespace {
+constexpr size_t kMaxPostReplyBody = 64 * 1024;
+
+BridgeError with_phase(BridgeError e, Phase p) {
+  e.phase = p;
+  return e;
+}
+}  // namespace
+
+UpstreamSession::UpstreamSession(const UpstreamConfig& cfg, std::string extra_headers)
+    : cfg_(cfg),
+      extra_headers_(std::move(extra_headers)),
+      sse_(cfg.sse_url),
+      parser_(cfg.max_message_size),
+      last_rx_(Clock::now()) {}
+
+UpstreamSession::~UpstreamSession() { abort(); }
+
+void UpstreamSession::abort() {
+  sse_.shutdown();
+  if (post_) post_->shutdown();
+}
+
+std::string UpstreamSession::upstream_session_id() const {
+  auto q = endpoint_.target.find('?');
+  return q == std::string::npos ? std::string() : endpoint_.target.substr(q + 1);
+}
+
+Status UpstreamSession::open(Deadline connect_deadline, Duration endpoint_timeout,
+                             Deadline outer) {
+  std::string headers =
+      "Accept: text/event-stream\r\nCache-Control: no-cache\r\n" + extra_headers_;
+  auto head = sse_.send("GET", cfg_.sse_url.target, headers, {}, connect_deadline);
+  if (!head) return with_phase(head.error(), Phase::kConnect);
+  if (head->status != 200) {
+    // Read a little of the body for the log/error: servers often say why.
+    auto body = sse_.read_full_body(4096, Deadline::earliest(connect_deadline, Deadline::after(Millis(200))));
+    std::string detail = "SSE GET answered HTTP " + std::to_string(head->status);
+    if (body && !body->empty()) detail += ": " + body->substr(0, 200);
+    return make_error(ErrorKind::kRejected, Phase::kConnect, detail, head->status);
+  }
+  std::string ctype = head->header("content-type");
+  if (ctype.rfind("text/event-stream", 0) != 0)
+    return make_error(ErrorKind::kRejected, Phase::kConnect,
+                      "SSE GET answered Content-Type '" + ctype + "', not text/event-stream",
+                      head->status);
+  last_rx_ = Clock::now();
+  auto endpoint_deadline = Deadline::earliest(Deadline::after(endpoint_timeout), outer);
+  // The first event must be `endpoint`; messages before it are kept.
+  while (!have_endpoint_) {
+    auto st = read_more(endpoint_deadline, Phase::kEndpoint);
+    if (!st) {
+      if (st.error().kind == ErrorKind::kTimeout)
+        st.error().detail = "no `endpoint` event within " +
+                            format_duration(endpoint_timeout) + " of connecting";
+      return st;
+    }
+    if (failed_) return *failed_;
+  }
+  return Ok{};
+}
+
+Status UpstreamSession::read_more(Deadline d, Phase phase) {
+  if (failed_) return with_phase(*failed_, phase);
+  bool finished = false;
+  body_.clear();
+  Io r = sse_.read_body(body_, &finished, d);
+  if (r == Io::kTimeout) return make_error(ErrorKind::kTimeout, phase, "waiting on the SSE stream");
+  if (r == Io::kOk && !finished) {
+    last_rx_ = Clock::now();
+    bool ok = parser_.feed(body_, [&](SseEvent& ev) {
+      if (failed_) return;
+      if (ev.type == "endpoint") {
+        if (have_endpoint_) return;  // a second endpoint is ignored
+        auto url = resolve_url(cfg_.sse_url, ev.data);
+        if (!url) {
+          failed_ = make_error(ErrorKind::kProtocol, Phase::kEndpoint,
+                               "unusable `endpoint` URI '" + ev.data.substr(0, 200) + "'");
+          return;
+        }
+        if (!cfg_.allow_foreign_endpoint && !same_origin(*url, cfg_.sse_url)) {
+          failed_ = make_error(ErrorKind::kEndpointRefused, Phase::kEndpoint,
+                               "`endpoint` " + url->origin() + " is not on the origin of " +
+                                   cfg_.sse_url.origin() + " (--allow-foreign-endpoint)");
+          return;
+        }
+        endpoint_ = *url;
+        have_endpoint_ = true;
+        return;
+      }
+      if (ev.type != "message") return;
+      Message m;
+      std::string why;
+      if (!parse_message(std::move(ev.data), m, &why)) {
+        failed_ = make_error(ErrorKind::kProtocol, phase, "upstream sent an invalid message: " + why);
+        return;
+      }
+      inbox_.push_back(std::move(m));
+    });
+    if (!ok && !failed_)
+      failed_ = make_error(ErrorKind::kProtocol, phase,
+                           "SSE event larger than --max-message-size (" +
+                               std::to_string(cfg_.max_message_size) + " bytes)");
+    if (failed_) {
+      sse_.close();
+      return with_phase(*failed_, phase);
+    }
+    return Ok{};
+  }
+  // The stream ended (cleanly or not): every waiter fails now.
+  std::string detail = r == Io::kOk || r == Io::kEof ? "SSE stream ended"
+                                                      : "SSE stream failed: " + sse_.last_error();
+  failed_ = make_error(ErrorKind::kClosed, phase, detail);
+  sse_.close();
+  return *failed_;
+}
+
+Expected<Message> UpstreamSession::next_message(Deadline d, Phase phase) {
+  while (inbox_.empty()) {
+    auto st = read_more(d, phase);
+    if (!st) return st.error();
+  }
+  Message m = std::move(inbox_.front());
+  inbox_.pop_front();
+  return m;
+}
+
+Status UpstreamSession::post(std::string_view json, Deadline d, Phase phase) {
+  if (!post_) post_ = std::make_unique<HttpConnection>(endpoint_);
+  std::string headers = "Content-Type: application/json\r\n" + extra_headers_;
+  auto head = post_->send("POST", endpoint_.target, headers, json, d);
+  if (!head) {
+    auto e = with_phase(head.error(), phase);
+    e.detail = "POST " + endpoint_.target + ": " + e.detail;
+    return e;
+  }
+  auto body = post_->read_full_body(kMaxPostReplyBody, d);
+  if (head->status < 200 || head->status > 299) {
+    std::string detail = "POST " + endpoint_.target + " answered HTTP " + std::to_string(head->status);
+    if (head->status == 404) detail += " (upstream session gone)";
+    if (body && !body->empty()) detail += ": " + body->substr(0, 200);
+    return make_error(ErrorKind::kRejected, phase, detail, head->status);
+  }
+  if (!body) {
+    // The message was accepted (2xx); a broken reply body only costs the
+    // keep-alive connection.
+    post_->close();
+  }
+  return Ok{};
+}
+
+}  // namespace msb
