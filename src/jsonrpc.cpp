@@ -105,7 +105,9 @@ ParseResult parse_body(std::string body) {
   std::string why;
   if (root.is_array()) {
     r.batch = true;
-    for (auto el : root.get_array().value_unsafe()) {
+    simdjson::dom::array arr;
+    if (root.get_array().get(arr) != simdjson::SUCCESS) arr = {};  // is_array() was checked
+    for (auto el : arr) {
       Message m;
       if (!classify(el, m, &why)) {
         r.error_code = -32600;

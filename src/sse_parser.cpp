@@ -7,21 +7,17 @@ namespace msb {
 bool SseParser::feed(std::string_view in, const EventFn& on_event) {
   if (failed_) return false;
   if (!bom_checked_) {
-    // The BOM may itself be split across slices; collect up to 3 bytes first.
+    // The BOM may itself be split across slices: hold back up to 3 bytes.
     static constexpr std::string_view kBom = "\xEF\xBB\xBF";
-    if (line_.empty() && in.size() < kBom.size() && kBom.substr(0, in.size()) == in) {
-      line_.assign(in);
+    std::string joined = line_ + std::string(in);
+    if (joined.size() < kBom.size() && kBom.substr(0, joined.size()) == joined) {
+      line_ = std::move(joined);
       return true;
     }
-    if (!line_.empty()) {  // only a BOM prefix can be pending here
-      std::string joined = line_ + std::string(in);
-      line_.clear();
-      bom_checked_ = true;
-      if (joined.compare(0, kBom.size(), kBom) == 0) joined.erase(0, kBom.size());
-      return feed(joined, on_event);
-    }
+    line_.clear();
     bom_checked_ = true;
-    if (in.substr(0, kBom.size()) == kBom) in.remove_prefix(kBom.size());
+    if (joined.compare(0, kBom.size(), kBom) == 0) joined.erase(0, kBom.size());
+    return feed(joined, on_event);
   }
   if (after_cr_ && !in.empty()) {
     after_cr_ = false;

@@ -1,1 +1,88 @@
 #include <doctest/doctest.h>
+
+#include "mcp_sse_bridge/error.h"
+#include "mcp_sse_bridge/jsonrpc.h"
+
+using namespace msb;
+
+TEST_CASE("jsonrpc: classify requests, notifications, responses") {
+  auto r = parse_body(R"({"jsonrpc":"2.0","id":"a-1","method":"tools/call","params":{"_meta":{"progressToken":7}}})");
+  REQUIRE(r.ok);
+  REQUIRE(r.messages.size() == 1);
+  CHECK(r.messages[0].kind == MsgKind::kRequest);
+  CHECK(r.messages[0].id == "\"a-1\"");
+  CHECK(r.messages[0].method == "tools/call");
+  CHECK(r.messages[0].progress_token == "7");
+  CHECK_FALSE(r.batch);
+
+  Message n;
+  REQUIRE(parse_message(R"({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"t","progress":1}})", n));
+  CHECK(n.kind == MsgKind::kNotification);
+  CHECK(n.progress_token == "\"t\"");
+
+  Message c;
+  REQUIRE(parse_message(R"({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":12}})", c));
+  CHECK(c.cancel_id == "12");
+
+  Message resp;
+  REQUIRE(parse_message(R"({"jsonrpc":"2.0","id":5,"error":{"code":-1,"message":"x"}})", resp));
+  CHECK(resp.kind == MsgKind::kResponse);
+  CHECK(resp.is_error);
+  CHECK(resp.id == "5");
+}
+
+TEST_CASE("jsonrpc: the raw text of a single message is kept verbatim") {
+  std::string body = "{ \"jsonrpc\" : \"2.0\", \"id\" : 1 , \"method\" : \"ping\" }";
+  auto r = parse_body(body);
+  REQUIRE(r.ok);
+  CHECK(r.messages[0].raw == body);
+}
+
+TEST_CASE("jsonrpc: batches") {
+  auto r = parse_body(R"([{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","method":"notifications/initialized"}])");
+  REQUIRE(r.ok);
+  CHECK(r.batch);
+  REQUIRE(r.messages.size() == 2);
+  CHECK(r.messages[1].kind == MsgKind::kNotification);
+  CHECK(r.messages[0].raw == R"({"jsonrpc":"2.0","id":1,"method":"ping"})");
+  auto e = parse_body("[]");
+  CHECK_FALSE(e.ok);
+  CHECK(e.error_code == -32600);
+}
+
+TEST_CASE("jsonrpc: malformed and invalid input") {
+  CHECK(parse_body("{\"jsonrpc\":").error_code == -32700);
+  CHECK(parse_body("").error_code == -32700);
+  CHECK(parse_body("{\"jsonrpc\":\"2.0\",\"id\":1} trailing").error_code == -32700);
+  CHECK(parse_body("42").error_code == -32600);
+  CHECK(parse_body(R"({"jsonrpc":"1.0","id":1,"method":"x"})").error_code == -32600);
+  CHECK(parse_body(R"({"jsonrpc":"2.0","id":null,"method":"x"})").error_code == -32600);
+  CHECK(parse_body(R"({"jsonrpc":"2.0","id":{},"method":"x"})").error_code == -32600);
+  CHECK(parse_body(R"({"jsonrpc":"2.0","id":1,"method":5})").error_code == -32600);
+  CHECK(parse_body(R"({"jsonrpc":"2.0","id":1})").error_code == -32600);
+  CHECK(parse_body(R"({"jsonrpc":"2.0","id":1,"result":{},"error":{}})").error_code == -32600);
+  CHECK(parse_body("{\"jsonrpc\":\"2.0\",\"method\":\"\xff\"}").error_code == -32700);  // bad UTF-8
+}
+
+TEST_CASE("jsonrpc: read-only methods") {
+  CHECK(is_read_only_method("tools/list"));
+  CHECK(is_read_only_method("resources/read"));
+  CHECK_FALSE(is_read_only_method("tools/call"));
+  CHECK_FALSE(is_read_only_method("logging/setLevel"));
+}
+
+TEST_CASE("error: bridge errors carry the id verbatim, code and machine-readable data") {
+  auto e = make_error(ErrorKind::kClosed, Phase::kRequest, "SSE stream ended");
+  std::string s = jsonrpc_error_response("\"req-7\"", e, 12, "http://127.0.0.1:1/sse");
+  Message m;
+  REQUIRE(parse_message(s, m));
+  CHECK(m.kind == MsgKind::kResponse);
+  CHECK(m.is_error);
+  CHECK(m.id == "\"req-7\"");
+  CHECK(s.find("\"code\":-32000") != std::string::npos);
+  CHECK(s.find("\"kind\":\"upstream_closed\"") != std::string::npos);
+  CHECK(s.find("\"phase\":\"request\"") != std::string::npos);
+  CHECK(s.find("\"elapsed_ms\":12") != std::string::npos);
+  auto t = make_error(ErrorKind::kTimeout, Phase::kEndpoint, "");
+  CHECK(jsonrpc_error_response("3", t, 0, "u").find("\"code\":-32001") != std::string::npos);
+}
