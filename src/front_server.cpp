@@ -10,6 +10,7 @@
 #include <httplib.h>
 
 #include <condition_variable>
+#include <limits>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -188,7 +189,9 @@ struct FrontServer::Impl {
     svr.set_keep_alive_timeout(5);
     svr.set_read_timeout(30, 0);
     svr.set_write_timeout(30, 0);
-    svr.set_payload_max_length(cfg.max_body_size);
+    // The POST handler enforces --max-body-size itself (for chunked bodies
+    // too, with a message naming the limit); other routes take no body.
+    svr.set_payload_max_length(std::numeric_limits<size_t>::max());
     svr.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
       std::string what = "unknown";
       try {
@@ -201,7 +204,7 @@ struct FrontServer::Impl {
       json_error(res, 500, -32603, "Internal error in mcp-sse-bridge");
     });
     svr.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
-      if (res.status == 413) {
+      if (res.status == 413 && res.body.empty()) {
         res.set_content(jsonrpc_plain_error("", -32600, "Request body too large"),
                         "application/json");
       } else if (res.status == 404 && res.body.empty()) {

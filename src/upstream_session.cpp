@@ -142,6 +142,15 @@ Status UpstreamSession::post(std::string_view json, Deadline d, Phase phase) {
   }
   auto body = post_->read_full_body(kMaxPostReplyBody, d);
   if (head->status < 200 || head->status > 299) {
+    // A 404 usually means the session died with its stream: say so if the
+    // stream has ended.
+    if (head->status == 404 && !failed_) (void)read_more(Deadline::after(Millis(0)), phase);
+    if (head->status == 404 && failed_ && failed_->kind == ErrorKind::kClosed) {
+      auto e = with_phase(*failed_, phase);
+      e.detail += "; POST " + endpoint_.target + " answered HTTP 404";
+      e.http_status = 404;
+      return e;
+    }
     std::string detail = "POST " + endpoint_.target + " answered HTTP " + std::to_string(head->status);
     if (head->status == 404) detail += " (upstream session gone)";
     if (body && !body->empty()) detail += ": " + body->substr(0, 200);

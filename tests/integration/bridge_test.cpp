@@ -1,0 +1,603 @@
+// Integration tests: the bridge (in-process) in front of the fault-switchable
+// example legacy server (in-process), both on 127.0.0.1 port 0, driven by an
+// independent HTTP client (cpp-httplib's). Every client read has a timeout, so
+// a hanging bridge fails a test instead of blocking it.
+#include <arpa/inet.h>
+#include <doctest/doctest.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "legacy_server.h"
+#include "mcp_sse_bridge/front_server.h"
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+using SteadyClock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr auto kClientTimeout = 15s;  // far above every bound asserted below
+
+int64_t ms_since(SteadyClock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now() - t).count();
+}
+
+msb::Config test_config(int upstream_port) {
+  msb::Config c;
+  c.upstream.sse_url = *msb::parse_url("http://127.0.0.1:" + std::to_string(upstream_port) + "/sse");
+  c.upstream.connect_timeout = 1000ms;
+  c.upstream.endpoint_timeout = 600ms;
+  c.upstream.initialize_timeout = 1000ms;
+  c.upstream.request_timeout = 2000ms;
+  c.upstream.max_request_timeout = 6000ms;
+  c.upstream.ping_interval = 400ms;
+  c.upstream.ping_timeout = 300ms;
+  c.listen_host = "127.0.0.1";
+  c.listen_port = 0;
+  c.keepalive_interval = 15000ms;
+  c.worker_threads = 16;
+  c.session_secret = "integration-test-secret-0123456789";
+  return c;
+}
+
+struct Reply {
+  int status = 0;
+  std::string body;
+  std::string content_type;
+  std::string session_id;
+  std::vector<json> messages;  // every JSON-RPC message in the body (SSE or JSON)
+  int64_t ms = 0;
+  bool transport_ok = false;
+  const json& last() const { return messages.back(); }
+};
+
+std::vector<json> parse_sse_messages(const std::string& body) {
+  std::vector<json> out;
+  size_t pos = 0;
+  while (pos < body.size()) {
+    size_t end = body.find("\n\n", pos);
+    if (end == std::string::npos) end = body.size();
+    std::string block = body.substr(pos, end - pos);
+    pos = end + 2;
+    std::string data;
+    size_t lp = 0;
+    while (lp < block.size()) {
+      size_t le = block.find('\n', lp);
+      if (le == std::string::npos) le = block.size();
+      std::string line = block.substr(lp, le - lp);
+      lp = le + 1;
+      if (line.rfind("data: ", 0) == 0) data += line.substr(6);
+    }
+    if (!data.empty()) out.push_back(json::parse(data));
+  }
+  return out;
+}
+
+class Harness {
+ public:
+  explicit Harness(example::Options opt = {}, std::function<void(msb::Config&)> tweak = {})
+      : upstream_(std::make_unique<example::LegacyServer>(opt)), opt_(opt) {
+    upstream_port_ = upstream_->start("127.0.0.1", 0);
+    REQUIRE(upstream_port_ > 0);
+    cfg_ = test_config(upstream_port_);
+    if (tweak) tweak(cfg_);
+    bridge_ = std::make_unique<msb::FrontServer>(cfg_);
+    std::string why;
+    REQUIRE_MESSAGE(bridge_->start(&why), why);
+  }
+  ~Harness() {
+    bridge_->stop();
+    if (upstream_) upstream_->stop();
+  }
+
+  example::LegacyServer& upstream() { return *upstream_; }
+  example::Faults& faults() { return upstream_->faults(); }
+  int port() const { return bridge_->port(); }
+  msb::FrontServer& bridge() { return *bridge_; }
+  const msb::Config& cfg() const { return cfg_; }
+
+  // Stops the upstream (connections are then refused) and later starts a new
+  // one on the same port: a server restart.
+  void stop_upstream() { upstream_.reset(); }
+  void restart_upstream() {
+    upstream_.reset();
+    upstream_ = std::make_unique<example::LegacyServer>(opt_);
+    int p = -1;
+    for (int i = 0; i < 50 && p < 0; ++i) {  // the port may linger briefly
+      p = upstream_->start("127.0.0.1", upstream_port_);
+      if (p < 0) {
+        upstream_ = std::make_unique<example::LegacyServer>(opt_);
+        std::this_thread::sleep_for(20ms);
+      }
+    }
+    REQUIRE(p == upstream_port_);
+  }
+
+  Reply post(const std::string& body, const std::string& sid, bool sse = true,
+             httplib::Headers extra = {}, const std::string& ctype = "application/json") {
+    httplib::Client cli("127.0.0.1", port());
+    cli.set_connection_timeout(2s);
+    cli.set_read_timeout(kClientTimeout);
+    httplib::Headers h = {{"Accept", sse ? "application/json, text/event-stream" : "application/json"}};
+    if (!sid.empty()) h.emplace("Mcp-Session-Id", sid);
+    for (auto& kv : extra) h.emplace(kv.first, kv.second);
+    auto t0 = SteadyClock::now();
+    auto res = cli.Post(cfg_.path, h, body, ctype);
+    Reply r;
+    r.ms = ms_since(t0);
+    if (!res) return r;
+    r.transport_ok = true;
+    r.status = res->status;
+    r.body = res->body;
+    r.content_type = res->get_header_value("Content-Type");
+    r.session_id = res->get_header_value("Mcp-Session-Id");
+    if (r.content_type.rfind("text/event-stream", 0) == 0) {
+      r.messages = parse_sse_messages(r.body);
+    } else if (!r.body.empty()) {
+      auto j = json::parse(r.body, nullptr, false);
+      if (j.is_array()) {
+        for (auto& e : j) r.messages.push_back(e);
+      } else if (!j.is_discarded()) {
+        r.messages.push_back(j);
+      }
+    }
+    return r;
+  }
+
+  std::string initialize() {
+    json init = {{"jsonrpc", "2.0"},
+                 {"id", 0},
+                 {"method", "initialize"},
+                 {"params",
+                  {{"protocolVersion", "2025-06-18"},
+                   {"capabilities", json::object()},
+                   {"clientInfo", {{"name", "bridge-test"}, {"version", "1"}}}}}};
+    auto r = post(init.dump(), "");
+    REQUIRE(r.status == 200);
+    REQUIRE(!r.session_id.empty());
+    REQUIRE(r.messages.size() == 1);
+    CHECK(r.last()["result"]["serverInfo"]["name"] == "example-legacy-server");
+    auto n = post(R"({"jsonrpc":"2.0","method":"notifications/initialized"})", r.session_id);
+    CHECK(n.status == 202);
+    return r.session_id;
+  }
+
+  Reply call_tool(const std::string& sid, json id, const std::string& tool, json args,
+                  bool sse = true, json meta = nullptr) {
+    json params = {{"name", tool}, {"arguments", std::move(args)}};
+    if (!meta.is_null()) params["_meta"] = meta;
+    json req = {{"jsonrpc", "2.0"}, {"id", id}, {"method", "tools/call"}, {"params", params}};
+    return post(req.dump(), sid, sse);
+  }
+
+ private:
+  std::unique_ptr<example::LegacyServer> upstream_;
+  example::Options opt_;
+  int upstream_port_ = 0;
+  msb::Config cfg_;
+  std::unique_ptr<msb::FrontServer> bridge_;
+};
+
+std::string text_of(const json& resp) { return resp["result"]["content"][0]["text"]; }
+
+// Asserts the reply is the bridge's JSON-RPC error for request `id`, of the
+// given kind, delivered as HTTP 200.
+void check_bridge_error(const Reply& r, const json& id, const std::string& kind,
+                        const std::string& phase = "") {
+  REQUIRE(r.transport_ok);
+  CHECK(r.status == 200);
+  REQUIRE(!r.messages.empty());
+  const json& m = r.last();
+  CHECK(m["id"] == id);
+  REQUIRE(m.contains("error"));
+  CHECK(m["error"]["data"]["bridge"]["kind"] == kind);
+  if (!phase.empty()) CHECK(m["error"]["data"]["bridge"]["phase"] == phase);
+  CHECK(m["error"]["code"] == (kind == "deadline_exceeded" ? -32001 : -32000));
+}
+
+// After a failure, the upstream is made healthy again and the next call works.
+void check_recovers(Harness& h, const std::string& sid) {
+  auto r = h.call_tool(sid, "after", "echo", {{"text", "ok again"}});
+  REQUIRE(r.messages.size() >= 1);
+  CHECK(r.last()["id"] == "after");
+  CHECK(text_of(r.last()) == "ok again");
+}
+
+}  // namespace
+
+TEST_CASE("happy path: initialize, list, call over SSE and JSON, progress streams first") {
+  Harness h;
+  std::string sid = h.initialize();
+  auto list = h.post(R"({"jsonrpc":"2.0","id":"l","method":"tools/list"})", sid);
+  REQUIRE(list.messages.size() == 1);
+  CHECK(list.last()["result"]["tools"].size() == 5);
+
+  auto echo = h.call_tool(sid, 7, "echo", {{"text", "héllo"}});
+  CHECK(echo.content_type.rfind("text/event-stream", 0) == 0);
+  CHECK(text_of(echo.last()) == "héllo");
+  CHECK(echo.last()["id"] == 7);
+
+  auto add = h.call_tool(sid, "a", "add", {{"a", 2}, {"b", 40}}, /*sse=*/false);
+  CHECK(add.content_type.rfind("application/json", 0) == 0);
+  CHECK(text_of(add.last()) == "42");
+
+  auto sleep = h.call_tool(sid, 9, "sleep", {{"ms", 300}}, true, {{"progressToken", "tok-1"}});
+  REQUIRE(sleep.messages.size() == 4);
+  for (int i = 0; i < 3; ++i) {
+    CHECK(sleep.messages[i]["method"] == "notifications/progress");
+    CHECK(sleep.messages[i]["params"]["progressToken"] == "tok-1");
+  }
+  CHECK(text_of(sleep.last()) == "slept 300 ms");
+
+  auto big = h.call_tool(sid, 10, "big", {{"bytes", 3 << 20}});
+  REQUIRE(big.messages.size() == 1);
+  CHECK(text_of(big.last()).size() == size_t{3} << 20);
+
+  // Upstream errors pass through untouched.
+  auto unknown = h.post(R"({"jsonrpc":"2.0","id":11,"method":"no/such"})", sid);
+  CHECK(unknown.last()["error"]["code"] == -32601);
+  CHECK(unknown.last()["error"]["message"] == "Method not found: no/such");
+
+  // The bridge answers ping itself.
+  auto ping = h.post(R"({"jsonrpc":"2.0","id":12,"method":"ping"})", sid);
+  CHECK(ping.last()["result"] == json::object());
+  CHECK(h.upstream().premature_requests() == 0);
+}
+
+TEST_CASE("python-style upstream (CRLF, /messages/?session_id=) works and is never sent a premature request") {
+  example::Options opt;
+  opt.python_style = true;
+  opt.ping_comment_ms = 100;
+  Harness h(opt);
+  std::string sid = h.initialize();
+  for (int i = 0; i < 5; ++i) {
+    auto r = h.call_tool(sid, i, "add", {{"a", i}, {"b", 1}});
+    CHECK(text_of(r.last()) == std::to_string(i + 1));
+  }
+  CHECK(h.upstream().premature_requests() == 0);
+  CHECK(h.upstream().sessions_opened() >= 6);  // one per call, plus initialize
+}
+
+TEST_CASE("failure: upstream refuses connections, then comes back") {
+  Harness h;
+  std::string sid = h.initialize();
+  h.stop_upstream();
+  auto r = h.call_tool(sid, "r1", "echo", {{"text", "x"}});
+  check_bridge_error(r, "r1", "upstream_unreachable", "connect");
+  CHECK(r.ms < 1000);
+  h.restart_upstream();
+  check_recovers(h, sid);
+}
+
+TEST_CASE("failure: SSE GET answers non-200 or non-SSE") {
+  Harness h;
+  std::string sid = h.initialize();
+  h.faults().sse_status = 503;
+  auto r = h.call_tool(sid, 1, "echo", {{"text", "x"}});
+  check_bridge_error(r, 1, "upstream_rejected", "connect");
+  CHECK(r.last()["error"]["data"]["bridge"]["http_status"] == 503);
+  CHECK(r.ms < 1000);
+  h.faults().sse_status = 0;
+  h.faults().sse_wrong_type = true;
+  auto w = h.call_tool(sid, 2, "echo", {{"text", "x"}});
+  check_bridge_error(w, 2, "upstream_rejected", "connect");
+  CHECK(w.ms < 1000);
+  h.faults().sse_wrong_type = false;
+  check_recovers(h, sid);
+}
+
+TEST_CASE("failure: endpoint never comes => error at --endpoint-timeout") {
+  Harness h;
+  std::string sid = h.initialize();
+  h.faults().no_endpoint = true;
+  auto r = h.call_tool(sid, 1, "echo", {{"text", "x"}});
+  check_bridge_error(r, 1, "deadline_exceeded", "endpoint");
+  // One retry is allowed (nothing reached the upstream): at most two endpoint waits.
+  CHECK(r.ms >= 550);
+  CHECK(r.ms < 2 * 600 + 500);
+  h.faults().no_endpoint = false;
+  check_recovers(h, sid);
+}
+
+TEST_CASE("failure: stream drops before / after endpoint") {
+  Harness h;
+  std::string sid = h.initialize();
+  h.faults().drop_before_endpoint = true;
+  auto r = h.call_tool(sid, 1, "echo", {{"text", "x"}});
+  check_bridge_error(r, 1, "upstream_closed", "endpoint");
+  CHECK(r.ms < 1000);
+  h.faults().drop_before_endpoint = false;
+  h.faults().drop_after_endpoint = true;
+  auto a = h.call_tool(sid, 2, "echo", {{"text", "x"}});
+  check_bridge_error(a, 2, "upstream_closed", "initialize");
+  CHECK(a.ms < 1000);
+  h.faults().drop_after_endpoint = false;
+  check_recovers(h, sid);
+}
+
+TEST_CASE("failure: stream drops between events and in the middle of an event, during the call") {
+  Harness h;
+  std::string sid = h.initialize();
+  h.faults().drop_on_call = true;
+  auto r = h.call_tool(sid, "d1", "echo", {{"text", "x"}});
+  check_bridge_error(r, "d1", "upstream_closed", "request");
+  CHECK(r.ms < 1000);
+  h.faults().drop_on_call = false;
+  h.faults().drop_mid_event = true;
+  auto m = h.call_tool(sid, "d2", "echo", {{"text", "x"}});
+  check_bridge_error(m, "d2", "upstream_closed", "request");
+  CHECK(m.ms < 1000);
+  h.faults().drop_mid_event = false;
+  check_recovers(h, sid);
+}
+
+TEST_CASE("failure: POST answered 4xx / 5xx / 404") {
+  Harness h;
+  std::string sid = h.initialize();
+  for (int status : {400, 404, 500}) {
+    CAPTURE(status);
+    h.faults().post_status = status;
+    auto r = h.call_tool(sid, status, "echo", {{"text", "x"}});
+    check_bridge_error(r, status, "upstream_rejected", "request");
+    CHECK(r.last()["error"]["data"]["bridge"]["http_status"] == status);
+    CHECK(r.ms < 1000);
+  }
+  h.faults().post_status = 0;
+  check_recovers(h, sid);
+}
+
+TEST_CASE("failure: POST accepted then nothing (black hole) => error at --request-timeout") {
+  Harness h;
+  std::string sid = h.initialize();
+  h.faults().black_hole = true;
+  // The stream stays alive (pings are answered), so only the deadline ends it.
+  auto r = h.call_tool(sid, "bh", "echo", {{"text", "x"}});
+  check_bridge_error(r, "bh", "deadline_exceeded", "request");
+  CHECK(r.ms >= 1900);
+  CHECK(r.ms <= 2500);
+  h.faults().black_hole = false;
+  check_recovers(h, sid);
+}
+
+TEST_CASE("failure: half-open stream (silent) is detected by the ping probe") {
+  Harness h;
+  std::string sid = h.initialize();
+  h.faults().half_open = true;
+  auto r = h.call_tool(sid, "ho", "echo", {{"text", "x"}});
+  check_bridge_error(r, "ho", "upstream_unresponsive", "request");
+  // ping-interval 400ms + ping-timeout 300ms, well before the 2s request deadline.
+  CHECK(r.ms >= 600);
+  CHECK(r.ms < 1500);
+  h.faults().half_open = false;
+  check_recovers(h, sid);
+}
+
+TEST_CASE("failure: endpoint on another origin is refused (SSRF guard), not retried") {
+  Harness h;
+  std::string sid = h.initialize();
+  h.faults().endpoint_foreign = true;
+  int before = h.upstream().sessions_opened();
+  auto r = h.call_tool(sid, 1, "echo", {{"text", "x"}});
+  check_bridge_error(r, 1, "endpoint_refused", "endpoint");
+  CHECK(h.upstream().sessions_opened() - before == 1);
+  h.faults().endpoint_foreign = false;
+  check_recovers(h, sid);
+}
+
+TEST_CASE("upstream restart between calls: the next call just works, same client session") {
+  Harness h;
+  std::string sid = h.initialize();
+  check_recovers(h, sid);
+  h.restart_upstream();
+  check_recovers(h, sid);
+  CHECK(h.upstream().premature_requests() == 0);
+}
+
+TEST_CASE("client side: header and body rules") {
+  Harness h;
+  std::string sid = h.initialize();
+  std::string call = R"({"jsonrpc":"2.0","id":1,"method":"tools/list"})";
+  // Accept without JSON or SSE: 406.
+  {
+    httplib::Client cli("127.0.0.1", h.port());
+    cli.set_read_timeout(kClientTimeout);
+    auto r = cli.Post("/mcp", {{"Accept", "text/html"}, {"Mcp-Session-Id", sid}}, call, "application/json");
+    REQUIRE(r);
+    CHECK(r->status == 406);
+    auto g = cli.Get("/mcp", {{"Accept", "text/event-stream"}, {"Mcp-Session-Id", sid}});
+    REQUIRE(g);
+    CHECK(g->status == 405);
+  }
+  CHECK(h.post(call, sid, true, {}, "text/plain").status == 415);
+  auto bad = h.post("{\"jsonrpc\":\"2.0\",", sid);
+  CHECK(bad.status == 400);
+  CHECK(bad.last()["error"]["code"] == -32700);
+  auto invalid = h.post(R"({"jsonrpc":"2.0","id":1})", sid);
+  CHECK(invalid.status == 400);
+  CHECK(invalid.last()["error"]["code"] == -32600);
+  CHECK(h.post(call, "").status == 400);                            // missing session id
+  CHECK(h.post(call, sid + "x").status == 404);                     // tampered
+  CHECK(h.post(call, "abc.def").status == 404);                     // forged
+  CHECK(h.post(call, sid, true, {{"MCP-Protocol-Version", "1999-01-01"}}).status == 400);
+  CHECK(h.post(call, sid, true, {{"MCP-Protocol-Version", "2025-06-18"}}).status == 200);
+  // Notifications and responses: 202, even with the upstream dead.
+  h.stop_upstream();
+  CHECK(h.post(R"({"jsonrpc":"2.0","method":"notifications/roots/list_changed"})", sid).status == 202);
+  CHECK(h.post(R"({"jsonrpc":"2.0","id":"s1","result":{}})", sid).status == 202);
+  // DELETE revokes: later requests get 404.
+  httplib::Client cli("127.0.0.1", h.port());
+  cli.set_read_timeout(kClientTimeout);
+  auto d = cli.Delete("/mcp", {{"Mcp-Session-Id", sid}});
+  REQUIRE(d);
+  CHECK(d->status == 200);
+  CHECK(h.post(call, sid).status == 404);
+}
+
+TEST_CASE("oversized request body: 413 with the limit, for chunked bodies too") {
+  Harness h({}, [](msb::Config& c) { c.max_body_size = 4096; });
+  std::string sid = h.initialize();
+  std::string big = R"({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":")" +
+                    std::string(8192, 'x') + "\"}}}";
+  CHECK(h.post(big, sid).status == 413);
+  httplib::Client cli("127.0.0.1", h.port());
+  cli.set_read_timeout(kClientTimeout);
+  size_t sent = 0;
+  auto r = cli.Post(
+      "/mcp", {{"Accept", "application/json, text/event-stream"}, {"Mcp-Session-Id", sid}},
+      [&](size_t, httplib::DataSink& sink) {
+        if (sent >= big.size()) {
+          sink.done();
+          return true;
+        }
+        size_t n = std::min<size_t>(1024, big.size() - sent);
+        sink.write(big.data() + sent, n);
+        sent += n;
+        return true;
+      },
+      "application/json");
+  REQUIRE(r);
+  CHECK(r->status == 413);
+  CHECK(r->body.find("4096") != std::string::npos);
+}
+
+TEST_CASE("session ids are self-contained: a second bridge with the same secret accepts them") {
+  Harness h;
+  std::string sid = h.initialize();
+  msb::Config c2 = h.cfg();
+  msb::FrontServer second(c2);
+  std::string why;
+  REQUIRE(second.start(&why));
+  httplib::Client cli("127.0.0.1", second.port());
+  cli.set_read_timeout(kClientTimeout);
+  auto r = cli.Post("/mcp", {{"Accept", "application/json"}, {"Mcp-Session-Id", sid}},
+                    R"({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{"a":1,"b":2}}})",
+                    "application/json");
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(r->body.find("\"3\"") != std::string::npos);
+  msb::Config c3 = h.cfg();
+  c3.session_secret = "a-different-secret-0123456789";
+  msb::FrontServer third(c3);
+  REQUIRE(third.start(&why));
+  httplib::Client cli3("127.0.0.1", third.port());
+  cli3.set_read_timeout(kClientTimeout);
+  auto r3 = cli3.Post("/mcp", {{"Accept", "application/json"}, {"Mcp-Session-Id", sid}},
+                      R"({"jsonrpc":"2.0","id":1,"method":"tools/list"})", "application/json");
+  REQUIRE(r3);
+  CHECK(r3->status == 404);
+  second.stop();
+  third.stop();
+}
+
+TEST_CASE("session state: the latest logging/setLevel is replayed on every upstream session") {
+  Harness h;
+  std::string sid = h.initialize();
+  auto set = h.post(R"({"jsonrpc":"2.0","id":1,"method":"logging/setLevel","params":{"level":"error"}})", sid);
+  CHECK(set.last()["result"] == json::object());
+  auto info = h.call_tool(sid, 2, "log", {{"level", "info"}, {"text", "hidden"}});
+  REQUIRE(info.messages.size() == 1);
+  CHECK(text_of(info.last()) == "filtered");
+  auto err = h.call_tool(sid, 3, "log", {{"level", "error"}, {"text", "shown"}});
+  REQUIRE(err.messages.size() == 2);
+  CHECK(err.messages[0]["method"] == "notifications/message");
+  CHECK(err.messages[0]["params"]["data"] == "shown");
+  CHECK(h.upstream().premature_requests() == 0);
+}
+
+TEST_CASE("batch of requests: every response arrives, as an array in JSON mode") {
+  Harness h;
+  std::string sid = h.initialize();
+  std::string batch = R"([{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{"a":1,"b":1}}},)"
+                      R"({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1}},)"
+                      R"({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"b"}}}])";
+  auto j = h.post(batch, sid, false);
+  REQUIRE(j.messages.size() == 2);
+  CHECK(j.body.front() == '[');
+  CHECK(text_of(j.messages[0]) == "2");
+  CHECK(text_of(j.messages[1]) == "b");
+  auto s = h.post(batch, sid, true);
+  REQUIRE(s.messages.size() == 2);
+  CHECK(s.messages[1]["id"] == 2);
+}
+
+TEST_CASE("keepalive comments on an idle response stream") {
+  Harness h({}, [](msb::Config& c) { c.keepalive_interval = 150ms; });
+  std::string sid = h.initialize();
+  auto r = h.call_tool(sid, 1, "sleep", {{"ms", 700}});
+  CHECK(text_of(r.last()) == "slept 700 ms");
+  CHECK(r.body.find(": keepalive") != std::string::npos);
+}
+
+TEST_CASE("progress extends the request deadline, up to --max-request-timeout") {
+  Harness h;  // request-timeout 2s, max 6s
+  std::string sid = h.initialize();
+  auto r = h.call_tool(sid, 1, "sleep", {{"ms", 3000}}, true, {{"progressToken", 5}});
+  CHECK(text_of(r.last()) == "slept 3000 ms");
+  // Without a progress token the same call hits the 2 s deadline.
+  auto t = h.call_tool(sid, 2, "sleep", {{"ms", 3000}});
+  check_bridge_error(t, 2, "deadline_exceeded", "request");
+  CHECK(t.ms < 2600);
+}
+
+namespace {
+// Sends a POST by hand and returns the socket, so the test can walk away.
+int raw_post(int port, const std::string& sid, const std::string& body) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  REQUIRE(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  std::string req = "POST /mcp HTTP/1.1\r\nHost: x\r\nAccept: application/json, text/event-stream\r\n"
+                    "Content-Type: application/json\r\nMcp-Session-Id: " + sid +
+                    "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  REQUIRE(send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size()));
+  return fd;
+}
+
+bool wait_for(const std::function<bool()>& pred, std::chrono::milliseconds bound) {
+  auto end = SteadyClock::now() + bound;
+  while (SteadyClock::now() < end) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return pred();
+}
+}  // namespace
+
+TEST_CASE("cancellation: a client that disconnects cancels its upstream call") {
+  Harness h;
+  std::string sid = h.initialize();
+  int fd = raw_post(h.port(), sid,
+                    R"({"jsonrpc":"2.0","id":"gone-1","method":"tools/call","params":{"name":"sleep","arguments":{"ms":5000}}})");
+  std::this_thread::sleep_for(300ms);  // the call reaches the upstream
+  close(fd);
+  CHECK(wait_for([&] { return h.upstream().cancellations() >= 1; }, 1500ms));
+  CHECK(h.upstream().last_cancelled_id() == "\"gone-1\"");
+  CHECK(h.bridge().forwarder().stats().cancelled.load() == 1);
+}
+
+TEST_CASE("cancellation: notifications/cancelled from the client reaches the upstream") {
+  Harness h;
+  std::string sid = h.initialize();
+  std::thread caller([&] {
+    auto r = h.call_tool(sid, 77, "sleep", {{"ms", 5000}});
+    // No response is owed for a cancelled request; the stream just ends.
+    CHECK(r.ms < 3000);
+  });
+  std::this_thread::sleep_for(300ms);
+  auto n = h.post(R"({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":77,"reason":"user"}})", sid);
+  CHECK(n.status == 202);
+  CHECK(wait_for([&] { return h.upstream().cancellations() >= 1; }, 1500ms));
+  caller.join();
+}
