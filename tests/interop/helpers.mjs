@@ -1,0 +1,58 @@
+// Process helpers for interop tests: every wait is bounded, every child dies
+// with the test.
+import { spawn } from 'node:child_process';
+
+const children = new Set();
+process.on('exit', () => { for (const c of children) c.kill('SIGKILL'); });
+
+// Spawns a process and resolves with {child, match} once `pattern` appears on
+// its stdout or stderr, or rejects after timeoutMs.
+export function spawnUntil(cmd, args, pattern, timeoutMs = 10000, opts = {}) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], ...opts });
+    children.add(child);
+    child.on('exit', () => children.delete(child));
+    let seen = '';
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${cmd} did not print ${pattern} within ${timeoutMs} ms; output:\n${seen}`));
+    }, timeoutMs);
+    const onData = (d) => {
+      seen += d.toString();
+      const m = seen.match(pattern);
+      if (m) { clearTimeout(timer); resolve({ child, match: m, output: () => seen }); }
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${cmd} exited (${code}) before printing ${pattern}; output:\n${seen}`));
+    });
+  });
+}
+
+export function stop(child) {
+  if (!child || child.exitCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const t = setTimeout(() => { child.kill('SIGKILL'); resolve(); }, 3000);
+    child.on('exit', () => { clearTimeout(t); resolve(); });
+    child.kill('SIGTERM');
+  });
+}
+
+export const bridgeBin = process.env.BRIDGE_BIN ?? '../../build/mcp-sse-bridge';
+
+export async function startBridge(upstreamUrl, extraArgs = []) {
+  const b = await spawnUntil(bridgeBin,
+    ['--upstream', upstreamUrl, '--listen', '127.0.0.1:0', ...extraArgs],
+    /listening url=(http:\/\/127\.0\.0\.1:\d+\/mcp)/);
+  return { child: b.child, url: b.match[1], output: b.output };
+}
+
+export async function startTsLegacyServer() {
+  const s = await spawnUntil(process.execPath, [new URL('./legacy-ts-server.mjs', import.meta.url).pathname],
+    /LISTENING (\d+)/);
+  const port = Number(s.match[1]);
+  return { child: s.child, port, sseUrl: `http://127.0.0.1:${port}/sse`,
+           control: (path) => fetch(`http://127.0.0.1:${port}${path}`, { method: 'POST' }).then((r) => r.text()) };
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what building and testing mcp-sse-bridge needs, only if missing:
+# Debian/Ubuntu packages (compiler, meson, ninja, the libraries) and, with
+# --interop, Node.js plus the pinned npm packages of tests/interop (npm ci).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_interop=0
+[ "${1:-}" = "--interop" ] && want_interop=1
+
+pkgs=(g++ meson ninja-build pkg-config cmake libcpp-httplib-dev libssl-dev libsimdjson-dev
+      nlohmann-json3-dev libcli11-dev doctest-dev)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "$want_interop" = 1 ] && ! command -v node >/dev/null; then missing+=(nodejs npm); fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ "$want_interop" = 1 ]; then
+  # Pinned by tests/interop/package-lock.json; skipped when already in sync.
+  if ! cmp -s tests/interop/package-lock.json tests/interop/node_modules/.package-lock.json 2>/dev/null; then
+    echo "install-deps: npm ci in tests/interop" >&2
+    (cd tests/interop && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+fi
