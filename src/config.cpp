@@ -128,7 +128,13 @@ Config parse_command_line(int argc, char** argv) {
     return e;
   };
   auto opt = [&](const char* flag, auto& var, const char* help) {
-    return app.add_option(std::string("--") + flag, var, help)->envname(env(flag));
+    auto* o = app.add_option(std::string("--") + flag, var, help)->envname(env(flag));
+    std::string_view f(flag);
+    if (f.find("timeout") != std::string_view::npos || f.find("interval") != std::string_view::npos)
+      o->type_name("DURATION");
+    else if (f.find("size") != std::string_view::npos)
+      o->type_name("SIZE");
+    return o;
   };
 
   opt("upstream", upstream, "Legacy MCP server SSE URL, e.g. http://127.0.0.1:3001/sse (required)")

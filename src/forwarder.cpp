@@ -85,9 +85,7 @@ class CallRun {
       }
     }
     // The request itself.
-    if (auto s = up.post(req_.raw, Deadline::earliest(deadline_, Deadline::after(cfg_.request_timeout)),
-                         Phase::kRequest);
-        !s) {
+    if (auto s = up.post(req_.raw, deadline_, Phase::kRequest); !s) {
       // Connect failures and 404 (session gone) prove the request was not taken.
       auto& e = s.error();
       a.request_sent = !(e.kind == ErrorKind::kUnreachable ||

@@ -559,12 +559,8 @@ struct FrontServer::Impl {
           init.id, make_error(ErrorKind::kShuttingDown, Phase::kRequest, "bridge is shutting down"),
           elapsed_ms(t0), cfg.upstream.sse_url.str());
     }
-    bool ok = !r.error && r.response.find("\"error\"") == std::string::npos;
-    if (ok) {
-      // Verify it is a result, not an error that mentions "error" elsewhere.
-      Message m;
-      ok = parse_message(r.response, m) && m.kind == MsgKind::kResponse && !m.is_error;
-    }
+    Message m;
+    bool ok = !r.error && parse_message(r.response, m) && m.kind == MsgKind::kResponse && !m.is_error;
     if (ok) {
       std::string sid = tokens.mint(params);
       res.set_header(kSessionHeader, sid);
