@@ -1,5 +1,8 @@
 #include "mcp_sse_bridge/forwarder.h"
 
+#include <map>
+#include <nlohmann/json.hpp>
+
 #include "mcp_sse_bridge/log.h"
 #include "mcp_sse_bridge/upstream_session.h"
 
@@ -22,6 +25,15 @@ std::string make_request(std::string_view id, std::string_view method, std::stri
   if (!params.empty()) s.append(R"(,"params":)").append(params);
   s.push_back('}');
   return s;
+}
+
+// Returns `raw` (a JSON-RPC message) with its id replaced by `id_json`.
+std::optional<std::string> with_id(const std::string& raw, std::string_view id_json) {
+  auto j = nlohmann::ordered_json::parse(raw, nullptr, false);
+  auto id = nlohmann::ordered_json::parse(id_json, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || id.is_discarded()) return std::nullopt;
+  j["id"] = std::move(id);
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 // How one attempt ended.
@@ -56,6 +68,7 @@ class CallRun {
     auto connect_d = Deadline::earliest(Deadline::after(cfg_.connect_timeout), deadline_);
     auto st = up.open(connect_d, cfg_.endpoint_timeout, deadline_);
     *upstream_session_id = up.upstream_session_id();
+    up.set_watch(sink_.wake_fd(), sink_.client_fd());
     if (!st) {
       a.error = st.error();
       return a;
@@ -97,6 +110,8 @@ class CallRun {
     auto resp = wait_response(up, req_.id, a);
     if (resp) a.response = std::move(resp->raw);
     if (a.cancelled) cancel_upstream(up);
+    for (auto& [bridge_id, upstream_id] : server_requests_) sink_.end_request(bridge_id);
+    server_requests_.clear();
     return a;
   }
 
@@ -170,6 +185,7 @@ class CallRun {
       if (ping_id) wake = Deadline::earliest(wake, ping_deadline);
       else if (cfg_.ping_interval.count() > 0)
         wake = Deadline::earliest(wake, Deadline::at(up.last_activity() + cfg_.ping_interval));
+      if (!relay_client_responses(up, a)) return std::nullopt;
       auto m = up.next_message(wake, Phase::kRequest);
       if (!m) {
         if (m.error().kind == ErrorKind::kTimeout) continue;  // re-check deadlines above
@@ -188,6 +204,24 @@ class CallRun {
     }
   }
 
+  // Sends the client's answers to forwarded server requests back upstream,
+  // under the upstream's own ids.
+  bool relay_client_responses(UpstreamSession& up, Attempt& a) {
+    while (auto r = sink_.take_response()) {
+      auto it = server_requests_.find(r->id);
+      if (it == server_requests_.end()) continue;  // not (or no longer) ours
+      auto fixed = with_id(r->raw, it->second);
+      sink_.end_request(it->first);
+      server_requests_.erase(it);
+      if (!fixed) continue;
+      if (auto s = up.post(*fixed, deadline_, Phase::kRequest); !s) {
+        a.error = s.error();
+        return false;
+      }
+    }
+    return true;
+  }
+
   // Upstream notifications and requests that are not the awaited response.
   bool handle_other(UpstreamSession& up, Message& m, Deadline d, Phase phase, Attempt& a,
                     bool relay) {
@@ -196,9 +230,18 @@ class CallRun {
       if (m.method == "ping") {
         reply = R"({"jsonrpc":"2.0","id":)" + m.id + R"(,"result":{}})";
       } else {
+        // Upstream sessions number their requests from 0: give the client an
+        // id unique across all calls, and map its answer back.
+        std::string bridge_id = internal_id("s2c");
+        std::string why = "the bridge is still setting up the upstream session";
+        auto rewritten = with_id(m.raw, bridge_id);
+        if (relay && rewritten && sink_.forward_request(m.method, bridge_id, *rewritten, &why)) {
+          stats_.server_requests.fetch_add(1, std::memory_order_relaxed);
+          server_requests_.emplace(bridge_id, m.id);
+          return true;
+        }
         reply = jsonrpc_plain_error(m.id, -32601,
-                                    "mcp-sse-bridge does not forward server-to-client '" +
-                                        m.method + "' requests yet");
+                                    "mcp-sse-bridge cannot forward '" + m.method + "': " + why);
       }
       if (auto s = up.post(reply, d, phase); !s) {
         a.error = s.error();
@@ -235,6 +278,7 @@ class CallRun {
   Clock::time_point start_;
   Deadline deadline_;
   Deadline hard_deadline_;
+  std::map<std::string, std::string> server_requests_;  // bridge id -> upstream id
 };
 
 bool retryable(const Attempt& a, const Message& req) {

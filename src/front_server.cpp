@@ -1,6 +1,8 @@
 #include "mcp_sse_bridge/front_server.h"
 
 #include <dirent.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <poll.h>
@@ -10,10 +12,12 @@
 #include <httplib.h>
 
 #include <condition_variable>
+#include <deque>
 #include <limits>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
+#include <set>
 #include <unordered_map>
 
 #include "mcp_sse_bridge/log.h"
@@ -119,45 +123,118 @@ bool peer_gone(int fd) {
   return (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0;
 }
 
-// In-flight calls by (client session, request id), so that a client's
-// notifications/cancelled reaches the call it names.
-class InflightCalls {
- public:
-  using Flag = std::shared_ptr<std::atomic<bool>>;
-  Flag add(const std::string& key) {
-    auto f = std::make_shared<std::atomic<bool>>(false);
-    std::lock_guard lk(mu_);
-    calls_[key] = f;
-    return f;
+// What the front side and a running call share: the client's cancellation,
+// client responses routed to the call, and an eventfd that wakes the call's
+// waits at once when either arrives.
+struct CallMailbox {
+  CallMailbox() : efd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
+  ~CallMailbox() {
+    if (efd >= 0) ::close(efd);
   }
-  void remove(const std::string& key, const Flag& f) {
+  CallMailbox(const CallMailbox&) = delete;
+  CallMailbox& operator=(const CallMailbox&) = delete;
+
+  void wake() {
+    uint64_t one = 1;
+    if (efd >= 0) (void)!::write(efd, &one, sizeof one);
+  }
+  void drain() {
+    uint64_t v;
+    if (efd >= 0) (void)!::read(efd, &v, sizeof v);
+  }
+  void cancel() {
+    cancelled.store(true);
+    wake();
+  }
+  void push(Message m) {
+    {
+      std::lock_guard lk(mu);
+      if (responses.size() >= 1024) return;  // a client flooding answers gets them dropped
+      responses.push_back(std::move(m));
+    }
+    wake();
+  }
+  std::optional<Message> pop() {
+    std::lock_guard lk(mu);
+    if (responses.empty()) return std::nullopt;
+    Message m = std::move(responses.front());
+    responses.pop_front();
+    return m;
+  }
+
+  int efd;
+  std::atomic<bool> cancelled{false};
+  std::mutex mu;
+  std::deque<Message> responses;
+};
+using MailboxPtr = std::shared_ptr<CallMailbox>;
+
+// In-flight calls by (client session, request id), so that a client's
+// notifications/cancelled reaches the call it names; and forwarded server
+// requests by (client session, bridge id), so that the client's answer
+// reaches the call that forwarded it.
+class CallRegistry {
+ public:
+  void add_call(const std::string& key, const MailboxPtr& m) {
+    std::lock_guard lk(mu_);
+    calls_[key] = m;
+  }
+  void remove_call(const std::string& key, const MailboxPtr& m) {
     std::lock_guard lk(mu_);
     auto it = calls_.find(key);
-    if (it != calls_.end() && it->second == f) calls_.erase(it);
+    if (it != calls_.end() && it->second == m) calls_.erase(it);
   }
   bool cancel(const std::string& key) {
     std::lock_guard lk(mu_);
     auto it = calls_.find(key);
     if (it == calls_.end()) return false;
-    it->second->store(true);
+    it->second->cancel();
     return true;
   }
-  size_t size() const {
+  void add_route(const std::string& key, const MailboxPtr& m) {
     std::lock_guard lk(mu_);
-    return calls_.size();
+    routes_[key] = m;
+  }
+  void remove_route(const std::string& key) {
+    std::lock_guard lk(mu_);
+    routes_.erase(key);
+  }
+  bool route(const std::string& key, Message m) {
+    MailboxPtr box;
+    {
+      std::lock_guard lk(mu_);
+      auto it = routes_.find(key);
+      if (it == routes_.end()) return false;
+      box = it->second;
+    }
+    box->push(std::move(m));
+    return true;
+  }
+  void wake_all() {
+    std::lock_guard lk(mu_);
+    for (auto& [k, m] : calls_) m->wake();
   }
 
  private:
-  mutable std::mutex mu_;
-  std::unordered_map<std::string, Flag> calls_;
+  std::mutex mu_;
+  std::unordered_map<std::string, MailboxPtr> calls_;
+  std::unordered_map<std::string, MailboxPtr> routes_;
 };
 
 // A client request whose response is still to be produced.
 struct PendingCall {
   Message msg;
   std::string key;  // session + id, for cancellation
-  InflightCalls::Flag cancelled;
+  MailboxPtr mailbox;
 };
+
+// The client capability a server-to-client request needs, if any.
+std::string_view capability_for(std::string_view method) {
+  if (method == "sampling/createMessage") return "sampling";
+  if (method == "roots/list") return "roots";
+  if (method == "elicitation/create") return "elicitation";
+  return {};
+}
 
 void json_error(httplib::Response& res, int status, int code, const std::string& message) {
   res.status = status;
@@ -172,7 +249,7 @@ struct FrontServer::Impl {
   SessionTokens tokens;
   httplib::Server svr;
   ClientSocketFinder sockets;
-  InflightCalls inflight;
+  CallRegistry registry;
   std::atomic<bool> stopping{false};
   int bound_port = -1;
   std::thread thread;
@@ -347,18 +424,27 @@ struct FrontServer::Impl {
       }
       if (m.kind == MsgKind::kNotification && m.method == "notifications/cancelled" &&
           !m.cancel_id.empty()) {
-        if (inflight.cancel(session->id + "\n" + m.cancel_id))
+        if (registry.cancel(session->id + "\n" + m.cancel_id))
           log::info("client cancelled a call", {{"id", m.cancel_id}});
+      } else if (m.kind == MsgKind::kResponse) {
+        // An answer to a server-to-client request forwarded by one of this
+        // session's calls.
+        std::string id = m.id;
+        if (!registry.route(session->id + "\n" + id, std::move(m)))
+          log::debug("client response matches no forwarded request", {{"id", id}});
       }
       // notifications/initialized is the bridge's to send upstream (per
-      // upstream session); other client notifications and responses have no
-      // upstream session to go to in per-call mode.
+      // upstream session); other client notifications have no upstream
+      // session to go to in per-call mode.
     }
     if (calls.empty()) {
       res.status = 202;  // always, even when the upstream is dead (DESIGN §2.4)
       return;
     }
-    for (auto& c : calls) c.cancelled = inflight.add(c.key);
+    for (auto& c : calls) {
+      c.mailbox = std::make_shared<CallMailbox>();
+      registry.add_call(c.key, c.mailbox);
+    }
     auto headers = forwarded_headers(req);
     int fd = sockets.find(req);
     if (accepts_sse) {
@@ -371,6 +457,12 @@ struct FrontServer::Impl {
   // Answers requests the bridge serves itself; returns nullopt for the rest.
   std::optional<std::string> local_answer(const Message& m, const ClientSession& s) {
     if (m.method == "ping") return R"({"jsonrpc":"2.0","id":)" + m.id + R"(,"result":{}})";
+    if (m.method == "resources/subscribe" || m.method == "resources/unsubscribe")
+      return jsonrpc_plain_error(
+          m.id, -32601,
+          m.method + " is not supported through mcp-sse-bridge: resource updates need a "
+                     "standalone server-to-client stream (GET), and upstream sessions here "
+                     "live only for one call");
     if (m.method == "logging/setLevel") {
       auto j = nlohmann::json::parse(m.raw, nullptr, false);
       if (!j.is_discarded() && j.contains("params") && j["params"].is_object())
@@ -393,7 +485,7 @@ struct FrontServer::Impl {
     } else {
       r = forwarder.call(c.msg, &s, tokens.log_level(s.id), headers, sink);
     }
-    inflight.remove(c.key, c.cancelled);
+    registry.remove_call(c.key, c.mailbox);
     std::string outcome = r.cancelled ? "cancelled" : r.error ? std::string(to_string(r.error->kind)) : "ok";
     auto fields = {log::Field{"method", c.msg.method}, log::Field{"id", c.msg.id},
                    log::Field{"outcome", outcome}, log::Field{"ms", std::to_string(elapsed_ms(t0))},
@@ -407,18 +499,88 @@ struct FrontServer::Impl {
     return r;
   }
 
-  // Sink for a response streamed as text/event-stream.
-  class SseSink : public CallSink {
+  // What both sinks share: cancellation and wake-ups through the call's
+  // mailbox, and the client socket for hang-up detection.
+  class SinkBase : public CallSink {
    public:
-    SseSink(Impl& impl, httplib::DataSink& sink, int fd, const InflightCalls::Flag& cancelled)
-        : impl_(impl), sink_(sink), fd_(fd), cancelled_(cancelled), last_write_(Clock::now()) {}
+    SinkBase(Impl& impl, int fd, MailboxPtr box, const ClientSession* session)
+        : impl_(impl), fd_(fd), box_(std::move(box)), session_(session) {}
+    ~SinkBase() override {
+      for (auto& id : routes_) impl_.registry.remove_route(id);
+    }
+    bool alive() override {
+      box_->drain();
+      if (gone_ || box_->cancelled.load() || impl_.stopping.load()) return false;
+      if (peer_gone(fd_)) gone_ = true;
+      return !gone_;
+    }
+    int wake_fd() const override { return box_->efd; }
+    int client_fd() const override { return fd_; }
+    std::optional<Message> take_response() override { return box_->pop(); }
+    void end_request(std::string_view bridge_id) override {
+      std::string key = route_key(bridge_id);
+      impl_.registry.remove_route(key);
+      routes_.erase(key);
+    }
+    bool gone() const { return gone_; }
+    bool client_cancelled() const { return box_->cancelled.load(); }
+
+   protected:
+    // Checks the capability a server request needs against the client's
+    // initialize params, and registers the route for the client's answer.
+    bool admit_request(std::string_view method, std::string_view bridge_id, std::string* why) {
+      auto cap = capability_for(method);
+      if (!cap.empty()) {
+        if (!caps_) {
+          auto j = session_ ? nlohmann::json::parse(session_->init_params, nullptr, false)
+                            : nlohmann::json();
+          caps_ = (!j.is_discarded() && j.is_object() && j.contains("capabilities") &&
+                   j["capabilities"].is_object())
+                      ? j["capabilities"]
+                      : nlohmann::json::object();
+        }
+        if (!caps_->contains(std::string(cap))) {
+          *why = "the client did not declare the '" + std::string(cap) + "' capability";
+          return false;
+        }
+      }
+      std::string key = route_key(bridge_id);
+      impl_.registry.add_route(key, box_);
+      routes_.insert(key);
+      return true;
+    }
+    std::string route_key(std::string_view bridge_id) const {
+      return (session_ ? session_->id : std::string()) + "\n" + std::string(bridge_id);
+    }
+
+    Impl& impl_;
+    int fd_;
+    MailboxPtr box_;
+    const ClientSession* session_;
+    std::optional<nlohmann::json> caps_;
+    std::set<std::string> routes_;
+    bool gone_ = false;
+  };
+
+  // Sink for a response streamed as text/event-stream.
+  class SseSink : public SinkBase {
+   public:
+    SseSink(Impl& impl, httplib::DataSink& sink, int fd, MailboxPtr box,
+            const ClientSession* session)
+        : SinkBase(impl, fd, std::move(box), session), sink_(sink), last_write_(Clock::now()) {}
     bool deliver(std::string_view json) override { return write_event(json); }
     bool alive() override {
-      if (gone_ || cancelled_->load() || impl_.stopping.load()) return false;
-      if (peer_gone(fd_)) return gone_ = true, false;
+      if (!SinkBase::alive()) return false;
       auto ka = impl_.cfg.keepalive_interval;
-      if (ka.count() > 0 && Clock::now() - last_write_ >= ka) {
-        if (!write_raw(": keepalive\n\n")) return false;
+      if (ka.count() > 0 && Clock::now() - last_write_ >= ka) return write_raw(": keepalive\n\n");
+      return true;
+    }
+    bool forward_request(std::string_view method, std::string_view bridge_id,
+                         std::string_view json, std::string* why) override {
+      if (!admit_request(method, bridge_id, why)) return false;
+      if (!write_event(json)) {
+        *why = "the client went away";
+        return false;
       }
       return true;
     }
@@ -434,36 +596,23 @@ struct FrontServer::Impl {
       last_write_ = Clock::now();
       return !gone_;
     }
-    bool gone() const { return gone_; }
-    void set_flag(const InflightCalls::Flag& f) { cancelled_ = f; }
 
    private:
-    Impl& impl_;
     httplib::DataSink& sink_;
-    int fd_;
-    InflightCalls::Flag cancelled_;
     Clock::time_point last_write_;
-    bool gone_ = false;
   };
 
-  // Sink for an application/json response: notifications are dropped.
-  class JsonSink : public CallSink {
+  // Sink for an application/json response: notifications are dropped, and
+  // server requests cannot be forwarded (there is no stream to carry them).
+  class JsonSink : public SinkBase {
    public:
-    JsonSink(Impl& impl, int fd, const InflightCalls::Flag& cancelled)
-        : impl_(impl), fd_(fd), cancelled_(cancelled) {}
+    using SinkBase::SinkBase;
     bool deliver(std::string_view) override { return alive(); }
-    bool alive() override {
-      if (gone_ || cancelled_->load() || impl_.stopping.load()) return false;
-      if (peer_gone(fd_)) gone_ = true;
-      return !gone_;
+    bool forward_request(std::string_view, std::string_view, std::string_view,
+                         std::string* why) override {
+      *why = "the client did not accept text/event-stream for this call";
+      return false;
     }
-    bool gone() const { return gone_; }
-
-   private:
-    Impl& impl_;
-    int fd_;
-    InflightCalls::Flag cancelled_;
-    bool gone_ = false;
   };
 
   // A call that ended "cancelled" because the bridge is stopping still owes
@@ -486,11 +635,11 @@ struct FrontServer::Impl {
         [this, state, session = std::move(session), headers = std::move(headers), fd](
             size_t, httplib::DataSink& sink) {
           for (auto& c : *state) {
-            SseSink s(*this, sink, fd, c.cancelled);
+            SseSink s(*this, sink, fd, c.mailbox, &session);
             CallResult r = run_call(c, session, headers, s);
             if (s.gone()) break;
             if (r.cancelled) {
-              if (c.cancelled->load()) continue;  // client asked: no response is owed
+              if (s.client_cancelled()) continue;  // client asked: no response is owed
               if (!stopping.load()) break;
               r.response = shutdown_answer(c);
             }
@@ -500,7 +649,7 @@ struct FrontServer::Impl {
           return true;
         },
         [this, state](bool) {
-          for (auto& c : *state) inflight.remove(c.key, c.cancelled);
+          for (auto& c : *state) registry.remove_call(c.key, c.mailbox);
         });
   }
 
@@ -508,11 +657,11 @@ struct FrontServer::Impl {
                   const ClientSession& session, const std::string& headers, int fd, bool batch) {
     std::vector<std::string> out;
     for (auto& c : calls) {
-      JsonSink s(*this, fd, c.cancelled);
+      JsonSink s(*this, fd, c.mailbox, &session);
       CallResult r = run_call(c, session, headers, s);
       if (s.gone()) return;  // nobody to answer
       if (r.cancelled) {
-        if (c.cancelled->load()) continue;
+        if (s.client_cancelled()) continue;
         r.response = shutdown_answer(c);
       }
       out.push_back(std::move(r.response));
@@ -533,6 +682,18 @@ struct FrontServer::Impl {
     res.set_content(std::move(body), "application/json");
   }
 
+  // Nothing can deliver resource updates (see local_answer): do not let the
+  // upstream's initialize result promise them. Other bytes stay as they were.
+  static void strip_subscribe(std::string& response) {
+    if (response.find("\"subscribe\"") == std::string::npos) return;
+    auto j = nlohmann::ordered_json::parse(response, nullptr, false);
+    if (j.is_discarded()) return;
+    auto p = nlohmann::ordered_json::json_pointer("/result/capabilities/resources");
+    if (!j.contains(p) || !j[p].is_object() || !j[p].contains("subscribe")) return;
+    j[p].erase("subscribe");
+    response = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  }
+
   void handle_initialize(const httplib::Request& req, httplib::Response& res, Message& init,
                          bool accepts_sse) {
     auto j = nlohmann::ordered_json::parse(init.raw, nullptr, false);
@@ -543,8 +704,7 @@ struct FrontServer::Impl {
     std::string params = j["params"].dump();
     std::string headers = forwarded_headers(req);
     int fd = sockets.find(req);
-    auto flag = std::make_shared<std::atomic<bool>>(false);
-    JsonSink sink(*this, fd, flag);
+    JsonSink sink(*this, fd, std::make_shared<CallMailbox>(), nullptr);
     auto t0 = Clock::now();
     CallResult r;
     if (stopping.load()) {
@@ -561,6 +721,7 @@ struct FrontServer::Impl {
     }
     Message m;
     bool ok = !r.error && parse_message(r.response, m) && m.kind == MsgKind::kResponse && !m.is_error;
+    if (ok) strip_subscribe(r.response);
     if (ok) {
       std::string sid = tokens.mint(params);
       res.set_header(kSessionHeader, sid);
@@ -619,6 +780,7 @@ void FrontServer::stop() {
   auto& i = *impl_;
   std::lock_guard lk(i.run_mu);
   i.stopping.store(true);
+  i.registry.wake_all();
   // stop() before is_running() does nothing in cpp-httplib; wait (bounded).
   if (i.thread.joinable()) {
     auto d = Deadline::after(Millis(5000));

@@ -270,13 +270,14 @@ Io TcpStream::read_some(char* buf, size_t cap, size_t* got, Deadline d) {
       last_error_ = "recv: " + errno_text(errno);
       return Io::kError;
     }
-    pollfd p{fd_, POLLIN, 0};
-    int rc = ::poll(&p, 1, d.poll_ms());
+    pollfd p[3] = {{fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}, {hup_fd_, POLLRDHUP, 0}};
+    int rc = ::poll(p, 3, d.poll_ms());  // negative fds are ignored by poll(2)
     if (rc == 0) return Io::kTimeout;
     if (rc < 0 && errno != EINTR) {
       last_error_ = "poll: " + errno_text(errno);
       return Io::kError;
     }
+    if (rc > 0 && p[0].revents == 0 && (p[1].revents || p[2].revents)) return Io::kTimeout;
   }
 }
 
@@ -400,6 +401,7 @@ Expected<HttpHead> HttpConnection::send(std::string_view method, std::string_vie
       auto s = TcpStream::connect(origin_.host, origin_.port, d);
       if (!s) return s.error();
       stream_ = std::move(s.value());
+      stream_.set_watch(wake_fd_, hup_fd_);
     }
     reusable_ = false;
     body_done_ = false;

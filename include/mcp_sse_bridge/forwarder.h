@@ -27,9 +27,30 @@ class CallSink {
   // Delivers a message that precedes the response (progress, logging, other
   // notifications). Returns false once the client has gone.
   virtual bool deliver(std::string_view json) = 0;
-  // Polled at least every kPollSlice while the call waits; may write a
-  // keepalive. Returns false once the client has gone or cancelled the call.
+  // Polled at least every kPollSlice while the call waits, and at once when
+  // wake_fd() or client_fd() fires; may write a keepalive. Returns false once
+  // the client has gone or cancelled the call.
   virtual bool alive() = 0;
+
+  // An eventfd signalled when alive() or take_response() has news, and the
+  // client's socket (hang-up wakes the call). -1 = none.
+  virtual int wake_fd() const { return -1; }
+  virtual int client_fd() const { return -1; }
+
+  // Forwards a server-to-client request (`json` already carries the
+  // bridge-unique id `bridge_id`) on the call's stream and routes the
+  // client's answer back to this call. Returns false with a reason when the
+  // client cannot take it (capability not declared, no SSE stream).
+  virtual bool forward_request(std::string_view method, std::string_view bridge_id,
+                               std::string_view json, std::string* why) {
+    (void)method, (void)bridge_id, (void)json;
+    *why = "the client cannot receive server-to-client requests";
+    return false;
+  }
+  // The next client response routed to this call, if any.
+  virtual std::optional<Message> take_response() { return std::nullopt; }
+  // Stops routing client responses for bridge_id to this call.
+  virtual void end_request(std::string_view bridge_id) { (void)bridge_id; }
 };
 
 struct CallResult {
@@ -47,6 +68,7 @@ struct ForwarderStats {
   std::atomic<uint64_t> retries{0};
   std::atomic<uint64_t> pings_sent{0};
   std::atomic<uint64_t> cancelled{0};
+  std::atomic<uint64_t> server_requests{0};  // upstream requests forwarded to clients
 };
 
 class Forwarder {

@@ -46,7 +46,15 @@ class TcpStream {
 
   Io write_all(std::string_view data, Deadline d, bool more = false);
   // Reads up to n bytes (kOk with *got > 0), or reports EOF/error/timeout.
+  // Also returns kTimeout early when a watched fd fires (see set_watch).
   Io read_some(char* buf, size_t n, size_t* got, Deadline d);
+  // Extra fds a blocked read also waits on, so that its owner wakes at once:
+  // `wake_fd` readable (an eventfd), or `hup_fd` hung up (a client socket).
+  // -1 = none. The fds are not owned.
+  void set_watch(int wake_fd, int hup_fd) {
+    wake_fd_ = wake_fd;
+    hup_fd_ = hup_fd;
+  }
   // Non-blocking check for a pooled/kept-alive connection: false when the peer
   // has closed it, reset it, or sent unexpected bytes.
   bool idle_alive() const;
@@ -60,6 +68,8 @@ class TcpStream {
  private:
   explicit TcpStream(int fd) : fd_(fd) {}
   int fd_ = -1;
+  int wake_fd_ = -1;
+  int hup_fd_ = -1;
   std::string last_error_;
 };
 
@@ -110,6 +120,12 @@ class HttpConnection {
 
   void shutdown() { stream_.shutdown(); }
   void close() { stream_.close(); }
+  // See TcpStream::set_watch; kept across reconnects.
+  void set_watch(int wake_fd, int hup_fd) {
+    wake_fd_ = wake_fd;
+    hup_fd_ = hup_fd;
+    stream_.set_watch(wake_fd, hup_fd);
+  }
   const Url& origin() const { return origin_; }
   const std::string& last_error() const { return stream_.last_error(); }
 
@@ -118,6 +134,8 @@ class HttpConnection {
 
   Url origin_;
   TcpStream stream_;
+  int wake_fd_ = -1;
+  int hup_fd_ = -1;
   bool reusable_ = false;
   std::string buf_;  // raw bytes read but not consumed
   size_t pos_ = 0;

@@ -48,6 +48,10 @@ class UpstreamSession {
   const Url& endpoint() const { return endpoint_; }
   std::string upstream_session_id() const;  // from the endpoint query, for logs
 
+  // Makes waits on the SSE stream also return (as kTimeout) when wake_fd is
+  // readable or hup_fd hangs up; see TcpStream::set_watch.
+  void set_watch(int wake_fd, int hup_fd) { sse_.set_watch(wake_fd, hup_fd); }
+
   // Closes both connections; a blocked read in another thread returns at once.
   void abort();
 
