@@ -54,5 +54,16 @@ export async function startTsLegacyServer() {
     /LISTENING (\d+)/);
   const port = Number(s.match[1]);
   return { child: s.child, port, sseUrl: `http://127.0.0.1:${port}/sse`,
-           control: (path) => fetch(`http://127.0.0.1:${port}${path}`, { method: 'POST' }).then((r) => r.text()) };
+           control: (path) => fetch(`http://127.0.0.1:${port}${path}`, { method: 'POST' }).then((r) => r.text()),
+           stats: () => fetch(`http://127.0.0.1:${port}/control/stats`).then((r) => r.json()) };
+}
+
+// Polls pred() every 20 ms until it holds or timeoutMs passes.
+export async function waitFor(pred, timeoutMs) {
+  const end = performance.now() + timeoutMs;
+  while (performance.now() < end) {
+    if (await pred()) return true;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return Boolean(await pred());
 }

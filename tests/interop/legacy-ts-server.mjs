@@ -13,9 +13,11 @@ import { z } from 'zod';
 const transports = new Map();
 const streams = new Set();
 let blackhole = false;
+const stats = { cancelled: 0, sessions: 0 };
 
 function makeServer() {
-  const server = new McpServer({ name: 'ts-legacy-server', version: '1.0.0' });
+  const server = new McpServer({ name: 'ts-legacy-server', version: '1.0.0' },
+    { capabilities: { logging: {} } });
   server.registerTool('echo', { description: 'echo', inputSchema: { text: z.string() } },
     async ({ text }) => ({ content: [{ type: 'text', text }] }));
   server.registerTool('add', { description: 'add', inputSchema: { a: z.number(), b: z.number() } },
@@ -24,10 +26,49 @@ function makeServer() {
     async ({ ms }, extra) => {
       await new Promise((resolve) => {
         const t = setTimeout(resolve, ms);
-        extra.signal.addEventListener('abort', () => { clearTimeout(t); resolve(); });
+        extra.signal.addEventListener('abort', () => { clearTimeout(t); stats.cancelled++; resolve(); });
       });
       return { content: [{ type: 'text', text: `slept ${ms}` }] };
     });
+  server.registerTool('progress', { description: 'reports `steps` progress notifications',
+    inputSchema: { steps: z.number(), ms: z.number() } },
+    async ({ steps, ms }, extra) => {
+      const token = extra._meta?.progressToken;
+      for (let i = 1; i <= steps; i++) {
+        await new Promise((r) => setTimeout(r, ms));
+        if (token !== undefined) {
+          await extra.sendNotification({ method: 'notifications/progress',
+            params: { progressToken: token, progress: i, total: steps, message: `step ${i}` } });
+        }
+      }
+      return { content: [{ type: 'text', text: `done ${steps}` }] };
+    });
+  server.registerTool('log', { description: 'logs at two levels',
+    inputSchema: { text: z.string() } },
+    async ({ text }, extra) => {
+      for (const level of ['debug', 'info', 'warning', 'error']) {
+        await server.server.sendLoggingMessage({ level, logger: 'interop', data: `${level}: ${text}` },
+          extra.sessionId);
+      }
+      return { content: [{ type: 'text', text: 'logged' }] };
+    });
+  server.registerTool('sample', { description: 'asks the client to sample',
+    inputSchema: { prompt: z.string(), delay: z.number().optional() } },
+    async ({ prompt, delay }) => {
+      if (delay) await new Promise((r) => setTimeout(r, delay));
+      const r = await server.server.createMessage({
+        messages: [{ role: 'user', content: { type: 'text', text: prompt } }], maxTokens: 16 });
+      return { content: [{ type: 'text', text: `model ${r.model} said: ${r.content.text}` }] };
+    });
+  server.registerTool('roots', { description: 'lists the client roots', inputSchema: {} },
+    async () => {
+      const r = await server.server.listRoots();
+      return { content: [{ type: 'text', text: r.roots.map((x) => x.uri).join(',') }] };
+    });
+  server.registerTool('fail', { description: 'returns a tool error', inputSchema: { why: z.string() } },
+    async ({ why }) => ({ isError: true, content: [{ type: 'text', text: `failed: ${why}` }] }));
+  server.registerTool('big', { description: 'returns `bytes` bytes of text', inputSchema: { bytes: z.number() } },
+    async ({ bytes }) => ({ content: [{ type: 'text', text: 'y'.repeat(bytes) }] }));
   return server;
 }
 
@@ -38,6 +79,7 @@ const httpServer = http.createServer(async (req, res) => {
       const transport = new SSEServerTransport('/message', res);
       transports.set(transport.sessionId, transport);
       streams.add(res);
+      stats.sessions++;
       res.on('close', () => { transports.delete(transport.sessionId); streams.delete(res); });
       await makeServer().connect(transport);
       return;
@@ -61,6 +103,10 @@ const httpServer = http.createServer(async (req, res) => {
       const n = streams.size;
       for (const s of streams) s.socket?.destroy();
       res.writeHead(200).end(String(n));
+      return;
+    }
+    if (req.method === 'GET' && url.pathname === '/control/stats') {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(stats));
       return;
     }
     if (req.method === 'POST' && url.pathname === '/control/blackhole') {
