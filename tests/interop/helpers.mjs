@@ -67,3 +67,14 @@ export async function waitFor(pred, timeoutMs) {
   }
   return Boolean(await pred());
 }
+
+// @modelcontextprotocol/server-everything in its legacy SSE mode, on loopback.
+export async function startEverythingSse() {
+  const entry = new URL('./node_modules/@modelcontextprotocol/server-everything/dist/index.js',
+    import.meta.url).pathname;
+  const s = await spawnUntil(process.execPath,
+    ['--import', new URL('./loopback-only.mjs', import.meta.url).pathname, entry, 'sse'],
+    /LISTENING (\d+)/, 15000, { env: { ...process.env, PORT: '0' } });
+  const port = Number(s.match[1]);
+  return { child: s.child, port, sseUrl: `http://127.0.0.1:${port}/sse` };
+}
