@@ -160,6 +160,12 @@ Config parse_command_line(int argc, char** argv) {
       "Static header sent upstream, 'Name: value' (repeatable)");
   opt("forward-header", c.forward_headers,
       "Client header copied to the upstream, e.g. Authorization (repeatable)");
+  opt("allowed-host", c.allowed_hosts,
+      "Host header value accepted (repeatable; host or host:port). On a loopback listener only "
+      "localhost/127.0.0.1/[::1] are accepted otherwise (DNS-rebinding guard); elsewhere any");
+  opt("allowed-origin", c.allowed_origins,
+      "Origin accepted, e.g. https://app.example.com (repeatable). A request with any other "
+      "Origin gets 403; loopback origins pass when listening on loopback");
   opt("allow-foreign-endpoint", u.allow_foreign_endpoint,
       "Accept an upstream `endpoint` on another origin than --upstream (SSRF risk)");
   opt("upstream-retries", u.retries,

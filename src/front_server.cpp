@@ -236,6 +236,24 @@ std::string_view capability_for(std::string_view method) {
   return {};
 }
 
+bool is_loopback_name(std::string_view host) {
+  return host == "localhost" || host == "::1" || host == "[::1]" || host.rfind("127.", 0) == 0;
+}
+
+// "host:port" / "[v6]:port" / "host" -> host (lower case, brackets kept off).
+std::string host_part(std::string_view hostport) {
+  std::string h;
+  if (!hostport.empty() && hostport.front() == '[') {
+    auto rb = hostport.find(']');
+    h = std::string(hostport.substr(1, rb == std::string_view::npos ? std::string_view::npos : rb - 1));
+  } else {
+    h = std::string(hostport.substr(0, hostport.rfind(':')));
+    if (hostport.find(':') == std::string_view::npos) h = std::string(hostport);
+  }
+  for (auto& c : h) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return h;
+}
+
 void json_error(httplib::Response& res, int status, int code, const std::string& message) {
   res.status = status;
   res.set_content(jsonrpc_plain_error("", code, message), "application/json");
@@ -290,8 +308,11 @@ struct FrontServer::Impl {
     });
     const std::string& p = cfg.path;
     svr.Post(p, [this](const httplib::Request& req, httplib::Response& res,
-                       const httplib::ContentReader& reader) { handle_post(req, res, reader); });
-    svr.Get(p, [](const httplib::Request&, httplib::Response& res) {
+                       const httplib::ContentReader& reader) {
+      if (check_host_and_origin(req, res)) handle_post(req, res, reader);
+    });
+    svr.Get(p, [this](const httplib::Request& req, httplib::Response& res) {
+      if (!check_host_and_origin(req, res)) return;
       res.status = 405;
       res.set_header("Allow", "POST, DELETE");
       res.set_content(jsonrpc_plain_error("", -32000,
@@ -299,10 +320,45 @@ struct FrontServer::Impl {
                                           "server-to-client stream (GET); use POST"),
                       "application/json");
     });
-    svr.Delete(p, [this](const httplib::Request& req, httplib::Response& res) { handle_delete(req, res); });
+    svr.Delete(p, [this](const httplib::Request& req, httplib::Response& res) {
+      if (check_host_and_origin(req, res)) handle_delete(req, res);
+    });
     svr.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
       res.set_content("ok\n", "text/plain");
     });
+  }
+
+  // DNS-rebinding and cross-origin guard (spec 2025-11-25: invalid Origin
+  // => 403). Returns false after filling res.
+  bool check_host_and_origin(const httplib::Request& req, httplib::Response& res) const {
+    bool loopback = is_loopback_name(cfg.listen_host);
+    auto listed = [](const std::vector<std::string>& list, const std::string& v) {
+      for (auto& a : list)
+        if (lower(a) == lower(v)) return true;
+      return false;
+    };
+    if (loopback || !cfg.allowed_hosts.empty()) {
+      std::string host = req.get_header_value("Host");
+      bool ok = (loopback && is_loopback_name(host_part(host))) || listed(cfg.allowed_hosts, host) ||
+                listed(cfg.allowed_hosts, host_part(host));
+      if (!ok) {
+        json_error(res, 403, -32000,
+                   "Forbidden: Host '" + host.substr(0, 100) + "' is not allowed (--allowed-host)");
+        return false;
+      }
+    }
+    if (req.has_header("Origin")) {
+      std::string origin = req.get_header_value("Origin");
+      auto url = parse_url(origin);
+      bool ok = listed(cfg.allowed_origins, origin) ||
+                (loopback && url && is_loopback_name(url->host));
+      if (!ok) {
+        json_error(res, 403, -32000,
+                   "Forbidden: Origin '" + origin.substr(0, 100) + "' is not allowed (--allowed-origin)");
+        return false;
+      }
+    }
+    return true;
   }
 
   std::string forwarded_headers(const httplib::Request& req) const {

@@ -36,6 +36,8 @@ struct Config {
   int listen_port = 8080;
   std::string path = "/mcp";
   std::vector<std::string> forward_headers;  // client header names copied upstream
+  std::vector<std::string> allowed_hosts;    // Host values accepted besides loopback names
+  std::vector<std::string> allowed_origins;  // Origin values accepted besides loopback origins
   Duration keepalive_interval{15000};        // SSE comment on idle response streams (0 = off)
   uint64_t max_body_size = 16ull << 20;      // client request body
   int worker_threads = 128;                  // HTTP worker pool (one per open connection)

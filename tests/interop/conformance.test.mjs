@@ -1,0 +1,84 @@
+// The official conformance suite's server scenarios, run twice in the same
+// run against the same fixture code: directly over Streamable HTTP (the
+// baseline), and through the bridge in front of the fixtures served over
+// legacy HTTP+SSE. Every scenario that passes directly must pass bridged,
+// except those that cannot work with per-call upstream sessions, listed here
+// with the reason.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { spawnUntil, startBridge, stop } from './helpers.mjs';
+
+const here = path.dirname(new URL(import.meta.url).pathname);
+const KNOWN_PER_CALL_LIMITS = {
+  'resources-subscribe': 'updates need a standalone GET stream; the bridge answers a clear error instead of a false success',
+  'resources-unsubscribe': 'same as resources-subscribe',
+};
+// Scenarios that fail both ways, with the reason (not exemptions: the
+// assertion below only concerns scenarios that pass directly).
+const ALSO_FAILS_DIRECTLY = {
+  'server-sse-polling': 'pending SEP-1699 scenario: needs a test_reconnection fixture and resumable streams (event ids + Last-Event-ID), which neither the fixture nor the bridge implement',
+};
+const children = [];
+after(async () => { for (const c of children) await stop(c); });
+
+async function fixture(transport) {
+  const s = await spawnUntil(process.execPath, [path.join(here, 'conformance-fixture-server.mjs'),
+    '--transport', transport], /LISTENING (\d+)/);
+  children.push(s.child);
+  return Number(s.match[1]);
+}
+
+// Runs the suite against url; resolves {scenario: {passed, failed}}.
+function runSuite(url) {
+  return new Promise((resolve, reject) => {
+    const cwd = mkdtempSync(path.join(tmpdir(), 'conformance-'));
+    const child = spawn(process.execPath, ['--import', path.join(here, 'shims/register.mjs'),
+      path.join(here, 'node_modules/@modelcontextprotocol/conformance/dist/index.js'),
+      'server', '--url', url, '--suite', 'all'], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d) => { out += d; });
+    child.stderr.on('data', (d) => { out += d; });
+    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`suite timed out:\n${out}`)); }, 120000);
+    child.on('exit', () => {
+      clearTimeout(timer);
+      const results = {};
+      for (const m of out.matchAll(/^[✓✗] ([\w-]+): (\d+) passed, (\d+) failed/gmu)) {
+        results[m[1]] = { passed: Number(m[2]), failed: Number(m[3]) };
+      }
+      if (Object.keys(results).length === 0) reject(new Error(`no results parsed:\n${out}`));
+      else resolve(results);
+    });
+  });
+}
+
+test('conformance: every scenario passing directly passes through the bridge', { timeout: 300000 }, async () => {
+  const directPort = await fixture('streamable');
+  const ssePort = await fixture('sse');
+  const bridge = await startBridge(`http://127.0.0.1:${ssePort}/sse`, ['--log-level', 'info']);
+  children.push(bridge.child);
+  const direct = await runSuite(`http://127.0.0.1:${directPort}/mcp`);
+  const bridged = await runSuite(bridge.url);
+
+  const ok = (r) => r && r.failed === 0 && r.passed > 0;
+  const rows = Object.keys(direct).map((name) => {
+    const d = ok(direct[name]);
+    const b = ok(bridged[name]);
+    const note = KNOWN_PER_CALL_LIMITS[name] ?? ALSO_FAILS_DIRECTLY[name] ?? '';
+    return { name, d, b, note };
+  });
+  const count = (k) => rows.filter((r) => r[k]).length;
+  console.log(`# | scenario | direct (Streamable HTTP) | bridged (legacy SSE upstream) | note |`);
+  console.log(`# |---|---|---|---|`);
+  for (const r of rows) console.log(`# | ${r.name} | ${r.d ? 'pass' : 'FAIL'} | ${r.b ? 'pass' : 'FAIL'} | ${r.note} |`);
+  console.log(`# passing: direct ${count('d')}/${rows.length}, bridged ${count('b')}/${rows.length}`);
+
+  const regressions = rows.filter((r) => r.d && !r.b && !KNOWN_PER_CALL_LIMITS[r.name]).map((r) => r.name);
+  assert.deepEqual(regressions, [], `scenarios passing directly but failing through the bridge: ${regressions}`);
+  // The known limits must still be what they say: passing directly.
+  for (const name of Object.keys(KNOWN_PER_CALL_LIMITS)) assert.ok(rows.find((r) => r.name === name)?.d, name);
+  assert.ok(count('b') >= 28, `only ${count('b')} scenarios pass through the bridge`);
+});
