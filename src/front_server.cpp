@@ -436,12 +436,17 @@ struct FrontServer::Impl {
     if (!check_protocol_version(req, res)) return;
     // Read the body ourselves: set_payload_max_length only bounds bodies that
     // declare a Content-Length, not chunked ones.
+    // Past the limit the rest is read and dropped (up to a cap), so that the
+    // client reads the 413 instead of a reset from unread bytes.
     std::string body;
     bool too_large = false;
+    size_t dropped = 0;
+    const size_t drain_cap = std::max<size_t>(cfg.max_body_size, 1 << 20);
     reader([&](const char* data, size_t n) {
-      if (body.size() + n > cfg.max_body_size) {
+      if (too_large || body.size() + n > cfg.max_body_size) {
         too_large = true;
-        return false;
+        dropped += n;
+        return dropped < drain_cap;
       }
       body.append(data, n);
       return true;

@@ -558,11 +558,39 @@ int raw_post(int port, const std::string& sid, const std::string& body) {
   a.sin_port = htons(static_cast<uint16_t>(port));
   inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
   REQUIRE(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  std::string req = "POST /mcp HTTP/1.1\r\nHost: x\r\nAccept: application/json, text/event-stream\r\n"
+  std::string req = "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json, text/event-stream\r\n"
                     "Content-Type: application/json\r\nMcp-Session-Id: " + sid +
                     "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
   REQUIRE(send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size()));
   return fd;
+}
+
+// One request with a chosen Host header; returns the raw response (bounded by
+// a 10 s receive timeout).
+std::string raw_exchange(int port, const std::string& host, const std::string& sid,
+                         const std::string& body) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  timeval tv{10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  REQUIRE(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  std::string req = "POST /mcp HTTP/1.1\r\nHost: " + host +
+                    "\r\nAccept: application/json\r\nContent-Type: application/json\r\n"
+                    "Connection: close\r\nMcp-Session-Id: " + sid +
+                    "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+  std::string out;
+  char buf[4096];
+  for (int i = 0; i < 1000; ++i) {
+    ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  return out;
 }
 
 bool wait_for(const std::function<bool()>& pred, std::chrono::milliseconds bound) {
@@ -601,3 +629,18 @@ TEST_CASE("cancellation: notifications/cancelled from the client reaches the ups
   CHECK(wait_for([&] { return h.upstream().cancellations() >= 1; }, 1500ms));
   caller.join();
 }
+
+TEST_CASE("DNS-rebinding guard: Host and Origin must be loopback or allowed") {
+  Harness h({}, [](msb::Config& c) { c.allowed_origins = {"https://app.example.com"}; });
+  std::string sid = h.initialize();
+  std::string call = R"({"jsonrpc":"2.0","id":1,"method":"tools/list"})";
+  CHECK(h.post(call, sid, true, {{"Origin", "http://evil.example.com"}}).status == 403);
+  CHECK(h.post(call, sid, true, {{"Origin", "http://127.0.0.1:9"}}).status == 200);
+  CHECK(h.post(call, sid, true, {{"Origin", "https://app.example.com"}}).status == 200);
+  std::string evil = raw_exchange(h.port(), "evil.example.com", sid, call);
+  CHECK(evil.rfind("HTTP/1.1 403", 0) == 0);
+  CHECK(evil.find("evil.example.com") != std::string::npos);
+  CHECK(raw_exchange(h.port(), "localhost:1234", sid, call).rfind("HTTP/1.1 200", 0) == 0);
+  CHECK(raw_exchange(h.port(), "[::1]", sid, call).rfind("HTTP/1.1 200", 0) == 0);
+}
+
