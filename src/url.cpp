@@ -122,7 +122,7 @@ std::optional<Url> resolve_url(const Url& base, std::string_view ref) {
     if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) return std::nullopt;
   if (auto hash = ref.find('#'); hash != std::string_view::npos) ref = ref.substr(0, hash);
   Url u = base;
-  std::string_view base_path = base.target.substr(0, base.target.find('?'));
+  std::string_view base_path = std::string_view(base.target).substr(0, base.target.find('?'));
   if (ref.empty()) return u;
   if (ref.front() == '?') {
     u.target = std::string(base_path) + std::string(ref);

@@ -1,33 +1,59 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what is missing, builds with -Werror, runs
-# unit, integration and real-peer interop tests (meson test), and ends with
-# one line "N passed, N failed".
+# The whole test suite: installs what is missing, then twice builds and runs
+# every test (unit, integration, real-peer interop) through meson:
+#   build/       release-style build with -Werror
+#   build-asan/  the same with AddressSanitizer + UndefinedBehaviorSanitizer
+# Ends with one line "N passed, N failed" (meson's counts, both builds added).
+# Set SANITIZE=0 to skip the sanitizer build. Extra arguments go to meson test.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 tools/install-deps.sh --interop || { echo "install-deps failed"; echo "0 passed, 1 failed"; exit 1; }
 
-BUILD=${BUILD_DIR:-build}
-if [ -d "$BUILD" ]; then
-  meson setup --reconfigure "$BUILD" -Dwerror=true >/dev/null || exit 1
-else
-  meson setup "$BUILD" -Dwerror=true >/dev/null || exit 1
-fi
-if ! ninja -C "$BUILD"; then
-  echo "build failed"
-  echo "0 passed, 1 failed"
-  exit 1
-fi
+total_pass=0
+total_fail=0
+status=0
 
-log=$(mktemp)
-meson test -C "$BUILD" --print-errorlogs "$@" 2>&1 | tee "$log"
-rc=${PIPESTATUS[0]}
-count() { grep -E "^$1:" "$log" | tail -n1 | awk '{print $NF}'; }
-ok=$(count "Ok"); xfail=$(count "Expected Fail"); fail=$(count "Fail")
-xpass=$(count "Unexpected Pass"); timeout=$(count "Timeout")
-passed=$(( ${ok:-0} + ${xfail:-0} ))
-failed=$(( ${fail:-0} + ${xpass:-0} + ${timeout:-0} ))
-rm -f "$log"
-[ "$rc" -ne 0 ] && [ "$failed" -eq 0 ] && failed=1
-echo "$passed passed, $failed failed"
-exit "$rc"
+# run_suite DIR [meson setup options...]
+run_suite() {
+  local dir=$1
+  shift
+  echo "=== $dir: configure and build"
+  if [ -d "$dir" ]; then
+    meson setup --reconfigure "$dir" "$@" >/dev/null
+  else
+    meson setup "$dir" "$@" >/dev/null
+  fi || { echo "$dir: meson setup failed"; total_fail=$((total_fail + 1)); status=1; return; }
+  if ! ninja -C "$dir"; then
+    echo "$dir: build failed"
+    total_fail=$((total_fail + 1))
+    status=1
+    return
+  fi
+  echo "=== $dir: meson test"
+  local log
+  log=$(mktemp)
+  meson test -C "$dir" --print-errorlogs "${TEST_ARGS[@]}" 2>&1 | tee "$log"
+  local rc=${PIPESTATUS[0]}
+  count() { grep -E "^$1:" "$log" | tail -n1 | awk '{print $NF}'; }
+  local ok xfail fail xpass timeout
+  ok=$(count "Ok"); xfail=$(count "Expected Fail"); fail=$(count "Fail")
+  xpass=$(count "Unexpected Pass"); timeout=$(count "Timeout")
+  local p=$(( ${ok:-0} + ${xfail:-0} ))
+  local f=$(( ${fail:-0} + ${xpass:-0} + ${timeout:-0} ))
+  [ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+  [ "$rc" -ne 0 ] && status=1
+  total_pass=$((total_pass + p))
+  total_fail=$((total_fail + f))
+  rm -f "$log"
+}
+
+TEST_ARGS=("$@")
+run_suite "${BUILD_DIR:-build}" -Dwerror=true
+if [ "${SANITIZE:-1}" != 0 ]; then
+  export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+  export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+  run_suite build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false
+fi
+echo "$total_pass passed, $total_fail failed"
+exit "$status"
