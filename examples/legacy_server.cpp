@@ -48,6 +48,8 @@ json tool_list() {
        {"inputSchema", obj({{"ms", {{"type", "integer"}}}}, {"ms"})}},
       {{"name", "big"}, {"description", "Returns a text result of `bytes` bytes"},
        {"inputSchema", obj({{"bytes", {{"type", "integer"}}}}, {"bytes"})}},
+      {{"name", "whoami"}, {"description", "Returns the Authorization header of this session's GET"},
+       {"inputSchema", obj(json::object(), json::array())}},
       {{"name", "log"}, {"description", "Emits a log message at `level`"},
        {"inputSchema", obj({{"level", {{"type", "string"}}}, {"text", {{"type", "string"}}}},
                            {"level", "text"})}},
@@ -66,6 +68,7 @@ struct Session {
   bool silent = false;          // never write again, stay open
   bool initialized = false;
   std::string log_level = "debug";
+  std::string authorization;  // of the GET that opened the session (tool whoami)
   std::set<std::string> cancelled;
 
   void send(const json& msg) {
@@ -125,6 +128,7 @@ struct LegacyServer::Impl {
       std::lock_guard lk(mu);
       sessions[s->id] = s;
     }
+    s->authorization = req.get_header_value("Authorization");
     sessions_opened++;
     open_streams++;
     std::string host = req.get_header_value("Host");
@@ -358,6 +362,13 @@ struct LegacyServer::Impl {
         return;
       }
       s.send(result(id, text(std::string(static_cast<size_t>(n), 'x'))));
+    } else if (name == "whoami") {
+      std::string auth;
+      {
+        std::lock_guard lk(s.mu);
+        auth = s.authorization;
+      }
+      s.send(result(id, text(auth)));
     } else if (name == "log") {
       std::string level = args.value("level", "info");
       bool emit;

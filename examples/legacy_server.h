@@ -8,7 +8,8 @@
 // Tools: echo {text}, add {a, b}, sleep {ms} (progress notifications when the
 // request has a progressToken), big {bytes} (a text result of that many
 // bytes), log {level, text} (a notifications/message filtered by the
-// session's logging/setLevel).
+// session's logging/setLevel), whoami (the Authorization header that opened
+// the session).
 //
 // Like python-sdk 1.6 it crashes a session (closes its stream) when a request
 // other than initialize/ping arrives before notifications/initialized; the

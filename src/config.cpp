@@ -130,7 +130,8 @@ Config parse_command_line(int argc, char** argv) {
   auto opt = [&](const char* flag, auto& var, const char* help) {
     auto* o = app.add_option(std::string("--") + flag, var, help)->envname(env(flag));
     std::string_view f(flag);
-    if (f.find("timeout") != std::string_view::npos || f.find("interval") != std::string_view::npos)
+    if (f.find("timeout") != std::string_view::npos || f.find("interval") != std::string_view::npos ||
+        f.find("age") != std::string_view::npos)
       o->type_name("DURATION");
     else if (f.find("size") != std::string_view::npos)
       o->type_name("SIZE");
@@ -170,6 +171,12 @@ Config parse_command_line(int argc, char** argv) {
       "Accept an upstream `endpoint` on another origin than --upstream (SSRF risk)");
   opt("upstream-retries", u.retries,
       "Fresh-session retries for calls that provably never reached the upstream (or are read-only)");
+  std::string pool_age = format_duration(u.pool.max_idle_age);
+  opt("pool-size", u.pool.size,
+      "Warm pool: most idle pre-initialized upstream sessions kept ready, in all (0 = off: every "
+      "call opens its own session)");
+  opt("pool-max-idle-age", pool_age, "Warm pool: an idle session older than this is closed");
+  opt("pool-fillers", u.pool.fillers, "Warm pool: threads opening sessions in the background");
   opt("worker-threads", c.worker_threads,
       "HTTP worker threads; each open client connection or response stream holds one");
   opt("max-revoked-sessions", c.max_revoked_sessions,
@@ -224,6 +231,7 @@ Config parse_command_line(int argc, char** argv) {
       {"ping-interval", &ping_i, &u.ping_interval, true},
       {"ping-timeout", &ping_t, &u.ping_timeout, false},
       {"keepalive-interval", &keepalive_i, &c.keepalive_interval, true},
+      {"pool-max-idle-age", &pool_age, &u.pool.max_idle_age, false},
   };
   for (auto& d : durations) {
     auto v = parse_duration(*d.text);
@@ -240,6 +248,8 @@ Config parse_command_line(int argc, char** argv) {
   auto mb = parse_size(max_body);
   if (!mb || *mb < 1024) fail("--max-body-size: invalid size '" + max_body + "' (at least 1KiB)");
   c.max_body_size = *mb;
+  if (u.pool.size > 10000) fail("--pool-size: at most 10000");
+  if (u.pool.fillers < 1 || u.pool.fillers > 64) fail("--pool-fillers: must be between 1 and 64");
   if (u.retries < 0 || u.retries > 5) fail("--upstream-retries: must be between 0 and 5");
   if (c.worker_threads < 4 || c.worker_threads > 10000)
     fail("--worker-threads: must be between 4 and 10000");

@@ -1,5 +1,8 @@
 #include "mcp_sse_bridge/forwarder.h"
 
+#include <poll.h>
+#include <unistd.h>
+
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -62,41 +65,52 @@ class CallRun {
 
   Deadline deadline() const { return deadline_; }
 
-  Attempt run(std::string* upstream_session_id) {
-    Attempt a;
-    UpstreamSession up(cfg_, std::string(headers_));
+  // Opens a session and replays the client session onto it: initialize,
+  // notifications/initialized, the latest logging/setLevel. Fills a.error.
+  bool setup(UpstreamSession& up, Attempt& a) {
     auto connect_d = Deadline::earliest(Deadline::after(cfg_.connect_timeout), deadline_);
-    auto st = up.open(connect_d, cfg_.endpoint_timeout, deadline_);
-    *upstream_session_id = up.upstream_session_id();
-    up.set_watch(sink_.wake_fd(), sink_.client_fd());
-    if (!st) {
+    if (auto st = up.open(connect_d, cfg_.endpoint_timeout, deadline_); !st) {
       a.error = st.error();
-      return a;
+      return false;
     }
-    if (session_) {  // replay the session: initialize, initialized, state
-      auto init_d = Deadline::earliest(Deadline::after(cfg_.initialize_timeout), deadline_);
-      std::string init_id = internal_id("init");
-      auto r = roundtrip(up, make_request(init_id, "initialize", session_->init_params), init_id,
-                         init_d, Phase::kInitialize, a);
-      if (!r) return a;
-      if (r->is_error) {
-        a.error = make_error(ErrorKind::kRejected, Phase::kInitialize,
-                             "upstream refused the replayed initialize: " + r->raw.substr(0, 300));
-        return a;
-      }
-      if (auto s = up.post(R"({"jsonrpc":"2.0","method":"notifications/initialized"})", init_d,
-                           Phase::kInitialize);
-          !s) {
-        a.error = s.error();
-        return a;
-      }
-      if (log_level_) {
-        std::string id = internal_id("setLevel");
-        auto lr = roundtrip(up, make_request(id, "logging/setLevel", *log_level_), id, init_d,
-                            Phase::kInitialize, a);
-        if (!lr) return a;
-      }
+    if (!session_) return true;  // the request is the client's own initialize
+    auto init_d = Deadline::earliest(Deadline::after(cfg_.initialize_timeout), deadline_);
+    std::string init_id = internal_id("init");
+    auto r = roundtrip(up, make_request(init_id, "initialize", session_->init_params), init_id,
+                       init_d, Phase::kInitialize, a);
+    if (!r) return false;
+    if (r->is_error) {
+      a.error = make_error(ErrorKind::kRejected, Phase::kInitialize,
+                           "upstream refused the replayed initialize: " + r->raw.substr(0, 300));
+      return false;
     }
+    if (auto s = up.post(R"({"jsonrpc":"2.0","method":"notifications/initialized"})", init_d,
+                         Phase::kInitialize);
+        !s) {
+      a.error = s.error();
+      return false;
+    }
+    if (log_level_) {
+      std::string id = internal_id("setLevel");
+      if (!roundtrip(up, make_request(id, "logging/setLevel", *log_level_), id, init_d,
+                     Phase::kInitialize, a))
+        return false;
+    }
+    return true;
+  }
+
+  // One attempt: on `warm` (a pooled, ready session) when given, else on a
+  // fresh session set up here.
+  Attempt run(std::unique_ptr<UpstreamSession> warm, std::string* upstream_session_id) {
+    Attempt a;
+    const bool is_warm = warm != nullptr;
+    std::unique_ptr<UpstreamSession> owned = std::move(warm);
+    if (!owned) owned = std::make_unique<UpstreamSession>(cfg_, std::string(headers_));
+    UpstreamSession& up = *owned;
+    up.set_watch(sink_.wake_fd(), sink_.client_fd());
+    const bool ready = is_warm || setup(up, a);
+    *upstream_session_id = up.upstream_session_id();
+    if (!ready) return a;
     // The request itself.
     if (auto s = up.post(req_.raw, deadline_, Phase::kRequest); !s) {
       // Connect failures and 404 (session gone) prove the request was not taken.
@@ -304,9 +318,25 @@ CallResult Forwarder::call(const Message& req, const ClientSession* session,
   auto start = Clock::now();
   CallRun run(cfg_, stats_, req, session, log_level_params, extra_headers, sink, start);
   CallResult out;
+  std::unique_ptr<UpstreamSession> warm;
+  if (session && pool_.enabled()) {
+    PoolKey key{session->init_params, std::string(extra_headers), log_level_params};
+    warm = pool_.take(key);
+    pool_.want(key);  // replace what this call uses (or would have used)
+  }
   for (int attempt = 0;; ++attempt) {
     out.attempts = attempt + 1;
-    Attempt a = run.run(&out.upstream_session);
+    bool was_warm = warm != nullptr;
+    Attempt a = run.run(std::move(warm), &out.upstream_session);
+    // A pooled session that failed before taking the request is retried on a
+    // fresh one without using up a retry: its death while idle must not
+    // become the client's error.
+    if (was_warm && !a.response && !a.cancelled && !a.request_sent &&
+        !run.deadline().reached()) {
+      --attempt;
+      stats_.retries.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
     if (a.response) {
       out.response = std::move(*a.response);
       return out;
@@ -327,6 +357,53 @@ CallResult Forwarder::call(const Message& req, const ClientSession* session,
     out.response = jsonrpc_error_response(req.id, *a.error, elapsed_ms(start), cfg_.sse_url.str());
     return out;
   }
+}
+
+Forwarder::Forwarder(const UpstreamConfig& cfg)
+    : cfg_(cfg), pool_(cfg.pool, [this](const PoolKey& k, int stop_fd) { return open_for_pool(k, stop_fd); }) {}
+
+Forwarder::~Forwarder() { pool_.stop(); }
+
+void Forwarder::stop() { pool_.stop(); }
+
+void Forwarder::prewarm(std::string_view init_params, std::string_view extra_headers,
+                        const std::optional<std::string>& log_level_params) {
+  pool_.want(PoolKey{std::string(init_params), std::string(extra_headers), log_level_params});
+}
+
+namespace {
+// The pool's stand-in for a client: alive until the pool stops.
+class PoolSink : public CallSink {
+ public:
+  explicit PoolSink(int stop_fd) : stop_fd_(stop_fd) {}
+  bool deliver(std::string_view) override { return alive(); }
+  // The stop eventfd is never drained: once readable, it stays so.
+  bool alive() override {
+    pollfd p{stop_fd_, POLLIN, 0};
+    return stop_fd_ < 0 || ::poll(&p, 1, 0) == 0;
+  }
+  int wake_fd() const override { return stop_fd_; }
+
+ private:
+  int stop_fd_;
+};
+}  // namespace
+
+std::unique_ptr<UpstreamSession> Forwarder::open_for_pool(const PoolKey& key, int stop_fd) {
+  PoolSink sink(stop_fd);
+  Message none;
+  ClientSession cs;
+  cs.init_params = key.init_params;
+  CallRun run(cfg_, stats_, none, &cs, key.log_level, key.headers, sink, Clock::now());
+  auto up = std::make_unique<UpstreamSession>(cfg_, key.headers);
+  up->set_watch(stop_fd, -1);
+  Attempt a;
+  if (!run.setup(*up, a)) {
+    if (a.error) log::debug("warm session not opened", {{"cause", a.error->message()}});
+    return nullptr;
+  }
+  up->set_watch(-1, -1);
+  return up;
 }
 
 }  // namespace msb

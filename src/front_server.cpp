@@ -785,6 +785,7 @@ struct FrontServer::Impl {
     if (ok) strip_subscribe(r.response);
     if (ok) {
       std::string sid = tokens.mint(params);
+      forwarder.prewarm(params, headers, std::nullopt);
       res.set_header(kSessionHeader, sid);
       log::info("client session initialized",
                 {{"ms", std::to_string(elapsed_ms(t0))}, {"session", sid.substr(sid.size() - 12)}});
@@ -849,6 +850,7 @@ void FrontServer::stop() {
   }
   i.svr.stop();
   if (i.thread.joinable()) i.thread.join();
+  i.forwarder.stop();
 }
 
 const Forwarder& FrontServer::forwarder() const { return impl_->forwarder; }

@@ -165,3 +165,22 @@ Status UpstreamSession::post(std::string_view json, Deadline d, Phase phase) {
 }
 
 }  // namespace msb
+
+namespace msb {
+
+bool UpstreamSession::refresh_idle() {
+  for (int i = 0; i < 64 && !failed_; ++i) {  // bounded: a chatty idle stream cannot pin us
+    auto st = read_more(Deadline::after(Millis(0)), Phase::kConnect);
+    if (!st) break;  // timeout = nothing more pending, or failure (failed_ set)
+  }
+  if (failed_) return false;
+  // Notifications that arrived before the call are not the call's to relay;
+  // requests (an upstream ping) still want an answer.
+  std::deque<Message> keep;
+  for (auto& m : inbox_)
+    if (m.kind == MsgKind::kRequest) keep.push_back(std::move(m));
+  inbox_.swap(keep);
+  return true;
+}
+
+}  // namespace msb

@@ -15,6 +15,12 @@ namespace msb {
 
 using Duration = std::chrono::milliseconds;
 
+struct PoolConfig {
+  size_t size = 32;                   // --pool-size: most idle warm sessions in all (0 = off)
+  Duration max_idle_age{30000};       // --pool-max-idle-age: older idle sessions are closed
+  int fillers = 2;                    // --pool-fillers: threads opening sessions
+};
+
 struct UpstreamConfig {
   Url sse_url;                              // --upstream
   std::vector<std::string> static_headers;  // --upstream-header, "Name: value"
@@ -28,6 +34,7 @@ struct UpstreamConfig {
   uint64_t max_message_size = 128ull << 20; // one upstream SSE event / message
   bool allow_foreign_endpoint = false;      // accept an endpoint on another origin
   int retries = 1;                          // fresh-session retries allowed by DESIGN §2.5
+  PoolConfig pool;                          // warm sessions
 };
 
 struct Config {

@@ -16,6 +16,7 @@
 #include "mcp_sse_bridge/deadline.h"
 #include "mcp_sse_bridge/error.h"
 #include "mcp_sse_bridge/jsonrpc.h"
+#include "mcp_sse_bridge/session_pool.h"
 #include "mcp_sse_bridge/session_token.h"
 
 namespace msb {
@@ -75,7 +76,8 @@ class Forwarder {
  public:
   static constexpr Millis kPollSlice{200};
 
-  explicit Forwarder(const UpstreamConfig& cfg) : cfg_(cfg) {}
+  explicit Forwarder(const UpstreamConfig& cfg);
+  ~Forwarder();
 
   // Runs `req` (a request). `session` is the client's session (nullptr for
   // `initialize`, which is then sent as-is instead of being replayed);
@@ -88,12 +90,23 @@ class Forwarder {
                   const std::optional<std::string>& log_level_params,
                   std::string_view extra_headers, CallSink& sink);
 
+  // Asks the warm pool for a session ready for this client session's next
+  // call (after initialize). No-op when the pool is off.
+  void prewarm(std::string_view init_params, std::string_view extra_headers,
+               const std::optional<std::string>& log_level_params);
+  // Stops the pool's fillers and closes its idle sessions.
+  void stop();
+
   const ForwarderStats& stats() const { return stats_; }
+  const PoolStats& pool_stats() const { return pool_.stats(); }
   const UpstreamConfig& config() const { return cfg_; }
 
  private:
+  std::unique_ptr<UpstreamSession> open_for_pool(const PoolKey& key, int stop_fd);
+
   const UpstreamConfig& cfg_;
   ForwarderStats stats_;
+  SessionPool pool_;
 };
 
 }  // namespace msb

@@ -43,6 +43,11 @@ class UpstreamSession {
   // kProtocol. Once the stream has failed, every call fails the same way.
   Expected<Message> next_message(Deadline d, Phase phase);
 
+  // For a session that sat idle (pooled): reads whatever arrived meanwhile
+  // without blocking, drops stale notifications, and returns false when the
+  // stream has ended or failed.
+  bool refresh_idle();
+
   // Time of the last bytes received on the SSE stream (data or comment).
   Clock::time_point last_activity() const { return last_rx_; }
   const Url& endpoint() const { return endpoint_; }

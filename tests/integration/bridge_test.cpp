@@ -47,6 +47,10 @@ msb::Config test_config(int upstream_port) {
   c.keepalive_interval = 15000ms;
   c.worker_threads = 16;
   c.session_secret = "integration-test-secret-0123456789";
+  // Per-call sessions by default: these tests inject faults into session
+  // setup, which a session warmed before the fault would skip. The warm pool
+  // has tests of its own below.
+  c.upstream.pool.size = 0;
   return c;
 }
 
@@ -220,7 +224,7 @@ TEST_CASE("happy path: initialize, list, call over SSE and JSON, progress stream
   std::string sid = h.initialize();
   auto list = h.post(R"({"jsonrpc":"2.0","id":"l","method":"tools/list"})", sid);
   REQUIRE(list.messages.size() == 1);
-  CHECK(list.last()["result"]["tools"].size() == 5);
+  CHECK(list.last()["result"]["tools"].size() == 6);
 
   auto echo = h.call_tool(sid, 7, "echo", {{"text", "héllo"}});
   CHECK(echo.content_type.rfind("text/event-stream", 0) == 0);
@@ -644,3 +648,76 @@ TEST_CASE("DNS-rebinding guard: Host and Origin must be loopback or allowed") {
   CHECK(raw_exchange(h.port(), "[::1]", sid, call).rfind("HTTP/1.1 200", 0) == 0);
 }
 
+
+namespace {
+void with_pool(msb::Config& c) {
+  c.upstream.pool.size = 8;
+  c.upstream.pool.max_idle_age = 10000ms;
+}
+}  // namespace
+
+TEST_CASE("warm pool: calls after the first are served by pre-initialized sessions") {
+  Harness h({}, with_pool);
+  std::string sid = h.initialize();  // initialize asks for a warm session
+  REQUIRE(wait_for([&] { return h.bridge().forwarder().pool_stats().idle.load() >= 1; }, 2000ms));
+  for (int i = 0; i < 5; ++i) {
+    auto r = h.call_tool(sid, i, "add", {{"a", i}, {"b", 1}});
+    CHECK(text_of(r.last()) == std::to_string(i + 1));
+    // Each call leaves a replacement behind; wait for it so the next one is warm.
+    REQUIRE(wait_for([&] { return h.bridge().forwarder().pool_stats().idle.load() >= 1; }, 2000ms));
+  }
+  CHECK(h.bridge().forwarder().pool_stats().hits.load() == 5);
+  CHECK(h.upstream().premature_requests() == 0);
+  // setLevel changes the key: the next call cannot use a session set up for the old level.
+  auto set = h.post(R"({"jsonrpc":"2.0","id":"lv","method":"logging/setLevel","params":{"level":"error"}})", sid);
+  CHECK(set.last()["result"] == json::object());
+  auto info = h.call_tool(sid, "f", "log", {{"level", "info"}, {"text", "hidden"}});
+  CHECK(text_of(info.last()) == "filtered");
+}
+
+TEST_CASE("warm pool: a session that died while idle is discarded, the call still succeeds") {
+  Harness h({}, with_pool);
+  std::string sid = h.initialize();
+  REQUIRE(wait_for([&] { return h.bridge().forwarder().pool_stats().idle.load() >= 1; }, 2000ms));
+  h.restart_upstream();  // kills every idle upstream stream
+  auto r = h.call_tool(sid, "x", "echo", {{"text", "survived"}});
+  REQUIRE(!r.messages.empty());
+  CHECK(text_of(r.last()) == "survived");
+  CHECK(r.ms < 1000);
+}
+
+TEST_CASE("warm pool: idle sessions expire after --pool-max-idle-age") {
+  Harness h({}, [](msb::Config& c) {
+    c.upstream.pool.size = 4;
+    c.upstream.pool.max_idle_age = 300ms;
+  });
+  h.initialize();
+  REQUIRE(wait_for([&] { return h.bridge().forwarder().pool_stats().idle.load() >= 1; }, 2000ms));
+  CHECK(wait_for([&] { return h.bridge().forwarder().pool_stats().expired.load() >= 1; }, 3000ms));
+  CHECK(h.bridge().forwarder().pool_stats().idle.load() == 0);
+}
+
+TEST_CASE("warm pool: sessions are never shared across forwarded credentials") {
+  Harness h({}, [](msb::Config& c) {
+    with_pool(c);
+    c.forward_headers = {"Authorization"};
+  });
+  json init = {{"jsonrpc", "2.0"}, {"id", 0}, {"method", "initialize"},
+               {"params", {{"protocolVersion", "2025-06-18"}, {"capabilities", json::object()},
+                           {"clientInfo", {{"name", "same"}, {"version", "1"}}}}}};
+  auto a = h.post(init.dump(), "", true, {{"Authorization", "Bearer alice"}});
+  auto b = h.post(init.dump(), "", true, {{"Authorization", "Bearer bob"}});
+  REQUIRE(!a.session_id.empty());
+  REQUIRE(!b.session_id.empty());
+  for (int round = 0; round < 3; ++round) {
+    for (auto& [sid, who] : {std::pair{a.session_id, std::string("Bearer alice")},
+                             std::pair{b.session_id, std::string("Bearer bob")}}) {
+      json req = {{"jsonrpc", "2.0"}, {"id", round}, {"method", "tools/call"},
+                  {"params", {{"name", "whoami"}, {"arguments", json::object()}}}};
+      auto r = h.post(req.dump(), sid, true, {{"Authorization", who}});
+      REQUIRE(!r.messages.empty());
+      CHECK(text_of(r.last()) == who);
+    }
+  }
+  CHECK(h.bridge().forwarder().pool_stats().hits.load() >= 1);
+}
