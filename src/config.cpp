@@ -179,6 +179,8 @@ Config parse_command_line(int argc, char** argv) {
   opt("pool-fillers", u.pool.fillers, "Warm pool: threads opening sessions in the background");
   opt("worker-threads", c.worker_threads,
       "HTTP worker threads; each open client connection or response stream holds one");
+  opt("max-inflight", c.max_inflight,
+      "Calls in progress at once; more get HTTP 503 with Retry-After (keep below --worker-threads)");
   opt("max-revoked-sessions", c.max_revoked_sessions,
       "Bound on the DELETEd-session set kept by this process");
   opt("session-secret-file", secret_file,
@@ -253,6 +255,9 @@ Config parse_command_line(int argc, char** argv) {
   if (u.retries < 0 || u.retries > 5) fail("--upstream-retries: must be between 0 and 5");
   if (c.worker_threads < 4 || c.worker_threads > 10000)
     fail("--worker-threads: must be between 4 and 10000");
+  if (c.max_inflight < 1 || c.max_inflight >= c.worker_threads)
+    fail("--max-inflight: must be at least 1 and below --worker-threads (" +
+         std::to_string(c.worker_threads) + "), so that threads remain to answer 503s");
 
   for (auto& h : u.static_headers) {
     std::string name;

@@ -226,6 +226,7 @@ struct PendingCall {
   Message msg;
   std::string key;  // session + id, for cancellation
   MailboxPtr mailbox;
+  bool counted = true;  // still counted in Impl::inflight
 };
 
 // The client capability a server-to-client request needs, if any.
@@ -269,6 +270,7 @@ struct FrontServer::Impl {
   ClientSocketFinder sockets;
   CallRegistry registry;
   std::atomic<bool> stopping{false};
+  std::atomic<int> inflight{0};  // calls admitted and not yet finished
   int bound_port = -1;
   std::thread thread;
   std::mutex run_mu;
@@ -502,6 +504,17 @@ struct FrontServer::Impl {
       res.status = 202;  // always, even when the upstream is dead (DESIGN §2.4)
       return;
     }
+    // Admission: every call holds a worker thread for its duration.
+    int n = static_cast<int>(calls.size());
+    if (inflight.fetch_add(n) + n > cfg.max_inflight) {
+      inflight.fetch_sub(n);
+      res.set_header("Retry-After", "1");
+      json_error(res, 503, -32000,
+                 "Service Unavailable: " + std::to_string(cfg.max_inflight) +
+                     " calls in progress (--max-inflight); retry shortly");
+      log::warn("call refused: --max-inflight reached", {{"max_inflight", std::to_string(cfg.max_inflight)}});
+      return;
+    }
     for (auto& c : calls) {
       c.mailbox = std::make_shared<CallMailbox>();
       registry.add_call(c.key, c.mailbox);
@@ -547,6 +560,8 @@ struct FrontServer::Impl {
       r = forwarder.call(c.msg, &s, tokens.log_level(s.id), headers, sink);
     }
     registry.remove_call(c.key, c.mailbox);
+    inflight.fetch_sub(1);
+    c.counted = false;
     std::string outcome = r.cancelled ? "cancelled" : r.error ? std::string(to_string(r.error->kind)) : "ok";
     auto fields = {log::Field{"method", c.msg.method}, log::Field{"id", c.msg.id},
                    log::Field{"outcome", outcome}, log::Field{"ms", std::to_string(elapsed_ms(t0))},
@@ -710,7 +725,11 @@ struct FrontServer::Impl {
           return true;
         },
         [this, state](bool) {
-          for (auto& c : *state) registry.remove_call(c.key, c.mailbox);
+          for (auto& c : *state) {
+            registry.remove_call(c.key, c.mailbox);
+            if (c.counted) inflight.fetch_sub(1);
+            c.counted = false;
+          }
         });
   }
 
@@ -720,7 +739,15 @@ struct FrontServer::Impl {
     for (auto& c : calls) {
       JsonSink s(*this, fd, c.mailbox, &session);
       CallResult r = run_call(c, session, headers, s);
-      if (s.gone()) return;  // nobody to answer
+      if (s.gone()) {  // nobody to answer; release the calls never run
+        for (auto& rest : calls)
+          if (rest.counted) {
+            registry.remove_call(rest.key, rest.mailbox);
+            inflight.fetch_sub(1);
+            rest.counted = false;
+          }
+        return;
+      }
       if (r.cancelled) {
         if (s.client_cancelled()) continue;
         r.response = shutdown_answer(c);

@@ -48,6 +48,7 @@ struct Config {
   Duration keepalive_interval{15000};        // SSE comment on idle response streams (0 = off)
   uint64_t max_body_size = 16ull << 20;      // client request body
   int worker_threads = 128;                  // HTTP worker pool (one per open connection)
+  int max_inflight = 100;                    // calls at once; above: 503 + Retry-After
   size_t max_revoked_sessions = 100000;
   std::string session_secret;                // from --session-secret-file or env
   bool session_secret_generated = false;

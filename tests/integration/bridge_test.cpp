@@ -721,3 +721,28 @@ TEST_CASE("warm pool: sessions are never shared across forwarded credentials") {
   }
   CHECK(h.bridge().forwarder().pool_stats().hits.load() >= 1);
 }
+
+TEST_CASE("admission: above --max-inflight calls get 503 with Retry-After, then work again") {
+  Harness h({}, [](msb::Config& c) {
+    c.max_inflight = 2;
+    c.worker_threads = 8;
+  });
+  std::string sid = h.initialize();
+  std::vector<std::thread> slow;
+  for (int i = 0; i < 2; ++i)
+    slow.emplace_back([&, i] { h.call_tool(sid, 100 + i, "sleep", {{"ms", 1200}}); });
+  REQUIRE(wait_for([&] { return h.upstream().open_streams() >= 2; }, 2000ms));
+  std::this_thread::sleep_for(100ms);
+  httplib::Client cli("127.0.0.1", h.port());
+  cli.set_read_timeout(kClientTimeout);
+  auto r = cli.Post("/mcp", {{"Accept", "application/json"}, {"Mcp-Session-Id", sid}},
+                    R"({"jsonrpc":"2.0","id":9,"method":"tools/list"})", "application/json");
+  REQUIRE(r);
+  CHECK(r->status == 503);
+  CHECK(r->get_header_value("Retry-After") == "1");
+  // Notifications are never refused.
+  CHECK(h.post(R"({"jsonrpc":"2.0","method":"notifications/roots/list_changed"})", sid).status == 202);
+  for (auto& t : slow) t.join();
+  auto ok = h.call_tool(sid, 10, "echo", {{"text", "room again"}});
+  CHECK(text_of(ok.last()) == "room again");
+}
