@@ -12,6 +12,8 @@
 #include <set>
 #include <thread>
 
+#include "mcp_sse_bridge/peer_socket.h"
+
 namespace example {
 
 using json = nlohmann::json;
@@ -95,6 +97,7 @@ struct LegacyServer::Impl {
   std::map<std::string, std::shared_ptr<Session>> sessions;
   std::atomic<int> sessions_opened{0}, premature{0}, cancellations{0}, open_streams{0};
   std::atomic<int> workers{0};
+  msb::PeerSockets peers;  // to notice clients that closed their SSE stream
   std::string last_cancelled;
 
   explicit Impl(Options o) : opt(o) {
@@ -138,11 +141,12 @@ struct LegacyServer::Impl {
     bool foreign = faults.endpoint_foreign.load();
     int delay = faults.delay_endpoint_ms.load();
     res.set_header("Cache-Control", "no-cache");
+    int peer_fd = peers.find(req.remote_addr, req.remote_port, req.local_port);
     auto started = std::make_shared<bool>(false);
     auto last_ping = std::make_shared<std::chrono::steady_clock::time_point>(std::chrono::steady_clock::now());
     res.set_chunked_content_provider(
         "text/event-stream",
-        [this, s, started, last_ping, drop_before, no_endpoint, drop_after, foreign, delay](
+        [this, s, started, last_ping, drop_before, no_endpoint, drop_after, foreign, delay, peer_fd](
             size_t, httplib::DataSink& sink) {
           const std::string nl = eol();
           if (!*started) {
@@ -159,12 +163,12 @@ struct LegacyServer::Impl {
             if (drop_after) return false;
             return true;
           }
-          if (stopping.load()) return false;
+          if (stopping.load() || msb::peer_gone(peer_fd)) return false;
           std::deque<std::string> batch;
           bool half = false, closed = false, silent = false;
           {
             std::unique_lock lk(s->mu);
-            s->cv.wait_for(lk, 100ms, [&] { return !s->out.empty() || s->closed || s->half_event; });
+            s->cv.wait_for(lk, 25ms, [&] { return !s->out.empty() || s->closed || s->half_event; });
             batch.swap(s->out);
             half = s->half_event;
             closed = s->closed;
@@ -416,6 +420,11 @@ void LegacyServer::stop() {
   i.thread.join();
   // Tool threads check `stopping` between slices; give them a bounded moment.
   for (int k = 0; k < 2500 && i.workers.load() > 0; ++k) std::this_thread::sleep_for(2ms);
+}
+
+void LegacyServer::kill_streams() {
+  std::lock_guard lk(impl_->mu);
+  for (auto& [id, s] : impl_->sessions) s->close();
 }
 
 int LegacyServer::port() const { return impl_->port; }

@@ -51,6 +51,8 @@ class LegacyServer {
   // Binds host:port (0 = any) and serves on a background thread. Returns the
   // port, or -1.
   int start(const std::string& host, int port);
+  // Ends every open SSE stream now (a server-side crash of the sessions).
+  void kill_streams();
   // Closes every session and stops; joins. Idempotent.
   void stop();
   int port() const;

@@ -21,6 +21,7 @@
 #include <unordered_map>
 
 #include "mcp_sse_bridge/log.h"
+#include "mcp_sse_bridge/peer_socket.h"
 #include "mcp_sse_bridge/session_token.h"
 
 namespace msb {
@@ -50,77 +51,6 @@ bool never_forwarded(std::string_view name) {
 std::string lower(std::string s) {
   for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return s;
-}
-
-// cpp-httplib 0.11.4 gives handlers no socket and its DataSink::is_writable
-// cannot see a closed peer; the bridge must notice a client that went away
-// to cancel its upstream work. Find the connection's fd by its addresses
-// (cached per connection: accepted fds are stable for the connection's life).
-class ClientSocketFinder {
- public:
-  int find(const httplib::Request& req) {
-    std::string key = req.remote_addr + "|" + std::to_string(req.remote_port) + "|" +
-                      std::to_string(req.local_port);
-    {
-      std::lock_guard lk(mu_);
-      auto it = cache_.find(key);
-      if (it != cache_.end() && matches(it->second, req)) return it->second;
-    }
-    int found = -1;
-    if (DIR* d = opendir("/proc/self/fd")) {
-      while (dirent* e = readdir(d)) {
-        if (e->d_name[0] == '.') continue;
-        int fd = std::atoi(e->d_name);
-        if (fd > 2 && matches(fd, req)) {
-          found = fd;
-          break;
-        }
-      }
-      closedir(d);
-    }
-    std::lock_guard lk(mu_);
-    if (found >= 0) {
-      if (cache_.size() > 100000) cache_.clear();
-      cache_[key] = found;
-    }
-    return found;
-  }
-
- private:
-  static bool matches(int fd, const httplib::Request& req) {
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) return false;
-    sockaddr_storage local{}, peer{};
-    socklen_t ll = sizeof local, pl = sizeof peer;
-    if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &ll) != 0) return false;
-    if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &pl) != 0) return false;
-    char buf[INET6_ADDRSTRLEN] = {0};
-    int lport = 0, pport = 0;
-    if (local.ss_family == AF_INET) {
-      lport = ntohs(reinterpret_cast<sockaddr_in*>(&local)->sin_port);
-      auto* p = reinterpret_cast<sockaddr_in*>(&peer);
-      pport = ntohs(p->sin_port);
-      inet_ntop(AF_INET, &p->sin_addr, buf, sizeof buf);
-    } else if (local.ss_family == AF_INET6) {
-      lport = ntohs(reinterpret_cast<sockaddr_in6*>(&local)->sin6_port);
-      auto* p = reinterpret_cast<sockaddr_in6*>(&peer);
-      pport = ntohs(p->sin6_port);
-      inet_ntop(AF_INET6, &p->sin6_addr, buf, sizeof buf);
-    } else {
-      return false;
-    }
-    return lport == req.local_port && pport == req.remote_port && req.remote_addr == buf;
-  }
-
-  std::mutex mu_;
-  std::unordered_map<std::string, int> cache_;
-};
-
-bool peer_gone(int fd) {
-  if (fd < 0) return false;
-  pollfd p{fd, POLLRDHUP, 0};
-  if (::poll(&p, 1, 0) <= 0) return false;
-  return (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0;
 }
 
 // What the front side and a running call share: the client's cancellation,
@@ -267,7 +197,7 @@ struct FrontServer::Impl {
   Forwarder forwarder;
   SessionTokens tokens;
   httplib::Server svr;
-  ClientSocketFinder sockets;
+  PeerSockets sockets;
   CallRegistry registry;
   std::atomic<bool> stopping{false};
   std::atomic<int> inflight{0};  // calls admitted and not yet finished
@@ -520,7 +450,7 @@ struct FrontServer::Impl {
       registry.add_call(c.key, c.mailbox);
     }
     auto headers = forwarded_headers(req);
-    int fd = sockets.find(req);
+    int fd = sockets.find(req.remote_addr, req.remote_port, req.local_port);
     if (accepts_sse) {
       stream_calls(res, std::move(calls), std::move(*session), std::move(headers), fd, parsed.batch);
     } else {
@@ -791,7 +721,7 @@ struct FrontServer::Impl {
     }
     std::string params = j["params"].dump();
     std::string headers = forwarded_headers(req);
-    int fd = sockets.find(req);
+    int fd = sockets.find(req.remote_addr, req.remote_port, req.local_port);
     JsonSink sink(*this, fd, std::make_shared<CallMailbox>(), nullptr);
     auto t0 = Clock::now();
     CallResult r;

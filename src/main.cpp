@@ -41,9 +41,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "mcp-sse-bridge: error: %s\n", why.c_str());
     return 1;
   }
-  msb::log::info("listening", {{"url", "http://" + cfg.listen_host + ":" +
-                                           std::to_string(server.port()) + cfg.path},
-                               {"upstream", cfg.upstream.sse_url.str()}});
+  // Printed whatever --log-level says: tools and people starting the bridge
+  // on port 0 need the address.
+  msb::log::write(msb::log::Level::kInfo, "listening",
+                  {{"url", "http://" + cfg.listen_host + ":" + std::to_string(server.port()) + cfg.path},
+                   {"upstream", cfg.upstream.sse_url.str()}});
   static std::atomic<bool> signalled{false};
   std::thread signals([&server, sigs] {
     int sig = 0;

@@ -1,0 +1,445 @@
+// mcp-bridge-bench: measures the bridge against a baseline taken in the same
+// run on the same upstream (the example legacy server, in this process):
+//
+//   direct  a legacy SSE client speaking to the upstream itself: one long-lived
+//           session per client thread (the floor: no bridge at all)
+//   cold    Streamable HTTP through the bridge, --pool-size 0 (a fresh upstream
+//           session per call)
+//   warm    Streamable HTTP through the bridge with the warm pool
+//
+// at each concurrency: calls/s, p50/p99 latency, and bridged/direct ratios.
+// Then: the cold-session cost, time from upstream stream death to the
+// client's error, RSS idle / per idle client session, and a large tool result
+// streamed through (time, peak RSS). The bridge runs as a child process (its
+// RSS is read from /proc); everything binds 127.0.0.1 and stops by itself.
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <mutex>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "legacy_server.h"
+#include "mcp_sse_bridge/http_client.h"
+#include "mcp_sse_bridge/jsonrpc.h"
+#include "mcp_sse_bridge/log.h"
+#include "mcp_sse_bridge/sse_parser.h"
+#include "mcp_sse_bridge/upstream_session.h"
+
+extern char** environ;
+
+namespace {
+
+using namespace std::chrono_literals;
+using msb::Clock;
+using msb::Deadline;
+
+constexpr char kInit[] =
+    R"({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}})";
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t i = std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())));
+  return v[i];
+}
+
+std::string call_body(int id, const std::string& tool, const std::string& args) {
+  return R"({"jsonrpc":"2.0","id":)" + std::to_string(id) +
+         R"(,"method":"tools/call","params":{"name":")" + tool + R"(","arguments":)" + args + "}}";
+}
+
+long proc_status_kb(pid_t pid, const char* field) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind(field, 0) == 0) return std::stol(line.substr(std::strlen(field) + 1));
+  return -1;
+}
+
+// ---- the bridge as a child process ------------------------------------------
+
+struct Child {
+  pid_t pid = -1;
+  int port = -1;
+  ~Child() { stop(); }
+  void stop() {
+    if (pid <= 0) return;
+    kill(pid, SIGTERM);
+    for (int i = 0; i < 300; ++i) {  // bounded: 3 s, then SIGKILL
+      int st;
+      if (waitpid(pid, &st, WNOHANG) == pid) {
+        pid = -1;
+        return;
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+    pid = -1;
+  }
+};
+
+bool start_bridge(Child& c, const std::string& bin, int upstream_port,
+                  const std::vector<std::string>& extra) {
+  int pipefd[2];
+  if (pipe(pipefd) != 0) return false;
+  std::vector<std::string> args = {bin, "--upstream",
+                                   "http://127.0.0.1:" + std::to_string(upstream_port) + "/sse",
+                                   "--listen", "127.0.0.1:0", "--log-level", "warn",
+                                   "--session-secret-file", "/dev/null"};
+  args.pop_back();  // no secret file: a random secret is fine for a benchmark
+  args.pop_back();
+  for (auto& e : extra) args.push_back(e);
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, pipefd[1], 2);
+  posix_spawn_file_actions_addclose(&fa, pipefd[0]);
+  int rc = posix_spawn(&c.pid, bin.c_str(), &fa, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  close(pipefd[1]);
+  if (rc != 0) {
+    close(pipefd[0]);
+    return false;
+  }
+  // Read stderr until the "listening" line (bounded by 10 s), then keep
+  // draining it on a thread so the child never blocks on a full pipe.
+  std::string seen;
+  std::regex re(R"(listening url=http://127\.0\.0\.1:(\d+)/)");
+  auto d = Deadline::after(10s);
+  char buf[4096];
+  while (!d.reached()) {
+    pollfd p{pipefd[0], POLLIN, 0};
+    if (poll(&p, 1, d.poll_ms(100)) <= 0) continue;
+    ssize_t n = read(pipefd[0], buf, sizeof buf);
+    if (n <= 0) break;
+    seen.append(buf, static_cast<size_t>(n));
+    std::smatch m;
+    if (std::regex_search(seen, m, re)) {
+      c.port = std::stoi(m[1]);
+      break;
+    }
+  }
+  int fd = pipefd[0];
+  std::thread([fd] {
+    char b[4096];
+    while (read(fd, b, sizeof b) > 0) {
+    }
+    close(fd);
+  }).detach();
+  return c.port > 0;
+}
+
+// ---- clients -------------------------------------------------------------------
+
+// A Streamable HTTP client on one keep-alive connection.
+class BridgeClient {
+ public:
+  explicit BridgeClient(int port) : conn_(*msb::parse_url("http://127.0.0.1:" + std::to_string(port) + "/mcp")) {}
+
+  bool initialize() {
+    auto h = conn_.send("POST", "/mcp", headers(""), kInit, Deadline::after(10s));
+    if (!h || h->status != 200) return false;
+    sid_ = h->header("mcp-session-id");
+    auto b = conn_.read_full_body(1 << 20, Deadline::after(10s));
+    return b.ok() && !sid_.empty();
+  }
+  // Sends a request; returns the final response text ("" on failure).
+  std::string call(const std::string& body, Deadline d, size_t max = 256 << 20) {
+    auto h = conn_.send("POST", "/mcp", headers(sid_), body, d);
+    if (!h || h->status != 200) return {};
+    auto b = conn_.read_full_body(max, d);
+    if (!b) return {};
+    // Last `data:` line of the SSE body.
+    std::string& s = b.value();
+    auto pos = s.rfind("\ndata: ");
+    if (pos == std::string::npos) return s.rfind("data: ", 0) == 0 ? s.substr(6) : s;
+    auto end = s.find('\n', pos + 7);
+    return s.substr(pos + 7, end == std::string::npos ? std::string::npos : end - pos - 7);
+  }
+  const std::string& sid() const { return sid_; }
+  void set_sid(std::string s) { sid_ = std::move(s); }
+
+ private:
+  static std::string headers(const std::string& sid) {
+    std::string h = "Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n";
+    if (!sid.empty()) h += "Mcp-Session-Id: " + sid + "\r\n";
+    return h;
+  }
+  msb::HttpConnection conn_;
+  std::string sid_;
+};
+
+// A legacy SSE client keeping one upstream session (the direct floor).
+class DirectClient {
+ public:
+  explicit DirectClient(const msb::UpstreamConfig& cfg) : up_(cfg, "") {}
+  bool initialize() {
+    if (!up_.open(Deadline::after(5s), 5000ms, Deadline::after(10s))) return false;
+    if (!up_.post(kInit, Deadline::after(5s), msb::Phase::kInitialize)) return false;
+    if (!wait_for("0", Deadline::after(5s))) return false;
+    return up_.post(R"({"jsonrpc":"2.0","method":"notifications/initialized"})", Deadline::after(5s),
+                    msb::Phase::kInitialize).ok();
+  }
+  bool call(const std::string& body, const std::string& id, Deadline d) {
+    if (!up_.post(body, d, msb::Phase::kRequest)) return false;
+    return wait_for(id, d);
+  }
+
+ private:
+  bool wait_for(const std::string& id, Deadline d) {
+    for (;;) {
+      auto m = up_.next_message(d, msb::Phase::kRequest);
+      if (!m) return false;
+      if (m->kind == msb::MsgKind::kResponse && m->id == id) return true;
+    }
+  }
+  msb::UpstreamSession up_;
+};
+
+struct Cell {
+  double calls_per_s = 0, p50_us = 0, p99_us = 0;
+  uint64_t errors = 0;
+};
+
+// Runs `threads` clients for `duration`, each looping make_call().
+template <class MakeClient>
+Cell run_load(int threads, std::chrono::milliseconds duration, MakeClient make_client) {
+  std::vector<std::vector<double>> lat(static_cast<size_t>(threads));
+  std::atomic<uint64_t> errors{0};
+  std::atomic<int> ready{0};
+  std::atomic<bool> go{false};
+  std::vector<std::thread> ts;
+  Clock::time_point start, end;
+  for (int t = 0; t < threads; ++t) {
+    ts.emplace_back([&, t] {
+      auto call = make_client(t);  // returns a callable(int seq) -> bool, set up before the clock
+      ready++;
+      while (!go.load()) std::this_thread::sleep_for(1ms);
+      int seq = 1;
+      auto stop_at = Clock::now() + duration;
+      while (Clock::now() < stop_at) {
+        auto t0 = Clock::now();
+        bool ok = call(seq++);
+        auto us = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
+        if (ok) lat[static_cast<size_t>(t)].push_back(us);
+        else errors++;
+      }
+    });
+  }
+  for (int i = 0; i < 3000 && ready.load() < threads; ++i) std::this_thread::sleep_for(10ms);
+  start = Clock::now();
+  go = true;
+  for (auto& t : ts) t.join();
+  end = Clock::now();
+  std::vector<double> all;
+  for (auto& v : lat) all.insert(all.end(), v.begin(), v.end());
+  Cell c;
+  double secs = std::chrono::duration<double>(end - start).count();
+  c.calls_per_s = static_cast<double>(all.size()) / secs;
+  c.p50_us = percentile(all, 0.50);
+  c.p99_us = percentile(all, 0.99);
+  c.errors = errors.load();
+  return c;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"mcp-bridge-bench: the bridge against a direct legacy SSE baseline, in one run"};
+  std::string bridge_bin = "./build/mcp-sse-bridge";
+  std::string conc = "1,16,64";
+  int seconds_ms = 3000;
+  int sessions = 1000;
+  std::string big = "64MiB";
+  int death_trials = 50;
+  app.add_option("--bridge", bridge_bin, "Path of the mcp-sse-bridge binary")->capture_default_str();
+  app.add_option("--concurrency", conc, "Client threads per cell, comma-separated")->capture_default_str();
+  app.add_option("--cell-ms", seconds_ms, "Duration of each load cell in ms")->capture_default_str();
+  app.add_option("--sessions", sessions, "Idle client sessions for the RSS-per-session figure")->capture_default_str();
+  app.add_option("--big", big, "Size of the large tool result")->capture_default_str();
+  app.add_option("--death-trials", death_trials, "Stream-death trials for time-to-error")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  signal(SIGPIPE, SIG_IGN);
+  msb::log::set_level(msb::log::Level::kError);
+  auto big_bytes = msb::parse_size(big);
+  if (!big_bytes) {
+    std::fprintf(stderr, "mcp-bridge-bench: error: --big: invalid size\n");
+    return 2;
+  }
+  std::vector<int> levels;
+  {
+    std::stringstream ss(conc);
+    std::string item;
+    while (std::getline(ss, item, ',')) levels.push_back(std::stoi(item));
+  }
+  auto cell = std::chrono::milliseconds(seconds_ms);
+
+  example::Options opt;
+  opt.threads = 512;
+  example::LegacyServer upstream(opt);
+  int up_port = upstream.start("127.0.0.1", 0);
+  if (up_port < 0) {
+    std::fprintf(stderr, "mcp-bridge-bench: error: cannot start the example upstream\n");
+    return 1;
+  }
+  msb::UpstreamConfig direct_cfg;
+  direct_cfg.sse_url = *msb::parse_url("http://127.0.0.1:" + std::to_string(up_port) + "/sse");
+
+  Child cold, warm;
+  if (!start_bridge(cold, bridge_bin, up_port, {"--pool-size", "0", "--worker-threads", "256", "--max-inflight", "200"}) ||
+      !start_bridge(warm, bridge_bin, up_port, {"--pool-size", "128", "--pool-fillers", "4", "--worker-threads", "256", "--max-inflight", "200"})) {
+    std::fprintf(stderr, "mcp-bridge-bench: error: cannot start %s\n", bridge_bin.c_str());
+    return 1;
+  }
+  unsigned cores = std::thread::hardware_concurrency();
+  std::printf("mcp-bridge-bench: %u cores; upstream: example legacy server (in process); tool: echo; %d ms per cell\n\n",
+              cores, seconds_ms);
+  std::fflush(stdout);
+
+  const std::string echo_args = R"({"text":"hello"})";
+  auto direct_client = [&](int) {
+    auto c = std::make_shared<DirectClient>(direct_cfg);
+    bool ok = c->initialize();
+    return [c, ok, &echo_args](int seq) {
+      return ok && c->call(call_body(seq, "echo", echo_args), std::to_string(seq), Deadline::after(10s));
+    };
+  };
+  auto bridge_client = [&](int port) {
+    return [port, &echo_args](int) {
+      auto c = std::make_shared<BridgeClient>(port);
+      bool ok = c->initialize();
+      return [c, ok, &echo_args](int seq) {
+        return ok && !c->call(call_body(seq, "echo", echo_args), Deadline::after(10s)).empty();
+      };
+    };
+  };
+
+  std::printf("%-6s %-7s %12s %10s %10s %8s\n", "conc", "path", "calls/s", "p50 us", "p99 us", "errors");
+  struct Row { int c; Cell d, cold, warm; };
+  std::vector<Row> rows;
+  for (int c : levels) {
+    Row r{c, {}, {}, {}};
+    r.d = run_load(c, cell, direct_client);
+    r.cold = run_load(c, cell, bridge_client(cold.port));
+    r.warm = run_load(c, cell, bridge_client(warm.port));
+    for (auto [name, x] : {std::pair{"direct", &r.d}, std::pair{"cold", &r.cold}, std::pair{"warm", &r.warm}})
+      std::printf("%-6d %-7s %12.0f %10.0f %10.0f %8llu\n", c, name, x->calls_per_s, x->p50_us, x->p99_us,
+                  static_cast<unsigned long long>(x->errors));
+    std::fflush(stdout);
+    rows.push_back(r);
+  }
+
+  std::printf("\nratios (bridged / direct, same run)\n");
+  std::printf("%-6s %14s %14s %16s %16s\n", "conc", "warm calls/s", "cold calls/s", "warm +p50 us", "cold +p50 us");
+  for (auto& r : rows)
+    std::printf("%-6d %14.2f %14.2f %16.0f %16.0f\n", r.c, r.warm.calls_per_s / r.d.calls_per_s,
+                r.cold.calls_per_s / r.d.calls_per_s, r.warm.p50_us - r.d.p50_us, r.cold.p50_us - r.d.p50_us);
+  const Row* c1 = nullptr;
+  const Row* c16 = nullptr;
+  for (auto& r : rows) {
+    if (r.c == 1) c1 = &r;
+    if (r.c == 16) c16 = &r;
+  }
+  std::printf("\ntargets\n");
+  if (c16) {
+    double ratio = c16->warm.calls_per_s / c16->d.calls_per_s;
+    std::printf("  warm/direct calls/s at c16 >= 0.90        : %.2f  %s\n", ratio, ratio >= 0.9 ? "MET" : "MISSED");
+  }
+  if (c1) {
+    double add = c1->warm.p50_us - c1->d.p50_us;
+    std::printf("  warm added p50 at c1 <= 100 us            : %.0f us  %s\n", add, add <= 100 ? "MET" : "MISSED");
+    double cold_cost = c1->cold.p50_us - c1->warm.p50_us;
+    std::printf("  cold session added cost <= 1 ms           : %.0f us  %s\n", cold_cost, cold_cost <= 1000 ? "MET" : "MISSED");
+  }
+
+  // Time from upstream stream death to the client's error.
+  {
+    std::vector<double> ms;
+    BridgeClient bc(cold.port);
+    if (bc.initialize()) {
+      for (int i = 0; i < death_trials; ++i) {
+        std::atomic<bool> done{false};
+        Clock::time_point got;
+        std::thread t([&] {
+          bc.call(call_body(i, "sleep", R"({"ms":5000})"), Deadline::after(10s));
+          got = Clock::now();
+          done = true;
+        });
+        // Wait until the call's upstream stream is open, then kill it.
+        for (int k = 0; k < 500 && upstream.open_streams() < 1; ++k) std::this_thread::sleep_for(1ms);
+        std::this_thread::sleep_for(20ms);
+        auto killed = Clock::now();
+        upstream.kill_streams();
+        t.join();
+        ms.push_back(std::chrono::duration<double, std::milli>(got - killed).count());
+        for (int k = 0; k < 500 && upstream.open_streams() > 0; ++k) std::this_thread::sleep_for(1ms);
+      }
+    }
+    std::printf("  stream death -> client error p99 <= 20 ms : p50 %.1f ms, p99 %.1f ms over %zu trials  %s\n",
+                percentile(ms, 0.5), percentile(ms, 0.99), ms.size(), percentile(ms, 0.99) <= 20 ? "MET" : "MISSED");
+  }
+
+  // Memory: idle RSS, then per idle client session (cold bridge: no pool).
+  {
+    Child fresh;
+    if (start_bridge(fresh, bridge_bin, up_port, {"--pool-size", "0"})) {
+      std::this_thread::sleep_for(200ms);
+      long idle = proc_status_kb(fresh.pid, "VmRSS:");
+      std::printf("  idle RSS <= 10 MB                         : %.1f MB  %s\n", idle / 1024.0,
+                  idle <= 10 * 1024 ? "MET" : "MISSED");
+      BridgeClient bc(fresh.port);
+      long before = proc_status_kb(fresh.pid, "VmRSS:");
+      int made = 0;
+      for (int i = 0; i < sessions; ++i) {
+        BridgeClient one(fresh.port);
+        made += one.initialize();
+      }
+      long after = proc_status_kb(fresh.pid, "VmRSS:");
+      double per = made ? (after - before) * 1024.0 / made : 0;
+      std::printf("  RSS per idle client session <= 20 KB      : %.0f bytes over %d sessions  %s\n", per, made,
+                  per <= 20 * 1024 ? "MET" : "MISSED");
+    }
+  }
+
+  // A large tool result streamed through (fresh process: its peak RSS is the stream's).
+  {
+    Child fresh;
+    if (start_bridge(fresh, bridge_bin, up_port, {"--pool-size", "0", "--max-message-size", "1GiB"})) {
+      BridgeClient bc(fresh.port);
+      if (bc.initialize()) {
+        long base = proc_status_kb(fresh.pid, "VmHWM:");
+        auto t0 = Clock::now();
+        std::string r = bc.call(call_body(1, "big", R"({"bytes":)" + std::to_string(*big_bytes) + "}"),
+                                Deadline::after(120s), *big_bytes * 2);
+        double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+        long peak = proc_status_kb(fresh.pid, "VmHWM:");
+        double mult = static_cast<double>(peak - base) * 1024.0 / static_cast<double>(*big_bytes);
+        std::printf("  %s result through the bridge            : %.2f s, %zu bytes received\n", big.c_str(), secs,
+                    r.size());
+        std::printf("  peak RSS while streaming <= 3x message    : +%.1f MB = %.2fx  %s\n", (peak - base) / 1024.0,
+                    mult, mult <= 3 ? "MET" : "MISSED");
+      }
+    }
+  }
+  cold.stop();
+  warm.stop();
+  upstream.stop();
+  return 0;
+}
