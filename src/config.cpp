@@ -177,6 +177,9 @@ Config parse_command_line(int argc, char** argv) {
       "call opens its own session)");
   opt("pool-max-idle-age", pool_age, "Warm pool: an idle session older than this is closed");
   opt("pool-fillers", u.pool.fillers, "Warm pool: threads opening sessions in the background");
+  opt("pool-reuse", u.pool.reuse,
+      "Warm pool: after a clean call (response received, nothing pending) the session waits for "
+      "the next call on the same key, within --pool-max-idle-age; off = one call per session");
   opt("worker-threads", c.worker_threads,
       "HTTP worker threads; each open client connection or response stream holds one");
   opt("max-inflight", c.max_inflight,

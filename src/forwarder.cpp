@@ -45,6 +45,7 @@ struct Attempt {
   std::optional<BridgeError> error;
   bool cancelled = false;
   bool request_sent = false;  // the client's request may have reached the upstream
+  std::unique_ptr<UpstreamSession> reusable;  // healthy after a clean exchange
 };
 
 class CallRun {
@@ -124,8 +125,13 @@ class CallRun {
     auto resp = wait_response(up, req_.id, a);
     if (resp) a.response = std::move(resp->raw);
     if (a.cancelled) cancel_upstream(up);
+    bool clean = resp && server_requests_.empty();
     for (auto& [bridge_id, upstream_id] : server_requests_) sink_.end_request(bridge_id);
     server_requests_.clear();
+    if (clean) {
+      up.set_watch(-1, -1);  // the sink's fds die with this call
+      a.reusable = std::move(owned);
+    }
     return a;
   }
 
@@ -319,10 +325,13 @@ CallResult Forwarder::call(const Message& req, const ClientSession* session,
   CallRun run(cfg_, stats_, req, session, log_level_params, extra_headers, sink, start);
   CallResult out;
   std::unique_ptr<UpstreamSession> warm;
+  std::optional<PoolKey> key;
   if (session && pool_.enabled()) {
-    PoolKey key{session->init_params, std::string(extra_headers), log_level_params};
-    warm = pool_.take(key);
-    pool_.want(key);  // replace what this call uses (or would have used)
+    key = PoolKey{session->id, session->init_params, std::string(extra_headers), log_level_params};
+    warm = pool_.take(*key);
+    // With reuse a session comes back after its call; without, or on a
+    // miss, ask for one more for the next call on this key.
+    if (!warm || !cfg_.pool.reuse) pool_.want(*key);
   }
   for (int attempt = 0;; ++attempt) {
     out.attempts = attempt + 1;
@@ -339,6 +348,7 @@ CallResult Forwarder::call(const Message& req, const ClientSession* session,
     }
     if (a.response) {
       out.response = std::move(*a.response);
+      if (key && cfg_.pool.reuse && a.reusable) pool_.give_back(*key, std::move(a.reusable));
       return out;
     }
     if (a.cancelled) {
@@ -366,9 +376,11 @@ Forwarder::~Forwarder() { pool_.stop(); }
 
 void Forwarder::stop() { pool_.stop(); }
 
-void Forwarder::prewarm(std::string_view init_params, std::string_view extra_headers,
+void Forwarder::prewarm(std::string_view client_session, std::string_view init_params,
+                        std::string_view extra_headers,
                         const std::optional<std::string>& log_level_params) {
-  pool_.want(PoolKey{std::string(init_params), std::string(extra_headers), log_level_params});
+  pool_.want(PoolKey{std::string(client_session), std::string(init_params),
+                     std::string(extra_headers), log_level_params});
 }
 
 namespace {

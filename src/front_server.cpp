@@ -742,7 +742,7 @@ struct FrontServer::Impl {
     if (ok) strip_subscribe(r.response);
     if (ok) {
       std::string sid = tokens.mint(params);
-      forwarder.prewarm(params, headers, std::nullopt);
+      forwarder.prewarm(sid, params, headers, std::nullopt);
       res.set_header(kSessionHeader, sid);
       log::info("client session initialized",
                 {{"ms", std::to_string(elapsed_ms(t0))}, {"session", sid.substr(sid.size() - 12)}});

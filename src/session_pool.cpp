@@ -10,7 +10,9 @@ namespace msb {
 
 std::string PoolKey::id() const {
   std::string k;
-  k.reserve(init_params.size() + headers.size() + (log_level ? log_level->size() : 0) + 3);
+  k.reserve(client_session.size() + init_params.size() + headers.size() +
+            (log_level ? log_level->size() : 0) + 4);
+  k.append(client_session).push_back('\0');
   k.append(init_params).push_back('\0');
   k.append(headers).push_back('\0');
   if (log_level) k.append(*log_level);
@@ -60,8 +62,10 @@ std::unique_ptr<UpstreamSession> SessionPool::take(const PoolKey& key) {
     auto it = buckets_.find(key.id());
     auto now = Clock::now();
     while (it != buckets_.end() && !it->second.idle.empty()) {
-      Entry e = std::move(it->second.idle.front());
-      it->second.idle.pop_front();
+      // Most recently ready first: under light load a few sessions stay hot
+      // and the rest age out.
+      Entry e = std::move(it->second.idle.back());
+      it->second.idle.pop_back();
       --total_idle_;
       if (now - e.ready_at > cfg_.max_idle_age) {
         stats_.expired.fetch_add(1, std::memory_order_relaxed);
@@ -81,6 +85,18 @@ std::unique_ptr<UpstreamSession> SessionPool::take(const PoolKey& key) {
   }
   (out ? stats_.hits : stats_.misses).fetch_add(1, std::memory_order_relaxed);
   return out;
+}
+
+void SessionPool::give_back(const PoolKey& key, std::unique_ptr<UpstreamSession> s) {
+  if (!enabled() || !s) return;
+  std::lock_guard lk(mu_);
+  if (stopping_ || total_idle_ >= cfg_.size) return;  // s closes as it goes
+  auto [it, inserted] = buckets_.try_emplace(key.id());
+  if (inserted) it->second.key = key;
+  it->second.idle.push_back(Entry{std::move(s), Clock::now()});
+  ++total_idle_;
+  stats_.reused.fetch_add(1, std::memory_order_relaxed);
+  stats_.idle = total_idle_;
 }
 
 void SessionPool::want(const PoolKey& key) {

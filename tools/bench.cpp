@@ -314,19 +314,39 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
 
   const std::string echo_args = R"({"text":"hello"})";
+  // A client whose call failed starts over with a new session (and a pause),
+  // so one failure is counted once, not once per spin of a dead client.
   auto direct_client = [&](int) {
-    auto c = std::make_shared<DirectClient>(direct_cfg);
-    bool ok = c->initialize();
-    return [c, ok, &echo_args](int seq) {
-      return ok && c->call(call_body(seq, "echo", echo_args), std::to_string(seq), Deadline::after(10s));
+    auto c = std::make_shared<std::unique_ptr<DirectClient>>();
+    return [c, &direct_cfg, &echo_args](int seq) {
+      if (!*c) {
+        *c = std::make_unique<DirectClient>(direct_cfg);
+        if (!(*c)->initialize()) {
+          c->reset();
+          std::this_thread::sleep_for(10ms);
+          return false;
+        }
+      }
+      bool ok = (*c)->call(call_body(seq, "echo", echo_args), std::to_string(seq), Deadline::after(10s));
+      if (!ok) c->reset();
+      return ok;
     };
   };
   auto bridge_client = [&](int port) {
     return [port, &echo_args](int) {
-      auto c = std::make_shared<BridgeClient>(port);
-      bool ok = c->initialize();
-      return [c, ok, &echo_args](int seq) {
-        return ok && !c->call(call_body(seq, "echo", echo_args), Deadline::after(10s)).empty();
+      auto c = std::make_shared<std::unique_ptr<BridgeClient>>();
+      return [c, port, &echo_args](int seq) {
+        if (!*c) {
+          *c = std::make_unique<BridgeClient>(port);
+          if (!(*c)->initialize()) {
+            c->reset();
+            std::this_thread::sleep_for(10ms);
+            return false;
+          }
+        }
+        bool ok = !(*c)->call(call_body(seq, "echo", echo_args), Deadline::after(10s)).empty();
+        if (!ok) c->reset();
+        return ok;
       };
     };
   };

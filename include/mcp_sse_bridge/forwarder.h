@@ -92,8 +92,8 @@ class Forwarder {
 
   // Asks the warm pool for a session ready for this client session's next
   // call (after initialize). No-op when the pool is off.
-  void prewarm(std::string_view init_params, std::string_view extra_headers,
-               const std::optional<std::string>& log_level_params);
+  void prewarm(std::string_view client_session, std::string_view init_params,
+               std::string_view extra_headers, const std::optional<std::string>& log_level_params);
   // Stops the pool's fillers and closes its idle sessions.
   void stop();
 

@@ -2,11 +2,13 @@
 // that will use them (the warm path), so a call pays one POST and its reply
 // instead of connect + `endpoint` + initialize round trips.
 //
-// Sessions are keyed by everything that makes them differ: the client's
-// initialize params, every header sent upstream (forwarded credentials
+// Sessions are keyed by everything that makes them differ: the client
+// session (state some servers keep per SSE session never crosses clients),
+// the client's initialize params, every header sent upstream (forwarded credentials
 // included: a session is never shared across credentials) and the replayed
-// log level. Each pooled session serves one call. A session that died while
-// idle, or sat idle longer than max_idle_age, is discarded, never handed out.
+// log level. A session serves one call at a time; with reuse on, it returns
+// to the pool after a clean call. A session that died while idle, or sat idle
+// longer than max_idle_age, is discarded, never handed out.
 //
 // Filler threads (a fixed number) open sessions in the background; take()
 // only does non-blocking checks. Thread-safe.
@@ -32,10 +34,11 @@ namespace msb {
 class UpstreamSession;
 
 struct PoolKey {
+  std::string client_session;            // Mcp-Session-Id: reuse never crosses client sessions
   std::string init_params;               // compact JSON
   std::string headers;                   // "Name: value\r\n" lines sent upstream
   std::optional<std::string> log_level;  // logging/setLevel params to replay
-  std::string id() const;                // the map key (a digest of all three)
+  std::string id() const;                // the map key: all of the above
 };
 
 struct PoolStats {
@@ -45,6 +48,7 @@ struct PoolStats {
   std::atomic<uint64_t> open_failed{0};
   std::atomic<uint64_t> dead{0};       // found dead at take() or while idle
   std::atomic<uint64_t> expired{0};    // idle longer than max_idle_age
+  std::atomic<uint64_t> reused{0};     // sessions given back after a clean call
   std::atomic<uint64_t> idle{0};       // ready now
 };
 
@@ -62,6 +66,9 @@ class SessionPool {
 
   // A ready, live session for key, or nullptr. Never blocks on the network.
   std::unique_ptr<UpstreamSession> take(const PoolKey& key);
+  // Returns a session after a clean call (--pool-reuse): it waits, idle, for
+  // the next call on the same key, within max_idle_age. Dropped when full.
+  void give_back(const PoolKey& key, std::unique_ptr<UpstreamSession> s);
   // Asks the fillers for one more ready session for key (bounded by the
   // per-key and total limits). Cheap; call once per call on that key.
   void want(const PoolKey& key);
