@@ -53,6 +53,92 @@ std::string lower(std::string s) {
   return s;
 }
 
+// cpp-httplib's ThreadPool starts all its threads at once, and its condition
+// variable hands connections to threads in turn, so an idle bridge touches
+// every thread's stack. This pool starts a thread only when no idle one can
+// take the work (up to `max`), and lets threads above `keep` exit after
+// `idle_exit` without work.
+class LazyThreadPool : public httplib::TaskQueue {
+ public:
+  LazyThreadPool(size_t max, size_t keep, std::chrono::seconds idle_exit)
+      : max_(max), keep_(keep), idle_exit_(idle_exit) {}
+  ~LazyThreadPool() override { shutdown(); }
+
+  void enqueue(std::function<void()> fn) override {
+    std::unique_lock lk(mu_);
+    jobs_.push_back(std::move(fn));
+    // Idle threads already woken for earlier jobs still count as idle until
+    // they take the lock: compare against the queue, not against zero.
+    if (jobs_.size() > idle_ && live_ < max_) {
+      ++live_;
+      reap_locked();
+      threads_.emplace_back([this] { work(); });
+    }
+    cv_.notify_one();
+  }
+
+  void shutdown() override {
+    std::vector<std::thread> all;
+    {
+      std::lock_guard lk(mu_);
+      if (shut_) return;
+      shut_ = true;
+      cv_.notify_all();
+      all.swap(threads_);
+      for (auto& t : done_) all.push_back(std::move(t));
+      done_.clear();
+    }
+    // Workers finish their current connection first; those are bounded by
+    // the server's read/write timeouts and the bridge's own deadlines.
+    for (auto& t : all)
+      if (t.joinable()) t.join();
+  }
+
+ private:
+  void work() {
+    std::unique_lock lk(mu_);
+    for (;;) {
+      ++idle_;
+      bool got = cv_.wait_for(lk, idle_exit_, [&] { return shut_ || !jobs_.empty(); });
+      --idle_;
+      if (!jobs_.empty()) {
+        auto fn = std::move(jobs_.front());
+        jobs_.pop_front();
+        lk.unlock();
+        fn();
+        lk.lock();
+        continue;
+      }
+      if (shut_ || (!got && live_ > keep_)) break;
+    }
+    --live_;
+    // Hand this thread's handle to the reaper list (joined later).
+    auto self = std::this_thread::get_id();
+    for (auto it = threads_.begin(); it != threads_.end(); ++it)
+      if (it->get_id() == self) {
+        done_.push_back(std::move(*it));
+        threads_.erase(it);
+        break;
+      }
+  }
+  // Joins threads that have exited (called with mu_ held; they no longer need it).
+  void reap_locked() {
+    for (auto& t : done_)
+      if (t.joinable() && t.get_id() != std::this_thread::get_id()) t.join();
+    done_.clear();
+  }
+
+  const size_t max_, keep_;
+  const std::chrono::seconds idle_exit_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> jobs_;
+  std::vector<std::thread> threads_;
+  std::vector<std::thread> done_;
+  size_t live_ = 0, idle_ = 0;
+  bool shut_ = false;
+};
+
 // What the front side and a running call share: the client's cancellation,
 // client responses routed to the call, and an eventfd that wakes the call's
 // waits at once when either arrives.
@@ -210,7 +296,9 @@ struct FrontServer::Impl {
         forwarder(cfg.upstream),
         tokens(cfg.session_secret, cfg.max_revoked_sessions) {
     int threads = cfg.worker_threads;
-    svr.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+    svr.new_task_queue = [threads] {
+      return new LazyThreadPool(static_cast<size_t>(threads), 4, std::chrono::seconds(30));
+    };
     svr.set_tcp_nodelay(true);
     svr.set_keep_alive_max_count(1000);
     svr.set_keep_alive_timeout(5);
@@ -591,10 +679,19 @@ struct FrontServer::Impl {
       return true;
     }
     bool write_event(std::string_view json) {
-      std::string ev;
-      ev.reserve(json.size() + 24);
-      ev.append("event: message\ndata: ").append(json).append("\n\n");
-      return write_raw(ev);
+      // cpp-httplib copies each write into a chunk: large messages go out in
+      // 1 MiB slices so that the copy stays small.
+      constexpr size_t kSlice = 1 << 20;
+      if (json.size() <= kSlice) {
+        std::string ev;
+        ev.reserve(json.size() + 24);
+        ev.append("event: message\ndata: ").append(json).append("\n\n");
+        return write_raw(ev);
+      }
+      if (!write_raw("event: message\ndata: ")) return false;
+      for (size_t off = 0; off < json.size(); off += kSlice)
+        if (!write_raw(json.substr(off, kSlice))) return false;
+      return write_raw("\n\n");
     }
     bool write_raw(std::string_view s) {
       if (gone_) return false;

@@ -136,10 +136,91 @@ ParseResult parse_body(std::string body) {
   return r;
 }
 
+// Classifies a large upstream message with the on-demand parser: it reads the
+// top-level keys and skips the bulk (a 64 MiB result) without building a
+// tape or copying its strings. What it skips is not validated; the bytes are
+// forwarded verbatim and the client parses them anyway. Small messages take
+// the validating DOM path.
+bool classify_large(std::string& text, Message& m, std::string* why) {
+  using namespace simdjson;
+  if (text.capacity() - text.size() < SIMDJSON_PADDING) text.reserve(text.size() + SIMDJSON_PADDING);
+  ondemand::parser parser;
+  ondemand::document doc;
+  ondemand::object obj;
+  if (parser.iterate(text.data(), text.size(), text.capacity()).get(doc) != SUCCESS ||
+      doc.get_object().get(obj) != SUCCESS) {
+    if (why) *why = "message is not a JSON object";
+    return false;
+  }
+  bool has_id = false, has_result = false, has_error = false, version_ok = false;
+  std::string_view params_raw;
+  for (auto field : obj) {
+    std::string_view key;
+    if (field.unescaped_key().get(key) != SUCCESS) {
+      if (why) *why = "invalid JSON";
+      return false;
+    }
+    auto value = field.value();
+    if (key == "jsonrpc") {
+      std::string_view v;
+      version_ok = value.get_string().get(v) == SUCCESS && v == "2.0";
+    } else if (key == "id") {
+      std::string_view raw;
+      if (value.raw_json_token().get(raw) != SUCCESS) return false;
+      while (!raw.empty() && (raw.back() == ' ' || raw.back() == '\n' || raw.back() == '\r' || raw.back() == '\t'))
+        raw.remove_suffix(1);
+      m.id = std::string(raw);
+      has_id = true;
+    } else if (key == "method") {
+      std::string_view v;
+      if (value.get_string().get(v) != SUCCESS) return false;
+      m.method = std::string(v);
+    } else if (key == "result") {
+      has_result = true;
+    } else if (key == "error") {
+      has_error = true;
+    } else if (key == "params") {
+      ondemand::object po;  // params is an object (or absent) in MCP
+      if (value.get_object().get(po) != SUCCESS || po.raw_json().get(params_raw) != SUCCESS)
+        return false;
+    }
+  }
+  if (!version_ok) {
+    if (why) *why = "missing or wrong \"jsonrpc\": \"2.0\"";
+    return false;
+  }
+  if (!m.method.empty()) {
+    m.kind = has_id ? MsgKind::kRequest : MsgKind::kNotification;
+    if (!params_raw.empty() && (m.method == "notifications/progress" || m.kind == MsgKind::kRequest)) {
+      // Small enough in practice; take the exact token from a DOM parse of params.
+      auto j = nlohmann::json::parse(params_raw, nullptr, false);
+      if (!j.is_discarded() && j.is_object()) {
+        if (m.kind == MsgKind::kRequest && j.contains("_meta") && j["_meta"].is_object() &&
+            j["_meta"].contains("progressToken"))
+          m.progress_token = j["_meta"]["progressToken"].dump();
+        else if (m.kind == MsgKind::kNotification && j.contains("progressToken"))
+          m.progress_token = j["progressToken"].dump();
+      }
+    }
+    return true;
+  }
+  if (has_id && has_result != has_error) {
+    m.kind = MsgKind::kResponse;
+    m.is_error = has_error;
+    return true;
+  }
+  if (why) *why = "neither a request, a notification nor a response";
+  return false;
+}
+
 bool parse_message(std::string text, Message& out, std::string* why) {
+  if (text.size() > kSharedParserMax) {
+    if (!classify_large(text, out, why)) return false;
+    out.raw = std::move(text);
+    return true;
+  }
   std::unique_ptr<simdjson::dom::parser> own;
   simdjson::dom::parser* p = &thread_parser();
-  if (text.size() > kSharedParserMax) p = (own = std::make_unique<simdjson::dom::parser>()).get();
   simdjson::dom::element root;
   if (auto err = parse_doc(*p, text, root); err != simdjson::SUCCESS) {
     if (why) *why = std::string("invalid JSON: ") + simdjson::error_message(err);

@@ -58,7 +58,17 @@ bool SseParser::feed(std::string_view in, const EventFn& on_event) {
       failed_ = true;
       return false;
     }
-    process_line(line, on_event);
+    if (!line_.empty() && data_.empty() && line_.compare(0, 5, "data:") == 0) {
+      // A long data line assembled across slices: take its buffer instead of
+      // copying it (a 64 MiB message would otherwise be resident twice).
+      size_t skip = line_.size() > 5 && line_[5] == ' ' ? 6 : 5;
+      data_.swap(line_);
+      data_.erase(0, skip);
+      data_.push_back('\n');
+      saw_data_ = true;
+    } else {
+      process_line(line, on_event);
+    }
     line_.clear();
     if (*eol == '\r') {
       if (eol + 1 == end) {

@@ -86,3 +86,27 @@ TEST_CASE("error: bridge errors carry the id verbatim, code and machine-readable
   auto t = make_error(ErrorKind::kTimeout, Phase::kEndpoint, "");
   CHECK(jsonrpc_error_response("3", t, 0, "u").find("\"code\":-32001") != std::string::npos);
 }
+
+TEST_CASE("jsonrpc: large upstream messages are classified without a full DOM") {
+  std::string big(2 << 20, 'z');
+  Message r;
+  REQUIRE(parse_message(R"({"jsonrpc":"2.0","id":"k-1","result":{"content":[{"type":"text","text":")" + big +
+                            R"("}]}})", r));
+  CHECK(r.kind == MsgKind::kResponse);
+  CHECK(r.id == "\"k-1\"");
+  CHECK_FALSE(r.is_error);
+  CHECK(r.raw.size() > big.size());
+  Message e;
+  REQUIRE(parse_message(R"({"error":{"code":-1,"message":")" + big + R"("},"id":7 ,"jsonrpc":"2.0"})", e));
+  CHECK(e.kind == MsgKind::kResponse);
+  CHECK(e.id == "7");
+  CHECK(e.is_error);
+  Message n;
+  REQUIRE(parse_message(R"({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"t9","message":")" +
+                            big + R"("}})", n));
+  CHECK(n.kind == MsgKind::kNotification);
+  CHECK(n.progress_token == "\"t9\"");
+  Message bad;
+  CHECK_FALSE(parse_message(R"({"jsonrpc":"1.0","id":1,"result":")" + big + "\"}", bad));
+  CHECK_FALSE(parse_message("[" + big + "]", bad));
+}
