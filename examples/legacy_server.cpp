@@ -86,10 +86,18 @@ struct Session {
   }
 };
 
+// cpp-httplib 0.11.4 listens with a backlog of 5; raise it once bound.
+class HttpServer : public httplib::Server {
+ public:
+  void raise_backlog(int n) {
+    if (svr_sock_ != INVALID_SOCKET) ::listen(svr_sock_, n);
+  }
+};
+
 struct LegacyServer::Impl {
   Options opt;
   Faults faults;
-  httplib::Server svr;
+  HttpServer svr;
   std::thread thread;
   int port = -1;
   std::atomic<bool> stopping{false};
@@ -403,6 +411,7 @@ int LegacyServer::start(const std::string& host, int port) {
     i.port = i.svr.bind_to_port(host, port) ? port : -1;
   }
   if (i.port <= 0) return -1;
+  i.svr.raise_backlog(4096);
   i.thread = std::thread([&i] { i.svr.listen_after_bind(); });
   for (int k = 0; k < 2500 && !i.svr.is_running(); ++k) std::this_thread::sleep_for(2ms);
   return i.svr.is_running() ? i.port : -1;

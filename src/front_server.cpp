@@ -278,11 +278,21 @@ void json_error(httplib::Response& res, int status, int code, const std::string&
 
 }  // namespace
 
+// cpp-httplib 0.11.4 listens with a backlog of 5: a burst of connections
+// (64 clients at once) overflows it and the kernel drops SYNs, which clients
+// retry only after a second. Raise it once bound.
+class Server : public httplib::Server {
+ public:
+  void raise_backlog(int n) {
+    if (svr_sock_ != INVALID_SOCKET) ::listen(svr_sock_, n);
+  }
+};
+
 struct FrontServer::Impl {
   Config cfg;
   Forwarder forwarder;
   SessionTokens tokens;
-  httplib::Server svr;
+  Server svr;
   PeerSockets sockets;
   CallRegistry registry;
   std::atomic<bool> stopping{false};
@@ -872,6 +882,7 @@ bool FrontServer::bind(std::string* why) {
     if (why) *why = "cannot listen on " + i.cfg.listen_host + ":" + std::to_string(i.cfg.listen_port);
     return false;
   }
+  i.svr.raise_backlog(4096);
   return true;
 }
 

@@ -70,6 +70,25 @@ long proc_status_kb(pid_t pid, const char* field) {
   return -1;
 }
 
+// CPU time (user + system) of a process, in microseconds.
+double cpu_us(pid_t pid) {
+  std::ifstream f(pid > 0 ? "/proc/" + std::to_string(pid) + "/stat" : std::string("/proc/self/stat"));
+  std::string all((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  auto rp = all.rfind(')');
+  if (rp == std::string::npos) return 0;
+  std::istringstream in(all.substr(rp + 2));
+  std::string tok;
+  double ut = 0, st = 0;
+  for (int field = 3; in >> tok; ++field) {  // fields after "pid (comm)" start at 3
+    if (field == 14) ut = std::stod(tok);
+    if (field == 15) {
+      st = std::stod(tok);
+      break;
+    }
+  }
+  return (ut + st) * 1e6 / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
 // ---- the bridge as a child process ------------------------------------------
 
 struct Child {
@@ -352,13 +371,23 @@ int main(int argc, char** argv) {
   };
 
   std::printf("%-6s %-7s %12s %10s %10s %8s\n", "conc", "path", "calls/s", "p50 us", "p99 us", "errors");
-  struct Row { int c; Cell d, cold, warm; };
+  struct Row { int c; Cell d, cold, warm; double bridge_cpu_warm = 0, self_cpu_direct = 0, self_cpu_warm = 0; };
   std::vector<Row> rows;
   for (int c : levels) {
     Row r{c, {}, {}, {}};
+    double s0 = cpu_us(0);
     r.d = run_load(c, cell, direct_client);
+    double s1 = cpu_us(0);
     r.cold = run_load(c, cell, bridge_client(cold.port));
+    double b0 = cpu_us(warm.pid), s2 = cpu_us(0);
     r.warm = run_load(c, cell, bridge_client(warm.port));
+    double b1 = cpu_us(warm.pid), s3 = cpu_us(0);
+    double secs = std::chrono::duration<double>(cell).count();
+    if (r.d.calls_per_s > 0) r.self_cpu_direct = (s1 - s0) / (r.d.calls_per_s * secs);
+    if (r.warm.calls_per_s > 0) {
+      r.bridge_cpu_warm = (b1 - b0) / (r.warm.calls_per_s * secs);
+      r.self_cpu_warm = (s3 - s2) / (r.warm.calls_per_s * secs);
+    }
     for (auto [name, x] : {std::pair{"direct", &r.d}, std::pair{"cold", &r.cold}, std::pair{"warm", &r.warm}})
       std::printf("%-6d %-7s %12.0f %10.0f %10.0f %8llu\n", c, name, x->calls_per_s, x->p50_us, x->p99_us,
                   static_cast<unsigned long long>(x->errors));
@@ -371,6 +400,10 @@ int main(int argc, char** argv) {
   for (auto& r : rows)
     std::printf("%-6d %14.2f %14.2f %16.0f %16.0f\n", r.c, r.warm.calls_per_s / r.d.calls_per_s,
                 r.cold.calls_per_s / r.d.calls_per_s, r.warm.p50_us - r.d.p50_us, r.cold.p50_us - r.d.p50_us);
+  std::printf("\nCPU per call (us; 2 cores shared by client, upstream and bridge)\n");
+  std::printf("%-6s %22s %22s %18s\n", "conc", "direct: client+upstream", "warm: client+upstream", "warm: bridge");
+  for (auto& r : rows)
+    std::printf("%-6d %22.0f %22.0f %18.0f\n", r.c, r.self_cpu_direct, r.self_cpu_warm, r.bridge_cpu_warm);
   const Row* c1 = nullptr;
   const Row* c16 = nullptr;
   for (auto& r : rows) {
