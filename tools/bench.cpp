@@ -26,7 +26,6 @@
 #include <cstring>
 #include <fstream>
 #include <mutex>
-#include <regex>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -140,7 +139,7 @@ bool start_bridge(Child& c, const std::string& bin, int upstream_port,
   // Read stderr until the "listening" line (bounded by 10 s), then keep
   // draining it on a thread so the child never blocks on a full pipe.
   std::string seen;
-  std::regex re(R"(listening url=http://127\.0\.0\.1:(\d+)/)");
+  const std::string marker = "listening url=http://127.0.0.1:";
   auto d = Deadline::after(10s);
   char buf[4096];
   while (!d.reached()) {
@@ -149,9 +148,9 @@ bool start_bridge(Child& c, const std::string& bin, int upstream_port,
     ssize_t n = read(pipefd[0], buf, sizeof buf);
     if (n <= 0) break;
     seen.append(buf, static_cast<size_t>(n));
-    std::smatch m;
-    if (std::regex_search(seen, m, re)) {
-      c.port = std::stoi(m[1]);
+    auto at = seen.find(marker);
+    if (at != std::string::npos && seen.find('/', at + marker.size()) != std::string::npos) {
+      c.port = std::atoi(seen.c_str() + at + marker.size());
       break;
     }
   }
