@@ -266,6 +266,13 @@ struct LegacyServer::Impl {
     }
     res.status = 202;
     res.set_content("Accepted", "text/plain");
+    if (!msg.contains("id") || !msg.contains("method")) {
+      // Notifications and responses are handled before the 202, in arrival
+      // order (as python-sdk and the TS SDK keep per-session order): a
+      // request POSTed after `initialized` was accepted sees it.
+      handle(*s, msg);
+      return;
+    }
     workers++;
     std::thread([this, s, msg = std::move(msg)] {
       handle(*s, msg);

@@ -48,6 +48,17 @@ std::string_view kind_text(ErrorKind k) {
 }
 }  // namespace
 
+// {"jsonrpc":"2.0","id":<raw id, verbatim>,"error":<err>}; id null only
+// when the request's id could not be known (unparseable body).
+static std::string error_envelope(std::string_view raw_id, const nlohmann::ordered_json& err) {
+  std::string out = R"({"jsonrpc":"2.0","id":)";
+  out += raw_id.empty() ? std::string_view("null") : raw_id;
+  out += R"(,"error":)";
+  out += err.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  out += '}';
+  return out;
+}
+
 std::string BridgeError::message() const {
   std::string m(kind_text(kind));
   m += " (";
@@ -73,24 +84,14 @@ std::string jsonrpc_error_response(std::string_view raw_id, const BridgeError& e
   err["code"] = e.jsonrpc_code();
   err["message"] = e.message();
   err["data"]["bridge"] = std::move(bridge);
-  std::string out = R"({"jsonrpc":"2.0","id":)";
-  out += raw_id.empty() ? std::string_view("null") : raw_id;
-  out += R"(,"error":)";
-  out += err.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  out += '}';
-  return out;
+  return error_envelope(raw_id, err);
 }
 
 std::string jsonrpc_plain_error(std::string_view raw_id, int code, std::string_view message) {
   nlohmann::ordered_json err;
   err["code"] = code;
   err["message"] = message;
-  std::string out = R"({"jsonrpc":"2.0","id":)";
-  out += raw_id.empty() ? std::string_view("null") : raw_id;
-  out += R"(,"error":)";
-  out += err.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  out += '}';
-  return out;
+  return error_envelope(raw_id, err);
 }
 
 }  // namespace msb

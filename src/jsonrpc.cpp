@@ -219,10 +219,8 @@ bool parse_message(std::string text, Message& out, std::string* why) {
     out.raw = std::move(text);
     return true;
   }
-  std::unique_ptr<simdjson::dom::parser> own;
-  simdjson::dom::parser* p = &thread_parser();
-  simdjson::dom::element root;
-  if (auto err = parse_doc(*p, text, root); err != simdjson::SUCCESS) {
+  simdjson::dom::element root;  // small here: large messages took classify_large
+  if (auto err = parse_doc(thread_parser(), text, root); err != simdjson::SUCCESS) {
     if (why) *why = std::string("invalid JSON: ") + simdjson::error_message(err);
     return false;
   }

@@ -192,7 +192,13 @@ class Harness {
   std::unique_ptr<msb::FrontServer> bridge_;
 };
 
-std::string text_of(const json& resp) { return resp["result"]["content"][0]["text"]; }
+// The first text content of a tool result; a descriptive placeholder when the
+// response is not one (the CHECK then fails with it instead of aborting).
+std::string text_of(const json& resp) {
+  if (!resp.contains("result") || !resp["result"].contains("content") || resp["result"]["content"].empty())
+    return "<not a tool result: " + resp.dump().substr(0, 300) + ">";
+  return resp["result"]["content"][0].value("text", std::string("<no text>"));
+}
 
 // Asserts the reply is the bridge's JSON-RPC error for request `id`, of the
 // given kind, delivered as HTTP 200.
@@ -719,6 +725,7 @@ TEST_CASE("warm pool: sessions are never shared across forwarded credentials") {
     }
   }
   CHECK(h.bridge().forwarder().pool_stats().hits.load() >= 4);
+  CHECK(h.upstream().premature_requests() == 0);
 }
 
 TEST_CASE("admission: above --max-inflight calls get 503 with Retry-After, then work again") {
