@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "mcp_sse_bridge/log.h"
+#include "mcp_sse_bridge/request_policy.h"
 #include "mcp_sse_bridge/session_token.h"
 
 namespace msb {
@@ -70,6 +71,11 @@ std::string format_size(uint64_t b) {
   std::exit(2);
 }
 
+std::string lower_ascii(std::string s) {
+  for (auto& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return s;
+}
+
 bool valid_header_line(const std::string& h, std::string* name) {
   auto colon = h.find(':');
   if (colon == std::string::npos || colon == 0) return false;
@@ -77,17 +83,37 @@ bool valid_header_line(const std::string& h, std::string* name) {
     unsigned char c = static_cast<unsigned char>(h[i]);
     if (c <= 0x20 || c >= 0x7f || std::strchr("()<>@,;:\\\"/[]?={}", c)) return false;
   }
-  if (h.find_first_of("\r\n") != std::string::npos) return false;
+  if (h.find_first_of(std::string("\r\n\0", 3)) != std::string::npos) return false;
   *name = h.substr(0, colon);
   return true;
 }
 
-std::string read_secret_file(const std::string& path) {
+std::string read_file(const char* flag, const std::string& path) {
   std::ifstream f(path, std::ios::binary);
-  if (!f) fail("--session-secret-file: cannot read " + path);
+  if (!f) fail(std::string("--") + flag + ": cannot read " + path);
   std::stringstream ss;
   ss << f.rdbuf();
-  std::string s = ss.str();
+  if (ss.str().size() > (1u << 20)) fail(std::string("--") + flag + ": " + path + " is larger than 1 MiB");
+  return ss.str();
+}
+
+// Non-empty lines that are not comments (#), trimmed.
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t'))
+      line.pop_back();
+    size_t b = line.find_first_not_of(" \t");
+    if (b == std::string::npos || line[b] == '#') continue;
+    out.push_back(line.substr(b));
+  }
+  return out;
+}
+
+std::string read_secret_file(const std::string& path) {
+  std::string s = read_file("session-secret-file", path);
   while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
   if (s.size() < 16) fail("--session-secret-file: secret must be at least 16 bytes");
   return s;
@@ -120,7 +146,13 @@ Config parse_command_line(int argc, char** argv) {
               ping_i = format_duration(u.ping_interval), ping_t = format_duration(u.ping_timeout),
               keepalive_i = format_duration(c.keepalive_interval),
               max_msg = format_size(u.max_message_size), max_body = format_size(c.max_body_size);
-  std::string secret_file;
+  std::string secret_file, headers_file, tokens_file;
+  std::string client_read_t = format_duration(c.client_read_timeout),
+              client_write_t = format_duration(c.client_write_timeout),
+              client_idle_t = format_duration(c.client_idle_timeout),
+              drain_t = format_duration(c.drain_timeout),
+              ready_i = format_duration(c.ready_probe_interval);
+  std::string auth_health = "open", auth_metrics = "open";
 
   auto env = [](const char* flag) {
     std::string e = "MCP_BRIDGE_";
@@ -130,7 +162,9 @@ Config parse_command_line(int argc, char** argv) {
   auto opt = [&](const char* flag, auto& var, const char* help) {
     auto* o = app.add_option(std::string("--") + flag, var, help)->envname(env(flag));
     std::string_view f(flag);
-    if (f.find("timeout") != std::string_view::npos || f.find("interval") != std::string_view::npos ||
+    if (f.ends_with("-file") || f.ends_with("-ca") || f.ends_with("-cert") || f.ends_with("-key"))
+      o->type_name("FILE");
+    else if (f.find("timeout") != std::string_view::npos || f.find("interval") != std::string_view::npos ||
         f.find("age") != std::string_view::npos)
       o->type_name("DURATION");
     else if (f.find("size") != std::string_view::npos)
@@ -189,6 +223,43 @@ Config parse_command_line(int argc, char** argv) {
   opt("session-secret-file", secret_file,
       "File holding the HMAC secret for session ids (share it across replicas); env "
       "MCP_BRIDGE_SESSION_SECRET holds the secret itself; random when neither is given");
+  opt("upstream-headers-file", headers_file,
+      "File of static upstream headers, one 'Name: value' per line (# comments), so that "
+      "secrets stay out of argv");
+  opt("upstream-ca", u.tls_options.ca_file,
+      "PEM CA bundle that https upstreams are verified against (default: the system CAs)");
+  opt("upstream-client-cert", u.tls_options.cert_file,
+      "PEM client certificate presented to https upstreams (with --upstream-client-key)");
+  opt("upstream-client-key", u.tls_options.key_file, "PEM private key of --upstream-client-cert");
+  opt("upstream-insecure", u.tls_options.insecure,
+      "Do not verify https upstream certificates (logs a warning; for tests only)");
+  opt("max-upstream-sessions", u.max_sessions,
+      "Upstream SSE sessions open at once (calls plus warm pool); a call that finds none "
+      "free fails at once");
+  opt("tls-cert", c.tls.cert_file, "Serve HTTPS with this PEM certificate chain (with --tls-key)");
+  opt("tls-key", c.tls.key_file, "PEM private key for --tls-cert");
+  opt("tls-client-ca", c.tls.client_ca_file,
+      "Require client certificates signed by this PEM CA bundle (mutual TLS)");
+  opt("auth-tokens-file", tokens_file,
+      "Require 'Authorization: Bearer <token>' on the MCP endpoint; one token per line (# "
+      "comments). Env MCP_BRIDGE_AUTH_TOKENS holds tokens themselves (comma-separated)");
+  opt("auth-health", auth_health,
+      "open or protected: whether /healthz and /readyz need a bearer token (with auth on)");
+  opt("auth-metrics", auth_metrics,
+      "open or protected: whether the metrics endpoint needs a bearer token (with auth on)");
+  opt("metrics-path", c.metrics_path, "Prometheus metrics endpoint path (empty = off)");
+  opt("ready-probe-interval", ready_i,
+      "/readyz probes the upstream SSE endpoint at most this often and caches the answer");
+  opt("client-read-timeout", client_read_t,
+      "A client request's head and body must arrive within this (slow clients are cut off)");
+  opt("client-write-timeout", client_write_t,
+      "Each write to a client must make progress within this (stalled readers are cut off)");
+  opt("client-idle-timeout", client_idle_t, "Idle keep-alive client connections close after this");
+  opt("max-calls-per-session", c.max_calls_per_session,
+      "Calls (open response streams) at once per client session; more get HTTP 429");
+  opt("drain-timeout", drain_t,
+      "On SIGTERM/SIGINT: time in-flight calls get to finish before they are answered with "
+      "a shutting_down error");
   opt("log-level", c.log_level, "debug, info, warn, error or off");
   opt("log-format", c.log_format, "text or json");
   app.add_flag("--check-config", c.check_config,
@@ -237,6 +308,11 @@ Config parse_command_line(int argc, char** argv) {
       {"ping-timeout", &ping_t, &u.ping_timeout, false},
       {"keepalive-interval", &keepalive_i, &c.keepalive_interval, true},
       {"pool-max-idle-age", &pool_age, &u.pool.max_idle_age, false},
+      {"client-read-timeout", &client_read_t, &c.client_read_timeout, false},
+      {"client-write-timeout", &client_write_t, &c.client_write_timeout, false},
+      {"client-idle-timeout", &client_idle_t, &c.client_idle_timeout, false},
+      {"drain-timeout", &drain_t, &c.drain_timeout, true},
+      {"ready-probe-interval", &ready_i, &c.ready_probe_interval, false},
   };
   for (auto& d : durations) {
     auto v = parse_duration(*d.text);
@@ -262,14 +338,79 @@ Config parse_command_line(int argc, char** argv) {
     fail("--max-inflight: must be at least 1 and below --worker-threads (" +
          std::to_string(c.worker_threads) + "), so that threads remain to answer 503s");
 
+  if (u.max_sessions < 1 || u.max_sessions > 100000)
+    fail("--max-upstream-sessions: must be between 1 and 100000");
+  if (c.max_calls_per_session < 1) fail("--max-calls-per-session: must be at least 1");
+  if (!c.metrics_path.empty() && c.metrics_path.front() != '/')
+    fail("--metrics-path: must start with '/' (or be empty to turn metrics off)");
+  if (c.metrics_path == c.path || c.metrics_path == "/healthz" || c.metrics_path == "/readyz")
+    fail("--metrics-path: clashes with another endpoint");
+
   for (auto& h : u.static_headers) {
     std::string name;
     if (!valid_header_line(h, &name)) fail("--upstream-header: expected 'Name: value', got '" + h + "'");
+  }
+  if (!headers_file.empty()) {
+    for (auto& h : lines_of(read_file("upstream-headers-file", headers_file))) {
+      std::string name;
+      // The value is a secret: never echo it.
+      if (!valid_header_line(h, &name))
+        fail("--upstream-headers-file: " + headers_file + ": a line is not 'Name: value'");
+      u.static_headers.push_back(h);
+    }
   }
   for (auto& h : c.forward_headers) {
     std::string name;
     if (!valid_header_line(h + ":", &name))
       fail("--forward-header: invalid header name '" + h + "'");
+    if (is_never_forwarded(h))
+      fail("--forward-header: '" + h + "' is never forwarded (hop-by-hop, framing, Host, Cookie "
+           "or the bridge's own)");
+  }
+
+  // Inbound auth.
+  if (!tokens_file.empty()) {
+    c.auth_tokens = lines_of(read_file("auth-tokens-file", tokens_file));
+    if (c.auth_tokens.empty()) fail("--auth-tokens-file: " + tokens_file + " holds no token");
+  } else if (const char* t = std::getenv("MCP_BRIDGE_AUTH_TOKENS"); t && *t) {
+    std::string all = t;
+    for (auto& ch : all)
+      if (ch == ',') ch = '\n';
+    c.auth_tokens = lines_of(all);
+  }
+  for (auto& t : c.auth_tokens) {
+    if (t.size() < 16) fail("auth tokens must be at least 16 characters");
+    for (unsigned char ch : t)
+      if (ch <= 0x20 || ch >= 0x7f) fail("auth tokens must be printable ASCII without spaces");
+  }
+  auto open_or_protected = [&](const char* flag, const std::string& v) {
+    if (v == "open") return false;
+    if (v == "protected") return true;
+    fail(std::string("--") + flag + ": expected open or protected, got '" + v + "'");
+  };
+  c.auth_health = open_or_protected("auth-health", auth_health);
+  c.auth_metrics = open_or_protected("auth-metrics", auth_metrics);
+  if (!c.auth_tokens.empty())
+    for (auto& h : c.forward_headers)
+      if (lower_ascii(h) == "authorization")
+        fail("--forward-header Authorization cannot be combined with inbound auth: the bridge's "
+             "own bearer token would reach the upstream");
+
+  // TLS, both sides: contexts are built here so that bad files fail at start
+  // (and in --check-config), not at the first connection.
+  if (!c.tls.cert_file.empty() || !c.tls.key_file.empty() || !c.tls.client_ca_file.empty()) {
+    if (c.tls.cert_file.empty() || c.tls.key_file.empty())
+      fail("--tls-cert and --tls-key go together (--tls-client-ca needs both)");
+    c.tls_ctx = TlsContext::server(c.tls, &why);
+    if (!c.tls_ctx) fail("TLS: " + why);
+  }
+  auto& to = u.tls_options;
+  if (to.insecure && !to.ca_file.empty())
+    fail("--upstream-insecure and --upstream-ca contradict each other");
+  if (u.sse_url.tls() || u.allow_foreign_endpoint || !to.ca_file.empty() || !to.cert_file.empty() ||
+      !to.key_file.empty()) {
+    u.tls = TlsContext::client(to, &why);
+    if (!u.tls) fail("upstream TLS: " + why);
   }
   log::Level lvl;
   if (!log::parse_level(c.log_level, &lvl)) fail("--log-level: expected debug, info, warn, error or off");

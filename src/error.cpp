@@ -15,6 +15,7 @@ std::string_view to_string(ErrorKind k) {
     case ErrorKind::kUnresponsive: return "upstream_unresponsive";
     case ErrorKind::kCancelled: return "cancelled";
     case ErrorKind::kShuttingDown: return "shutting_down";
+    case ErrorKind::kOverloaded: return "bridge_overloaded";
     case ErrorKind::kInternal: return "internal";
   }
   return "internal";
@@ -42,6 +43,7 @@ std::string_view kind_text(ErrorKind k) {
     case ErrorKind::kUnresponsive: return "upstream unresponsive (ping unanswered)";
     case ErrorKind::kCancelled: return "request cancelled";
     case ErrorKind::kShuttingDown: return "bridge shutting down";
+    case ErrorKind::kOverloaded: return "bridge overloaded";
     case ErrorKind::kInternal: return "internal bridge error";
   }
   return "internal bridge error";

@@ -69,6 +69,16 @@ class CallRun {
   // Opens a session and replays the client session onto it: initialize,
   // notifications/initialized, the latest logging/setLevel. Fills a.error.
   bool setup(UpstreamSession& up, Attempt& a) {
+    bool ok = setup_steps(up, a);
+    if (ok) {
+      stats_.sessions_opened.fetch_add(1, std::memory_order_relaxed);
+    } else if (a.error && a.error->kind != ErrorKind::kCancelled) {
+      stats_.session_failures[static_cast<int>(a.error->phase)].fetch_add(1, std::memory_order_relaxed);
+    }
+    return ok;
+  }
+
+  bool setup_steps(UpstreamSession& up, Attempt& a) {
     auto connect_d = Deadline::earliest(Deadline::after(cfg_.connect_timeout), deadline_);
     if (auto st = up.open(connect_d, cfg_.endpoint_timeout, deadline_); !st) {
       a.error = st.error();
@@ -106,7 +116,15 @@ class CallRun {
     Attempt a;
     const bool is_warm = warm != nullptr;
     std::unique_ptr<UpstreamSession> owned = std::move(warm);
-    if (!owned) owned = std::make_unique<UpstreamSession>(cfg_, std::string(headers_));
+    if (!owned) {
+      if (UpstreamSession::open_count() >= cfg_.max_sessions) {
+        a.error = make_error(ErrorKind::kOverloaded, Phase::kConnect,
+                             std::to_string(cfg_.max_sessions) +
+                                 " upstream sessions open (--max-upstream-sessions)");
+        return a;
+      }
+      owned = std::make_unique<UpstreamSession>(cfg_, std::string(headers_));
+    }
     UpstreamSession& up = *owned;
     up.set_watch(sink_.wake_fd(), sink_.client_fd());
     const bool ready = is_warm || setup(up, a);
@@ -305,7 +323,7 @@ bool retryable(const Attempt& a, const Message& req) {
   if (!a.error || a.cancelled) return false;
   const auto& e = *a.error;
   if (e.kind == ErrorKind::kEndpointRefused || e.kind == ErrorKind::kCancelled ||
-      e.kind == ErrorKind::kShuttingDown)
+      e.kind == ErrorKind::kShuttingDown || e.kind == ErrorKind::kOverloaded)
     return false;
   if (!a.request_sent) {
     // The upstream refused the replayed initialize: a fresh session will too.
@@ -407,6 +425,8 @@ std::unique_ptr<UpstreamSession> Forwarder::open_for_pool(const PoolKey& key, in
   ClientSession cs;
   cs.init_params = key.init_params;
   CallRun run(cfg_, stats_, none, &cs, key.log_level, key.headers, sink, Clock::now());
+  // The pool never takes the last free upstream sessions from calls.
+  if (UpstreamSession::open_count() + cfg_.pool.fillers >= cfg_.max_sessions) return nullptr;
   auto up = std::make_unique<UpstreamSession>(cfg_, key.headers);
   up->set_watch(stop_fd, -1);
   Attempt a;

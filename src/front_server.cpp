@@ -9,9 +9,16 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 
+#include <fcntl.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include <httplib.h>
 
+#include <openssl/sha.h>
+
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <limits>
 #include <mutex>
@@ -21,37 +28,23 @@
 #include <unordered_map>
 
 #include "mcp_sse_bridge/log.h"
+#include "mcp_sse_bridge/metrics.h"
 #include "mcp_sse_bridge/peer_socket.h"
+#include "mcp_sse_bridge/request_policy.h"
 #include "mcp_sse_bridge/session_token.h"
+#include "mcp_sse_bridge/upstream_session.h"
 
 namespace msb {
-
-bool is_supported_protocol_version(std::string_view v) {
-  return v == "2024-11-05" || v == "2025-03-26" || v == "2025-06-18" || v == "2025-11-25";
-}
 
 namespace {
 
 constexpr char kSessionHeader[] = "Mcp-Session-Id";
 
-// Headers never copied upstream, whatever --forward-header says: hop-by-hop,
-// framing, and cpp-httplib's pseudo-headers that describe our own socket.
-bool never_forwarded(std::string_view name) {
-  static const char* kBlocked[] = {"host", "connection", "keep-alive", "proxy-connection",
-                                   "transfer-encoding", "content-length", "content-type", "te",
-                                   "trailer", "upgrade", "cookie", "accept", "mcp-session-id",
-                                   "remote_addr", "remote_port", "local_addr", "local_port"};
-  std::string lower(name);
-  for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  for (auto* b : kBlocked)
-    if (lower == b) return true;
-  return false;
-}
 
-std::string lower(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
+// Set on the short-lived threads that only refuse a connection (all workers
+// busy), and to the client socket on a worker serving one.
+thread_local bool t_overflow = false;
+thread_local int t_client_fd = -1;
 
 // cpp-httplib's ThreadPool starts all its threads at once, and its condition
 // variable hands connections to threads in turn, so an idle bridge touches
@@ -66,6 +59,22 @@ class LazyThreadPool : public httplib::TaskQueue {
 
   void enqueue(std::function<void()> fn) override {
     std::unique_lock lk(mu_);
+    if (shut_) return;
+    // Every worker busy: a connection would wait in the queue, unanswered,
+    // for as long as the slowest call. Refuse it at once on a short-lived
+    // thread instead (503 + Retry-After), up to a bound of such threads.
+    if (jobs_.size() + 1 > idle_ && live_ >= max_ && overflow_ < kMaxOverflow) {
+      ++overflow_;
+      reap_locked();
+      threads_.emplace_back([this, fn = std::move(fn)] {
+        t_overflow = true;
+        fn();
+        std::lock_guard lk2(mu_);
+        --overflow_;
+        retire_self_locked();
+      });
+      return;
+    }
     jobs_.push_back(std::move(fn));
     // Idle threads already woken for earlier jobs still count as idle until
     // they take the lock: compare against the queue, not against zero.
@@ -112,7 +121,10 @@ class LazyThreadPool : public httplib::TaskQueue {
       if (shut_ || (!got && live_ > keep_)) break;
     }
     --live_;
-    // Hand this thread's handle to the reaper list (joined later).
+    retire_self_locked();
+  }
+  // Hands this thread's handle to the reaper list (joined later).
+  void retire_self_locked() {
     auto self = std::this_thread::get_id();
     for (auto it = threads_.begin(); it != threads_.end(); ++it)
       if (it->get_id() == self) {
@@ -128,8 +140,10 @@ class LazyThreadPool : public httplib::TaskQueue {
     done_.clear();
   }
 
+  static constexpr size_t kMaxOverflow = 16;
   const size_t max_, keep_;
   const std::chrono::seconds idle_exit_;
+  size_t overflow_ = 0;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::function<void()>> jobs_;
@@ -242,7 +256,8 @@ struct PendingCall {
   Message msg;
   std::string key;  // session + id, for cancellation
   MailboxPtr mailbox;
-  bool counted = true;  // still counted in Impl::inflight
+  bool counted = true;  // still counted in Impl::inflight (and per session)
+  std::string request_id;  // X-Request-Id, for logs
 };
 
 // The client capability a server-to-client request needs, if any.
@@ -253,22 +268,8 @@ std::string_view capability_for(std::string_view method) {
   return {};
 }
 
-bool is_loopback_name(std::string_view host) {
-  return host == "localhost" || host == "::1" || host == "[::1]" || host.rfind("127.", 0) == 0;
-}
-
-// "host:port" / "[v6]:port" / "host" -> host (lower case, brackets kept off).
-std::string host_part(std::string_view hostport) {
-  std::string h;
-  if (!hostport.empty() && hostport.front() == '[') {
-    auto rb = hostport.find(']');
-    h = std::string(hostport.substr(1, rb == std::string_view::npos ? std::string_view::npos : rb - 1));
-  } else {
-    h = std::string(hostport.substr(0, hostport.rfind(':')));
-    if (hostport.find(':') == std::string_view::npos) h = std::string(hostport);
-  }
-  for (auto& c : h) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return h;
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
 void json_error(httplib::Response& res, int status, int code, const std::string& message) {
@@ -278,25 +279,354 @@ void json_error(httplib::Response& res, int status, int code, const std::string&
 
 }  // namespace
 
-// cpp-httplib 0.11.4 listens with a backlog of 5: a burst of connections
-// (64 clients at once) overflows it and the kernel drops SYNs, which clients
-// retry only after a second. Raise it once bound.
+// What the connection layer needs from the bridge.
+struct ConnPolicy {
+  std::shared_ptr<const TlsContext> tls;
+  Duration read_timeout;   // a request's head + body
+  Duration write_timeout;  // each write's progress
+  Duration idle_timeout;   // keep-alive wait for the next request
+  Metrics* metrics = nullptr;
+  std::atomic<bool>* draining = nullptr;
+  std::atomic<int64_t> connections{0};
+};
+
+// One client connection, plain or TLS, on a non-blocking socket. Reads are
+// bounded by the request's deadline (armed when a request starts: slowloris
+// clients cannot hold a worker longer than --client-read-timeout), writes by
+// --client-write-timeout per write.
+class ClientStream : public httplib::Stream {
+ public:
+  ClientStream(int fd, SSL* ssl, const ConnPolicy& p) : fd_(fd), ssl_(ssl), p_(p) {}
+
+  void arm_read_deadline() {
+    read_deadline_ = Deadline::after(p_.read_timeout);
+    read_expired_ = false;
+  }
+  bool read_expired() const { return read_expired_; }
+
+  // Waits for the first byte of the next request (keep-alive), waking every
+  // 100 ms to notice a drain. False on timeout, close or drain.
+  bool wait_next_request(Duration max) {
+    if (ssl_ && SSL_pending(ssl_) > 0) return true;
+    auto d = Deadline::after(max);
+    while (!d.reached()) {
+      if (p_.draining && p_.draining->load()) return false;
+      pollfd pf{fd_, POLLIN, 0};
+      int rc = ::poll(&pf, 1, std::min(100, d.poll_ms()));
+      if (rc > 0) return (pf.revents & POLLIN) != 0;
+      if (rc < 0 && errno != EINTR) return false;
+    }
+    return false;
+  }
+
+  bool is_readable() const override {
+    if (ssl_ && SSL_pending(ssl_) > 0) return true;
+    return wait_fd(POLLIN, read_deadline_) == 1;
+  }
+  bool is_writable() const override {
+    return wait_fd(POLLOUT, Deadline::after(p_.write_timeout)) == 1;
+  }
+
+  ssize_t read(char* ptr, size_t size) override {
+    for (;;) {
+      short ev = POLLIN;
+      if (ssl_) {
+        ERR_clear_error();
+        int n = SSL_read(ssl_, ptr, static_cast<int>(std::min<size_t>(size, INT32_MAX)));
+        if (n > 0) return n;
+        int err = SSL_get_error(ssl_, n);
+        if (err == SSL_ERROR_ZERO_RETURN) return 0;
+        if (err == SSL_ERROR_WANT_WRITE) ev = POLLOUT;
+        else if (err != SSL_ERROR_WANT_READ) return -1;
+      } else {
+        ssize_t n = ::recv(fd_, ptr, size, 0);
+        if (n >= 0) return n;
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
+      }
+      int w = wait_fd(ev, read_deadline_);
+      if (w == 0) read_expired_ = true;
+      if (w != 1) return -1;
+    }
+  }
+
+  ssize_t write(const char* ptr, size_t size) override {
+    auto d = Deadline::after(p_.write_timeout);
+    for (;;) {
+      short ev = POLLOUT;
+      if (ssl_) {
+        ERR_clear_error();
+        int n = SSL_write(ssl_, ptr, static_cast<int>(std::min<size_t>(size, INT32_MAX)));
+        if (n > 0) return n;
+        int err = SSL_get_error(ssl_, n);
+        if (err == SSL_ERROR_WANT_READ) ev = POLLIN;
+        else if (err != SSL_ERROR_WANT_WRITE) return -1;
+      } else {
+        ssize_t n = ::send(fd_, ptr, size, MSG_NOSIGNAL);
+        if (n >= 0) return n;
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
+      }
+      if (wait_fd(ev, d) != 1) return -1;
+    }
+  }
+
+  void get_remote_ip_and_port(std::string& ip, int& port) const override {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    if (::getpeername(fd_, reinterpret_cast<sockaddr*>(&ss), &len) == 0) address(ss, ip, port);
+  }
+  void get_local_ip_and_port(std::string& ip, int& port) const override {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    if (::getsockname(fd_, reinterpret_cast<sockaddr*>(&ss), &len) == 0) address(ss, ip, port);
+  }
+  socket_t socket() const override { return fd_; }
+
+  // 1 ready, 0 deadline, -1 error.
+  int wait_fd(short ev, Deadline d) const {
+    for (;;) {
+      pollfd pf{fd_, ev, 0};
+      int rc = ::poll(&pf, 1, d.poll_ms());
+      if (rc > 0) return 1;
+      if (rc == 0) return 0;
+      if (errno != EINTR) return -1;
+    }
+  }
+
+ private:
+  static void address(const sockaddr_storage& ss, std::string& ip, int& port) {
+    char buf[INET6_ADDRSTRLEN] = {};
+    if (ss.ss_family == AF_INET) {
+      auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+      inet_ntop(AF_INET, &a->sin_addr, buf, sizeof buf);
+      port = ntohs(a->sin_port);
+    } else if (ss.ss_family == AF_INET6) {
+      auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+      inet_ntop(AF_INET6, &a->sin6_addr, buf, sizeof buf);
+      port = ntohs(a->sin6_port);
+    }
+    ip = buf;
+  }
+
+  int fd_;
+  SSL* ssl_;
+  const ConnPolicy& p_;
+  Deadline read_deadline_ = Deadline::never();
+  bool read_expired_ = false;
+};
+
+// cpp-httplib's Server with the connection loop replaced (it is the one
+// virtual hook 0.11.4 has; its SSLServer overrides it the same way): TLS
+// handshakes and request reads under deadlines, connections refused when
+// every worker is busy, the client socket known to the handlers.
 class Server : public httplib::Server {
  public:
+  explicit Server(ConnPolicy& p) : p_(p) {}
+  // cpp-httplib 0.11.4 listens with a backlog of 5: a burst of connections
+  // (64 clients at once) overflows it and the kernel drops SYNs, which
+  // clients retry only after a second. Raise it once bound.
   void raise_backlog(int n) {
     if (svr_sock_ != INVALID_SOCKET) ::listen(svr_sock_, n);
   }
+
+ private:
+  bool process_and_close_socket(socket_t sock) override {
+    p_.connections.fetch_add(1);
+    int fd = static_cast<int>(sock);
+    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+    SSL* ssl = nullptr;
+    if (t_overflow) {
+      refuse(fd);
+    } else if (!p_.tls || (ssl = handshake(fd))) {
+      serve(fd, ssl);
+    }
+    if (ssl) {
+      SSL_shutdown(ssl);  // best effort close_notify (non-blocking)
+      SSL_free(ssl);
+    }
+    ::shutdown(fd, SHUT_RDWR);
+    ::close(fd);
+    p_.connections.fetch_sub(1);
+    return true;
+  }
+
+  void refuse(int fd) {
+    if (p_.metrics) p_.metrics->connection_refused();
+    if (p_.tls) return;  // no handshake for a refusal: just close
+    static const std::string body =
+        jsonrpc_plain_error("", -32000, "Service Unavailable: every worker thread is busy "
+                                        "(--worker-threads); retry shortly");
+    std::string res = "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n"
+                      "Content-Type: application/json\r\nConnection: close\r\nContent-Length: " +
+                      std::to_string(body.size()) + "\r\n\r\n" + body;
+    ClientStream s(fd, nullptr, p_);
+    for (size_t off = 0; off < res.size();) {
+      ssize_t n = s.write(res.data() + off, res.size() - off);
+      if (n <= 0) break;
+      off += static_cast<size_t>(n);
+    }
+  }
+
+  SSL* handshake(int fd) {
+    ERR_clear_error();
+    SSL* ssl = SSL_new(p_.tls->get());
+    if (!ssl || SSL_set_fd(ssl, fd) != 1) {
+      SSL_free(ssl);
+      return nullptr;
+    }
+    ClientStream s(fd, nullptr, p_);
+    auto d = Deadline::after(p_.read_timeout);
+    for (;;) {
+      int rc = SSL_accept(ssl);
+      if (rc == 1) return ssl;
+      int err = SSL_get_error(ssl, rc);
+      short ev = err == SSL_ERROR_WANT_READ ? POLLIN : err == SSL_ERROR_WANT_WRITE ? POLLOUT : 0;
+      if (ev && s.wait_fd(ev, d) == 1) continue;
+      if (p_.metrics) p_.metrics->tls_handshake_failed();
+      log::debug("client TLS handshake failed",
+                 {{"cause", ev ? std::string("deadline exceeded") : tls_error_text()}});
+      ERR_clear_error();
+      SSL_free(ssl);
+      return nullptr;
+    }
+  }
+
+  void serve(int fd, SSL* ssl) {
+    ClientStream strm(fd, ssl, p_);
+    t_client_fd = fd;
+    bool first = true;
+    for (size_t count = keep_alive_max_count_; count > 0; --count) {
+      if (!strm.wait_next_request(first ? p_.read_timeout : p_.idle_timeout)) break;
+      first = false;
+      strm.arm_read_deadline();
+      bool closed = false;
+      bool close_now = count == 1 || (p_.draining && p_.draining->load());
+      bool ok = process_request(strm, close_now, closed, [](httplib::Request&) {});
+      if (strm.read_expired()) {
+        if (p_.metrics) p_.metrics->slow_client_cut();
+        log::info("client connection closed: request not received within --client-read-timeout");
+      }
+      if (!ok || closed) break;
+    }
+    t_client_fd = -1;
+  }
+
+  ConnPolicy& p_;
 };
+
+// /readyz: is the upstream's SSE endpoint answering with an `endpoint`
+// event? Probed at most once per interval (concurrent checks share the
+// cached answer), so probes cannot load the upstream.
+class ReadyProbe {
+ public:
+  explicit ReadyProbe(const Config& cfg) : cfg_(cfg) {}
+  // Returns ready + a reason; probes when the cached answer is stale.
+  std::pair<bool, std::string> check() {
+    std::unique_lock lk(mu_);
+    auto now = Clock::now();
+    if (probed_ && now - last_ < cfg_.ready_probe_interval) return {ready_, reason_};
+    if (probing_) return {ready_, probed_ ? reason_ : "first probe in progress"};
+    probing_ = true;
+    lk.unlock();
+    auto [ok, why] = probe();
+    lk.lock();
+    probing_ = false;
+    probed_ = true;
+    last_ = Clock::now();
+    if (ok != ready_ || !logged_) {
+      if (ok) log::info("upstream reachable: ready");
+      else log::warn("upstream not reachable: not ready", {{"cause", why}});
+      logged_ = true;
+    }
+    ready_ = ok;
+    reason_ = why;
+    return {ready_, reason_};
+  }
+  bool last() {
+    std::lock_guard lk(mu_);
+    return ready_;
+  }
+
+ private:
+  std::pair<bool, std::string> probe() {
+    std::string headers;  // the static upstream headers (credentials the upstream may need)
+    (void)RequestPolicy(cfg_).upstream_headers({}, &headers);
+    UpstreamSession up(cfg_.upstream, headers);
+    auto outer = Deadline::after(std::min<Duration>(
+        cfg_.upstream.connect_timeout + cfg_.upstream.endpoint_timeout, Duration(5000)));
+    auto st = up.open(Deadline::earliest(Deadline::after(cfg_.upstream.connect_timeout), outer),
+                      cfg_.upstream.endpoint_timeout, outer);
+    if (!st) return {false, st.error().message()};
+    return {true, "upstream answered with an endpoint"};
+  }
+
+  const Config& cfg_;
+  std::mutex mu_;
+  bool probed_ = false, probing_ = false, ready_ = false, logged_ = false;
+  std::string reason_ = "not probed yet";
+  Clock::time_point last_{};
+};
+
+// Header view of a cpp-httplib request (no copies).
+HeaderList header_list(const httplib::Request& req) {
+  HeaderList h;
+  h.reserve(req.headers.size());
+  for (auto& [k, v] : req.headers) h.push_back(HeaderView{k, v});
+  return h;
+}
+
+void reject(httplib::Response& res, const Rejection& r, std::string_view id = "") {
+  res.status = r.status;
+  for (auto& [k, v] : r.headers) res.set_header(k, v);
+  res.set_content(jsonrpc_plain_error(id, r.code, r.message), "application/json");
+}
+
+// X-Request-Id: the client's when it is short and plain, else a new one.
+std::string request_id_for(const httplib::Request& req) {
+  auto v = req.get_header_value("X-Request-Id");
+  bool ok = !v.empty() && v.size() <= 64;
+  for (unsigned char c : v)
+    if (!(std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == ':')) ok = false;
+  if (ok) return v;
+  static std::atomic<uint64_t> counter{0};
+  static const uint64_t salt = [] {
+    uint64_t x = 0;
+    std::string r = random_bytes(8);
+    std::memcpy(&x, r.data(), 8);
+    return x;
+  }();
+  uint64_t n = counter.fetch_add(1) ^ salt;
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(n));
+  return buf;
+}
+
+// A short, non-reversible tag of a client session id for logs (the id itself
+// is a credential-like token).
+std::string session_tag(std::string_view sid) {
+  unsigned char d[32];
+  SHA256(reinterpret_cast<const unsigned char*>(sid.data()), sid.size(), d);
+  char out[13];
+  for (int i = 0; i < 6; ++i) std::snprintf(out + 2 * i, 3, "%02x", d[i]);
+  return out;
+}
 
 struct FrontServer::Impl {
   Config cfg;
   Forwarder forwarder;
   SessionTokens tokens;
+  RequestPolicy policy;
+  Metrics metrics;
+  ConnPolicy conn;
   Server svr;
-  PeerSockets sockets;
   CallRegistry registry;
-  std::atomic<bool> stopping{false};
-  std::atomic<int> inflight{0};  // calls admitted and not yet finished
+  ReadyProbe ready;
+  std::atomic<bool> stopping{false};  // remaining calls are being answered with shutting_down
+  std::atomic<bool> draining{false};  // no new calls; /readyz false
+  std::atomic<int> inflight{0};       // calls admitted and not yet finished
+  std::mutex session_mu;
+  std::unordered_map<std::string, int> session_calls;  // calls in progress per client session
   int bound_port = -1;
   std::thread thread;
   std::mutex run_mu;
@@ -304,16 +634,19 @@ struct FrontServer::Impl {
   explicit Impl(Config c)
       : cfg(std::move(c)),
         forwarder(cfg.upstream),
-        tokens(cfg.session_secret, cfg.max_revoked_sessions) {
+        tokens(cfg.session_secret, cfg.max_revoked_sessions),
+        policy(cfg),
+        conn{cfg.tls_ctx, cfg.client_read_timeout, cfg.client_write_timeout,
+             cfg.client_idle_timeout, &metrics, &draining},
+        svr(conn),
+        ready(cfg) {
     int threads = cfg.worker_threads;
     svr.new_task_queue = [threads] {
       return new LazyThreadPool(static_cast<size_t>(threads), 4, std::chrono::seconds(30));
     };
     svr.set_tcp_nodelay(true);
     svr.set_keep_alive_max_count(1000);
-    svr.set_keep_alive_timeout(5);
-    svr.set_read_timeout(30, 0);
-    svr.set_write_timeout(30, 0);
+    // Read/write timeouts and keep-alive are enforced by ClientStream.
     // The POST handler enforces --max-body-size itself (for chunked bodies
     // too, with a message naming the limit); other routes take no body.
     svr.set_payload_max_length(std::numeric_limits<size_t>::max());
@@ -333,16 +666,17 @@ struct FrontServer::Impl {
         res.set_content(jsonrpc_plain_error("", -32600, "Request body too large"),
                         "application/json");
       } else if (res.status == 404 && res.body.empty()) {
-        res.set_content("not found: " + req.path + "\n", "text/plain");
+        res.set_content("not found: " + req.path.substr(0, 200) + "\n", "text/plain");
       }
     });
     const std::string& p = cfg.path;
     svr.Post(p, [this](const httplib::Request& req, httplib::Response& res,
                        const httplib::ContentReader& reader) {
-      if (check_host_and_origin(req, res)) handle_post(req, res, reader);
+      auto h = header_list(req);
+      if (mcp_guard(h, res)) handle_post(req, h, res, reader);
     });
     svr.Get(p, [this](const httplib::Request& req, httplib::Response& res) {
-      if (!check_host_and_origin(req, res)) return;
+      if (!mcp_guard(header_list(req), res)) return;
       res.status = 405;
       res.set_header("Allow", "POST, DELETE");
       res.set_content(jsonrpc_plain_error("", -32000,
@@ -351,119 +685,114 @@ struct FrontServer::Impl {
                       "application/json");
     });
     svr.Delete(p, [this](const httplib::Request& req, httplib::Response& res) {
-      if (check_host_and_origin(req, res)) handle_delete(req, res);
+      auto h = header_list(req);
+      if (mcp_guard(h, res)) handle_delete(h, res);
     });
-    svr.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
+    svr.Get("/healthz", [this](const httplib::Request& req, httplib::Response& res) {
+      if (!open_or_authorized(cfg.auth_health, req, res)) return;
       res.set_content("ok\n", "text/plain");
     });
+    svr.Get("/readyz", [this](const httplib::Request& req, httplib::Response& res) {
+      if (!open_or_authorized(cfg.auth_health, req, res)) return;
+      if (draining.load()) {
+        res.status = 503;
+        res.set_content("not ready: draining (shutting down)\n", "text/plain");
+        return;
+      }
+      auto [ok, why] = ready.check();
+      res.status = ok ? 200 : 503;
+      res.set_content(std::string(ok ? "ready: " : "not ready: ") + why + "\n", "text/plain");
+    });
+    if (!cfg.metrics_path.empty())
+      svr.Get(cfg.metrics_path, [this](const httplib::Request& req, httplib::Response& res) {
+        if (!open_or_authorized(cfg.auth_metrics, req, res)) return;
+        MetricsGauges g;
+        g.inflight = inflight.load();
+        g.connections = conn.connections.load();
+        g.upstream_sessions = static_cast<int64_t>(UpstreamSession::open_count());
+        g.ready = !draining.load() && ready.last();
+        g.draining = draining.load();
+        res.set_content(metrics.render(g, forwarder.stats(), forwarder.pool_stats()),
+                        "text/plain; version=0.0.4; charset=utf-8");
+      });
   }
 
-  // DNS-rebinding and cross-origin guard (spec 2025-11-25: invalid Origin
-  // => 403). Returns false after filling res.
-  bool check_host_and_origin(const httplib::Request& req, httplib::Response& res) const {
-    bool loopback = is_loopback_name(cfg.listen_host);
-    auto listed = [](const std::vector<std::string>& list, const std::string& v) {
-      for (auto& a : list)
-        if (lower(a) == lower(v)) return true;
-      return false;
-    };
-    if (loopback || !cfg.allowed_hosts.empty()) {
-      std::string host = req.get_header_value("Host");
-      bool ok = (loopback && is_loopback_name(host_part(host))) || listed(cfg.allowed_hosts, host) ||
-                listed(cfg.allowed_hosts, host_part(host));
-      if (!ok) {
-        json_error(res, 403, -32000,
-                   "Forbidden: Host '" + host.substr(0, 100) + "' is not allowed (--allowed-host)");
-        return false;
-      }
-    }
-    if (req.has_header("Origin")) {
-      std::string origin = req.get_header_value("Origin");
-      auto url = parse_url(origin);
-      bool ok = listed(cfg.allowed_origins, origin) ||
-                (loopback && url && is_loopback_name(url->host));
-      if (!ok) {
-        json_error(res, 403, -32000,
-                   "Forbidden: Origin '" + origin.substr(0, 100) + "' is not allowed (--allowed-origin)");
-        return false;
-      }
-    }
-    return true;
-  }
-
-  std::string forwarded_headers(const httplib::Request& req) const {
-    std::string out;
-    for (auto& h : cfg.upstream.static_headers) {
-      auto colon = h.find(':');
-      std::string name = h.substr(0, colon);
-      std::string value = h.substr(colon + 1);
-      while (!value.empty() && value.front() == ' ') value.erase(0, 1);
-      out.append(name).append(": ").append(value).append("\r\n");
-    }
-    for (auto& name : cfg.forward_headers) {
-      if (never_forwarded(name)) continue;
-      for (size_t i = 0, n = req.get_header_value_count(name); i < n; ++i) {
-        std::string v = req.get_header_value(name, i);
-        if (v.find_first_of("\r\n") != std::string::npos) continue;
-        out.append(name).append(": ").append(v).append("\r\n");
-      }
-    }
-    return out;
-  }
-
-  // Validates headers shared by POST and DELETE. Returns false after filling res.
-  bool check_protocol_version(const httplib::Request& req, httplib::Response& res) {
-    if (!req.has_header("MCP-Protocol-Version")) return true;
-    auto v = req.get_header_value("MCP-Protocol-Version");
-    if (is_supported_protocol_version(v)) return true;
-    json_error(res, 400, -32000,
-               "Bad Request: unsupported MCP-Protocol-Version '" + v.substr(0, 64) +
-                   "' (supported: 2024-11-05, 2025-03-26, 2025-06-18, 2025-11-25)");
+  // The MCP endpoint's guards, in order: Host/Origin (403), then auth (401).
+  // Returns false after filling res.
+  bool mcp_guard(const HeaderList& h, httplib::Response& res) {
+    auto r = policy.check_host_origin(h);
+    if (!r) r = policy.check_auth(h);
+    if (!r) return true;
+    refuse(res, *r);
     return false;
   }
 
-  std::optional<ClientSession> require_session(const httplib::Request& req, httplib::Response& res) {
-    if (!req.has_header(kSessionHeader)) {
-      json_error(res, 400, -32000, "Bad Request: Mcp-Session-Id header is required");
+  bool open_or_authorized(bool protect, const httplib::Request& req, httplib::Response& res) {
+    if (!protect) return true;
+    auto r = policy.check_auth(header_list(req));
+    if (!r) return true;
+    refuse(res, *r);
+    return false;
+  }
+
+  void refuse(httplib::Response& res, const Rejection& r, std::string_view id = "") {
+    metrics.http_refused(r.status);
+    if (r.status != 404) log::info("request refused", {{"status", std::to_string(r.status)}, {"why", r.message}});
+    reject(res, r, id);
+  }
+
+  std::optional<ClientSession> require_session(const HeaderList& h, httplib::Response& res) {
+    auto sid = find_header(h, kSessionHeader);
+    if (!sid) {
+      refuse(res, Rejection{400, -32000, "Bad Request: Mcp-Session-Id header is required"});
       return std::nullopt;
     }
-    auto s = tokens.verify(req.get_header_value(kSessionHeader));
+    auto s = tokens.verify(std::string(*sid));
     if (!s) {
-      json_error(res, 404, -32001, "Session not found: unknown, expired or terminated "
-                                   "Mcp-Session-Id; send initialize again");
+      refuse(res, Rejection{404, -32001,
+                            "Session not found: unknown, expired or terminated Mcp-Session-Id; "
+                            "send initialize again"});
       return std::nullopt;
     }
     return s;
   }
 
-  void handle_delete(const httplib::Request& req, httplib::Response& res) {
-    if (!check_protocol_version(req, res)) return;
-    auto s = require_session(req, res);
+  // Per-session admission (--max-calls-per-session); release with session_release.
+  bool session_admit(const std::string& sid, int n) {
+    std::lock_guard lk(session_mu);
+    int& c = session_calls[sid];
+    if (c + n > cfg.max_calls_per_session) {
+      if (c == 0) session_calls.erase(sid);
+      return false;
+    }
+    c += n;
+    return true;
+  }
+  void session_release(const std::string& sid) {
+    std::lock_guard lk(session_mu);
+    auto it = session_calls.find(sid);
+    if (it != session_calls.end() && --it->second <= 0) session_calls.erase(it);
+  }
+
+  void handle_delete(const HeaderList& h, httplib::Response& res) {
+    if (auto r = policy.check_protocol_version(h)) return refuse(res, *r);
+    auto s = require_session(h, res);
     if (!s) return;
     tokens.revoke(s->id);
-    log::info("client session terminated", {{"session", s->id.substr(s->id.size() - 12)}});
+    log::info("client session terminated", {{"session", session_tag(s->id)}});
     res.status = 200;
   }
 
-  void handle_post(const httplib::Request& req, httplib::Response& res,
+  void handle_post(const httplib::Request& req, const HeaderList& h, httplib::Response& res,
                    const httplib::ContentReader& reader) {
     // Content negotiation first: these are the client's mistakes, not the upstream's.
-    std::string accept = lower(req.get_header_value("Accept"));
-    bool accepts_sse = accept.find("text/event-stream") != std::string::npos;
-    bool accepts_json = accept.empty() || accept.find("application/json") != std::string::npos ||
-                        accept.find("*/*") != std::string::npos ||
-                        accept.find("application/*") != std::string::npos;
-    if (!accepts_sse && !accepts_json) {
-      json_error(res, 406, -32000,
-                 "Not Acceptable: Accept must list application/json and/or text/event-stream");
-      return;
-    }
-    std::string ctype = lower(req.get_header_value("Content-Type"));
-    if (ctype.rfind("application/json", 0) != 0) {
-      json_error(res, 415, -32000, "Unsupported Media Type: Content-Type must be application/json");
-      return;
-    }
-    if (!check_protocol_version(req, res)) return;
+    bool accepts_sse = false;
+    if (auto r = policy.check_post(h, &accepts_sse)) return refuse(res, *r);
+    std::string upstream_headers;
+    if (auto r = policy.upstream_headers(h, &upstream_headers)) return refuse(res, *r);
+    std::string request_id = request_id_for(req);
+    res.set_header("X-Request-Id", request_id);
+    if (draining.load()) res.set_header("Connection", "close");
     // Read the body ourselves: set_payload_max_length only bounds bodies that
     // declare a Content-Length, not chunked ones.
     // Past the limit the rest is read and dropped (up to a cap), so that the
@@ -481,36 +810,30 @@ struct FrontServer::Impl {
       body.append(data, n);
       return true;
     });
-    if (too_large) {
-      json_error(res, 413, -32600,
-                 "Request body larger than --max-body-size (" + std::to_string(cfg.max_body_size) +
-                     " bytes)");
-      return;
-    }
+    if (too_large)
+      return refuse(res, Rejection{413, -32600,
+                                   "Request body larger than --max-body-size (" +
+                                       std::to_string(cfg.max_body_size) + " bytes)"});
     auto parsed = parse_body(std::move(body));
-    if (!parsed.ok) {
-      json_error(res, 400, parsed.error_code, parsed.error_message);
-      return;
-    }
+    if (!parsed.ok) return refuse(res, Rejection{400, parsed.error_code, parsed.error_message});
     // initialize opens a client session; it must stand alone.
     for (auto& m : parsed.messages) {
       if (m.kind == MsgKind::kRequest && m.method == "initialize") {
-        if (parsed.batch) {
-          json_error(res, 400, -32600, "Invalid Request: initialize must not be part of a batch");
-          return;
-        }
-        handle_initialize(req, res, parsed.messages.front(), accepts_sse);
+        if (parsed.batch)
+          return refuse(res, Rejection{400, -32600,
+                                       "Invalid Request: initialize must not be part of a batch"});
+        handle_initialize(res, parsed.messages.front(), accepts_sse, upstream_headers, request_id);
         return;
       }
     }
-    auto session = require_session(req, res);
+    auto session = require_session(h, res);
     if (!session) return;
 
     std::vector<PendingCall> calls;
     for (auto& m : parsed.messages) {
       if (m.kind == MsgKind::kRequest) {
         std::string key = session->id + "\n" + m.id;
-        calls.push_back(PendingCall{std::move(m), std::move(key), nullptr});
+        calls.push_back(PendingCall{std::move(m), std::move(key), nullptr, true, request_id});
         continue;
       }
       if (m.kind == MsgKind::kNotification && m.method == "notifications/cancelled" &&
@@ -532,23 +855,33 @@ struct FrontServer::Impl {
       res.status = 202;  // always, even when the upstream is dead (DESIGN §2.4)
       return;
     }
-    // Admission: every call holds a worker thread for its duration.
+    // Admission: every call holds a worker thread for its duration. The
+    // refusal names the (first) request's id so that the client's pending
+    // request gets it.
     int n = static_cast<int>(calls.size());
+    std::string first_id = calls.size() == 1 ? calls.front().msg.id : "";
+    if (!session_admit(session->id, n)) {
+      Rejection r{429, -32000,
+                  "Too Many Requests: " + std::to_string(cfg.max_calls_per_session) +
+                      " calls in progress on this session (--max-calls-per-session); retry shortly"};
+      r.headers.emplace_back("Retry-After", "1");
+      return refuse(res, r, first_id);
+    }
     if (inflight.fetch_add(n) + n > cfg.max_inflight) {
       inflight.fetch_sub(n);
-      res.set_header("Retry-After", "1");
-      json_error(res, 503, -32000,
-                 "Service Unavailable: " + std::to_string(cfg.max_inflight) +
-                     " calls in progress (--max-inflight); retry shortly");
-      log::warn("call refused: --max-inflight reached", {{"max_inflight", std::to_string(cfg.max_inflight)}});
-      return;
+      for (int i = 0; i < n; ++i) session_release(session->id);
+      Rejection r{503, -32000,
+                  "Service Unavailable: " + std::to_string(cfg.max_inflight) +
+                      " calls in progress (--max-inflight); retry shortly"};
+      r.headers.emplace_back("Retry-After", "1");
+      return refuse(res, r, first_id);
     }
     for (auto& c : calls) {
       c.mailbox = std::make_shared<CallMailbox>();
       registry.add_call(c.key, c.mailbox);
     }
-    auto headers = forwarded_headers(req);
-    int fd = sockets.find(req.remote_addr, req.remote_port, req.local_port);
+    auto& headers = upstream_headers;
+    int fd = t_client_fd;
     if (accepts_sse) {
       stream_calls(res, std::move(calls), std::move(*session), std::move(headers), fd, parsed.batch);
     } else {
@@ -573,6 +906,15 @@ struct FrontServer::Impl {
     return std::nullopt;
   }
 
+  // Gives back a call's admission (global and per session) once.
+  void release(PendingCall& c) {
+    if (!c.counted) return;
+    c.counted = false;
+    registry.remove_call(c.key, c.mailbox);
+    inflight.fetch_sub(1);
+    session_release(c.key.substr(0, c.key.find('\n')));
+  }
+
   // Runs one call to completion (or cancellation) and logs it.
   CallResult run_call(PendingCall& c, const ClientSession& s, const std::string& headers,
                       CallSink& sink) {
@@ -580,25 +922,29 @@ struct FrontServer::Impl {
     CallResult r;
     if (auto local = local_answer(c.msg, s)) {
       r.response = std::move(*local);
-    } else if (stopping.load()) {
+    } else if (stopping.load() || draining.load()) {
       BridgeError e = make_error(ErrorKind::kShuttingDown, Phase::kConnect, "bridge is shutting down");
       r.error = e;
       r.response = jsonrpc_error_response(c.msg.id, e, 0, cfg.upstream.sse_url.str());
     } else {
       r = forwarder.call(c.msg, &s, tokens.log_level(s.id), headers, sink);
     }
-    registry.remove_call(c.key, c.mailbox);
-    inflight.fetch_sub(1);
-    c.counted = false;
+    release(c);
+    auto ms = elapsed_ms(t0);
+    metrics.call_done(c.msg.method, r.error ? &*r.error : nullptr, r.cancelled, seconds_since(t0));
     std::string outcome = r.cancelled ? "cancelled" : r.error ? std::string(to_string(r.error->kind)) : "ok";
-    auto fields = {log::Field{"method", c.msg.method}, log::Field{"id", c.msg.id},
-                   log::Field{"outcome", outcome}, log::Field{"ms", std::to_string(elapsed_ms(t0))},
-                   log::Field{"attempts", std::to_string(r.attempts)},
-                   log::Field{"upstream_session", r.upstream_session}};
     if (r.error) {
-      log::warn(r.error->message(), fields);
+      log::warn("call failed",
+                {{"request_id", c.request_id}, {"session", session_tag(s.id)},
+                 {"upstream_session", r.upstream_session}, {"method", c.msg.method},
+                 {"id", c.msg.id}, {"outcome", outcome}, {"phase", std::string(to_string(r.error->phase))},
+                 {"cause", r.error->message()}, {"ms", std::to_string(ms)},
+                 {"attempts", std::to_string(r.attempts)}});
     } else {
-      log::info("call", fields);
+      log::info("call", {{"request_id", c.request_id}, {"session", session_tag(s.id)},
+                         {"upstream_session", r.upstream_session}, {"method", c.msg.method},
+                         {"id", c.msg.id}, {"outcome", outcome}, {"ms", std::to_string(ms)},
+                         {"attempts", std::to_string(r.attempts)}});
     }
     return r;
   }
@@ -676,7 +1022,10 @@ struct FrontServer::Impl {
     bool alive() override {
       if (!SinkBase::alive()) return false;
       auto ka = impl_.cfg.keepalive_interval;
-      if (ka.count() > 0 && Clock::now() - last_write_ >= ka) return write_raw(": keepalive\n\n");
+      if (ka.count() > 0 && Clock::now() - last_write_ >= ka) {
+        impl_.metrics.keepalive_sent();
+        return write_raw(": keepalive\n\n");
+      }
       return true;
     }
     bool forward_request(std::string_view method, std::string_view bridge_id,
@@ -764,8 +1113,7 @@ struct FrontServer::Impl {
         [this, state](bool) {
           for (auto& c : *state) {
             registry.remove_call(c.key, c.mailbox);
-            if (c.counted) inflight.fetch_sub(1);
-            c.counted = false;
+            release(c);
           }
         });
   }
@@ -777,12 +1125,7 @@ struct FrontServer::Impl {
       JsonSink s(*this, fd, c.mailbox, &session);
       CallResult r = run_call(c, session, headers, s);
       if (s.gone()) {  // nobody to answer; release the calls never run
-        for (auto& rest : calls)
-          if (rest.counted) {
-            registry.remove_call(rest.key, rest.mailbox);
-            inflight.fetch_sub(1);
-            rest.counted = false;
-          }
+        for (auto& rest : calls) release(rest);
         return;
       }
       if (r.cancelled) {
@@ -819,31 +1162,32 @@ struct FrontServer::Impl {
     response = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   }
 
-  void handle_initialize(const httplib::Request& req, httplib::Response& res, Message& init,
-                         bool accepts_sse) {
+  void handle_initialize(httplib::Response& res, Message& init, bool accepts_sse,
+                         const std::string& headers, const std::string& request_id) {
     auto j = nlohmann::ordered_json::parse(init.raw, nullptr, false);
     if (j.is_discarded() || !j.contains("params") || !j["params"].is_object()) {
-      json_error(res, 400, -32602, "Invalid params: initialize needs a params object");
+      refuse(res, Rejection{400, -32602, "Invalid params: initialize needs a params object"}, init.id);
       return;
     }
     std::string params = j["params"].dump();
-    std::string headers = forwarded_headers(req);
-    int fd = sockets.find(req.remote_addr, req.remote_port, req.local_port);
+    int fd = t_client_fd;
     JsonSink sink(*this, fd, std::make_shared<CallMailbox>(), nullptr);
     auto t0 = Clock::now();
     CallResult r;
-    if (stopping.load()) {
+    if (stopping.load() || draining.load()) {
       r.error = make_error(ErrorKind::kShuttingDown, Phase::kConnect, "bridge is shutting down");
       r.response = jsonrpc_error_response(init.id, *r.error, 0, cfg.upstream.sse_url.str());
     } else {
       r = forwarder.call(init, nullptr, std::nullopt, headers, sink);
     }
     if (r.cancelled) {
+      metrics.call_done("initialize", nullptr, true, seconds_since(t0));
       if (sink.gone()) return;
-      r.response = jsonrpc_error_response(
-          init.id, make_error(ErrorKind::kShuttingDown, Phase::kRequest, "bridge is shutting down"),
-          elapsed_ms(t0), cfg.upstream.sse_url.str());
+      r.error = make_error(ErrorKind::kShuttingDown, Phase::kRequest, "bridge is shutting down");
+      r.response = jsonrpc_error_response(init.id, *r.error, elapsed_ms(t0), cfg.upstream.sse_url.str());
+      r.cancelled = false;
     }
+    if (!r.cancelled) metrics.call_done("initialize", r.error ? &*r.error : nullptr, false, seconds_since(t0));
     Message m;
     bool ok = !r.error && parse_message(r.response, m) && m.kind == MsgKind::kResponse && !m.is_error;
     if (ok) strip_subscribe(r.response);
@@ -852,10 +1196,14 @@ struct FrontServer::Impl {
       forwarder.prewarm(sid, params, headers, std::nullopt);
       res.set_header(kSessionHeader, sid);
       log::info("client session initialized",
-                {{"ms", std::to_string(elapsed_ms(t0))}, {"session", sid.substr(sid.size() - 12)}});
+                {{"request_id", request_id}, {"session", session_tag(sid)},
+                 {"upstream_session", r.upstream_session}, {"ms", std::to_string(elapsed_ms(t0))}});
     } else {
-      log::warn("initialize failed", {{"ms", std::to_string(elapsed_ms(t0))},
-                                      {"error", r.error ? r.error->message() : r.response.substr(0, 300)}});
+      log::warn("initialize failed",
+                {{"request_id", request_id}, {"upstream_session", r.upstream_session},
+                 {"phase", r.error ? std::string(to_string(r.error->phase)) : "request"},
+                 {"cause", r.error ? r.error->message() : r.response.substr(0, 300)},
+                 {"ms", std::to_string(elapsed_ms(t0))}});
     }
     res.status = 200;
     if (accepts_sse) {
@@ -903,10 +1251,34 @@ bool FrontServer::start(std::string* why) {
   return true;
 }
 
+int FrontServer::drain(Duration timeout) {
+  auto& i = *impl_;
+  if (i.draining.exchange(true)) return 0;
+  log::info("draining: stopped accepting; waiting for in-flight calls",
+            {{"inflight", std::to_string(i.inflight.load())},
+             {"drain_timeout", format_duration(timeout)}});
+  // Closing the listening socket ends cpp-httplib's accept loop; its
+  // workers keep serving the requests they hold.
+  i.svr.stop();
+  auto d = Deadline::after(timeout);
+  while (i.inflight.load() > 0 && !d.reached()) std::this_thread::sleep_for(Millis(20));
+  int left = std::max(0, i.inflight.load());
+  if (left > 0)
+    log::warn("drain timeout: answering the remaining calls with shutting_down",
+              {{"calls", std::to_string(left)}});
+  else
+    log::info("drained: no call in progress");
+  stop();
+  return left;
+}
+
+bool FrontServer::draining() const { return impl_->draining.load(); }
+
 void FrontServer::stop() {
   auto& i = *impl_;
   std::lock_guard lk(i.run_mu);
   i.stopping.store(true);
+  i.draining.store(true);  // idle keep-alive connections close at once
   i.registry.wake_all();
   // stop() before is_running() does nothing in cpp-httplib; wait (bounded).
   if (i.thread.joinable()) {

@@ -9,6 +9,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <condition_variable>
@@ -16,6 +20,8 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+
+#include "mcp_sse_bridge/tls.h"
 
 namespace msb {
 
@@ -162,21 +168,29 @@ bool parse_head(std::string_view text, HttpHead& h, std::string* why) {
 
 TcpStream::~TcpStream() { close(); }
 
-TcpStream::TcpStream(TcpStream&& o) noexcept : fd_(o.fd_), last_error_(std::move(o.last_error_)) {
+TcpStream::TcpStream(TcpStream&& o) noexcept
+    : fd_(o.fd_), ssl_(o.ssl_), last_error_(std::move(o.last_error_)) {
   o.fd_ = -1;
+  o.ssl_ = nullptr;
 }
 
 TcpStream& TcpStream::operator=(TcpStream&& o) noexcept {
   if (this != &o) {
     close();
     fd_ = o.fd_;
+    ssl_ = o.ssl_;
     last_error_ = std::move(o.last_error_);
     o.fd_ = -1;
+    o.ssl_ = nullptr;
   }
   return *this;
 }
 
 void TcpStream::close() {
+  if (ssl_) {
+    SSL_free(ssl_);  // no close_notify: the socket may be dead, and nothing waits for it
+    ssl_ = nullptr;
+  }
   if (fd_ >= 0) {
     ::close(fd_);
     fd_ = -1;
@@ -231,9 +245,84 @@ Expected<TcpStream> TcpStream::connect(const std::string& host, int port, Deadli
   return make_error(ErrorKind::kUnreachable, Phase::kConnect, last);
 }
 
+int TcpStream::wait(short events, Deadline d, bool watch) {
+  for (;;) {
+    pollfd p[3] = {{fd_, events, 0}, {watch ? wake_fd_ : -1, POLLIN, 0},
+                   {watch ? hup_fd_ : -1, POLLRDHUP, 0}};
+    int rc = ::poll(p, 3, d.poll_ms());  // negative fds are ignored by poll(2)
+    if (rc == 0) return 0;
+    if (rc < 0) {
+      if (errno == EINTR) continue;
+      last_error_ = "poll: " + errno_text(errno);
+      return -1;
+    }
+    if (p[0].revents == 0 && (p[1].revents || p[2].revents)) return 2;
+    return 1;
+  }
+}
+
+Status TcpStream::start_tls(const TlsContext& ctx, const std::string& host, Deadline d) {
+  ERR_clear_error();
+  ssl_ = SSL_new(ctx.get());
+  if (!ssl_ || SSL_set_fd(ssl_, fd_) != 1)
+    return make_error(ErrorKind::kInternal, Phase::kConnect, "TLS setup: " + tls_error_text());
+  bool is_ip = host.find(':') != std::string::npos ||
+               host.find_first_not_of("0123456789.") == std::string::npos;
+  if (!is_ip) SSL_set_tlsext_host_name(ssl_, host.c_str());
+  if (ctx.verify_peer()) {
+    X509_VERIFY_PARAM* param = SSL_get0_param(ssl_);
+    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    int ok = is_ip ? X509_VERIFY_PARAM_set1_ip_asc(param, host.c_str())
+                   : X509_VERIFY_PARAM_set1_host(param, host.c_str(), host.size());
+    if (ok != 1)
+      return make_error(ErrorKind::kInternal, Phase::kConnect, "TLS: cannot check name " + host);
+  }
+  for (;;) {
+    int rc = SSL_connect(ssl_);
+    if (rc == 1) return Ok{};
+    int err = SSL_get_error(ssl_, rc);
+    short ev = err == SSL_ERROR_WANT_READ ? POLLIN : err == SSL_ERROR_WANT_WRITE ? POLLOUT : 0;
+    if (ev) {
+      int w = wait(ev, d, /*watch=*/true);
+      if (w == 1) continue;
+      if (w == -1) return make_error(ErrorKind::kClosed, Phase::kConnect, "TLS handshake: " + last_error_);
+      return make_error(ErrorKind::kTimeout, Phase::kConnect,
+                        w == 0 ? "TLS handshake with " + host + ": deadline exceeded"
+                               : "TLS handshake interrupted");
+    }
+    long vr = SSL_get_verify_result(ssl_);
+    std::string why = vr != X509_V_OK
+                          ? std::string("certificate verification failed: ") +
+                                X509_verify_cert_error_string(vr)
+                          : (err == SSL_ERROR_SYSCALL || err == SSL_ERROR_ZERO_RETURN)
+                                ? std::string("connection closed during the handshake")
+                                : tls_error_text();
+    ERR_clear_error();
+    return make_error(ErrorKind::kProtocol, Phase::kConnect, "TLS handshake with " + host + ": " + why);
+  }
+}
+
 Io TcpStream::write_all(std::string_view data, Deadline d, bool more) {
   int flags = MSG_NOSIGNAL | (more ? MSG_MORE : 0);
   while (!data.empty()) {
+    if (ssl_) {
+      ERR_clear_error();
+      int n = SSL_write(ssl_, data.data(), static_cast<int>(std::min<size_t>(data.size(), 1 << 30)));
+      if (n > 0) {
+        data.remove_prefix(static_cast<size_t>(n));
+        continue;
+      }
+      int err = SSL_get_error(ssl_, n);
+      short ev = err == SSL_ERROR_WANT_READ ? POLLIN : err == SSL_ERROR_WANT_WRITE ? POLLOUT : 0;
+      if (!ev) {
+        last_error_ = "TLS write: " + (err == SSL_ERROR_SYSCALL ? errno_text(errno) : tls_error_text());
+        return Io::kError;
+      }
+      int w = wait(ev, d, false);
+      if (w == 0) return Io::kTimeout;
+      if (w < 0) return Io::kError;
+      continue;
+    }
     ssize_t n = ::send(fd_, data.data(), data.size(), flags);
     if (n > 0) {
       data.remove_prefix(static_cast<size_t>(n));
@@ -241,13 +330,9 @@ Io TcpStream::write_all(std::string_view data, Deadline d, bool more) {
     }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      pollfd p{fd_, POLLOUT, 0};
-      int rc = ::poll(&p, 1, d.poll_ms());
-      if (rc == 0) return Io::kTimeout;
-      if (rc < 0 && errno != EINTR) {
-        last_error_ = "poll: " + errno_text(errno);
-        return Io::kError;
-      }
+      int w = wait(POLLOUT, d, false);
+      if (w == 0) return Io::kTimeout;
+      if (w < 0) return Io::kError;
       continue;
     }
     last_error_ = "send: " + errno_text(errno);
@@ -259,30 +344,59 @@ Io TcpStream::write_all(std::string_view data, Deadline d, bool more) {
 Io TcpStream::read_some(char* buf, size_t cap, size_t* got, Deadline d) {
   *got = 0;
   for (;;) {
-    ssize_t n = ::recv(fd_, buf, cap, 0);
-    if (n > 0) {
-      *got = static_cast<size_t>(n);
-      return Io::kOk;
+    short ev = POLLIN;
+    if (ssl_) {
+      ERR_clear_error();
+      int n = SSL_read(ssl_, buf, static_cast<int>(std::min<size_t>(cap, 1 << 30)));
+      if (n > 0) {
+        *got = static_cast<size_t>(n);
+        return Io::kOk;
+      }
+      int err = SSL_get_error(ssl_, n);
+      if (err == SSL_ERROR_ZERO_RETURN) return Io::kEof;
+      if (err == SSL_ERROR_WANT_WRITE) {
+        ev = POLLOUT;
+      } else if (err != SSL_ERROR_WANT_READ) {
+        if (err == SSL_ERROR_SYSCALL && errno == 0) return Io::kEof;
+        last_error_ = "TLS read: " + (err == SSL_ERROR_SYSCALL ? errno_text(errno) : tls_error_text());
+        return Io::kError;
+      }
+    } else {
+      ssize_t n = ::recv(fd_, buf, cap, 0);
+      if (n > 0) {
+        *got = static_cast<size_t>(n);
+        return Io::kOk;
+      }
+      if (n == 0) return Io::kEof;
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        last_error_ = "recv: " + errno_text(errno);
+        return Io::kError;
+      }
     }
-    if (n == 0) return Io::kEof;
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) {
-      last_error_ = "recv: " + errno_text(errno);
-      return Io::kError;
-    }
-    pollfd p[3] = {{fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}, {hup_fd_, POLLRDHUP, 0}};
-    int rc = ::poll(p, 3, d.poll_ms());  // negative fds are ignored by poll(2)
-    if (rc == 0) return Io::kTimeout;
-    if (rc < 0 && errno != EINTR) {
-      last_error_ = "poll: " + errno_text(errno);
-      return Io::kError;
-    }
-    if (rc > 0 && p[0].revents == 0 && (p[1].revents || p[2].revents)) return Io::kTimeout;
+    int w = wait(ev, d, /*watch=*/true);
+    if (w == 0 || w == 2) return Io::kTimeout;
+    if (w < 0) return Io::kError;
   }
 }
 
 bool TcpStream::idle_alive() const {
   if (fd_ < 0) return false;
+  if (ssl_) {
+    // TLS 1.3 servers send session tickets after the handshake: bytes on an
+    // idle TLS connection are not necessarily application data. Let OpenSSL
+    // consume records without blocking; any application byte means "stale".
+    if (SSL_pending(ssl_) > 0) return false;
+    char c;
+    ssize_t raw = ::recv(fd_, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (raw < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+    if (raw <= 0) return false;
+    ERR_clear_error();
+    int n = SSL_read(ssl_, &c, 1);
+    bool want = n <= 0 && SSL_get_error(ssl_, n) == SSL_ERROR_WANT_READ;
+    ERR_clear_error();
+    return want;
+  }
   char c;
   ssize_t n = ::recv(fd_, &c, 1, MSG_PEEK | MSG_DONTWAIT);
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
@@ -401,6 +515,13 @@ Expected<HttpHead> HttpConnection::send(std::string_view method, std::string_vie
       auto s = TcpStream::connect(origin_.host, origin_.port, d);
       if (!s) return s.error();
       stream_ = std::move(s.value());
+      if (origin_.tls()) {
+        if (!tls_)
+          return make_error(ErrorKind::kInternal, Phase::kConnect,
+                            "https upstream without a TLS context");
+        stream_.set_watch(wake_fd_, hup_fd_);
+        if (auto t = stream_.start_tls(*tls_, origin_.host, d); !t) return t.error();
+      }
       stream_.set_watch(wake_fd_, hup_fd_);
     }
     reusable_ = false;

@@ -10,6 +10,7 @@
 #include "mcp_sse_bridge/config.h"
 #include "mcp_sse_bridge/front_server.h"
 #include "mcp_sse_bridge/log.h"
+#include "mcp_sse_bridge/request_policy.h"
 
 int main(int argc, char** argv) {
   // Many short-lived worker threads with glibc's default of up to 8 arenas
@@ -21,11 +22,19 @@ int main(int argc, char** argv) {
   msb::log::set_level(level);
   msb::log::set_json(cfg.log_format == "json");
   if (cfg.check_config) {
-    std::printf("configuration OK: upstream %s, listening on %s:%d%s\n",
-                cfg.upstream.sse_url.str().c_str(), cfg.listen_host.c_str(), cfg.listen_port,
-                cfg.path.c_str());
+    std::printf("configuration OK: upstream %s, listening on %s://%s:%d%s (auth %s, metrics %s)\n",
+                cfg.upstream.sse_url.str().c_str(), cfg.tls_ctx ? "https" : "http",
+                cfg.listen_host.c_str(), cfg.listen_port, cfg.path.c_str(),
+                cfg.auth_tokens.empty() ? "off" : "on",
+                cfg.metrics_path.empty() ? "off" : cfg.metrics_path.c_str());
     return 0;
   }
+  if (cfg.upstream.tls_options.insecure)
+    msb::log::warn("--upstream-insecure: upstream TLS certificates are NOT verified; anyone on the "
+                   "path can impersonate the upstream");
+  if (cfg.auth_tokens.empty() && !msb::is_loopback_name(cfg.listen_host))
+    msb::log::warn("listening beyond loopback without inbound auth (--auth-tokens-file)",
+                   {{"listen", cfg.listen_host}});
   if (cfg.session_secret_generated)
     msb::log::warn(
         "no --session-secret-file or MCP_BRIDGE_SESSION_SECRET: using a random secret; client "
@@ -48,21 +57,22 @@ int main(int argc, char** argv) {
   // Printed whatever --log-level says: tools and people starting the bridge
   // on port 0 need the address.
   msb::log::write(msb::log::Level::kInfo, "listening",
-                  {{"url", "http://" + cfg.listen_host + ":" + std::to_string(server.port()) + cfg.path},
+                  {{"url", std::string(cfg.tls_ctx ? "https://" : "http://") + cfg.listen_host + ":" + std::to_string(server.port()) + cfg.path},
                    {"upstream", cfg.upstream.sse_url.str()}});
   static std::atomic<bool> signalled{false};
-  std::thread signals([&server, sigs] {
+  std::thread signals([&server, &cfg, sigs] {
     int sig = 0;
     sigwait(&sigs, &sig);
     signalled = true;
-    msb::log::info("signal received, stopping", {{"signal", std::to_string(sig)}});
+    msb::log::info("signal received: draining (a second signal exits at once)",
+                   {{"signal", std::to_string(sig)}});
     std::thread([sigs] {
       int again = 0;
       sigwait(&sigs, &again);
       msb::log::warn("second signal, exiting now");
       std::_Exit(1);
     }).detach();
-    server.stop();
+    server.drain(cfg.drain_timeout);
   });
   server.run();
   // run() normally returns after a signal's stop(); otherwise wake the signal

@@ -1,11 +1,14 @@
 #include "mcp_sse_bridge/upstream_session.h"
 
+#include <atomic>
+
 #include "mcp_sse_bridge/log.h"
 
 namespace msb {
 
 namespace {
 constexpr size_t kMaxPostReplyBody = 64 * 1024;
+std::atomic<size_t> g_open_sessions{0};
 
 BridgeError with_phase(BridgeError e, Phase p) {
   e.phase = p;
@@ -16,11 +19,18 @@ BridgeError with_phase(BridgeError e, Phase p) {
 UpstreamSession::UpstreamSession(const UpstreamConfig& cfg, std::string extra_headers)
     : cfg_(cfg),
       extra_headers_(std::move(extra_headers)),
-      sse_(cfg.sse_url),
+      sse_(cfg.sse_url, cfg.tls),
       parser_(cfg.max_message_size),
-      last_rx_(Clock::now()) {}
+      last_rx_(Clock::now()) {
+  g_open_sessions.fetch_add(1, std::memory_order_relaxed);
+}
 
-UpstreamSession::~UpstreamSession() { abort(); }
+UpstreamSession::~UpstreamSession() {
+  abort();
+  g_open_sessions.fetch_sub(1, std::memory_order_relaxed);
+}
+
+size_t UpstreamSession::open_count() { return g_open_sessions.load(std::memory_order_relaxed); }
 
 void UpstreamSession::abort() {
   sse_.shutdown();
@@ -132,7 +142,7 @@ Expected<Message> UpstreamSession::next_message(Deadline d, Phase phase) {
 }
 
 Status UpstreamSession::post(std::string_view json, Deadline d, Phase phase) {
-  if (!post_) post_ = std::make_unique<HttpConnection>(endpoint_);
+  if (!post_) post_ = std::make_unique<HttpConnection>(endpoint_, cfg_.tls);
   std::string headers = "Content-Type: application/json\r\n" + extra_headers_;
   auto head = post_->send("POST", endpoint_.target, headers, json, d);
   if (!head) {

@@ -4,11 +4,13 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "mcp_sse_bridge/tls.h"
 #include "mcp_sse_bridge/url.h"
 
 namespace msb {
@@ -24,7 +26,10 @@ struct PoolConfig {
 
 struct UpstreamConfig {
   Url sse_url;                              // --upstream
-  std::vector<std::string> static_headers;  // --upstream-header, "Name: value"
+  std::vector<std::string> static_headers;  // --upstream-header / --upstream-headers-file, "Name: value"
+  TlsClientOptions tls_options;             // --upstream-ca, --upstream-client-cert/-key, --upstream-insecure
+  std::shared_ptr<const TlsContext> tls;    // built from tls_options when an https upstream is possible
+  size_t max_sessions = 256;                // --max-upstream-sessions: open upstream sessions at once
   Duration connect_timeout{5000};           // TCP connect + SSE response head
   Duration endpoint_timeout{5000};          // `endpoint` event after connect
   Duration initialize_timeout{10000};       // initialize reply and each setup POST
@@ -48,8 +53,20 @@ struct Config {
   std::vector<std::string> allowed_origins;  // Origin values accepted besides loopback origins
   Duration keepalive_interval{15000};        // SSE comment on idle response streams (0 = off)
   uint64_t max_body_size = 16ull << 20;      // client request body
-  int worker_threads = 128;                  // HTTP worker pool (one per open connection)
+  int worker_threads = 128;                  // HTTP worker pool = most client connections served
   int max_inflight = 100;                    // calls at once; above: 503 + Retry-After
+  int max_calls_per_session = 32;            // calls at once per client session; above: 429
+  Duration client_read_timeout{30000};       // a request's head + body must arrive within this
+  Duration client_write_timeout{30000};      // each write to a client must progress within this
+  Duration client_idle_timeout{5000};        // keep-alive: idle client connections close after this
+  TlsServerOptions tls;                      // --tls-cert, --tls-key, --tls-client-ca
+  std::shared_ptr<const TlsContext> tls_ctx; // built from `tls` when serving HTTPS
+  std::vector<std::string> auth_tokens;      // bearer tokens accepted (empty = no inbound auth)
+  bool auth_health = false;                  // /healthz and /readyz need a token too
+  bool auth_metrics = false;                 // /metrics needs a token too
+  std::string metrics_path = "/metrics";     // empty = no metrics endpoint
+  Duration ready_probe_interval{5000};       // /readyz re-probes the upstream at most this often
+  Duration drain_timeout{20000};             // SIGTERM: in-flight calls get this long to finish
   size_t max_revoked_sessions = 100000;
   std::string session_secret;                // from --session-secret-file or env
   bool session_secret_generated = false;

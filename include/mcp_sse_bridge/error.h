@@ -21,8 +21,11 @@ enum class ErrorKind {
   kUnresponsive,  // the stream was silent and an MCP ping got no reply in time
   kCancelled,     // the client cancelled or went away; nothing is sent to it
   kShuttingDown,  // the bridge is draining and no longer starts upstream work
+  kOverloaded,    // --max-upstream-sessions reached: no upstream session could be opened
   kInternal,      // a bug in the bridge; logged loudly
 };
+inline constexpr int kErrorKindCount = static_cast<int>(ErrorKind::kInternal) + 1;
+inline constexpr int kPhaseCount = 4;
 
 // Where in an upstream session's life the failure happened.
 enum class Phase {

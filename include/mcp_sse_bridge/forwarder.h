@@ -70,6 +70,8 @@ struct ForwarderStats {
   std::atomic<uint64_t> pings_sent{0};
   std::atomic<uint64_t> cancelled{0};
   std::atomic<uint64_t> server_requests{0};  // upstream requests forwarded to clients
+  std::atomic<uint64_t> sessions_opened{0};  // upstream sessions set up (calls and pool)
+  std::atomic<uint64_t> session_failures[kPhaseCount] = {};  // set-ups failed, by phase
 };
 
 class Forwarder {

@@ -11,6 +11,7 @@
 
 #include "mcp_sse_bridge/config.h"
 #include "mcp_sse_bridge/forwarder.h"
+#include "mcp_sse_bridge/request_policy.h"
 
 namespace msb {
 
@@ -32,6 +33,12 @@ class FrontServer {
   // Stops accepting; in-flight calls are answered with a shutting_down error.
   // Joins the background thread if start() made one. Idempotent.
   void stop();
+  // Graceful shutdown (SIGTERM): stops accepting connections, turns /readyz
+  // to 503, answers new requests on open connections with shutting_down,
+  // lets in-flight calls finish for up to `timeout`, then stop(): the rest
+  // are answered with shutting_down. Returns the calls cut short.
+  int drain(Duration timeout);
+  bool draining() const;
 
   const Forwarder& forwarder() const;
   const Config& config() const;
@@ -40,8 +47,5 @@ class FrontServer {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
-
-// MCP protocol revisions the client side accepts in MCP-Protocol-Version.
-bool is_supported_protocol_version(std::string_view v);
 
 }  // namespace msb

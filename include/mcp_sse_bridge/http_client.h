@@ -11,6 +11,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -21,7 +22,11 @@
 #include "mcp_sse_bridge/error.h"
 #include "mcp_sse_bridge/url.h"
 
+typedef struct ssl_st SSL;
+
 namespace msb {
+
+class TlsContext;
 
 // Outcome of one socket operation.
 enum class Io {
@@ -43,6 +48,11 @@ class TcpStream {
   // Resolves and connects (TCP_NODELAY on). Errors: kUnreachable (refused,
   // no route, name not found) or kTimeout; the phase is left as kConnect.
   static Expected<TcpStream> connect(const std::string& host, int port, Deadline d);
+
+  // Runs a TLS handshake over the connected socket (SNI and certificate name
+  // checks for `host` unless the context does not verify). Errors: kProtocol
+  // (handshake/verification failure, with OpenSSL's reason), kTimeout, kClosed.
+  Status start_tls(const TlsContext& ctx, const std::string& host, Deadline d);
 
   Io write_all(std::string_view data, Deadline d, bool more = false);
   // Reads up to n bytes (kOk with *got > 0), or reports EOF/error/timeout.
@@ -67,7 +77,11 @@ class TcpStream {
 
  private:
   explicit TcpStream(int fd) : fd_(fd) {}
+  // Waits until fd_ is ready for `events` (or a watched fd fires: returns 2).
+  // 1 = ready, 0 = deadline, -1 = error.
+  int wait(short events, Deadline d, bool watch);
   int fd_ = -1;
+  SSL* ssl_ = nullptr;
   int wake_fd_ = -1;
   int hup_fd_ = -1;
   std::string last_error_;
@@ -99,7 +113,9 @@ class ChunkedDecoder {
 // One HTTP/1.1 connection to one origin.
 class HttpConnection {
  public:
-  explicit HttpConnection(Url origin) : origin_(std::move(origin)) {}
+  // `tls` is required for https origins (nullptr: such a connection fails).
+  explicit HttpConnection(Url origin, std::shared_ptr<const TlsContext> tls = nullptr)
+      : origin_(std::move(origin)), tls_(std::move(tls)) {}
 
   // Sends a request and reads the response head. `extra_headers` are full
   // "Name: value\r\n" lines. Reuses the kept-alive connection when possible
@@ -133,6 +149,7 @@ class HttpConnection {
   Io fill(Deadline d);  // reads more raw bytes into buf_
 
   Url origin_;
+  std::shared_ptr<const TlsContext> tls_;
   TcpStream stream_;
   int wake_fd_ = -1;
   int hup_fd_ = -1;

@@ -60,6 +60,9 @@ class UpstreamSession {
   // Closes both connections; a blocked read in another thread returns at once.
   void abort();
 
+  // Sessions alive in this process (for --max-upstream-sessions and metrics).
+  static size_t open_count();
+
  private:
   Status read_more(Deadline d, Phase phase);
 

@@ -1,0 +1,81 @@
+// What the bridge checks on a client request before any upstream work, kept
+// apart from the HTTP server so that it can be unit-tested and fuzzed:
+// Host/Origin (DNS rebinding), bearer auth, Accept / Content-Type /
+// MCP-Protocol-Version, and which client headers may reach the upstream.
+#pragma once
+
+#include <array>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "mcp_sse_bridge/config.h"
+
+namespace msb {
+
+struct HeaderView {
+  std::string_view name;
+  std::string_view value;
+};
+using HeaderList = std::vector<HeaderView>;
+
+// First value of a header (names compare case-insensitively).
+std::optional<std::string_view> find_header(const HeaderList& h, std::string_view name);
+
+// Hop-by-hop, framing, Host, Cookie, the bridge's own (Mcp-Session-Id,
+// Accept) and cpp-httplib's pseudo-headers (REMOTE_ADDR...): never upstream.
+bool is_never_forwarded(std::string_view name);
+
+// Bearer tokens, kept as SHA-256 digests and compared in constant time
+// (every stored digest is compared; no early exit on the first match).
+class BearerAuth {
+ public:
+  explicit BearerAuth(const std::vector<std::string>& tokens);
+  bool enabled() const { return !digests_.empty(); }
+  enum class Result { kOk, kMissing, kInvalid };
+  Result check(std::optional<std::string_view> authorization) const;
+
+ private:
+  std::vector<std::array<unsigned char, 32>> digests_;
+};
+
+// A request refused before any upstream work.
+struct Rejection {
+  int status = 400;
+  int code = -32000;  // JSON-RPC error code in the body
+  std::string message;
+  std::vector<std::pair<std::string, std::string>> headers;  // e.g. WWW-Authenticate
+};
+
+class RequestPolicy {
+ public:
+  explicit RequestPolicy(const Config& cfg);
+
+  // DNS-rebinding and cross-origin guard (spec 2025-11-25: invalid Origin => 403).
+  std::optional<Rejection> check_host_origin(const HeaderList& h) const;
+  // Bearer auth (401 + WWW-Authenticate); nullopt when auth is off.
+  std::optional<Rejection> check_auth(const HeaderList& h) const;
+  // MCP-Protocol-Version, when present, must be one we speak.
+  std::optional<Rejection> check_protocol_version(const HeaderList& h) const;
+  // POST: Accept (406), Content-Type (415), protocol version (400).
+  std::optional<Rejection> check_post(const HeaderList& h, bool* accepts_sse) const;
+  // The "Name: value\r\n" lines sent upstream: static headers, then the
+  // allow-listed client headers. A forwarded value with CR, LF or NUL is a
+  // 400, never silently dropped.
+  std::optional<Rejection> upstream_headers(const HeaderList& h, std::string* out) const;
+
+  const BearerAuth& auth() const { return auth_; }
+
+ private:
+  const Config& cfg_;
+  BearerAuth auth_;
+  std::string static_lines_;
+  bool loopback_;
+};
+
+bool is_loopback_name(std::string_view host);
+bool is_supported_protocol_version(std::string_view v);
+
+}  // namespace msb
