@@ -87,18 +87,26 @@ struct Session {
 };
 
 // cpp-httplib 0.11.4 listens with a backlog of 5; raise it once bound.
-class HttpServer : public httplib::Server {
+template <class Base>
+class Backlogged : public Base {
  public:
+  using Base::Base;
   void raise_backlog(int n) {
-    if (svr_sock_ != INVALID_SOCKET) ::listen(svr_sock_, n);
+    if (this->svr_sock_ != INVALID_SOCKET) ::listen(this->svr_sock_, n);
   }
 };
+using HttpServer = Backlogged<httplib::Server>;
+using HttpsServer = Backlogged<httplib::SSLServer>;
 
 struct LegacyServer::Impl {
   Options opt;
   Faults faults;
-  HttpServer svr;
+  std::unique_ptr<httplib::Server> svr_owner;
+  httplib::Server& svr;
+  std::function<void(int)> raise_backlog;
   std::thread thread;
+  std::mutex headers_mu;
+  Headers last_get, last_post;
   int port = -1;
   std::atomic<bool> stopping{false};
   std::mutex mu;
@@ -108,7 +116,25 @@ struct LegacyServer::Impl {
   msb::PeerSockets peers;  // to notice clients that closed their SSE stream
   std::string last_cancelled;
 
-  explicit Impl(Options o) : opt(o) {
+  static std::unique_ptr<httplib::Server> make_server(const Options& o) {
+    if (o.tls_cert.empty()) return std::make_unique<HttpServer>();
+    auto s = std::make_unique<HttpsServer>(o.tls_cert.c_str(), o.tls_key.c_str());
+    if (!s->is_valid()) throw std::runtime_error("example server: cannot load " + o.tls_cert);
+    return s;
+  }
+  static Headers copy_headers(const httplib::Request& req) {
+    Headers h;
+    for (auto& [k, v] : req.headers)
+      if (k != "REMOTE_ADDR" && k != "REMOTE_PORT" && k != "LOCAL_ADDR" && k != "LOCAL_PORT")
+        h.emplace_back(k, v);
+    return h;
+  }
+
+  explicit Impl(Options o) : opt(o), svr_owner(make_server(o)), svr(*svr_owner) {
+    raise_backlog = [this](int n) {
+      if (opt.tls_cert.empty()) static_cast<HttpServer&>(svr).raise_backlog(n);
+      else static_cast<HttpsServer&>(svr).raise_backlog(n);
+    };
     int n = opt.threads;
     svr.new_task_queue = [n] { return new httplib::ThreadPool(static_cast<size_t>(n)); };
     svr.set_tcp_nodelay(true);
@@ -140,6 +166,10 @@ struct LegacyServer::Impl {
       sessions[s->id] = s;
     }
     s->authorization = req.get_header_value("Authorization");
+    {
+      std::lock_guard lk(headers_mu);
+      last_get = copy_headers(req);
+    }
     sessions_opened++;
     open_streams++;
     std::string host = req.get_header_value("Host");
@@ -210,6 +240,10 @@ struct LegacyServer::Impl {
   }
 
   void on_post(const httplib::Request& req, httplib::Response& res) {
+    {
+      std::lock_guard lk(headers_mu);
+      last_post = copy_headers(req);
+    }
     std::string sid = req.has_param("sessionId") ? req.get_param_value("sessionId")
                                                  : req.get_param_value("session_id");
     std::shared_ptr<Session> s;
@@ -418,7 +452,7 @@ int LegacyServer::start(const std::string& host, int port) {
     i.port = i.svr.bind_to_port(host, port) ? port : -1;
   }
   if (i.port <= 0) return -1;
-  i.svr.raise_backlog(4096);
+  i.raise_backlog(4096);
   i.thread = std::thread([&i] { i.svr.listen_after_bind(); });
   for (int k = 0; k < 2500 && !i.svr.is_running(); ++k) std::this_thread::sleep_for(2ms);
   return i.svr.is_running() ? i.port : -1;
@@ -449,6 +483,14 @@ int LegacyServer::sessions_opened() const { return impl_->sessions_opened.load()
 int LegacyServer::premature_requests() const { return impl_->premature.load(); }
 int LegacyServer::cancellations() const { return impl_->cancellations.load(); }
 int LegacyServer::open_streams() const { return impl_->open_streams.load(); }
+Headers LegacyServer::last_get_headers() const {
+  std::lock_guard lk(impl_->headers_mu);
+  return impl_->last_get;
+}
+Headers LegacyServer::last_post_headers() const {
+  std::lock_guard lk(impl_->headers_mu);
+  return impl_->last_post;
+}
 std::string LegacyServer::last_cancelled_id() const {
   std::lock_guard lk(impl_->mu);
   return impl_->last_cancelled;

@@ -20,6 +20,8 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace example {
 
@@ -42,7 +44,10 @@ struct Options {
   bool python_style = false;   // /messages/?session_id=<hex> endpoint and CRLF line ends
   int ping_comment_ms = 0;     // send ": ping" comments this often (0 = never, like the TS SDK)
   int threads = 64;
+  std::string tls_cert, tls_key;  // serve HTTPS with these PEM files
 };
+
+using Headers = std::vector<std::pair<std::string, std::string>>;
 
 class LegacyServer {
  public:
@@ -64,6 +69,10 @@ class LegacyServer {
   int cancellations() const;   // notifications/cancelled received
   int open_streams() const;    // SSE streams currently open
   std::string last_cancelled_id() const;
+  // Headers of the latest GET /sse and of the latest POST (httplib's
+  // REMOTE_ADDR-style pseudo-headers left out).
+  Headers last_get_headers() const;
+  Headers last_post_headers() const;
 
  private:
   struct Impl;

@@ -931,8 +931,14 @@ struct FrontServer::Impl {
     }
     release(c);
     auto ms = elapsed_ms(t0);
-    metrics.call_done(c.msg.method, r.error ? &*r.error : nullptr, r.cancelled, seconds_since(t0));
-    std::string outcome = r.cancelled ? "cancelled" : r.error ? std::string(to_string(r.error->kind)) : "ok";
+    // Cut short by the drain, not by the client: the client is answered with
+    // shutting_down (shutdown_answer), so count and log it as that.
+    if (r.cancelled && !c.mailbox->cancelled.load() && stopping.load())
+      r.error = make_error(ErrorKind::kShuttingDown, Phase::kRequest,
+                           "bridge is shutting down; the call was abandoned");
+    bool client_cancelled = r.cancelled && !r.error;
+    metrics.call_done(c.msg.method, r.error ? &*r.error : nullptr, client_cancelled, seconds_since(t0));
+    std::string outcome = client_cancelled ? "cancelled" : r.error ? std::string(to_string(r.error->kind)) : "ok";
     if (r.error) {
       log::warn("call failed",
                 {{"request_id", c.request_id}, {"session", session_tag(s.id)},

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "legacy_server.h"
+#include "tool_common.h"
 #include "mcp_sse_bridge/http_client.h"
 #include "mcp_sse_bridge/jsonrpc.h"
 #include "mcp_sse_bridge/log.h"
@@ -43,166 +44,9 @@ extern char** environ;
 namespace {
 
 using namespace std::chrono_literals;
+using namespace msb_tools;
 using msb::Clock;
 using msb::Deadline;
-
-constexpr char kInit[] =
-    R"({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}})";
-
-double percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  size_t i = std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())));
-  return v[i];
-}
-
-std::string call_body(int id, const std::string& tool, const std::string& args) {
-  return R"({"jsonrpc":"2.0","id":)" + std::to_string(id) +
-         R"(,"method":"tools/call","params":{"name":")" + tool + R"(","arguments":)" + args + "}}";
-}
-
-long proc_status_kb(pid_t pid, const char* field) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind(field, 0) == 0) return std::stol(line.substr(std::strlen(field) + 1));
-  return -1;
-}
-
-// CPU time (user + system) of a process, in microseconds.
-double cpu_us(pid_t pid) {
-  std::ifstream f(pid > 0 ? "/proc/" + std::to_string(pid) + "/stat" : std::string("/proc/self/stat"));
-  std::string all((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  auto rp = all.rfind(')');
-  if (rp == std::string::npos) return 0;
-  std::istringstream in(all.substr(rp + 2));
-  std::string tok;
-  double ut = 0, st = 0;
-  for (int field = 3; in >> tok; ++field) {  // fields after "pid (comm)" start at 3
-    if (field == 14) ut = std::stod(tok);
-    if (field == 15) {
-      st = std::stod(tok);
-      break;
-    }
-  }
-  return (ut + st) * 1e6 / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
-
-// ---- the bridge as a child process ------------------------------------------
-
-struct Child {
-  pid_t pid = -1;
-  int port = -1;
-  ~Child() { stop(); }
-  void stop() {
-    if (pid <= 0) return;
-    kill(pid, SIGTERM);
-    for (int i = 0; i < 300; ++i) {  // bounded: 3 s, then SIGKILL
-      int st;
-      if (waitpid(pid, &st, WNOHANG) == pid) {
-        pid = -1;
-        return;
-      }
-      std::this_thread::sleep_for(10ms);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, nullptr, 0);
-    pid = -1;
-  }
-};
-
-bool start_bridge(Child& c, const std::string& bin, int upstream_port,
-                  const std::vector<std::string>& extra) {
-  int pipefd[2];
-  if (pipe(pipefd) != 0) return false;
-  std::vector<std::string> args = {bin, "--upstream",
-                                   "http://127.0.0.1:" + std::to_string(upstream_port) + "/sse",
-                                   "--listen", "127.0.0.1:0", "--log-level", "warn",
-                                   "--session-secret-file", "/dev/null"};
-  args.pop_back();  // no secret file: a random secret is fine for a benchmark
-  args.pop_back();
-  for (auto& e : extra) args.push_back(e);
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, pipefd[1], 2);
-  posix_spawn_file_actions_addclose(&fa, pipefd[0]);
-  int rc = posix_spawn(&c.pid, bin.c_str(), &fa, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  close(pipefd[1]);
-  if (rc != 0) {
-    close(pipefd[0]);
-    return false;
-  }
-  // Read stderr until the "listening" line (bounded by 10 s), then keep
-  // draining it on a thread so the child never blocks on a full pipe.
-  std::string seen;
-  const std::string marker = "listening url=http://127.0.0.1:";
-  auto d = Deadline::after(10s);
-  char buf[4096];
-  while (!d.reached()) {
-    pollfd p{pipefd[0], POLLIN, 0};
-    if (poll(&p, 1, d.poll_ms(100)) <= 0) continue;
-    ssize_t n = read(pipefd[0], buf, sizeof buf);
-    if (n <= 0) break;
-    seen.append(buf, static_cast<size_t>(n));
-    auto at = seen.find(marker);
-    if (at != std::string::npos && seen.find('/', at + marker.size()) != std::string::npos) {
-      c.port = std::atoi(seen.c_str() + at + marker.size());
-      break;
-    }
-  }
-  int fd = pipefd[0];
-  std::thread([fd] {
-    char b[4096];
-    while (read(fd, b, sizeof b) > 0) {
-    }
-    close(fd);
-  }).detach();
-  return c.port > 0;
-}
-
-// ---- clients -------------------------------------------------------------------
-
-// A Streamable HTTP client on one keep-alive connection.
-class BridgeClient {
- public:
-  explicit BridgeClient(int port) : conn_(*msb::parse_url("http://127.0.0.1:" + std::to_string(port) + "/mcp")) {}
-
-  bool initialize() {
-    auto h = conn_.send("POST", "/mcp", headers(""), kInit, Deadline::after(10s));
-    if (!h || h->status != 200) return false;
-    sid_ = h->header("mcp-session-id");
-    auto b = conn_.read_full_body(1 << 20, Deadline::after(10s));
-    return b.ok() && !sid_.empty();
-  }
-  // Sends a request; returns the final response text ("" on failure).
-  std::string call(const std::string& body, Deadline d, size_t max = 256 << 20) {
-    auto h = conn_.send("POST", "/mcp", headers(sid_), body, d);
-    if (!h || h->status != 200) return {};
-    auto b = conn_.read_full_body(max, d);
-    if (!b) return {};
-    // Last `data:` line of the SSE body.
-    std::string& s = b.value();
-    auto pos = s.rfind("\ndata: ");
-    if (pos == std::string::npos) return s.rfind("data: ", 0) == 0 ? s.substr(6) : s;
-    auto end = s.find('\n', pos + 7);
-    return s.substr(pos + 7, end == std::string::npos ? std::string::npos : end - pos - 7);
-  }
-  const std::string& sid() const { return sid_; }
-  void set_sid(std::string s) { sid_ = std::move(s); }
-
- private:
-  static std::string headers(const std::string& sid) {
-    std::string h = "Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n";
-    if (!sid.empty()) h += "Mcp-Session-Id: " + sid + "\r\n";
-    return h;
-  }
-  msb::HttpConnection conn_;
-  std::string sid_;
-};
 
 // A legacy SSE client keeping one upstream session (the direct floor).
 class DirectClient {

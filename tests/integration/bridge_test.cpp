@@ -6,6 +6,8 @@
 #include <doctest/doctest.h>
 #include <httplib.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -751,4 +753,461 @@ TEST_CASE("admission: above --max-inflight calls get 503 with Retry-After, then 
   for (auto& t : slow) t.join();
   auto ok = h.call_tool(sid, 10, "echo", {{"text", "room again"}});
   CHECK(text_of(ok.last()) == "room again");
+}
+
+// ---- Production operability (#5): security rules, limits, TLS, metrics,
+// readiness, drain. ---------------------------------------------------------
+
+namespace {
+
+const std::string kTls = std::string(TEST_DATA_DIR) + "/tls/";
+const std::string kToken = "test-token-0123456789abcdef";
+
+// A raw TCP client for what cpp-httplib's client will not send (slow heads,
+// bytes that are not HTTP). Every read is bounded.
+class RawConn {
+ public:
+  explicit RawConn(int port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  }
+  ~RawConn() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  bool connected() const { return connected_; }
+  bool send(const std::string& s) { return ::send(fd_, s.data(), s.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(s.size()); }
+  // Reads until the peer closes or `within` passes; returns what came.
+  std::string read_until_close(std::chrono::milliseconds within, bool* closed) {
+    std::string out;
+    *closed = false;
+    auto end = SteadyClock::now() + within;
+    while (SteadyClock::now() < end) {
+      pollfd p{fd_, POLLIN, 0};
+      int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(end - SteadyClock::now()).count());
+      if (::poll(&p, 1, std::max(left, 1)) <= 0) continue;
+      char buf[4096];
+      ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+      if (n <= 0) {
+        *closed = true;
+        break;
+      }
+      out.append(buf, static_cast<size_t>(n));
+    }
+    return out;
+  }
+
+ private:
+  int fd_ = -1;
+  bool connected_ = false;
+};
+
+bool has_header(const example::Headers& hs, const std::string& name) {
+  for (auto& [k, v] : hs)
+    if (strcasecmp(k.c_str(), name.c_str()) == 0) return true;
+  return false;
+}
+std::string header_value(const example::Headers& hs, const std::string& name) {
+  for (auto& [k, v] : hs)
+    if (strcasecmp(k.c_str(), name.c_str()) == 0) return v;
+  return {};
+}
+
+std::string init_body() {
+  return json{{"jsonrpc", "2.0"},
+              {"id", 0},
+              {"method", "initialize"},
+              {"params",
+               {{"protocolVersion", "2025-06-18"},
+                {"capabilities", json::object()},
+                {"clientInfo", {{"name", "ops-test"}, {"version", "1"}}}}}}
+      .dump();
+}
+
+std::string scrape(int port, const httplib::Headers& h = {}, int* status = nullptr) {
+  httplib::Client cli("127.0.0.1", port);
+  cli.set_read_timeout(kClientTimeout);
+  auto r = cli.Get("/metrics", h);
+  if (status) *status = r ? r->status : 0;
+  return r ? r->body : std::string();
+}
+
+// The value of one series line ("name{labels} v") in a scrape; -1 if absent.
+double series(const std::string& scrape_text, const std::string& name_and_labels) {
+  auto pos = scrape_text.find("\n" + name_and_labels + " ");
+  if (pos == std::string::npos) return -1;
+  pos += name_and_labels.size() + 2;
+  return std::stod(scrape_text.substr(pos, scrape_text.find('\n', pos) - pos));
+}
+
+}  // namespace
+
+TEST_CASE("auth: 401 with WWW-Authenticate without or with a wrong token; the token never goes upstream") {
+  Harness h({}, [](msb::Config& c) {
+    c.auth_tokens = {kToken, "second-token-0123456789abcdef"};
+    c.forward_headers = {"X-Api-Key"};
+  });
+  auto none = h.post(init_body(), "");
+  CHECK(none.status == 401);
+  REQUIRE(none.messages.size() == 1);
+  CHECK(none.last()["error"]["message"].get<std::string>().find("Bearer") != std::string::npos);
+  httplib::Client cli("127.0.0.1", h.port());
+  cli.set_read_timeout(kClientTimeout);
+  auto r = cli.Post("/mcp", {{"Accept", "application/json"}}, init_body(), "application/json");
+  REQUIRE(r);
+  CHECK(r->status == 401);
+  CHECK(r->get_header_value("WWW-Authenticate") == R"(Bearer realm="mcp-sse-bridge")");
+  auto wrong = cli.Post("/mcp", {{"Accept", "application/json"}, {"Authorization", "Bearer " + kToken + "x"}},
+                        init_body(), "application/json");
+  REQUIRE(wrong);
+  CHECK(wrong->status == 401);
+  CHECK(wrong->get_header_value("WWW-Authenticate").find(R"(error="invalid_token")") != std::string::npos);
+  CHECK(h.upstream().sessions_opened() == 0);  // refused before any upstream work
+
+  auto ok = h.post(init_body(), "", true, {{"Authorization", "Bearer second-token-0123456789abcdef"}});
+  REQUIRE(ok.status == 200);
+  auto call = h.post(R"({"jsonrpc":"2.0","id":1,"method":"tools/list"})", ok.session_id, true,
+                     {{"Authorization", "Bearer " + kToken}, {"X-Api-Key", "k1"}});
+  CHECK(call.status == 200);
+  CHECK(call.last().contains("result"));
+  // A valid session id is not a credential on its own.
+  auto no_token = h.post(R"({"jsonrpc":"2.0","id":2,"method":"tools/list"})", ok.session_id);
+  CHECK(no_token.status == 401);
+  CHECK_FALSE(has_header(h.upstream().last_get_headers(), "Authorization"));
+  CHECK_FALSE(has_header(h.upstream().last_post_headers(), "Authorization"));
+  CHECK(header_value(h.upstream().last_post_headers(), "X-Api-Key") == "k1");
+  // Health stays open by default; metrics too.
+  auto health = cli.Get("/healthz");
+  REQUIRE(health);
+  CHECK(health->status == 200);
+  int st = 0;
+  scrape(h.port(), {}, &st);
+  CHECK(st == 200);
+}
+
+TEST_CASE("auth: health and metrics can be protected") {
+  Harness h({}, [](msb::Config& c) {
+    c.auth_tokens = {kToken};
+    c.auth_health = true;
+    c.auth_metrics = true;
+  });
+  httplib::Client cli("127.0.0.1", h.port());
+  cli.set_read_timeout(kClientTimeout);
+  for (auto path : {"/healthz", "/readyz", "/metrics"}) {
+    auto r = cli.Get(path);
+    REQUIRE(r);
+    CHECK_MESSAGE(r->status == 401, path);
+    auto ok = cli.Get(path, {{"Authorization", "Bearer " + kToken}});
+    REQUIRE(ok);
+    CHECK_MESSAGE(ok->status == 200, path);
+  }
+}
+
+TEST_CASE("headers: only allow-listed client headers reach the upstream, static ones always") {
+  Harness h({}, [](msb::Config& c) {
+    c.forward_headers = {"X-Api-Key", "Traceparent"};
+    c.upstream.static_headers = {"X-Static-Secret: s3cr3t"};
+  });
+  httplib::Headers extra = {{"X-Api-Key", "key-1"},   {"Traceparent", "00-abc-def-01"},
+                            {"Cookie", "session=1"},  {"X-Other", "nope"},
+                            {"Proxy-Authorization", "Basic x"}, {"Authorization", "Bearer client"},
+                            {"Forwarded", "for=1.2.3.4"}};
+  auto init = h.post(init_body(), "", true, extra);
+  REQUIRE(init.status == 200);
+  auto r = h.post(R"({"jsonrpc":"2.0","id":1,"method":"tools/list"})", init.session_id, true, extra);
+  REQUIRE(r.status == 200);
+  for (auto hs : {h.upstream().last_get_headers(), h.upstream().last_post_headers()}) {
+    CHECK(header_value(hs, "X-Api-Key") == "key-1");
+    CHECK(header_value(hs, "Traceparent") == "00-abc-def-01");
+    CHECK(header_value(hs, "X-Static-Secret") == "s3cr3t");
+    for (auto leak : {"Cookie", "X-Other", "Proxy-Authorization", "Authorization", "Forwarded",
+                      "REMOTE_ADDR", "REMOTE_PORT", "LOCAL_ADDR", "LOCAL_PORT", "Mcp-Session-Id"})
+      CHECK_MESSAGE(!has_header(hs, leak), leak);
+    CHECK(header_value(hs, "Host").find("127.0.0.1") == 0);  // the upstream's own host, not the client's
+  }
+}
+
+TEST_CASE("headers: a forwarded value with CR or NUL is a 400, never sent upstream") {
+  Harness h({}, [](msb::Config& c) { c.forward_headers = {"X-Api-Key"}; });
+  std::string sid = h.initialize();
+  int opened = h.upstream().sessions_opened();
+  for (std::string bad : {std::string("a\rInjected: 1"), std::string("a\0b", 3)}) {
+    RawConn c(h.port());
+    REQUIRE(c.connected());
+    std::string body = R"({"jsonrpc":"2.0","id":1,"method":"tools/list"})";
+    c.send("POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json\r\n"
+           "Content-Type: application/json\r\nMcp-Session-Id: " + sid + "\r\nX-Api-Key: " + bad +
+           "\r\nContent-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
+    bool closed = false;
+    std::string resp = c.read_until_close(3000ms, &closed);
+    CHECK(resp.rfind("HTTP/1.1 400", 0) == 0);
+  }
+  CHECK(h.upstream().sessions_opened() == opened);
+  CHECK_FALSE(has_header(h.upstream().last_post_headers(), "Injected"));
+}
+
+TEST_CASE("limits: more than --max-calls-per-session calls on one session get 429 with the id") {
+  Harness h({}, [](msb::Config& c) { c.max_calls_per_session = 1; });
+  std::string sid = h.initialize();
+  std::thread slow([&] { h.call_tool(sid, 1, "sleep", {{"ms", 800}}); });
+  REQUIRE(wait_for([&] { return h.upstream().open_streams() >= 1; }, 2000ms));
+  std::this_thread::sleep_for(50ms);
+  auto r = h.call_tool(sid, 2, "echo", {{"text", "x"}});
+  CHECK(r.status == 429);
+  REQUIRE(r.messages.size() == 1);
+  CHECK(r.last()["id"] == 2);
+  // Another session is not affected.
+  std::string other = h.initialize();
+  CHECK(text_of(h.call_tool(other, 3, "echo", {{"text", "free"}}).last()) == "free");
+  slow.join();
+  CHECK(text_of(h.call_tool(sid, 4, "echo", {{"text", "again"}}).last()) == "again");
+}
+
+TEST_CASE("limits: a slowloris request head is cut off at --client-read-timeout") {
+  Harness h({}, [](msb::Config& c) { c.client_read_timeout = 500ms; });
+  RawConn c(h.port());
+  REQUIRE(c.connected());
+  auto t0 = SteadyClock::now();
+  c.send("POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+  bool closed = false;
+  for (int i = 0; i < 30 && !closed; ++i) {  // one header byte every 100 ms, up to 3 s
+    c.send("X");
+    c.read_until_close(100ms, &closed);
+  }
+  CHECK(closed);
+  CHECK(ms_since(t0) < 1500);
+  CHECK(ms_since(t0) >= 400);
+  CHECK(series(scrape(h.port()), "mcp_bridge_slow_clients_total") >= 1);
+}
+
+TEST_CASE("limits: with every worker busy a new connection gets 503 at once, not a wait") {
+  Harness h({}, [](msb::Config& c) {
+    c.worker_threads = 4;
+    c.max_inflight = 3;
+    c.client_read_timeout = 3000ms;
+  });
+  std::vector<std::unique_ptr<RawConn>> hold;
+  for (int i = 0; i < 4; ++i) {  // partial heads: each holds a worker
+    hold.push_back(std::make_unique<RawConn>(h.port()));
+    REQUIRE(hold.back()->connected());
+    hold.back()->send("POST /mcp HTTP/1.1\r\n");
+  }
+  std::this_thread::sleep_for(200ms);
+  RawConn extra(h.port());
+  REQUIRE(extra.connected());
+  auto t0 = SteadyClock::now();
+  bool closed = false;
+  std::string resp = extra.read_until_close(2000ms, &closed);
+  CHECK(resp.rfind("HTTP/1.1 503", 0) == 0);
+  CHECK(resp.find("Retry-After: 1") != std::string::npos);
+  CHECK(closed);
+  CHECK(ms_since(t0) < 1000);
+  hold.clear();
+  // Workers free again: served normally.
+  CHECK(wait_for([&] {
+    httplib::Client cli("127.0.0.1", h.port());
+    auto r = cli.Get("/healthz");
+    return r && r->status == 200;
+  }, 5000ms));
+}
+
+namespace {
+
+msb::Config with_front_tls(msb::Config c, bool mtls) {
+  c.tls = {kTls + "server.pem", kTls + "server.key", mtls ? kTls + "ca.pem" : ""};
+  std::string why;
+  c.tls_ctx = msb::TlsContext::server(c.tls, &why);
+  REQUIRE_MESSAGE(c.tls_ctx, why);
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("tls: the bridge serves HTTPS; plain HTTP to it fails; mTLS needs a client certificate") {
+  for (bool mtls : {false, true}) {
+    CAPTURE(mtls);
+    Harness h({}, [mtls](msb::Config& c) { c = with_front_tls(c, mtls); });
+    httplib::SSLClient good("127.0.0.1", h.port(), mtls ? kTls + "client.pem" : "",
+                            mtls ? kTls + "client.key" : "");
+    good.set_ca_cert_path((kTls + "ca.pem").c_str());
+    good.enable_server_certificate_verification(true);
+    good.set_read_timeout(kClientTimeout);
+    auto r = good.Post("/mcp", {{"Accept", "application/json"}}, init_body(), "application/json");
+    REQUIRE_MESSAGE(r, httplib::to_string(r.error()));
+    CHECK(r->status == 200);
+    CHECK(!r->get_header_value("Mcp-Session-Id").empty());
+
+    httplib::Client plain("127.0.0.1", h.port());
+    plain.set_read_timeout(3s);
+    auto p = plain.Get("/healthz");
+    CHECK((!p || p->status != 200));
+
+    if (mtls) {
+      httplib::SSLClient anon("127.0.0.1", h.port());
+      anon.set_ca_cert_path((kTls + "ca.pem").c_str());
+      anon.enable_server_certificate_verification(true);
+      anon.set_read_timeout(3s);
+      auto a = anon.Get("/healthz");
+      CHECK((!a || a->status != 200));
+    }
+  }
+}
+
+TEST_CASE("tls: a stalled TLS handshake does not hold a worker past --client-read-timeout") {
+  Harness h({}, [](msb::Config& c) {
+    c = with_front_tls(c, false);
+    c.client_read_timeout = 400ms;
+  });
+  RawConn c(h.port());
+  REQUIRE(c.connected());
+  auto t0 = SteadyClock::now();
+  c.send(std::string("\x16\x03\x01", 3));  // the start of a ClientHello, then nothing
+  bool closed = false;
+  c.read_until_close(3000ms, &closed);
+  CHECK(closed);
+  CHECK(ms_since(t0) < 1500);
+}
+
+namespace {
+
+// Bridge (plain) in front of an HTTPS example server.
+struct TlsUpstream {
+  example::LegacyServer up;
+  int up_port;
+  std::unique_ptr<msb::FrontServer> bridge;
+
+  TlsUpstream(const std::string& host, std::function<void(msb::TlsClientOptions&)> tls)
+      : up(example::Options{false, 0, 16, kTls + "server.pem", kTls + "server.key"}) {
+    up_port = up.start("127.0.0.1", 0);
+    REQUIRE(up_port > 0);
+    msb::Config c = test_config(up_port);
+    c.upstream.sse_url = *msb::parse_url("https://" + host + ":" + std::to_string(up_port) + "/sse");
+    tls(c.upstream.tls_options);
+    std::string why;
+    c.upstream.tls = msb::TlsContext::client(c.upstream.tls_options, &why);
+    REQUIRE_MESSAGE(c.upstream.tls, why);
+    bridge = std::make_unique<msb::FrontServer>(c);
+    REQUIRE_MESSAGE(bridge->start(&why), why);
+  }
+  Reply init() {
+    httplib::Client cli("127.0.0.1", bridge->port());
+    cli.set_read_timeout(kClientTimeout);
+    auto t0 = SteadyClock::now();
+    auto r = cli.Post("/mcp", {{"Accept", "application/json"}}, init_body(), "application/json");
+    Reply out;
+    out.ms = ms_since(t0);
+    if (!r) return out;
+    out.transport_ok = true;
+    out.status = r->status;
+    out.session_id = r->get_header_value("Mcp-Session-Id");
+    out.messages.push_back(json::parse(r->body));
+    return out;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("tls upstream: verified against --upstream-ca; an unknown CA fails fast; insecure connects") {
+  {
+    TlsUpstream t("127.0.0.1", [](msb::TlsClientOptions& o) { o.ca_file = kTls + "ca.pem"; });
+    auto r = t.init();
+    REQUIRE(r.status == 200);
+    CHECK(r.last()["result"]["serverInfo"]["name"] == "example-legacy-server");
+    CHECK(!r.session_id.empty());
+  }
+  {
+    TlsUpstream t("localhost", [](msb::TlsClientOptions& o) { o.ca_file = kTls + "ca.pem"; });
+    CHECK(t.init().status == 200);  // name check against the DNS SAN
+  }
+  {
+    TlsUpstream t("127.0.0.1", [](msb::TlsClientOptions& o) { o.ca_file = kTls + "other-ca.pem"; });
+    auto r = t.init();
+    REQUIRE(r.status == 200);
+    REQUIRE(r.messages.size() == 1);
+    CHECK(r.last()["error"]["data"]["bridge"]["kind"] == "upstream_protocol_error");
+    CHECK(r.last()["error"]["message"].get<std::string>().find("certificate verification failed") !=
+          std::string::npos);
+    CHECK(r.ms < 1000);
+    CHECK(t.up.sessions_opened() == 0);
+  }
+  {
+    TlsUpstream t("127.0.0.1", [](msb::TlsClientOptions& o) { o.insecure = true; });
+    CHECK(t.init().status == 200);
+  }
+}
+
+TEST_CASE("readyz: 200 while the upstream answers, 503 when it is down, cached between probes") {
+  Harness h({}, [](msb::Config& c) { c.ready_probe_interval = 300ms; });
+  httplib::Client cli("127.0.0.1", h.port());
+  cli.set_read_timeout(kClientTimeout);
+  auto r = cli.Get("/readyz");
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  int opened = h.upstream().sessions_opened();
+  for (int i = 0; i < 5; ++i) CHECK(cli.Get("/readyz")->status == 200);
+  CHECK(h.upstream().sessions_opened() <= opened + 1);  // cached: at most one new probe
+  h.stop_upstream();
+  CHECK(wait_for([&] {
+    auto x = cli.Get("/readyz");
+    return x && x->status == 503;
+  }, 3000ms));
+  auto down = cli.Get("/readyz");
+  CHECK(down->body.find("not ready") == 0);
+  CHECK(cli.Get("/healthz")->status == 200);  // alive all the same
+  h.restart_upstream();
+  CHECK(wait_for([&] {
+    auto x = cli.Get("/readyz");
+    return x && x->status == 200;
+  }, 3000ms));
+}
+
+TEST_CASE("metrics: requests by method and outcome, failures by kind and phase, gauges") {
+  Harness h;
+  std::string sid = h.initialize();
+  CHECK(text_of(h.call_tool(sid, 1, "echo", {{"text", "m"}}).last()) == "m");
+  h.faults().sse_status = 500;
+  check_bridge_error(h.call_tool(sid, 2, "echo", {{"text", "x"}}), 2, "upstream_rejected", "connect");
+  h.faults().sse_status = 0;
+  h.post("not json", sid);
+  std::string m = scrape(h.port());
+  CHECK(series(m, R"(mcp_bridge_requests_total{method="tools/call",outcome="ok"})") == 1);
+  CHECK(series(m, R"(mcp_bridge_requests_total{method="tools/call",outcome="upstream_rejected"})") == 1);
+  CHECK(series(m, R"(mcp_bridge_requests_total{method="initialize",outcome="ok"})") == 1);
+  CHECK(series(m, R"(mcp_bridge_failures_total{kind="upstream_rejected",phase="connect"})") == 1);
+  CHECK(series(m, R"(mcp_bridge_upstream_session_failures_total{phase="connect"})") >= 1);
+  CHECK(series(m, R"(mcp_bridge_upstream_sessions_opened_total)") >= 2);
+  CHECK(series(m, R"(mcp_bridge_http_refused_total{code="400"})") == 1);
+  CHECK(series(m, R"(mcp_bridge_request_duration_seconds_count{method="tools/call"})") == 2);
+  CHECK(series(m, R"(mcp_bridge_time_to_error_seconds_count)") == 1);
+  CHECK(series(m, "mcp_bridge_inflight_calls") == 0);
+  CHECK(series(m, "process_open_fds") > 0);
+  CHECK(m.find("# TYPE mcp_bridge_request_duration_seconds histogram") != std::string::npos);
+}
+
+TEST_CASE("drain: in-flight calls finish within --drain-timeout, later ones get shutting_down, readyz 503") {
+  Harness h;
+  std::string sid = h.initialize();
+  Reply quick, slow;
+  std::thread a([&] { quick = h.call_tool(sid, 1, "sleep", {{"ms", 300}}); });
+  std::thread b([&] { slow = h.call_tool(sid, 2, "sleep", {{"ms", 5000}}); });
+  REQUIRE(wait_for([&] { return h.upstream().open_streams() >= 2; }, 2000ms));
+  auto t0 = SteadyClock::now();
+  int cut = h.bridge().drain(800ms);
+  auto drained_ms = ms_since(t0);
+  a.join();
+  b.join();
+  CHECK(cut == 1);
+  CHECK(drained_ms >= 700);
+  CHECK(drained_ms < 2500);
+  CHECK(text_of(quick.last()) == "slept 300 ms");  // finished normally during the drain
+  check_bridge_error(slow, 2, "shutting_down");    // answered, not dropped
+  CHECK(slow.ms < 3000);
+  // No longer accepting.
+  httplib::Client cli("127.0.0.1", h.port());
+  cli.set_connection_timeout(1s);
+  auto r = cli.Get("/readyz");
+  CHECK((!r || r->status == 503));
 }
