@@ -231,8 +231,9 @@ Config parse_command_line(int argc, char** argv) {
   opt("upstream-client-cert", u.tls_options.cert_file,
       "PEM client certificate presented to https upstreams (with --upstream-client-key)");
   opt("upstream-client-key", u.tls_options.key_file, "PEM private key of --upstream-client-cert");
-  opt("upstream-insecure", u.tls_options.insecure,
-      "Do not verify https upstream certificates (logs a warning; for tests only)");
+  app.add_flag("--upstream-insecure", u.tls_options.insecure,
+               "Do not verify https upstream certificates (logs a warning; for tests only)")
+      ->envname(env("upstream-insecure"));
   opt("max-upstream-sessions", u.max_sessions,
       "Upstream SSE sessions open at once (calls plus warm pool); a call that finds none "
       "free fails at once");

@@ -10,6 +10,9 @@ want_interop=0
 
 pkgs=(g++ meson ninja-build pkg-config cmake libcpp-httplib-dev libssl-dev libsimdjson-dev
       nlohmann-json3-dev libcli11-dev doctest-dev)
+# The test suite also needs: clang + libFuzzer runtime (fuzz targets), promtool
+# (checks /metrics), curl (end-to-end CLI test).
+[ "${1:-}" = "--interop" ] && pkgs+=(clang libclang-rt-14-dev prometheus curl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what is missing, then twice builds and runs
-# every test (unit, integration, real-peer interop) through meson:
-#   build/       release-style build with -Werror
+# The whole test suite: installs what is missing, then builds and runs every
+# test through meson, three times:
+#   build/       release-style build with -Werror: unit, integration, CLI +
+#                promtool, short soak, real-peer interop
 #   build-asan/  the same with AddressSanitizer + UndefinedBehaviorSanitizer
-# Ends with one line "N passed, N failed" (meson's counts, both builds added).
-# Set SANITIZE=0 to skip the sanitizer build. Extra arguments go to meson test.
+#   build-fuzz/  clang + libFuzzer: each fuzz target for FUZZ_SECONDS (30)
+# Ends with one line "N passed, N failed" (meson's counts, all builds added).
+# SANITIZE=0 skips the sanitizer build, FUZZ=0 the fuzz build. Extra
+# arguments go to meson test (first two builds).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,7 +36,7 @@ run_suite() {
   echo "=== $dir: meson test"
   local log
   log=$(mktemp)
-  meson test -C "$dir" --print-errorlogs "${TEST_ARGS[@]}" 2>&1 | tee "$log"
+  meson test -C "$dir" --print-errorlogs "${SUITE_ARGS[@]}" 2>&1 | tee "$log"
   local rc=${PIPESTATUS[0]}
   count() { grep -E "^$1:" "$log" | tail -n1 | awk '{print $NF}'; }
   local ok xfail fail xpass timeout
@@ -48,12 +51,17 @@ run_suite() {
   rm -f "$log"
 }
 
-TEST_ARGS=("$@")
+SUITE_ARGS=("$@")
 run_suite "${BUILD_DIR:-build}" -Dwerror=true
 if [ "${SANITIZE:-1}" != 0 ]; then
   export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
   export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
   run_suite build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false
+fi
+if [ "${FUZZ:-1}" != 0 ]; then
+  SUITE_ARGS=()
+  CXX=clang++ run_suite build-fuzz -Dfuzz=true -Dtests=false -Dfuzz_seconds="${FUZZ_SECONDS:-30}" \
+    -Db_sanitize=address,undefined -Db_lundef=false
 fi
 echo "$total_pass passed, $total_fail failed"
 exit "$status"

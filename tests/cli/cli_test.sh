@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# The real binaries end to end: --check-config verdicts (exit 0 / 2 with a
+# message), bearer auth and /metrics over HTTP (the scrape must pass
+# `promtool check metrics`), and SIGTERM draining to exit 0.
+# Usage: cli_test.sh BRIDGE_BIN EXAMPLE_BIN TLS_DIR
+set -uo pipefail
+bridge=$1 example=$2 tls=$3
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+fails=0
+ok() { echo "ok - $*"; }
+bad() { echo "not ok - $*"; fails=$((fails + 1)); }
+
+# check NAME EXPECTED_RC GREP_PATTERN ARGS...: runs --check-config.
+check() {
+  local name=$1 want=$2 pattern=$3
+  shift 3
+  local out rc
+  out=$(timeout 10 "$bridge" --check-config --upstream http://127.0.0.1:9/sse "$@" 2>&1)
+  rc=$?
+  if [ "$rc" -eq "$want" ] && grep -qE -- "$pattern" <<<"$out"; then ok "$name"; else bad "$name (rc=$rc): $out"; fi
+}
+
+printf 'a-valid-token-0123456789\n# comment\n' > "$work/tokens"
+printf 'X-Api-Key: super-secret-value\n' > "$work/headers"
+printf 'short\n' > "$work/short-tokens"
+check "valid config" 0 "configuration OK"
+check "TLS both sides" 0 "https://" --tls-cert "$tls/server.pem" --tls-key "$tls/server.key" \
+  --tls-client-ca "$tls/ca.pem" --upstream-ca "$tls/ca.pem"
+check "auth on" 0 "auth on" --auth-tokens-file "$work/tokens"
+check "missing TLS key" 2 "tls-key" --tls-cert "$tls/server.pem"
+check "unreadable cert" 2 "cannot load certificate" --tls-cert /nonexistent.pem --tls-key "$tls/server.key"
+check "key does not match cert" 2 "mismatch|does not match" --tls-cert "$tls/server.pem" --tls-key "$tls/client.key"
+check "never-forwarded header" 2 "never forwarded" --forward-header Cookie
+check "auth + forwarding Authorization" 2 "cannot be combined" --auth-tokens-file "$work/tokens" \
+  --forward-header Authorization
+check "short token" 2 "at least 16" --auth-tokens-file "$work/short-tokens"
+check "bad auth-health" 2 "open or protected" --auth-health maybe
+check "insecure + CA" 2 "contradict" --upstream-insecure --upstream-ca "$tls/ca.pem"
+check "bad duration" 2 "invalid duration" --drain-timeout 5parsecs
+out=$(timeout 10 "$bridge" --check-config --upstream http://127.0.0.1:9/sse --upstream-headers-file "$work/headers" 2>&1)
+if [ $? -eq 0 ] && ! grep -q super-secret <<<"$out"; then ok "headers file read, secret not printed"; else bad "headers file: $out"; fi
+printf 'X-Api-Key super-secret-value\n' > "$work/bad-headers"
+out=$(timeout 10 "$bridge" --check-config --upstream http://127.0.0.1:9/sse --upstream-headers-file "$work/bad-headers" 2>&1)
+if [ $? -eq 2 ] && ! grep -q super-secret <<<"$out"; then ok "bad headers file refused without echoing it"; else bad "bad headers file: $out"; fi
+
+# wait_line FILE PATTERN: the first match of PATTERN in FILE within 10 s.
+wait_line() {
+  for _ in $(seq 100); do
+    if grep -q -- "$2" "$1"; then grep -m1 -o -- "$2" "$1"; return 0; fi
+    sleep 0.1
+  done
+  return 1
+}
+
+"$example" --listen 127.0.0.1:0 2> "$work/example.log" &
+pids+=($!)
+up=$(wait_line "$work/example.log" 'http://127.0.0.1:[0-9]*/sse') || { bad "example server start"; exit 1; }
+"$bridge" --upstream "$up" --listen 127.0.0.1:0 --auth-tokens-file "$work/tokens" \
+  --drain-timeout 3s --log-format json 2> "$work/bridge.log" &
+bpid=$!
+pids+=($bpid)
+url=$(wait_line "$work/bridge.log" 'http://127.0.0.1:[0-9]*/mcp') || { bad "bridge start"; cat "$work/bridge.log"; exit 1; }
+base=${url%/mcp}
+ok "bridge listening at $url"
+
+code=$(curl -s -o /dev/null -w '%{http_code}' -m 5 -X POST "$url" -H 'Content-Type: application/json' \
+  -d '{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}')
+[ "$code" = 401 ] && ok "no token: 401" || bad "no token: $code"
+auth=(-H 'Authorization: Bearer a-valid-token-0123456789')
+hdrs=$(curl -s -D - -o "$work/init.json" -m 10 -X POST "$url" "${auth[@]}" -H 'Content-Type: application/json' \
+  -H 'Accept: application/json' \
+  -d '{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"cli-test","version":"1"}}}')
+sid=$(grep -i '^mcp-session-id:' <<<"$hdrs" | tr -d '\r' | awk '{print $2}')
+[ -n "$sid" ] && ok "initialize with token" || bad "initialize: $hdrs $(cat "$work/init.json")"
+res=$(curl -s -m 10 -X POST "$url" "${auth[@]}" -H 'Content-Type: application/json' -H 'Accept: application/json' \
+  -H "Mcp-Session-Id: $sid" -d '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"via cli"}}}')
+grep -q 'via cli' <<<"$res" && ok "tools/call" || bad "tools/call: $res"
+grep -q '"request_id"' "$work/bridge.log" && grep -q '"msg":"call"' "$work/bridge.log" \
+  && ok "JSON log line per call with request_id" || bad "json logs: $(tail -3 "$work/bridge.log")"
+
+curl -s -m 5 "$base/metrics" > "$work/metrics.txt"
+if promtool check metrics < "$work/metrics.txt" > "$work/promtool.out" 2>&1; then
+  ok "promtool check metrics ($(grep -c '^mcp_bridge_' "$work/metrics.txt") series)"
+else
+  bad "promtool: $(cat "$work/promtool.out")"
+fi
+grep -q 'mcp_bridge_requests_total{method="tools/call",outcome="ok"} 1' "$work/metrics.txt" \
+  && ok "metrics count the call" || bad "metrics: $(grep requests_total "$work/metrics.txt" | head)"
+[ "$(curl -s -o /dev/null -w '%{http_code}' -m 5 "$base/readyz")" = 200 ] && ok "readyz 200" || bad "readyz"
+
+# SIGTERM with a call in flight: it finishes (drain), then exit 0.
+curl -s -m 10 -X POST "$url" "${auth[@]}" -H 'Content-Type: application/json' -H 'Accept: application/json' \
+  -H "Mcp-Session-Id: $sid" -d '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":1000}}}' \
+  > "$work/slow.json" &
+cpid=$!
+sleep 0.3
+kill -TERM "$bpid"
+start=$(date +%s%N)
+rc=124
+for _ in $(seq 100); do
+  if ! kill -0 "$bpid" 2>/dev/null; then wait "$bpid"; rc=$?; break; fi
+  sleep 0.1
+done
+wait "$cpid"
+ms=$(( ($(date +%s%N) - start) / 1000000 ))
+[ "$rc" = 0 ] && ok "SIGTERM: exit 0 after ${ms} ms" || bad "SIGTERM: rc=$rc"
+grep -q 'slept 1000 ms' "$work/slow.json" && ok "in-flight call finished during the drain" \
+  || bad "drained call: $(cat "$work/slow.json")"
+
+echo "cli: $fails failed"
+[ "$fails" -eq 0 ]
