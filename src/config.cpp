@@ -129,7 +129,8 @@ Config parse_command_line(int argc, char** argv) {
       "every step, so a dead upstream becomes an immediate JSON-RPC error for the caller.\n"
       "Every flag can also be set by MCP_BRIDGE_<FLAG> (upper case, '-' as '_') or by a key of\n"
       "the same name in --config FILE (TOML/INI). Precedence: flag > config file > environment.\n"
-      "Durations: 250ms, 5s, 2m, 1h (0 = off where noted). Sizes: 512KiB, 16MiB, 1GiB.",
+      "Durations: 250ms, 5s, 2m, 1h (0 = off where noted). Sizes: 512KiB, 16MiB, 1GiB.\n"
+      "Health check mode: 'mcp-sse-bridge --probe URL' GETs URL and exits 0 on HTTP 200.",
       "mcp-sse-bridge"};
   app.option_defaults()->always_capture_default();
   app.get_formatter()->column_width(44);

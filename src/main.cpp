@@ -5,14 +5,48 @@
 
 #include <atomic>
 #include <cstdio>
+#include <string_view>
 #include <thread>
 
 #include "mcp_sse_bridge/config.h"
 #include "mcp_sse_bridge/front_server.h"
+#include "mcp_sse_bridge/http_client.h"
 #include "mcp_sse_bridge/log.h"
 #include "mcp_sse_bridge/request_policy.h"
 
+namespace {
+
+// `mcp-sse-bridge --probe URL`: GET URL (2 s deadline), exit 0 on HTTP 200,
+// 1 otherwise. For container HEALTHCHECKs in an image without curl; https
+// is not verified (it checks liveness, not identity).
+int probe(const char* target) {
+  auto url = msb::parse_url(target);
+  if (!url) {
+    std::fprintf(stderr, "mcp-sse-bridge: --probe: not an http(s) URL: %s\n", target);
+    return 2;
+  }
+  std::shared_ptr<const msb::TlsContext> tls;
+  if (url->tls()) {
+    msb::TlsClientOptions o;
+    o.insecure = true;
+    std::string why;
+    tls = msb::TlsContext::client(o, &why);
+  }
+  msb::HttpConnection conn(*url, tls);
+  auto d = msb::Deadline::after(msb::Millis(2000));
+  auto head = conn.send("GET", url->target, "", "", d);
+  if (!head) {
+    std::fprintf(stderr, "probe %s: %s\n", target, head.error().message().c_str());
+    return 1;
+  }
+  std::printf("probe %s: HTTP %d\n", target, head->status);
+  return head->status == 200 ? 0 : 1;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+  if (argc == 3 && std::string_view(argv[1]) == "--probe") return probe(argv[2]);
   // Many short-lived worker threads with glibc's default of up to 8 arenas
   // per core leave RSS scattered over arenas; two are plenty for this load.
   mallopt(M_ARENA_MAX, 2);
