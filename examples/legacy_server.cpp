@@ -333,10 +333,12 @@ struct LegacyServer::Impl {
         s.initialized = true;
       } else if (method == "notifications/cancelled") {
         cancellations++;
-        std::lock_guard lk(s.mu);
         std::string rid = msg["params"].value("requestId", json()).dump();
-        s.cancelled.insert(rid);
-        std::lock_guard lk2(mu);
+        {
+          std::lock_guard lk(s.mu);
+          s.cancelled.insert(rid);
+        }
+        std::lock_guard lk2(mu);  // never under s.mu: stop() takes mu, then each session's
         last_cancelled = rid;
       }
       return;

@@ -58,11 +58,11 @@ wait_line() {
   return 1
 }
 
-"$example" --listen 127.0.0.1:0 2> "$work/example.log" &
+"$example" --listen 127.0.0.1:0 > /dev/null 2> "$work/example.log" &
 pids+=($!)
 up=$(wait_line "$work/example.log" 'http://127.0.0.1:[0-9]*/sse') || { bad "example server start"; exit 1; }
 "$bridge" --upstream "$up" --listen 127.0.0.1:0 --auth-tokens-file "$work/tokens" \
-  --drain-timeout 3s --log-format json 2> "$work/bridge.log" &
+  --drain-timeout 3s --log-format json > /dev/null 2> "$work/bridge.log" &
 bpid=$!
 pids+=($bpid)
 url=$(wait_line "$work/bridge.log" 'http://127.0.0.1:[0-9]*/mcp') || { bad "bridge start"; cat "$work/bridge.log"; exit 1; }
@@ -93,6 +93,34 @@ fi
 grep -q 'mcp_bridge_requests_total{method="tools/call",outcome="ok"} 1' "$work/metrics.txt" \
   && ok "metrics count the call" || bad "metrics: $(grep requests_total "$work/metrics.txt" | head)"
 [ "$(curl -s -o /dev/null -w '%{http_code}' -m 5 "$base/readyz")" = 200 ] && ok "readyz 200" || bad "readyz"
+
+# Two bridge processes with the same session secret, no affinity: a session
+# made on one is served by the other; a third with another secret refuses it.
+printf 'shared-replica-secret-0123456789\n' > "$work/secret"
+for r in a b c; do
+  secret_file="$work/secret"; [ $r = c ] && secret_file="$work/secret2"
+  [ $r = c ] && printf 'another-secret-entirely-0123456789\n' > "$work/secret2"
+  "$bridge" --upstream "$up" --listen 127.0.0.1:0 --session-secret-file "$secret_file" \
+    > /dev/null 2> "$work/$r.log" &
+  pids+=($!)
+done
+ra=$(wait_line "$work/a.log" 'http://127.0.0.1:[0-9]*/mcp') && rb=$(wait_line "$work/b.log" 'http://127.0.0.1:[0-9]*/mcp') \
+  && rc_=$(wait_line "$work/c.log" 'http://127.0.0.1:[0-9]*/mcp') || { bad "replicas start"; exit 1; }
+hdrs=$(curl -s -D - -o /dev/null -m 10 -X POST "$ra" -H 'Content-Type: application/json' -H 'Accept: application/json' \
+  -d '{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"replicas","version":"1"}}}')
+rsid=$(grep -i '^mcp-session-id:' <<<"$hdrs" | tr -d '\r' | awk '{print $2}')
+served=0
+for i in 1 2 3 4; do
+  target=$ra; [ $((i % 2)) = 0 ] || target=$rb
+  out=$(curl -s -m 10 -X POST "$target" -H 'Content-Type: application/json' -H 'Accept: application/json' \
+    -H "Mcp-Session-Id: $rsid" -d "{\"jsonrpc\":\"2.0\",\"id\":$i,\"method\":\"tools/call\",\"params\":{\"name\":\"add\",\"arguments\":{\"a\":$i,\"b\":1}}}")
+  grep -q "\"$((i + 1))\"" <<<"$out" && served=$((served + 1))
+done
+[ -n "$rsid" ] && [ "$served" = 4 ] && ok "two processes, one secret: initialize on A, 4 calls alternating B/A served" \
+  || bad "replicas: sid=$rsid served=$served"
+code=$(curl -s -o /dev/null -w '%{http_code}' -m 5 -X POST "$rc_" -H 'Content-Type: application/json' \
+  -H 'Accept: application/json' -H "Mcp-Session-Id: $rsid" -d '{"jsonrpc":"2.0","id":9,"method":"tools/list"}')
+[ "$code" = 404 ] && ok "another secret: 404 (send initialize again)" || bad "other secret: $code"
 
 # SIGTERM with a call in flight: it finishes (drain), then exit 0.
 curl -s -m 10 -X POST "$url" "${auth[@]}" -H 'Content-Type: application/json' -H 'Accept: application/json' \
