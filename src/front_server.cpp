@@ -307,7 +307,7 @@ class ClientStream : public httplib::Stream {
   // Waits for the first byte of the next request (keep-alive), waking every
   // 100 ms to notice a drain. False on timeout, close or drain.
   bool wait_next_request(Duration max) {
-    if (ssl_ && SSL_pending(ssl_) > 0) return true;
+    if (buffered() || (ssl_ && SSL_pending(ssl_) > 0)) return true;
     auto d = Deadline::after(max);
     while (!d.reached()) {
       if (p_.draining && p_.draining->load()) return false;
@@ -320,14 +320,30 @@ class ClientStream : public httplib::Stream {
   }
 
   bool is_readable() const override {
-    if (ssl_ && SSL_pending(ssl_) > 0) return true;
+    if (buffered() || (ssl_ && SSL_pending(ssl_) > 0)) return true;
     return wait_fd(POLLIN, read_deadline_) == 1;
   }
   bool is_writable() const override {
     return wait_fd(POLLOUT, Deadline::after(p_.write_timeout)) == 1;
   }
 
+  // cpp-httplib reads request lines one byte at a time (its own SocketStream
+  // buffers): serve small reads from a buffer filled by one recv.
   ssize_t read(char* ptr, size_t size) override {
+    if (!buffered()) {
+      if (size >= sizeof buf_) return raw_read(ptr, size);
+      ssize_t n = raw_read(buf_, sizeof buf_);
+      if (n <= 0) return n;
+      pos_ = 0;
+      len_ = static_cast<size_t>(n);
+    }
+    size_t n = std::min(size, len_ - pos_);
+    std::memcpy(ptr, buf_ + pos_, n);
+    pos_ += n;
+    return static_cast<ssize_t>(n);
+  }
+
+  ssize_t raw_read(char* ptr, size_t size) {
     for (;;) {
       short ev = POLLIN;
       if (ssl_) {
@@ -409,11 +425,15 @@ class ClientStream : public httplib::Stream {
     ip = buf;
   }
 
+  bool buffered() const { return pos_ < len_; }
+
   int fd_;
   SSL* ssl_;
   const ConnPolicy& p_;
   Deadline read_deadline_ = Deadline::never();
   bool read_expired_ = false;
+  char buf_[8192];
+  size_t pos_ = 0, len_ = 0;
 };
 
 // cpp-httplib's Server with the connection loop replaced (it is the one
