@@ -755,9 +755,14 @@ struct FrontServer::Impl {
     return false;
   }
 
+  // Counted in metrics always; logged at debug (a flood of bad requests must
+  // not flood the log), except capacity refusals, which operators act on.
   void refuse(httplib::Response& res, const Rejection& r, std::string_view id = "") {
     metrics.http_refused(r.status);
-    if (r.status != 404) log::info("request refused", {{"status", std::to_string(r.status)}, {"why", r.message}});
+    if (r.status == 429 || r.status == 503)
+      log::warn("request refused", {{"status", std::to_string(r.status)}, {"why", r.message}});
+    else
+      log::debug("request refused", {{"status", std::to_string(r.status)}, {"why", r.message}});
     reject(res, r, id);
   }
 
@@ -1137,10 +1142,7 @@ struct FrontServer::Impl {
           return true;
         },
         [this, state](bool) {
-          for (auto& c : *state) {
-            registry.remove_call(c.key, c.mailbox);
-            release(c);
-          }
+          for (auto& c : *state) release(c);
         });
   }
 
