@@ -272,10 +272,6 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-void json_error(httplib::Response& res, int status, int code, const std::string& message) {
-  res.status = status;
-  res.set_content(jsonrpc_plain_error("", code, message), "application/json");
-}
 
 }  // namespace
 
@@ -540,7 +536,8 @@ class Server : public httplib::Server {
 // cached answer), so probes cannot load the upstream.
 class ReadyProbe {
  public:
-  explicit ReadyProbe(const Config& cfg) : cfg_(cfg) {}
+  // `headers`: the static upstream headers (credentials the upstream may need).
+  ReadyProbe(const Config& cfg, std::string headers) : cfg_(cfg), headers_(std::move(headers)) {}
   // Returns ready + a reason; probes when the cached answer is stale.
   std::pair<bool, std::string> check() {
     std::unique_lock lk(mu_);
@@ -570,9 +567,7 @@ class ReadyProbe {
 
  private:
   std::pair<bool, std::string> probe() {
-    std::string headers;  // the static upstream headers (credentials the upstream may need)
-    (void)RequestPolicy(cfg_).upstream_headers({}, &headers);
-    UpstreamSession up(cfg_.upstream, headers);
+    UpstreamSession up(cfg_.upstream, headers_);
     auto outer = Deadline::after(std::min<Duration>(
         cfg_.upstream.connect_timeout + cfg_.upstream.endpoint_timeout, Duration(5000)));
     auto st = up.open(Deadline::earliest(Deadline::after(cfg_.upstream.connect_timeout), outer),
@@ -582,6 +577,7 @@ class ReadyProbe {
   }
 
   const Config& cfg_;
+  const std::string headers_;
   std::mutex mu_;
   bool probed_ = false, probing_ = false, ready_ = false, logged_ = false;
   std::string reason_ = "not probed yet";
@@ -659,7 +655,7 @@ struct FrontServer::Impl {
         conn{cfg.tls_ctx, cfg.client_read_timeout, cfg.client_write_timeout,
              cfg.client_idle_timeout, &metrics, &draining},
         svr(conn),
-        ready(cfg) {
+        ready(cfg, policy.static_headers()) {
     int threads = cfg.worker_threads;
     svr.new_task_queue = [threads] {
       return new LazyThreadPool(static_cast<size_t>(threads), 4, std::chrono::seconds(30));
@@ -679,7 +675,7 @@ struct FrontServer::Impl {
       } catch (...) {
       }
       log::error("handler exception", {{"what", what}});
-      json_error(res, 500, -32603, "Internal error in mcp-sse-bridge");
+      reject(res, Rejection{500, -32603, "Internal error in mcp-sse-bridge"});
     });
     svr.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
       if (res.status == 413 && res.body.empty()) {

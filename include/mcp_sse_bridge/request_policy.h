@@ -67,6 +67,8 @@ class RequestPolicy {
   std::optional<Rejection> upstream_headers(const HeaderList& h, std::string* out) const;
 
   const BearerAuth& auth() const { return auth_; }
+  // The --upstream-header / --upstream-headers-file lines, "Name: value\r\n" each.
+  const std::string& static_headers() const { return static_lines_; }
 
  private:
   const Config& cfg_;
