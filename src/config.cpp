@@ -134,7 +134,8 @@ Config parse_command_line(int argc, char** argv) {
       "mcp-sse-bridge"};
   app.option_defaults()->always_capture_default();
   app.get_formatter()->column_width(44);
-  app.set_config("--config", "", "Read flags from this TOML/INI file (keys = flag names)");
+  app.set_config("--config", "", "Read flags from this TOML/INI file (keys = flag names)")
+      ->type_name("FILE");
   app.allow_config_extras(CLI::config_extras_mode::error);
 
   std::string upstream, listen = "127.0.0.1:8080";
@@ -160,48 +161,48 @@ Config parse_command_line(int argc, char** argv) {
     for (const char* p = flag; *p; ++p) e += *p == '-' ? '_' : static_cast<char>(std::toupper(*p));
     return e;
   };
-  auto opt = [&](const char* flag, auto& var, const char* help) {
+  // Each option's value label in --help is given where it is added: a label
+  // guessed from the flag's name once called --max-message-size a DURATION.
+  auto opt = [&](const char* flag, auto& var, const char* help, const char* type = nullptr) {
     auto* o = app.add_option(std::string("--") + flag, var, help)->envname(env(flag));
-    std::string_view f(flag);
-    if (f.ends_with("-file") || f.ends_with("-ca") || f.ends_with("-cert") || f.ends_with("-key"))
-      o->type_name("FILE");
-    else if (f.find("timeout") != std::string_view::npos || f.find("interval") != std::string_view::npos ||
-        f.find("age") != std::string_view::npos)
-      o->type_name("DURATION");
-    else if (f.find("size") != std::string_view::npos)
-      o->type_name("SIZE");
+    if (type) o->type_name(type);
     return o;
   };
+  constexpr const char* kDur = "DURATION";
+  constexpr const char* kSize = "SIZE";
+  constexpr const char* kFile = "FILE";
 
-  opt("upstream", upstream, "Legacy MCP server SSE URL, e.g. http://127.0.0.1:3001/sse (required)")
+  opt("upstream", upstream, "Legacy MCP server SSE URL, e.g. http://127.0.0.1:3001/sse (required)",
+      "URL")
       ->required();
-  opt("listen", listen, "HOST:PORT to serve Streamable HTTP on (port 0 = any free port)");
-  opt("path", c.path, "Endpoint path for POST/GET/DELETE");
-  opt("connect-timeout", connect_t, "Deadline for the upstream TCP connect plus the SSE response head");
-  opt("endpoint-timeout", endpoint_t, "Deadline for the upstream `endpoint` event after connect");
+  opt("listen", listen, "HOST:PORT to serve Streamable HTTP on (port 0 = any free port)", "HOST:PORT");
+  opt("path", c.path, "Endpoint path for POST/GET/DELETE", "PATH");
+  opt("connect-timeout", connect_t, "Deadline for the upstream TCP connect plus the SSE response head", kDur);
+  opt("endpoint-timeout", endpoint_t, "Deadline for the upstream `endpoint` event after connect", kDur);
   opt("initialize-timeout", init_t,
-      "Deadline for the upstream initialize reply and each setup POST");
+      "Deadline for the upstream initialize reply and each setup POST", kDur);
   opt("request-timeout", request_t,
-      "Deadline for a whole call, from its arrival; upstream progress notifications extend it");
+      "Deadline for a whole call, from its arrival; upstream progress notifications extend it", kDur);
   opt("max-request-timeout", max_request_t,
-      "Hard cap on a call, however much progress the upstream reports");
+      "Hard cap on a call, however much progress the upstream reports", kDur);
   opt("ping-interval", ping_i,
-      "Upstream silence while a call waits before the bridge sends an MCP ping (0 = off)");
-  opt("ping-timeout", ping_t, "Deadline for the reply to that ping; none = the upstream is dead");
+      "Upstream silence while a call waits before the bridge sends an MCP ping (0 = off)", kDur);
+  opt("ping-timeout", ping_t, "Deadline for the reply to that ping; none = the upstream is dead", kDur);
   opt("keepalive-interval", keepalive_i,
-      "SSE comment sent on an idle client response stream (0 = off)");
-  opt("max-message-size", max_msg, "Largest upstream SSE event (one JSON-RPC message)");
-  opt("max-body-size", max_body, "Largest client request body (413 above)");
+      "SSE comment sent on an idle client response stream (0 = off)", kDur);
+  opt("max-message-size", max_msg, "Largest upstream SSE event (one JSON-RPC message)", kSize);
+  opt("max-body-size", max_body, "Largest client request body (413 above)", kSize);
   opt("upstream-header", u.static_headers,
-      "Static header sent upstream, 'Name: value' (repeatable)");
+      "Static header sent upstream, 'Name: value' (repeatable)", "'NAME: VALUE'");
   opt("forward-header", c.forward_headers,
-      "Client header copied to the upstream, e.g. Authorization (repeatable)");
+      "Client header copied to the upstream, e.g. Authorization (repeatable)", "NAME");
   opt("allowed-host", c.allowed_hosts,
       "Host header value accepted (repeatable; host or host:port). On a loopback listener only "
-      "localhost/127.0.0.1/[::1] are accepted otherwise (DNS-rebinding guard); elsewhere any");
+      "localhost/127.0.0.1/[::1] are accepted otherwise (DNS-rebinding guard); elsewhere any",
+      "HOST");
   opt("allowed-origin", c.allowed_origins,
       "Origin accepted, e.g. https://app.example.com (repeatable). A request with any other "
-      "Origin gets 403; loopback origins pass when listening on loopback");
+      "Origin gets 403; loopback origins pass when listening on loopback", "ORIGIN");
   opt("allow-foreign-endpoint", u.allow_foreign_endpoint,
       "Accept an upstream `endpoint` on another origin than --upstream (SSRF risk)");
   opt("upstream-retries", u.retries,
@@ -210,7 +211,7 @@ Config parse_command_line(int argc, char** argv) {
   opt("pool-size", u.pool.size,
       "Warm pool: most idle pre-initialized upstream sessions kept ready, in all (0 = off: every "
       "call opens its own session)");
-  opt("pool-max-idle-age", pool_age, "Warm pool: an idle session older than this is closed");
+  opt("pool-max-idle-age", pool_age, "Warm pool: an idle session older than this is closed", kDur);
   opt("pool-fillers", u.pool.fillers, "Warm pool: threads opening sessions in the background");
   opt("pool-reuse", u.pool.reuse,
       "Warm pool: after a clean call (response received, nothing pending) the session waits for "
@@ -223,47 +224,53 @@ Config parse_command_line(int argc, char** argv) {
       "Bound on the DELETEd-session set kept by this process");
   opt("session-secret-file", secret_file,
       "File holding the HMAC secret for session ids (share it across replicas); env "
-      "MCP_BRIDGE_SESSION_SECRET holds the secret itself; random when neither is given");
+      "MCP_BRIDGE_SESSION_SECRET holds the secret itself; random when neither is given",
+      kFile);
   opt("upstream-headers-file", headers_file,
       "File of static upstream headers, one 'Name: value' per line (# comments), so that "
-      "secrets stay out of argv");
+      "secrets stay out of argv", kFile);
   opt("upstream-ca", u.tls_options.ca_file,
-      "PEM CA bundle that https upstreams are verified against (default: the system CAs)");
+      "PEM CA bundle that https upstreams are verified against (default: the system CAs)", kFile);
   opt("upstream-client-cert", u.tls_options.cert_file,
-      "PEM client certificate presented to https upstreams (with --upstream-client-key)");
-  opt("upstream-client-key", u.tls_options.key_file, "PEM private key of --upstream-client-cert");
+      "PEM client certificate presented to https upstreams (with --upstream-client-key)", kFile);
+  opt("upstream-client-key", u.tls_options.key_file, "PEM private key of --upstream-client-cert", kFile);
   app.add_flag("--upstream-insecure", u.tls_options.insecure,
                "Do not verify https upstream certificates (logs a warning; for tests only)")
       ->envname(env("upstream-insecure"));
   opt("max-upstream-sessions", u.max_sessions,
       "Upstream SSE sessions open at once (calls plus warm pool); a call that finds none "
       "free fails at once");
-  opt("tls-cert", c.tls.cert_file, "Serve HTTPS with this PEM certificate chain (with --tls-key)");
-  opt("tls-key", c.tls.key_file, "PEM private key for --tls-cert");
+  opt("tls-cert", c.tls.cert_file, "Serve HTTPS with this PEM certificate chain (with --tls-key)", kFile);
+  opt("tls-key", c.tls.key_file, "PEM private key for --tls-cert", kFile);
   opt("tls-client-ca", c.tls.client_ca_file,
-      "Require client certificates signed by this PEM CA bundle (mutual TLS)");
+      "Require client certificates signed by this PEM CA bundle (mutual TLS)", kFile);
   opt("auth-tokens-file", tokens_file,
       "Require 'Authorization: Bearer <token>' on the MCP endpoint; one token per line (# "
-      "comments). Env MCP_BRIDGE_AUTH_TOKENS holds tokens themselves (comma-separated)");
+      "comments). Env MCP_BRIDGE_AUTH_TOKENS holds tokens themselves (comma-separated)", kFile);
   opt("auth-health", auth_health,
-      "open or protected: whether /healthz and /readyz need a bearer token (with auth on)");
+      "open or protected: whether /healthz and /readyz need a bearer token (with auth on)", "open|protected");
   opt("auth-metrics", auth_metrics,
-      "open or protected: whether the metrics endpoint needs a bearer token (with auth on)");
-  opt("metrics-path", c.metrics_path, "Prometheus metrics endpoint path (empty = off)");
+      "open or protected: whether the metrics endpoint needs a bearer token (with auth on)", "open|protected");
+  opt("metrics-path", c.metrics_path, "Prometheus metrics endpoint path (empty = off)", "PATH");
   opt("ready-probe-interval", ready_i,
-      "/readyz probes the upstream SSE endpoint at most this often and caches the answer");
+      "/readyz probes the upstream SSE endpoint at most this often and caches the answer", kDur);
   opt("client-read-timeout", client_read_t,
-      "A client request's head and body must arrive within this (slow clients are cut off)");
+      "A client request's head and body must arrive within this (slow clients are cut off)", kDur);
   opt("client-write-timeout", client_write_t,
-      "Each write to a client must make progress within this (stalled readers are cut off)");
-  opt("client-idle-timeout", client_idle_t, "Idle keep-alive client connections close after this");
+      "Each write to a client must make progress within this (stalled readers are cut off)", kDur);
+  opt("client-idle-timeout", client_idle_t, "Idle keep-alive client connections close after this", kDur);
   opt("max-calls-per-session", c.max_calls_per_session,
       "Calls (open response streams) at once per client session; more get HTTP 429");
+  opt("serve-stale-initialize", c.serve_stale_initialize,
+      "While the upstream cannot be reached, answer a client's initialize from the last "
+      "initialize result this process got from the upstream for the same protocol version and "
+      "forwarded headers (its age is logged), so the client gets a session and its calls work "
+      "once the upstream is back; false = initialize fails while the upstream is down");
   opt("drain-timeout", drain_t,
       "On SIGTERM/SIGINT: time in-flight calls get to finish before they are answered with "
-      "a shutting_down error");
-  opt("log-level", c.log_level, "debug, info, warn, error or off");
-  opt("log-format", c.log_format, "text or json");
+      "a shutting_down error", kDur);
+  opt("log-level", c.log_level, "debug, info, warn, error or off", "LEVEL");
+  opt("log-format", c.log_format, "text or json", "text|json");
   app.add_flag("--check-config", c.check_config,
                "Parse and validate the configuration, then exit (0 = valid, 2 = invalid)");
 

@@ -27,6 +27,7 @@
 #include <set>
 #include <unordered_map>
 
+#include "mcp_sse_bridge/initialize_cache.h"
 #include "mcp_sse_bridge/log.h"
 #include "mcp_sse_bridge/metrics.h"
 #include "mcp_sse_bridge/peer_socket.h"
@@ -45,6 +46,17 @@ constexpr char kSessionHeader[] = "Mcp-Session-Id";
 // busy), and to the client socket on a worker serving one.
 thread_local bool t_overflow = false;
 thread_local int t_client_fd = -1;
+// Set while a request is handled when the connection must close after its
+// response: bytes of the request's body are still unread (or cannot be
+// read), so anything read next would be parsed as a request.
+thread_local bool t_close_after = false;
+
+// Methods whose requests cpp-httplib reads a body for; on any other method a
+// body is never read, so such a request must close its connection.
+bool reads_body(const std::string& method) {
+  return method == "POST" || method == "PUT" || method == "PATCH" || method == "DELETE" ||
+         method == "PRI";
+}
 
 // cpp-httplib's ThreadPool starts all its threads at once, and its condition
 // variable hands connections to threads in turn, so an idle bridge touches
@@ -461,14 +473,37 @@ class Server : public httplib::Server {
       SSL_shutdown(ssl);  // best effort close_notify (non-blocking)
       SSL_free(ssl);
     }
+    if (t_close_after) linger_close(fd);
+    t_close_after = false;
     ::shutdown(fd, SHUT_RDWR);
     ::close(fd);
     p_.connections.fetch_sub(1);
     return true;
   }
 
+  // Closing with unread request bytes makes the kernel send a reset, which
+  // can destroy the response before the client reads it. Stop sending,
+  // then read and drop what the client still sends, within a bound.
+  static void linger_close(int fd) {
+    ::shutdown(fd, SHUT_WR);
+    auto d = Deadline::after(Millis(1000));
+    char buf[16384];
+    for (size_t total = 0; total < (8u << 20) && !d.reached();) {
+      pollfd pf{fd, POLLIN, 0};
+      if (::poll(&pf, 1, d.poll_ms()) <= 0) break;
+      ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      total += static_cast<size_t>(n);
+    }
+  }
+
   void refuse(int fd) {
     if (p_.metrics) p_.metrics->connection_refused();
+    static log::RateLimit limit(20, 10000);
+    uint64_t suppressed = 0;
+    if (limit.allow(&suppressed))
+      log::warn("connection refused: every worker thread is busy (--worker-threads)",
+                {{"status", "503"}, {"suppressed", std::to_string(suppressed)}});
     if (p_.tls) return;  // no handshake for a refusal: just close
     static const std::string body =
         jsonrpc_plain_error("", -32000, "Service Unavailable: every worker thread is busy "
@@ -518,7 +553,25 @@ class Server : public httplib::Server {
       strm.arm_read_deadline();
       bool closed = false;
       bool close_now = count == 1 || (p_.draining && p_.draining->load());
-      bool ok = process_request(strm, close_now, closed, [](httplib::Request&) {});
+      t_close_after = false;
+      bool ok = process_request(strm, close_now, closed, [](httplib::Request& req) {
+        // A request without Content-Length or Transfer-Encoding has no body
+        // (RFC 9112 6.3); cpp-httplib 0.11 would read one until the client
+        // closes, so a plain `DELETE` (fetch sends no Content-Length) hung
+        // until --client-read-timeout.
+        if (reads_body(req.method) && !req.has_header("Content-Length") &&
+            !req.has_header("Transfer-Encoding"))
+          req.headers.emplace("Content-Length", "0");
+        if (!reads_body(req.method) &&
+            (req.has_header("Transfer-Encoding") ||
+             (req.has_header("Content-Length") && req.get_header_value("Content-Length") != "0"))) {
+          t_close_after = true;
+          // cpp-httplib then answers with "Connection: close".
+          req.headers.erase("Connection");
+          req.headers.emplace("Connection", "close");
+        }
+      });
+      if (t_close_after) break;
       if (strm.read_expired()) {
         if (p_.metrics) p_.metrics->slow_client_cut();
         log::info("client connection closed: request not received within --client-read-timeout");
@@ -584,6 +637,61 @@ class ReadyProbe {
   Clock::time_point last_{};
 };
 
+// The body of a POST, read at most once and bounded by --max-body-size.
+// Whatever path answers the request (a refusal made on headers alone
+// included), finish() makes sure that no byte of the body stays on the
+// connection: an unread body is read and dropped within the same bound, and a
+// body that could not be consumed whole closes the connection after the
+// response. Without this, a keep-alive client's next request (the fallback
+// initialize after a refused probe) is parsed from the leftover bytes.
+class PostBody {
+ public:
+  enum class Read { kOk, kTooLarge, kFailed };
+  PostBody(const httplib::ContentReader& reader, size_t limit) : reader_(reader), limit_(limit) {}
+
+  // Reads the whole body into *out. kTooLarge: above the limit (the rest is
+  // read and dropped up to a cap so that the client reads the 413 rather
+  // than a reset); kFailed: the client stopped sending or sent bad framing.
+  Read read(std::string* out) {
+    if (read_) return Read::kFailed;
+    read_ = true;
+    bool too_large = false;
+    size_t dropped = 0;
+    const size_t drain_cap = std::max<size_t>(limit_, 1 << 20);
+    bool ok = reader_([&](const char* data, size_t n) {
+      if (too_large || out->size() + n > limit_) {
+        too_large = true;
+        out->clear();
+        dropped += n;
+        return dropped < drain_cap;
+      }
+      out->append(data, n);
+      return true;
+    });
+    consumed_ = ok;
+    if (too_large) return Read::kTooLarge;
+    return ok ? Read::kOk : Read::kFailed;
+  }
+
+  // Called once the response is decided, before it is written.
+  void finish(httplib::Response& res) {
+    if (!read_) {
+      std::string sink;
+      (void)read(&sink);
+    }
+    if (!consumed_) {
+      t_close_after = true;
+      res.set_header("Connection", "close");
+    }
+  }
+
+ private:
+  const httplib::ContentReader& reader_;
+  const size_t limit_;
+  bool read_ = false;
+  bool consumed_ = false;
+};
+
 // Header view of a cpp-httplib request (no copies).
 HeaderList header_list(const httplib::Request& req) {
   HeaderList h;
@@ -641,6 +749,8 @@ struct FrontServer::Impl {
   std::atomic<bool> stopping{false};  // remaining calls are being answered with shutting_down
   std::atomic<bool> draining{false};  // no new calls; /readyz false
   std::atomic<int> inflight{0};       // calls admitted and not yet finished
+  log::RateLimit refusal_log{20, 10000};  // refusal log lines: 20 per 10 s
+  InitializeCache init_cache;             // --serve-stale-initialize
   std::mutex session_mu;
   std::unordered_map<std::string, int> session_calls;  // calls in progress per client session
   int bound_port = -1;
@@ -677,7 +787,14 @@ struct FrontServer::Impl {
       log::error("handler exception", {{"what", what}});
       reject(res, Rejection{500, -32603, "Internal error in mcp-sse-bridge"});
     });
-    svr.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+    svr.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
+      // Answers cpp-httplib makes itself (no route, bad framing) have no
+      // body yet; the bridge's own refusals were counted by refuse().
+      if (res.body.empty()) {
+        metrics.http_refused(res.status);
+        log_refusal(res.status, res.status == 404 ? "no such path: " + req.path.substr(0, 200)
+                                                  : "malformed or unroutable request");
+      }
       if (res.status == 413 && res.body.empty()) {
         res.set_content(jsonrpc_plain_error("", -32600, "Request body too large"),
                         "application/json");
@@ -689,16 +806,17 @@ struct FrontServer::Impl {
     svr.Post(p, [this](const httplib::Request& req, httplib::Response& res,
                        const httplib::ContentReader& reader) {
       auto h = header_list(req);
-      if (mcp_guard(h, res)) handle_post(req, h, res, reader);
+      PostBody body(reader, cfg.max_body_size);
+      if (mcp_guard(h, res)) handle_post(req, h, res, body);
+      body.finish(res);  // no refusal leaves body bytes on the connection
     });
     svr.Get(p, [this](const httplib::Request& req, httplib::Response& res) {
       if (!mcp_guard(header_list(req), res)) return;
-      res.status = 405;
-      res.set_header("Allow", "POST, DELETE");
-      res.set_content(jsonrpc_plain_error("", -32000,
-                                          "Method Not Allowed: this bridge has no standalone "
-                                          "server-to-client stream (GET); use POST"),
-                      "application/json");
+      Rejection r{405, -32000,
+                  "Method Not Allowed: this bridge has no standalone server-to-client stream "
+                  "(GET); use POST"};
+      r.headers.emplace_back("Allow", "POST, DELETE");
+      refuse(res, r);
     });
     svr.Delete(p, [this](const httplib::Request& req, httplib::Response& res) {
       auto h = header_list(req);
@@ -751,28 +869,40 @@ struct FrontServer::Impl {
     return false;
   }
 
-  // Counted in metrics always; logged at debug (a flood of bad requests must
-  // not flood the log), except capacity refusals, which operators act on.
+  // Every refusal is counted, and logged through a rate limit (a flood of
+  // bad requests must not flood the log; the next line written says how many
+  // were left out). Capacity refusals, which operators act on, log at warn.
   void refuse(httplib::Response& res, const Rejection& r, std::string_view id = "") {
     metrics.http_refused(r.status);
-    if (r.status == 429 || r.status == 503)
-      log::warn("request refused", {{"status", std::to_string(r.status)}, {"why", r.message}});
-    else
-      log::debug("request refused", {{"status", std::to_string(r.status)}, {"why", r.message}});
+    log_refusal(r.status, r.message, id);
     reject(res, r, id);
   }
+  void log_refusal(int status, std::string_view why, std::string_view id = "") {
+    uint64_t suppressed = 0;
+    if (!refusal_log.allow(&suppressed)) return;
+    auto lvl = status == 429 || status == 503 ? log::Level::kWarn : log::Level::kInfo;
+    if (!log::enabled(lvl)) return;
+    log::write(lvl, "request refused",
+               {{"status", std::to_string(status)},
+                {"id", std::string(id)},
+                {"why", std::string(why.substr(0, 300))},
+                {"suppressed", std::to_string(suppressed)}});
+  }
 
-  std::optional<ClientSession> require_session(const HeaderList& h, httplib::Response& res) {
+  std::optional<ClientSession> require_session(const HeaderList& h, httplib::Response& res,
+                                               std::string_view id = "") {
     auto sid = find_header(h, kSessionHeader);
     if (!sid) {
-      refuse(res, Rejection{400, -32000, "Bad Request: Mcp-Session-Id header is required"});
+      refuse(res, Rejection{400, -32000, "Bad Request: Mcp-Session-Id header is required"}, id);
       return std::nullopt;
     }
     auto s = tokens.verify(std::string(*sid));
     if (!s) {
-      refuse(res, Rejection{404, -32001,
-                            "Session not found: unknown, expired or terminated Mcp-Session-Id; "
-                            "send initialize again"});
+      refuse(res,
+             Rejection{404, -32001,
+                       "Session not found: unknown, expired or terminated Mcp-Session-Id; "
+                       "send initialize again"},
+             id);
       return std::nullopt;
     }
     return s;
@@ -805,7 +935,7 @@ struct FrontServer::Impl {
   }
 
   void handle_post(const httplib::Request& req, const HeaderList& h, httplib::Response& res,
-                   const httplib::ContentReader& reader) {
+                   PostBody& post_body) {
     // Content negotiation first: these are the client's mistakes, not the upstream's.
     bool accepts_sse = false;
     if (auto r = policy.check_post(h, &accepts_sse)) return refuse(res, *r);
@@ -816,27 +946,31 @@ struct FrontServer::Impl {
     if (draining.load()) res.set_header("Connection", "close");
     // Read the body ourselves: set_payload_max_length only bounds bodies that
     // declare a Content-Length, not chunked ones.
-    // Past the limit the rest is read and dropped (up to a cap), so that the
-    // client reads the 413 instead of a reset from unread bytes.
     std::string body;
-    bool too_large = false;
-    size_t dropped = 0;
-    const size_t drain_cap = std::max<size_t>(cfg.max_body_size, 1 << 20);
-    reader([&](const char* data, size_t n) {
-      if (too_large || body.size() + n > cfg.max_body_size) {
-        too_large = true;
-        dropped += n;
-        return dropped < drain_cap;
-      }
-      body.append(data, n);
-      return true;
-    });
-    if (too_large)
-      return refuse(res, Rejection{413, -32600,
-                                   "Request body larger than --max-body-size (" +
-                                       std::to_string(cfg.max_body_size) + " bytes)"});
+    switch (post_body.read(&body)) {
+      case PostBody::Read::kOk: break;
+      case PostBody::Read::kTooLarge:
+        return refuse(res, Rejection{413, -32600,
+                                     "Request body larger than --max-body-size (" +
+                                         std::to_string(cfg.max_body_size) + " bytes)"});
+      case PostBody::Read::kFailed:
+        return refuse(res, Rejection{400, -32600, "Bad Request: the request body could not be read"});
+    }
     auto parsed = parse_body(std::move(body));
     if (!parsed.ok) return refuse(res, Rejection{400, parsed.error_code, parsed.error_message});
+    // Refusals from here on name the request's id where there is one.
+    const Message* single =
+        !parsed.batch && parsed.messages.front().kind == MsgKind::kRequest ? &parsed.messages.front()
+                                                                           : nullptr;
+    std::string_view id = single ? std::string_view(single->id) : std::string_view();
+    // A 2026-07-28 request (the probe of a dual-era client) gets the answer
+    // of a session-era server, on which the client falls back to initialize.
+    if (single && is_modern_era_request(h, *single)) {
+      std::string_view v = single->meta_protocol_version;
+      if (v.empty()) v = find_header(h, "MCP-Protocol-Version").value_or("");
+      return refuse(res, modern_era_refusal(v), id);
+    }
+    if (auto r = policy.check_protocol_version(h)) return refuse(res, *r, id);
     // initialize opens a client session; it must stand alone.
     for (auto& m : parsed.messages) {
       if (m.kind == MsgKind::kRequest && m.method == "initialize") {
@@ -847,7 +981,7 @@ struct FrontServer::Impl {
         return;
       }
     }
-    auto session = require_session(h, res);
+    auto session = require_session(h, res, id);
     if (!session) return;
 
     std::vector<PendingCall> calls;
@@ -1186,6 +1320,22 @@ struct FrontServer::Impl {
     response = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   }
 
+  // Failures after which the upstream is down or unusable for now, rather
+  // than refusing this client: a stale initialize result may stand in.
+  static bool upstream_unavailable(ErrorKind k) {
+    switch (k) {
+      case ErrorKind::kUnreachable:
+      case ErrorKind::kRejected:
+      case ErrorKind::kClosed:
+      case ErrorKind::kProtocol:
+      case ErrorKind::kTimeout:
+      case ErrorKind::kUnresponsive:
+        return true;
+      default:
+        return false;
+    }
+  }
+
   void handle_initialize(httplib::Response& res, Message& init, bool accepts_sse,
                          const std::string& headers, const std::string& request_id) {
     auto j = nlohmann::ordered_json::parse(init.raw, nullptr, false);
@@ -1214,7 +1364,32 @@ struct FrontServer::Impl {
     if (!r.cancelled) metrics.call_done("initialize", r.error ? &*r.error : nullptr, false, seconds_since(t0));
     Message m;
     bool ok = !r.error && parse_message(r.response, m) && m.kind == MsgKind::kResponse && !m.is_error;
-    if (ok) strip_subscribe(r.response);
+    std::string version;
+    if (j["params"].contains("protocolVersion") && j["params"]["protocolVersion"].is_string())
+      version = j["params"]["protocolVersion"].get<std::string>();
+    std::string cache_key = InitializeCache::key(version, headers);
+    if (ok) {
+      strip_subscribe(r.response);
+      auto resp = nlohmann::ordered_json::parse(r.response, nullptr, false);
+      if (!resp.is_discarded() && resp.contains("result"))
+        init_cache.store(cache_key, resp["result"].dump(-1, ' ', false,
+                                                        nlohmann::json::error_handler_t::replace));
+    } else if (r.error && cfg.serve_stale_initialize && upstream_unavailable(r.error->kind)) {
+      // The client gets a session now; its calls fail fast while the
+      // upstream is down and work once it is back, with no reconnect.
+      if (auto hit = init_cache.find(cache_key)) {
+        metrics.stale_initialize();
+        log::warn("initialize answered from the last upstream initialize result: the upstream "
+                  "cannot be reached",
+                  {{"request_id", request_id},
+                   {"age_ms", std::to_string(hit->age.count())},
+                   {"cause", r.error->message()},
+                   {"ms", std::to_string(elapsed_ms(t0))}});
+        r.response = R"({"jsonrpc":"2.0","id":)" + init.id + R"(,"result":)" + hit->result_json + "}";
+        r.error.reset();
+        ok = true;
+      }
+    }
     if (ok) {
       std::string sid = tokens.mint(params);
       forwarder.prewarm(sid, params, headers, std::nullopt);

@@ -61,8 +61,13 @@ bool classify(simdjson::dom::element el, Message& m, std::string* why) {
     if (obj["params"].get_object().get(params) == SUCCESS) {
       dom::element tok;
       if (m.kind == MsgKind::kRequest) {
-        if (params.at_pointer("/_meta/progressToken").get(tok) == SUCCESS)
-          m.progress_token = simdjson::minify(tok);
+        dom::object meta;
+        if (params["_meta"].get_object().get(meta) == SUCCESS) {
+          if (meta["progressToken"].get(tok) == SUCCESS) m.progress_token = simdjson::minify(tok);
+          std::string_view v;
+          if (meta["io.modelcontextprotocol/protocolVersion"].get_string().get(v) == SUCCESS)
+            m.meta_protocol_version = std::string(v.substr(0, 64));
+        }
       } else if (m.method == "notifications/progress") {
         if (params["progressToken"].get(tok) == SUCCESS) m.progress_token = simdjson::minify(tok);
       } else if (m.method == "notifications/cancelled") {

@@ -23,6 +23,21 @@ const char* name(Level l) {
 }
 }  // namespace
 
+bool RateLimit::allow(uint64_t* suppressed) {
+  int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::chrono::steady_clock::now().time_since_epoch())
+                    .count();
+  int64_t start = window_start_.load(std::memory_order_relaxed);
+  if (now - start >= window_ms_ && window_start_.compare_exchange_strong(start, now))
+    used_.store(0, std::memory_order_relaxed);
+  if (used_.fetch_add(1, std::memory_order_relaxed) >= per_window_) {
+    dropped_.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  *suppressed = dropped_.exchange(0, std::memory_order_relaxed);
+  return true;
+}
+
 void set_level(Level l) { g_level.store(static_cast<int>(l)); }
 void set_json(bool json) { g_json.store(json); }
 bool enabled(Level l) { return static_cast<int>(l) >= g_level.load(std::memory_order_relaxed); }

@@ -191,6 +191,10 @@ std::string Metrics::render(const MetricsGauges& g, const ForwarderStats& f,
   head(out, "mcp_bridge_tls_handshake_failures_total", "counter",
        "Client TLS handshakes that failed or timed out.");
   line(out, "mcp_bridge_tls_handshake_failures_total", "", tls_failures_.load());
+  head(out, "mcp_bridge_initialize_stale_total", "counter",
+       "initialize requests answered from the last upstream initialize result while the "
+       "upstream could not be reached (--serve-stale-initialize).");
+  line(out, "mcp_bridge_initialize_stale_total", "", stale_initializes_.load());
   head(out, "mcp_bridge_ready", "gauge", "1 when /readyz answers 200.");
   line(out, "mcp_bridge_ready", "", static_cast<uint64_t>(g.ready));
   head(out, "mcp_bridge_draining", "gauge", "1 while the bridge drains after SIGTERM/SIGINT.");

@@ -66,6 +66,28 @@ bool is_supported_protocol_version(std::string_view v) {
   return v == "2024-11-05" || v == "2025-03-26" || v == "2025-06-18" || v == "2025-11-25";
 }
 
+bool is_modern_protocol_version(std::string_view v) { return v == "2026-07-28"; }
+
+namespace {
+constexpr char kSessionEraVersions[] = "2025-11-25, 2025-06-18, 2025-03-26, 2024-11-05";
+}
+
+bool is_modern_era_request(const HeaderList& h, const Message& m) {
+  if (m.kind != MsgKind::kRequest || m.method == "initialize") return false;
+  if (find_header(h, "Mcp-Session-Id")) return false;
+  if (m.method == "server/discover" || !m.meta_protocol_version.empty()) return true;
+  auto v = find_header(h, "MCP-Protocol-Version");
+  return v && !is_supported_protocol_version(*v);
+}
+
+Rejection modern_era_refusal(std::string_view requested) {
+  std::string req = requested.empty() ? std::string("a stateless-era request") : printable(requested, 64);
+  return Rejection{400, -32000,
+                   "Bad Request: unsupported protocol version " + req +
+                       "; this server speaks the session era of MCP (supported versions: " +
+                       kSessionEraVersions + "): send initialize first"};
+}
+
 bool is_loopback_name(std::string_view host) {
   return host == "localhost" || host == "::1" || host == "[::1]" || host.rfind("127.", 0) == 0;
 }
@@ -156,10 +178,10 @@ std::optional<Rejection> RequestPolicy::check_auth(const HeaderList& h) const {
 
 std::optional<Rejection> RequestPolicy::check_protocol_version(const HeaderList& h) const {
   auto v = find_header(h, "MCP-Protocol-Version");
-  if (!v || is_supported_protocol_version(*v)) return std::nullopt;
+  if (!v || is_supported_protocol_version(*v) || is_modern_protocol_version(*v)) return std::nullopt;
   return Rejection{400, -32000,
                    "Bad Request: unsupported MCP-Protocol-Version '" + printable(*v, 64) +
-                       "' (supported: 2024-11-05, 2025-03-26, 2025-06-18, 2025-11-25)"};
+                       "' (supported: " + kSessionEraVersions + ")"};
 }
 
 std::optional<Rejection> RequestPolicy::check_post(const HeaderList& h, bool* accepts_sse) const {
@@ -174,7 +196,7 @@ std::optional<Rejection> RequestPolicy::check_post(const HeaderList& h, bool* ac
   std::string ctype = lower(find_header(h, "Content-Type").value_or(""));
   if (ctype.rfind("application/json", 0) != 0)
     return Rejection{415, -32000, "Unsupported Media Type: Content-Type must be application/json"};
-  return check_protocol_version(h);
+  return std::nullopt;
 }
 
 std::optional<Rejection> RequestPolicy::upstream_headers(const HeaderList& h, std::string* out) const {

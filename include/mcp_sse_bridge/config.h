@@ -67,6 +67,7 @@ struct Config {
   std::string metrics_path = "/metrics";     // empty = no metrics endpoint
   Duration ready_probe_interval{5000};       // /readyz re-probes the upstream at most this often
   Duration drain_timeout{20000};             // SIGTERM: in-flight calls get this long to finish
+  bool serve_stale_initialize = true;        // upstream down: answer initialize from its last result
   size_t max_revoked_sessions = 100000;
   std::string session_secret;                // from --session-secret-file or env
   bool session_secret_generated = false;

@@ -27,6 +27,9 @@ struct Message {
   std::string progress_token;  // raw: params._meta.progressToken (requests) or
                                // params.progressToken (notifications/progress)
   std::string cancel_id;  // raw: params.requestId of notifications/cancelled
+  // Requests: params._meta["io.modelcontextprotocol/protocolVersion"] when it
+  // is a string (the 2026-07-28 era's per-request version); else empty.
+  std::string meta_protocol_version;
   bool is_error = false;  // response carrying `error`
 };
 

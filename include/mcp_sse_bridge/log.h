@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstdint>
 #include <initializer_list>
 #include <string>
 #include <string_view>
@@ -19,6 +20,24 @@ bool parse_level(std::string_view s, Level* out);
 
 using Field = std::pair<std::string_view, std::string>;
 void write(Level l, std::string_view msg, std::initializer_list<Field> fields = {});
+
+// Lets at most `per_window` records through per window and counts the rest,
+// so that a flood (bad requests from one client) cannot flood the log.
+// Thread-safe; allow() takes no lock.
+class RateLimit {
+ public:
+  RateLimit(int per_window, int64_t window_ms) : per_window_(per_window), window_ms_(window_ms) {}
+  // True when this record may be written; then *suppressed is the number of
+  // records dropped since the last one that was allowed.
+  bool allow(uint64_t* suppressed);
+
+ private:
+  const int per_window_;
+  const int64_t window_ms_;
+  std::atomic<int64_t> window_start_{0};
+  std::atomic<int> used_{0};
+  std::atomic<uint64_t> dropped_{0};
+};
 
 inline void debug(std::string_view m, std::initializer_list<Field> f = {}) {
   if (enabled(Level::kDebug)) write(Level::kDebug, m, f);

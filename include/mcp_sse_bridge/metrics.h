@@ -57,6 +57,9 @@ class Metrics {
   void connection_refused() { connections_refused_.fetch_add(1, std::memory_order_relaxed); }
   void slow_client_cut() { slow_clients_.fetch_add(1, std::memory_order_relaxed); }
   void tls_handshake_failed() { tls_failures_.fetch_add(1, std::memory_order_relaxed); }
+  // An initialize answered from the last upstream result while the upstream
+  // was unreachable (--serve-stale-initialize).
+  void stale_initialize() { stale_initializes_.fetch_add(1, std::memory_order_relaxed); }
 
   std::string render(const MetricsGauges& g, const ForwarderStats& f, const PoolStats& p) const;
 
@@ -71,6 +74,7 @@ class Metrics {
   std::atomic<uint64_t> connections_refused_{0};
   std::atomic<uint64_t> slow_clients_{0};
   std::atomic<uint64_t> tls_failures_{0};
+  std::atomic<uint64_t> stale_initializes_{0};
 };
 
 }  // namespace msb

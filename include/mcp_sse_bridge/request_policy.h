@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "mcp_sse_bridge/config.h"
+#include "mcp_sse_bridge/jsonrpc.h"
 
 namespace msb {
 
@@ -57,9 +58,12 @@ class RequestPolicy {
   std::optional<Rejection> check_host_origin(const HeaderList& h) const;
   // Bearer auth (401 + WWW-Authenticate); nullopt when auth is off.
   std::optional<Rejection> check_auth(const HeaderList& h) const;
-  // MCP-Protocol-Version, when present, must be one we speak.
+  // MCP-Protocol-Version, when present, must be a session-era version we
+  // speak or a modern one (Claude Code keeps sending 2026-07-28 on the
+  // session-era requests that follow its fallback, anthropics/claude-code#92835).
   std::optional<Rejection> check_protocol_version(const HeaderList& h) const;
-  // POST: Accept (406), Content-Type (415), protocol version (400).
+  // POST: Accept (406), Content-Type (415). The protocol version is checked
+  // once the body is known (see is_modern_era_request).
   std::optional<Rejection> check_post(const HeaderList& h, bool* accepts_sse) const;
   // The "Name: value\r\n" lines sent upstream: static headers, then the
   // allow-listed client headers. A forwarded value with CR, LF or NUL is a
@@ -78,6 +82,22 @@ class RequestPolicy {
 };
 
 bool is_loopback_name(std::string_view host);
+// Session-era versions the bridge serves (initialize + Mcp-Session-Id).
 bool is_supported_protocol_version(std::string_view v);
+// Versions of the stateless era (2026-07-28): per-request _meta, no session.
+bool is_modern_protocol_version(std::string_view v);
+
+// A request in the 2026-07-28 form: no Mcp-Session-Id, not initialize, and
+// server/discover, or a version in params._meta, or an MCP-Protocol-Version
+// header that the session era does not know. Until the bridge serves that
+// era itself, such a request gets modern_era_refusal().
+bool is_modern_era_request(const HeaderList& h, const Message& m);
+// The answer a session-era server gives a modern request, as the 2026-07-28
+// spec's backward-compatibility rule expects (transports/streamable-http,
+// "Backward Compatibility"): HTTP 400 whose body is not a recognized modern
+// JSON-RPC error (not -32020/-32021/-32022), so that dual-era clients (TS SDK
+// v2 probeClassifier, python-sdk v2 _probe.py, Claude Code) fall back to
+// initialize at once. The caller puts the request's id on it.
+Rejection modern_era_refusal(std::string_view requested_version);
 
 }  // namespace msb

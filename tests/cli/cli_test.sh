@@ -49,6 +49,27 @@ printf 'X-Api-Key super-secret-value\n' > "$work/bad-headers"
 out=$(timeout 10 "$bridge" --check-config --upstream http://127.0.0.1:9/sse --upstream-headers-file "$work/bad-headers" 2>&1)
 if [ $? -eq 2 ] && ! grep -q super-secret <<<"$out"; then ok "bad headers file refused without echoing it"; else bad "bad headers file: $out"; fi
 
+# --help: every value label says what the value is (a label guessed from the
+# flag's name once called --max-message-size a DURATION).
+help=$(timeout 10 "$bridge" --help 2>&1)
+labels_ok=1
+for f in connect-timeout endpoint-timeout initialize-timeout request-timeout max-request-timeout \
+  ping-interval ping-timeout keepalive-interval pool-max-idle-age ready-probe-interval \
+  client-read-timeout client-write-timeout client-idle-timeout drain-timeout; do
+  grep -qE -- "--$f DURATION=" <<<"$help" || { labels_ok=0; bad "--help: --$f is not labelled DURATION"; }
+done
+for f in max-message-size max-body-size; do
+  grep -qE -- "--$f SIZE=" <<<"$help" || { labels_ok=0; bad "--help: --$f is not labelled SIZE"; }
+done
+for f in pool-size max-revoked-sessions max-upstream-sessions; do
+  grep -qE -- "--$f UINT=" <<<"$help" || { labels_ok=0; bad "--help: --$f is not labelled UINT"; }
+done
+for f in session-secret-file upstream-headers-file upstream-ca tls-cert tls-key auth-tokens-file config; do
+  grep -qE -- "--$f FILE" <<<"$help" || { labels_ok=0; bad "--help: --$f is not labelled FILE"; }
+done
+grep -qE -- "--serve-stale-initialize BOOLEAN=1" <<<"$help" || { labels_ok=0; bad "--help: --serve-stale-initialize"; }
+[ "$labels_ok" = 1 ] && ok "--help labels every value (DURATION, SIZE, UINT, FILE, BOOLEAN)"
+
 # wait_line FILE PATTERN: the first match of PATTERN in FILE within 10 s.
 wait_line() {
   for _ in $(seq 100); do
@@ -72,6 +93,8 @@ ok "bridge listening at $url"
 code=$(curl -s -o /dev/null -w '%{http_code}' -m 5 -X POST "$url" -H 'Content-Type: application/json' \
   -d '{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}')
 [ "$code" = 401 ] && ok "no token: 401" || bad "no token: $code"
+wait_line "$work/bridge.log" '"msg":"request refused","status":"401"' > /dev/null \
+  && ok "the refusal is logged" || bad "refusal log: $(tail -3 "$work/bridge.log")"
 auth=(-H 'Authorization: Bearer a-valid-token-0123456789')
 hdrs=$(curl -s -D - -o "$work/init.json" -m 10 -X POST "$url" "${auth[@]}" -H 'Content-Type: application/json' \
   -H 'Accept: application/json' \

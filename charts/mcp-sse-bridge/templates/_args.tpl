@@ -22,6 +22,7 @@ tests/chart/chart_test.mjs runs the real binary with these args
 - {{ printf "--upstream-retries=%v" $u.retries | quote }}
 - {{ printf "--max-upstream-sessions=%v" $u.maxSessions | quote }}
 - {{ printf "--allow-foreign-endpoint=%v" $u.allowForeignEndpoint | quote }}
+- {{ printf "--serve-stale-initialize=%v" $u.serveStaleInitialize | quote }}
 {{- range $k, $v := $u.headers }}
 - {{ printf "--upstream-header=%s: %v" $k $v | quote }}
 {{- end }}

@@ -1,0 +1,36 @@
+#include "mcp_sse_bridge/initialize_cache.h"
+
+#include <openssl/sha.h>
+
+namespace msb {
+
+std::string InitializeCache::key(std::string_view protocol_version, std::string_view upstream_headers) {
+  unsigned char d[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(upstream_headers.data()), upstream_headers.size(), d);
+  std::string k(protocol_version.substr(0, 64));
+  k.push_back('\n');
+  k.append(reinterpret_cast<const char*>(d), sizeof d);
+  return k;
+}
+
+void InitializeCache::store(const std::string& key, std::string result_json) {
+  std::lock_guard lk(mu_);
+  auto it = entries_.find(key);
+  if (it == entries_.end() && entries_.size() >= max_) {
+    auto oldest = entries_.begin();
+    for (auto e = entries_.begin(); e != entries_.end(); ++e)
+      if (e->second.at < oldest->second.at) oldest = e;
+    entries_.erase(oldest);
+  }
+  entries_[key] = Entry{std::move(result_json), Clock::now()};
+}
+
+std::optional<InitializeCache::Hit> InitializeCache::find(const std::string& key) const {
+  std::lock_guard lk(mu_);
+  auto it = entries_.find(key);
+  if (it == entries_.end()) return std::nullopt;
+  return Hit{it->second.result_json,
+             std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - it->second.at)};
+}
+
+}  // namespace msb
