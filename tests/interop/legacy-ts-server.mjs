@@ -4,7 +4,11 @@
 // Control endpoints for fault injection (test use only, loopback only):
 //   POST /control/kill-streams  destroys every open SSE stream's socket
 //   POST /control/blackhole?on=1|0  tools/call POSTs get 202 and are dropped
+//   GET  /control/stats  {cancelled, sessions, running (slow/progress calls in
+//                        progress), progressSent (progress notifications sent)}
 // Prints "LISTENING <port>" on stdout once ready. Exits when stdin closes.
+// LEGACY_SERVER_PORT=<n> listens on that port (default: any free port), so that a killed
+// server can be started again where the bridge expects it.
 import http from 'node:http';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { SSEServerTransport } from '@modelcontextprotocol/sdk/server/sse.js';
@@ -13,7 +17,7 @@ import { z } from 'zod';
 const transports = new Map();
 const streams = new Set();
 let blackhole = false;
-const stats = { cancelled: 0, sessions: 0 };
+const stats = { cancelled: 0, sessions: 0, running: 0, progressSent: 0 };
 
 function makeServer() {
   const server = new McpServer({ name: 'ts-legacy-server', version: '1.0.0' },
@@ -24,23 +28,30 @@ function makeServer() {
     async ({ a, b }) => ({ content: [{ type: 'text', text: String(a + b) }] }));
   server.registerTool('slow', { description: 'sleeps ms', inputSchema: { ms: z.number() } },
     async ({ ms }, extra) => {
-      await new Promise((resolve) => {
-        const t = setTimeout(resolve, ms);
-        extra.signal.addEventListener('abort', () => { clearTimeout(t); stats.cancelled++; resolve(); });
-      });
+      stats.running++;
+      try {
+        await new Promise((resolve) => {
+          const t = setTimeout(resolve, ms);
+          extra.signal.addEventListener('abort', () => { clearTimeout(t); stats.cancelled++; resolve(); });
+        });
+      } finally { stats.running--; }
       return { content: [{ type: 'text', text: `slept ${ms}` }] };
     });
   server.registerTool('progress', { description: 'reports `steps` progress notifications',
     inputSchema: { steps: z.number(), ms: z.number() } },
     async ({ steps, ms }, extra) => {
       const token = extra._meta?.progressToken;
-      for (let i = 1; i <= steps; i++) {
-        await new Promise((r) => setTimeout(r, ms));
-        if (token !== undefined) {
-          await extra.sendNotification({ method: 'notifications/progress',
-            params: { progressToken: token, progress: i, total: steps, message: `step ${i}` } });
+      stats.running++;
+      try {
+        for (let i = 1; i <= steps; i++) {
+          await new Promise((r) => setTimeout(r, ms));
+          if (token !== undefined) {
+            await extra.sendNotification({ method: 'notifications/progress',
+              params: { progressToken: token, progress: i, total: steps, message: `step ${i}` } });
+            stats.progressSent++;
+          }
         }
-      }
+      } finally { stats.running--; }
       return { content: [{ type: 'text', text: `done ${steps}` }] };
     });
   server.registerTool('log', { description: 'logs at two levels',
@@ -120,7 +131,7 @@ const httpServer = http.createServer(async (req, res) => {
   }
 });
 
-httpServer.listen(0, '127.0.0.1', () => {
+httpServer.listen(Number(process.env.LEGACY_SERVER_PORT ?? 0), '127.0.0.1', () => {
   process.stdout.write(`LISTENING ${httpServer.address().port}\n`);
 });
 process.stdin.on('end', () => process.exit(0));
