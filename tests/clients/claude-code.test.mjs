@@ -142,3 +142,18 @@ test('claude -p: upstream killed mid-call -> the model gets an error within seco
   // what the user sees: the model's answer, built from both tool results
   assert.match(p.stdout, /FAKE-MODEL: slow -> \[[^\]]*upstream closed[^\]]*\]; add -> \[42\]/, p.stdout + p.stderr);
 });
+
+test('claude mcp get while the upstream is down names the cause; Connected again once it is back', async () => {
+  await upstream.kill();
+  try {
+    const down = await claude(['mcp', 'get', NAME]);
+    console.log(`# upstream down: ${down.stdout.split('\n').filter((l) => /Status|Issue/.test(l)).map((l) => l.trim()).join(' | ')} (${down.ms.toFixed(0)} ms)`);
+    // What the user sees must be the real cause, not a bare status code.
+    assert.match(down.stdout, /upstream unreachable/, show(down));
+    assert.ok(down.ms < 10000, `claude mcp get took ${down.ms} ms`);
+  } finally {
+    await upstream.restart();
+  }
+  const up = await claude(['mcp', 'get', NAME]);
+  assert.match(up.stdout, /Status:\s*✔\s*Connected/, show(up));
+});

@@ -78,3 +78,16 @@ async function scenario(t, era) {
 
 test('inspector CLI --protocol-era auto', (t) => scenario(t, 'auto'));
 test('inspector CLI default era (legacy initialize)', (t) => scenario(t, 'legacy'));
+
+test('inspector CLI while the upstream is down: the one-shot call fails at once and names the cause', async () => {
+  await upstream.kill();
+  try {
+    const r = await inspector('auto', 'tools/call', ['--tool-name', 'add', '--tool-arg', 'a=1', 'b=2']);
+    console.log(`# upstream down: exit ${r.code} in ${r.ms.toFixed(0)} ms: ${r.stderr.trim().split('\n').pop()}`);
+    assert.notEqual(r.code, 0, ok(r));
+    assert.match(r.stderr + r.stdout, /upstream unreachable/, ok(r));
+    assert.ok(r.ms < 5000, `took ${r.ms} ms`);
+  } finally {
+    await upstream.restart();
+  }
+});
