@@ -270,6 +270,24 @@ struct LegacyServer::Impl {
         res.set_content("post refused by fault switch", "text/plain");
         return;
       }
+      if (faults.drop_then_404.load() > 0) {
+        // The session dies as the request arrives: its stream ends first,
+        // then the POST is refused as for an unknown session.
+        faults.drop_then_404.fetch_sub(1);
+        s->close();
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        res.status = 404;
+        res.set_content("Could not find session", "text/plain");
+        return;
+      }
+      if (faults.post_hang.load()) {
+        // Never answered: the request's connection is held until stop
+        // (bounded, so that a forgotten switch cannot wedge a test).
+        for (int i = 0; i < 600 && !stopping.load() && faults.post_hang.load(); ++i)
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        res.status = 202;
+        return;
+      }
       if (faults.black_hole.load()) {
         res.status = 202;
         res.set_content("Accepted", "text/plain");
@@ -477,6 +495,16 @@ void LegacyServer::stop() {
 void LegacyServer::kill_streams() {
   std::lock_guard lk(impl_->mu);
   for (auto& [id, s] : impl_->sessions) s->close();
+}
+
+void LegacyServer::silence_sessions() {
+  std::lock_guard lk(impl_->mu);
+  for (auto& [id, s] : impl_->sessions) {
+    std::lock_guard sl(s->mu);
+    s->silent = true;
+    s->out.clear();
+    s->cv.notify_all();
+  }
 }
 
 int LegacyServer::port() const { return impl_->port; }

@@ -38,6 +38,8 @@ struct Faults {
   std::atomic<bool> half_open{false};        // tools/call: stream stays open, silent forever
   std::atomic<bool> endpoint_foreign{false}; // announce an endpoint on another origin
   std::atomic<int> delay_endpoint_ms{0};     // wait before sending `endpoint`
+  std::atomic<bool> post_hang{false};        // tools/call POST: never answered (held until stop)
+  std::atomic<int> drop_then_404{0};         // next N tools/call POSTs: end the stream, answer 404
 };
 
 struct Options {
@@ -58,6 +60,10 @@ class LegacyServer {
   int start(const std::string& host, int port);
   // Ends every open SSE stream now (a server-side crash of the sessions).
   void kill_streams();
+  // Every open session goes silent: its stream stays open but carries
+  // nothing more, POSTs still get 202 (a path that died under a proxy that
+  // still acknowledges, or a wedged server).
+  void silence_sessions();
   // Closes every session and stops; joins. Idempotent.
   void stop();
   int port() const;

@@ -146,6 +146,12 @@ Config parse_command_line(int argc, char** argv) {
               request_t = format_duration(u.request_timeout),
               max_request_t = format_duration(u.max_request_timeout),
               ping_i = format_duration(u.ping_interval), ping_t = format_duration(u.ping_timeout),
+              post_t = format_duration(u.post_timeout), tcp_ka = format_duration(u.tcp_keepalive),
+              tcp_ut = format_duration(u.tcp_user_timeout),
+              probe_after = format_duration(u.idle_probe_after),
+              probe_t = format_duration(u.idle_probe_timeout),
+              resolve_t = format_duration(u.resolve_timeout),
+              resolve_ttl = format_duration(u.resolve_cache_ttl),
               keepalive_i = format_duration(c.keepalive_interval),
               max_msg = format_size(u.max_message_size), max_body = format_size(c.max_body_size);
   std::string secret_file, headers_file, tokens_file;
@@ -188,6 +194,28 @@ Config parse_command_line(int argc, char** argv) {
   opt("ping-interval", ping_i,
       "Upstream silence while a call waits before the bridge sends an MCP ping (0 = off)", kDur);
   opt("ping-timeout", ping_t, "Deadline for the reply to that ping; none = the upstream is dead", kDur);
+  opt("post-timeout", post_t,
+      "Deadline for the response head of each upstream POST once sent (a live legacy server "
+      "answers 202 at once); none = the upstream is unresponsive",
+      kDur);
+  opt("upstream-tcp-keepalive", tcp_ka,
+      "Idle time before TCP keepalive probes on upstream connections (3 probes 1s apart), so "
+      "that a path that died silently is noticed (0 = off)",
+      kDur);
+  opt("upstream-tcp-user-timeout", tcp_ut,
+      "TCP_USER_TIMEOUT of upstream connections: unacknowledged data or keepalive probes fail "
+      "the connection after this (0 = the kernel's default, many minutes)",
+      kDur);
+  opt("idle-probe-after", probe_after,
+      "A warm upstream session silent this long is proven alive with an MCP ping before a call "
+      "uses it (0 = always)",
+      kDur);
+  opt("idle-probe-timeout", probe_t,
+      "Deadline for that ping; without a reply the session is dropped and the call goes to a "
+      "fresh one",
+      kDur);
+  opt("resolve-timeout", resolve_t, "Deadline for resolving the upstream's host name", kDur);
+  opt("resolve-cache-ttl", resolve_ttl, "Name lookups are cached this long (0 = off)", kDur);
   opt("keepalive-interval", keepalive_i,
       "SSE comment sent on an idle client response stream (0 = off)", kDur);
   opt("max-message-size", max_msg, "Largest upstream SSE event (one JSON-RPC message)", kSize);
@@ -315,6 +343,13 @@ Config parse_command_line(int argc, char** argv) {
       {"max-request-timeout", &max_request_t, &u.max_request_timeout, false},
       {"ping-interval", &ping_i, &u.ping_interval, true},
       {"ping-timeout", &ping_t, &u.ping_timeout, false},
+      {"post-timeout", &post_t, &u.post_timeout, false},
+      {"upstream-tcp-keepalive", &tcp_ka, &u.tcp_keepalive, true},
+      {"upstream-tcp-user-timeout", &tcp_ut, &u.tcp_user_timeout, true},
+      {"idle-probe-after", &probe_after, &u.idle_probe_after, true},
+      {"idle-probe-timeout", &probe_t, &u.idle_probe_timeout, false},
+      {"resolve-timeout", &resolve_t, &u.resolve_timeout, false},
+      {"resolve-cache-ttl", &resolve_ttl, &u.resolve_cache_ttl, true},
       {"keepalive-interval", &keepalive_i, &c.keepalive_interval, true},
       {"pool-max-idle-age", &pool_age, &u.pool.max_idle_age, false},
       {"client-read-timeout", &client_read_t, &c.client_read_timeout, false},

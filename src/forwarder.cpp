@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "mcp_sse_bridge/log.h"
+#include "mcp_sse_bridge/resolver.h"
 #include "mcp_sse_bridge/upstream_session.h"
 
 namespace msb {
@@ -62,7 +63,8 @@ class CallRun {
         sink_(sink),
         start_(start),
         deadline_(Deadline::at(start + cfg.request_timeout)),
-        hard_deadline_(Deadline::at(start + cfg.max_request_timeout)) {}
+        hard_deadline_(Deadline::at(start + cfg.max_request_timeout)),
+        keep_waiting_([this] { return sink_.alive(); }) {}
 
   Deadline deadline() const { return deadline_; }
 
@@ -80,8 +82,8 @@ class CallRun {
 
   bool setup_steps(UpstreamSession& up, Attempt& a) {
     auto connect_d = Deadline::earliest(Deadline::after(cfg_.connect_timeout), deadline_);
-    if (auto st = up.open(connect_d, cfg_.endpoint_timeout, deadline_); !st) {
-      a.error = st.error();
+    if (auto st = up.open(connect_d, cfg_.endpoint_timeout, deadline_, &keep_waiting_); !st) {
+      note_error(a, st.error());
       return false;
     }
     if (!session_) return true;  // the request is the client's own initialize
@@ -96,9 +98,9 @@ class CallRun {
       return false;
     }
     if (auto s = up.post(R"({"jsonrpc":"2.0","method":"notifications/initialized"})", init_d,
-                         Phase::kInitialize);
+                         Phase::kInitialize, &keep_waiting_);
         !s) {
-      a.error = s.error();
+      note_error(a, s.error());
       return false;
     }
     if (log_level_) {
@@ -127,16 +129,16 @@ class CallRun {
     }
     UpstreamSession& up = *owned;
     up.set_watch(sink_.wake_fd(), sink_.client_fd());
-    const bool ready = is_warm || setup(up, a);
+    const bool ready = is_warm ? probe_idle(up, a) : setup(up, a);
     *upstream_session_id = up.upstream_session_id();
     if (!ready) return a;
     // The request itself.
-    if (auto s = up.post(req_.raw, deadline_, Phase::kRequest); !s) {
-      // Connect failures and 404 (session gone) prove the request was not taken.
+    if (auto s = up.post(req_.raw, deadline_, Phase::kRequest, &keep_waiting_); !s) {
+      // Connect failures and 404 (session gone, even when the stream's end
+      // was seen first) prove the request was not taken.
       auto& e = s.error();
-      a.request_sent = !(e.kind == ErrorKind::kUnreachable ||
-                         (e.kind == ErrorKind::kRejected && e.http_status == 404));
-      a.error = e;
+      a.request_sent = !(e.kind == ErrorKind::kUnreachable || e.http_status == 404);
+      note_error(a, e);
       return a;
     }
     a.request_sent = true;
@@ -154,11 +156,46 @@ class CallRun {
   }
 
  private:
+  // Records a failed step; a wait that was told to stop is a cancellation
+  // (the client left or cancelled, or the bridge is stopping), not an error.
+  void note_error(Attempt& a, const BridgeError& e) {
+    if (e.kind == ErrorKind::kCancelled) {
+      a.cancelled = true;
+      return;
+    }
+    a.error = e;
+  }
+
+  // A pooled session that has been silent for --idle-probe-after may sit on
+  // a path that died meanwhile (a NAT or proxy forgot the flow): prove it
+  // alive with a ping before the call is sent on it. Failing here is phase
+  // kConnect with nothing sent, so the call moves to a fresh session.
+  bool probe_idle(UpstreamSession& up, Attempt& a) {
+    if (Clock::now() - up.last_activity() < cfg_.idle_probe_after) return true;
+    stats_.pings_sent.fetch_add(1, std::memory_order_relaxed);
+    auto d = Deadline::earliest(Deadline::after(cfg_.idle_probe_timeout), deadline_);
+    std::string id = internal_id("probe");
+    auto r = roundtrip(up, make_request(id, "ping", ""), id, d, Phase::kConnect, a);
+    if (r) return true;
+    if (a.error) {
+      a.error->phase = Phase::kConnect;
+      if (a.error->kind == ErrorKind::kTimeout) {
+        a.error->kind = ErrorKind::kUnresponsive;
+        a.error->detail = "warm session silent for " +
+                          format_duration(std::chrono::duration_cast<Millis>(Clock::now() - up.last_activity())) +
+                          " did not answer a ping within " + format_duration(cfg_.idle_probe_timeout);
+      }
+      log::info("warm upstream session failed its liveness ping; using a fresh one",
+                {{"cause", a.error->message()}});
+    }
+    return false;
+  }
+
   // Sends one of the bridge's own requests and waits for its response.
   std::optional<Message> roundtrip(UpstreamSession& up, const std::string& body,
                                    const std::string& id, Deadline d, Phase phase, Attempt& a) {
-    if (auto s = up.post(body, d, phase); !s) {
-      a.error = s.error();
+    if (auto s = up.post(body, d, phase, &keep_waiting_); !s) {
+      note_error(a, s.error());
       return std::nullopt;
     }
     for (;;) {
@@ -169,6 +206,7 @@ class CallRun {
       auto slice = Deadline::earliest(d, Deadline::after(Forwarder::kPollSlice));
       auto m = up.next_message(slice, phase);
       if (!m) {
+        if (m.error().kind == ErrorKind::kCancelled) continue;  // woken: alive() decides
         if (m.error().kind == ErrorKind::kTimeout && !d.reached()) continue;
         a.error = m.error();
         if (a.error->kind == ErrorKind::kTimeout)
@@ -212,10 +250,10 @@ class CallRun {
         ping_deadline = Deadline::after(cfg_.ping_timeout);
         stats_.pings_sent.fetch_add(1, std::memory_order_relaxed);
         auto s = up.post(make_request(*ping_id, "ping", ""),
-                         Deadline::earliest(ping_deadline, deadline_), Phase::kRequest);
+                         Deadline::earliest(ping_deadline, deadline_), Phase::kRequest, &keep_waiting_);
         if (!s) {
-          a.error = s.error();
-          if (a.error->kind == ErrorKind::kTimeout) a.error->kind = ErrorKind::kUnresponsive;
+          note_error(a, s.error());
+          if (a.error && a.error->kind == ErrorKind::kTimeout) a.error->kind = ErrorKind::kUnresponsive;
           return std::nullopt;
         }
       }
@@ -226,7 +264,8 @@ class CallRun {
       if (!relay_client_responses(up, a)) return std::nullopt;
       auto m = up.next_message(wake, Phase::kRequest);
       if (!m) {
-        if (m.error().kind == ErrorKind::kTimeout) continue;  // re-check deadlines above
+        // A timeout re-checks the deadlines above; a wake-up asks alive().
+        if (m.error().kind == ErrorKind::kTimeout || m.error().kind == ErrorKind::kCancelled) continue;
         a.error = m.error();
         return std::nullopt;
       }
@@ -252,8 +291,8 @@ class CallRun {
       sink_.end_request(it->first);
       server_requests_.erase(it);
       if (!fixed) continue;
-      if (auto s = up.post(*fixed, deadline_, Phase::kRequest); !s) {
-        a.error = s.error();
+      if (auto s = up.post(*fixed, deadline_, Phase::kRequest, &keep_waiting_); !s) {
+        note_error(a, s.error());
         return false;
       }
     }
@@ -281,8 +320,8 @@ class CallRun {
         reply = jsonrpc_plain_error(m.id, -32601,
                                     "mcp-sse-bridge cannot forward '" + m.method + "': " + why);
       }
-      if (auto s = up.post(reply, d, phase); !s) {
-        a.error = s.error();
+      if (auto s = up.post(reply, d, phase, &keep_waiting_); !s) {
+        note_error(a, s.error());
         return false;
       }
       return true;
@@ -317,6 +356,9 @@ class CallRun {
   Deadline deadline_;
   Deadline hard_deadline_;
   std::map<std::string, std::string> server_requests_;  // bridge id -> upstream id
+  // Asked by every upstream wait when woken and every kPollSlice: the client
+  // may cancel or leave, the bridge may stop.
+  UpstreamSession::KeepWaiting keep_waiting_;
 };
 
 bool retryable(const Attempt& a, const Message& req) {
@@ -326,6 +368,10 @@ bool retryable(const Attempt& a, const Message& req) {
       e.kind == ErrorKind::kShuttingDown || e.kind == ErrorKind::kOverloaded)
     return false;
   if (!a.request_sent) {
+    // A connect that timed out already spent --connect-timeout (the kernel
+    // resent the SYN within it): the path is dead, and a second connect
+    // would only double the client's wait.
+    if (e.phase == Phase::kConnect && e.kind == ErrorKind::kTimeout) return false;
     // The upstream refused the replayed initialize: a fresh session will too.
     return !(e.phase == Phase::kInitialize && e.kind == ErrorKind::kRejected &&
              e.http_status == 0);
@@ -388,7 +434,9 @@ CallResult Forwarder::call(const Message& req, const ClientSession* session,
 }
 
 Forwarder::Forwarder(const UpstreamConfig& cfg)
-    : cfg_(cfg), pool_(cfg.pool, [this](const PoolKey& k, int stop_fd) { return open_for_pool(k, stop_fd); }) {}
+    : cfg_(cfg), pool_(cfg.pool, [this](const PoolKey& k, int stop_fd) { return open_for_pool(k, stop_fd); }) {
+  Resolver::shared().set_limits(cfg.resolve_timeout, cfg.resolve_cache_ttl);
+}
 
 Forwarder::~Forwarder() { pool_.stop(); }
 

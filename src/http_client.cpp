@@ -21,6 +21,7 @@
 #include <mutex>
 #include <thread>
 
+#include "mcp_sse_bridge/resolver.h"
 #include "mcp_sse_bridge/tls.h"
 
 namespace msb {
@@ -28,76 +29,6 @@ namespace msb {
 namespace {
 
 std::string errno_text(int e) { return std::strerror(e); }
-
-struct Resolved {
-  std::vector<sockaddr_storage> addrs;
-  std::vector<socklen_t> lens;
-  std::string error;
-};
-
-// getaddrinfo has no timeout: run it on a helper thread and wait for it only
-// until the deadline. The helper owns its state, so an abandoned lookup is safe.
-Resolved resolve(const std::string& host, int port, Deadline d, bool* timed_out) {
-  Resolved r;
-  *timed_out = false;
-  sockaddr_in v4{};
-  sockaddr_in6 v6{};
-  if (inet_pton(AF_INET, host.c_str(), &v4.sin_addr) == 1) {
-    v4.sin_family = AF_INET;
-    v4.sin_port = htons(static_cast<uint16_t>(port));
-    sockaddr_storage ss{};
-    std::memcpy(&ss, &v4, sizeof v4);
-    r.addrs.push_back(ss);
-    r.lens.push_back(sizeof v4);
-    return r;
-  }
-  if (inet_pton(AF_INET6, host.c_str(), &v6.sin6_addr) == 1) {
-    v6.sin6_family = AF_INET6;
-    v6.sin6_port = htons(static_cast<uint16_t>(port));
-    sockaddr_storage ss{};
-    std::memcpy(&ss, &v6, sizeof v6);
-    r.addrs.push_back(ss);
-    r.lens.push_back(sizeof v6);
-    return r;
-  }
-  struct Shared {
-    std::mutex mu;
-    std::condition_variable cv;
-    bool done = false;
-    Resolved result;
-  };
-  auto shared = std::make_shared<Shared>();
-  std::thread([shared, host, port] {
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    addrinfo* res = nullptr;
-    Resolved out;
-    int rc = getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res);
-    if (rc != 0) {
-      out.error = std::string("resolve ") + host + ": " + gai_strerror(rc);
-    } else {
-      for (auto* ai = res; ai; ai = ai->ai_next) {
-        sockaddr_storage ss{};
-        std::memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
-        out.addrs.push_back(ss);
-        out.lens.push_back(ai->ai_addrlen);
-      }
-      freeaddrinfo(res);
-    }
-    std::lock_guard lk(shared->mu);
-    shared->result = std::move(out);
-    shared->done = true;
-    shared->cv.notify_all();
-  }).detach();
-  std::unique_lock lk(shared->mu);
-  if (!shared->cv.wait_until(lk, d.when(), [&] { return shared->done; })) {
-    *timed_out = true;
-    r.error = "resolve " + host + ": deadline exceeded";
-    return r;
-  }
-  return std::move(shared->result);
-}
 
 std::string lower(std::string_view s) {
   std::string o(s);
@@ -201,10 +132,10 @@ void TcpStream::shutdown() {
   if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
 }
 
-Expected<TcpStream> TcpStream::connect(const std::string& host, int port, Deadline d) {
-  bool timed_out = false;
-  Resolved r = resolve(host, port, d, &timed_out);
-  if (timed_out) return make_error(ErrorKind::kTimeout, Phase::kConnect, r.error);
+Expected<TcpStream> TcpStream::connect(const std::string& host, int port, Deadline d,
+                                       const TcpOptions& opt) {
+  Resolved r = Resolver::shared().resolve(host, port, d);
+  if (r.timed_out) return make_error(ErrorKind::kTimeout, Phase::kConnect, r.error);
   if (r.addrs.empty())
     return make_error(ErrorKind::kUnreachable, Phase::kConnect,
                       r.error.empty() ? "no address for " + host : r.error);
@@ -217,6 +148,18 @@ Expected<TcpStream> TcpStream::connect(const std::string& host, int port, Deadli
     }
     int one = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (opt.keepalive_idle.count() > 0) {
+      int idle = std::max<int>(1, static_cast<int>(opt.keepalive_idle.count() / 1000));
+      int intvl = 1, cnt = 3;
+      ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+      ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+      ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+      ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+    }
+    if (opt.user_timeout.count() > 0) {
+      unsigned ut = static_cast<unsigned>(opt.user_timeout.count());
+      ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, sizeof ut);
+    }
     TcpStream s(fd);
     int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&r.addrs[i]), r.lens[i]);
     if (rc != 0 && errno != EINPROGRESS) {
@@ -375,7 +318,8 @@ Io TcpStream::read_some(char* buf, size_t cap, size_t* got, Deadline d) {
       }
     }
     int w = wait(ev, d, /*watch=*/true);
-    if (w == 0 || w == 2) return Io::kTimeout;
+    if (w == 0) return Io::kTimeout;
+    if (w == 2) return Io::kWoken;
     if (w < 0) return Io::kError;
   }
 }
@@ -492,7 +436,8 @@ Io HttpConnection::fill(Deadline d) {
 
 Expected<HttpHead> HttpConnection::send(std::string_view method, std::string_view target,
                                         std::string_view extra_headers, std::string_view body,
-                                        Deadline d) {
+                                        Deadline d, Millis head_timeout,
+                                        const std::function<bool()>* keep_waiting) {
   std::string req;
   req.reserve(256 + extra_headers.size() + (body.size() < 16384 ? body.size() : 0));
   req.append(method).append(" ").append(target).append(" HTTP/1.1\r\nHost: ");
@@ -512,7 +457,10 @@ Expected<HttpHead> HttpConnection::send(std::string_view method, std::string_vie
       stream_.close();
       buf_.clear();
       pos_ = 0;
-      auto s = TcpStream::connect(origin_.host, origin_.port, d);
+      auto connect_d = opt_.connect_timeout.count() > 0
+                           ? Deadline::earliest(d, Deadline::after(opt_.connect_timeout))
+                           : d;
+      auto s = TcpStream::connect(origin_.host, origin_.port, connect_d, opt_);
       if (!s) return s.error();
       stream_ = std::move(s.value());
       if (origin_.tls()) {
@@ -520,7 +468,7 @@ Expected<HttpHead> HttpConnection::send(std::string_view method, std::string_vie
           return make_error(ErrorKind::kInternal, Phase::kConnect,
                             "https upstream without a TLS context");
         stream_.set_watch(wake_fd_, hup_fd_);
-        if (auto t = stream_.start_tls(*tls_, origin_.host, d); !t) return t.error();
+        if (auto t = stream_.start_tls(*tls_, origin_.host, connect_d); !t) return t.error();
       }
       stream_.set_watch(wake_fd_, hup_fd_);
     }
@@ -535,7 +483,10 @@ Expected<HttpHead> HttpConnection::send(std::string_view method, std::string_vie
       return make_error(ErrorKind::kClosed, Phase::kConnect,
                         "sending request: " + stream_.last_error());
     }
-    // Read the head.
+    // Read the head: a live server answers at once; --post-timeout (or the
+    // caller's head bound) names the wait when it does not.
+    const Deadline head_d =
+        head_timeout.count() > 0 ? Deadline::earliest(d, Deadline::after(head_timeout)) : d;
     for (;;) {
       std::string_view view(buf_.data() + pos_, buf_.size() - pos_);
       size_t end = view.find("\r\n\r\n");
@@ -568,8 +519,27 @@ Expected<HttpHead> HttpConnection::send(std::string_view method, std::string_vie
       if (buf_.size() - pos_ > kMaxHeadBytes)
         return make_error(ErrorKind::kProtocol, Phase::kConnect, "upstream HTTP head too large");
       bool nothing_yet = buf_.size() == pos_;
-      Io r = fill(d);
+      // Waits in slices when someone must be asked whether to go on (the
+      // client may cancel or leave while a POST hangs).
+      Deadline slice = keep_waiting ? Deadline::earliest(head_d, Deadline::after(Millis(200))) : head_d;
+      Io r = fill(slice);
       if (r == Io::kOk) continue;
+      if ((r == Io::kWoken || r == Io::kTimeout) && !head_d.reached() && keep_waiting) {
+        if ((*keep_waiting)()) continue;
+        stream_.close();  // the request is abandoned mid-exchange
+        return make_error(ErrorKind::kCancelled, Phase::kConnect,
+                          "the client went away while the upstream had not answered");
+      }
+      if (r == Io::kWoken) {
+        stream_.close();
+        return make_error(ErrorKind::kCancelled, Phase::kConnect, "interrupted");
+      }
+      if (r == Io::kTimeout && !d.reached() && head_timeout.count() > 0) {
+        stream_.close();
+        return make_error(ErrorKind::kUnresponsive, Phase::kConnect,
+                          "no response head within " + std::to_string(head_timeout.count()) +
+                              "ms of sending the request");
+      }
       if (r == Io::kTimeout)
         return make_error(ErrorKind::kTimeout, Phase::kConnect,
                           "waiting for the response head: deadline exceeded");

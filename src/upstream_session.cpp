@@ -14,12 +14,16 @@ BridgeError with_phase(BridgeError e, Phase p) {
   e.phase = p;
   return e;
 }
+
+TcpOptions tcp_options(const UpstreamConfig& cfg) {
+  return TcpOptions{cfg.tcp_keepalive, cfg.tcp_user_timeout, cfg.connect_timeout};
+}
 }  // namespace
 
 UpstreamSession::UpstreamSession(const UpstreamConfig& cfg, std::string extra_headers)
     : cfg_(cfg),
       extra_headers_(std::move(extra_headers)),
-      sse_(cfg.sse_url, cfg.tls),
+      sse_(cfg.sse_url, cfg.tls, tcp_options(cfg)),
       parser_(cfg.max_message_size),
       last_rx_(Clock::now()) {
   g_open_sessions.fetch_add(1, std::memory_order_relaxed);
@@ -43,10 +47,11 @@ std::string UpstreamSession::upstream_session_id() const {
 }
 
 Status UpstreamSession::open(Deadline connect_deadline, Duration endpoint_timeout,
-                             Deadline outer) {
+                             Deadline outer, const KeepWaiting* keep_waiting) {
   std::string headers =
       "Accept: text/event-stream\r\nCache-Control: no-cache\r\n" + extra_headers_;
-  auto head = sse_.send("GET", cfg_.sse_url.target, headers, {}, connect_deadline);
+  auto head = sse_.send("GET", cfg_.sse_url.target, headers, {}, connect_deadline, Millis(0),
+                        keep_waiting);
   if (!head) return with_phase(head.error(), Phase::kConnect);
   if (head->status != 200) {
     // Read a little of the body for the log/error: servers often say why.
@@ -65,6 +70,11 @@ Status UpstreamSession::open(Deadline connect_deadline, Duration endpoint_timeou
   // The first event must be `endpoint`; messages before it are kept.
   while (!have_endpoint_) {
     auto st = read_more(endpoint_deadline, Phase::kEndpoint);
+    if (!st && st.error().kind == ErrorKind::kCancelled && !failed_) {
+      // Woken: the owner decides whether this wait goes on.
+      if (keep_waiting && (*keep_waiting)()) continue;
+      return st;
+    }
     if (!st) {
       if (st.error().kind == ErrorKind::kTimeout)
         st.error().detail = "no `endpoint` event within " +
@@ -82,6 +92,7 @@ Status UpstreamSession::read_more(Deadline d, Phase phase) {
   body_.clear();
   Io r = sse_.read_body(body_, &finished, d);
   if (r == Io::kTimeout) return make_error(ErrorKind::kTimeout, phase, "waiting on the SSE stream");
+  if (r == Io::kWoken) return make_error(ErrorKind::kCancelled, phase, "woken");
   if (r == Io::kOk && !finished) {
     last_rx_ = Clock::now();
     bool ok = parser_.feed(body_, [&](SseEvent& ev) {
@@ -141,16 +152,20 @@ Expected<Message> UpstreamSession::next_message(Deadline d, Phase phase) {
   return m;
 }
 
-Status UpstreamSession::post(std::string_view json, Deadline d, Phase phase) {
-  if (!post_) post_ = std::make_unique<HttpConnection>(endpoint_, cfg_.tls);
+Status UpstreamSession::post(std::string_view json, Deadline d, Phase phase,
+                             const KeepWaiting* keep_waiting) {
+  if (!post_) post_ = std::make_unique<HttpConnection>(endpoint_, cfg_.tls, tcp_options(cfg_));
   std::string headers = "Content-Type: application/json\r\n" + extra_headers_;
-  auto head = post_->send("POST", endpoint_.target, headers, json, d);
+  auto head = post_->send("POST", endpoint_.target, headers, json, d, cfg_.post_timeout, keep_waiting);
   if (!head) {
     auto e = with_phase(head.error(), phase);
     e.detail = "POST " + endpoint_.target + ": " + e.detail;
+    if (e.kind == ErrorKind::kUnresponsive) e.detail += " (--post-timeout)";
     return e;
   }
-  auto body = post_->read_full_body(kMaxPostReplyBody, d);
+  auto body = post_->read_full_body(
+      kMaxPostReplyBody,
+      cfg_.post_timeout.count() > 0 ? Deadline::earliest(d, Deadline::after(cfg_.post_timeout)) : d);
   if (head->status < 200 || head->status > 299) {
     // A 404 usually means the session died with its stream: say so if the
     // stream has ended.

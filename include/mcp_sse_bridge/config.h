@@ -37,6 +37,13 @@ struct UpstreamConfig {
   Duration max_request_timeout{900000};     // cap for progress-extended calls
   Duration ping_interval{15000};            // silence before an MCP ping probe (0 = off)
   Duration ping_timeout{5000};              // reply deadline for that ping
+  Duration post_timeout{5000};              // an upstream POST's response head, once sent
+  Duration tcp_keepalive{5000};             // idle time before TCP keepalive probes (0 = off)
+  Duration tcp_user_timeout{8000};          // TCP_USER_TIMEOUT of upstream sockets (0 = kernel default)
+  Duration idle_probe_after{2000};          // a pooled session silent this long is pinged before use
+  Duration idle_probe_timeout{2000};        // reply deadline for that ping (else: a fresh session)
+  Duration resolve_timeout{2000};           // one name lookup
+  Duration resolve_cache_ttl{30000};        // lookups cached this long (0 = off)
   uint64_t max_message_size = 128ull << 20; // one upstream SSE event / message
   bool allow_foreign_endpoint = false;      // accept an endpoint on another origin
   int retries = 1;                          // fresh-session retries allowed by DESIGN §2.5

@@ -11,6 +11,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -34,6 +35,16 @@ enum class Io {
   kEof,      // orderly close by the peer
   kError,    // reset or other socket error (errno text in the stream's last_error())
   kTimeout,  // the deadline passed
+  kWoken,    // a watched fd fired first (see set_watch): not a timeout
+};
+
+// Socket options of upstream connections, so that the kernel reports a peer
+// that vanished (no FIN, no RST) instead of leaving reads waiting.
+struct TcpOptions {
+  Millis keepalive_idle{0};   // SO_KEEPALIVE: idle time before probes (1 s apart, 3 of them); 0 = off
+  Millis user_timeout{0};     // TCP_USER_TIMEOUT: unacknowledged data or probes fail the
+                              // connection after this; 0 = the kernel's default (minutes)
+  Millis connect_timeout{0};  // bound of a connect made by HttpConnection::send; 0 = its deadline only
 };
 
 class TcpStream {
@@ -45,9 +56,11 @@ class TcpStream {
   TcpStream(const TcpStream&) = delete;
   TcpStream& operator=(const TcpStream&) = delete;
 
-  // Resolves and connects (TCP_NODELAY on). Errors: kUnreachable (refused,
-  // no route, name not found) or kTimeout; the phase is left as kConnect.
-  static Expected<TcpStream> connect(const std::string& host, int port, Deadline d);
+  // Resolves (Resolver::shared()) and connects, TCP_NODELAY on plus `opt`.
+  // Errors: kUnreachable (refused, no route, name not found) or kTimeout;
+  // the phase is left as kConnect.
+  static Expected<TcpStream> connect(const std::string& host, int port, Deadline d,
+                                     const TcpOptions& opt = {});
 
   // Runs a TLS handshake over the connected socket (SNI and certificate name
   // checks for `host` unless the context does not verify). Errors: kProtocol
@@ -114,16 +127,24 @@ class ChunkedDecoder {
 class HttpConnection {
  public:
   // `tls` is required for https origins (nullptr: such a connection fails).
-  explicit HttpConnection(Url origin, std::shared_ptr<const TlsContext> tls = nullptr)
-      : origin_(std::move(origin)), tls_(std::move(tls)) {}
+  explicit HttpConnection(Url origin, std::shared_ptr<const TlsContext> tls = nullptr,
+                          TcpOptions opt = {})
+      : origin_(std::move(origin)), tls_(std::move(tls)), opt_(opt) {}
 
   // Sends a request and reads the response head. `extra_headers` are full
   // "Name: value\r\n" lines. Reuses the kept-alive connection when possible
   // (resending once, on a fresh connection, if a reused one turns out closed
   // before any response byte). Errors carry kUnreachable/kTimeout/kClosed/
   // kProtocol; the caller sets the phase.
+  //
+  // `head_timeout` (0 = none) bounds the wait for the response head once the
+  // request is sent (error kUnresponsive). `keep_waiting`, when given, is
+  // asked whenever a watched fd fires or every `Forwarder::kPollSlice` while
+  // the head is awaited; false ends the wait with kCancelled.
   Expected<HttpHead> send(std::string_view method, std::string_view target,
-                          std::string_view extra_headers, std::string_view body, Deadline d);
+                          std::string_view extra_headers, std::string_view body, Deadline d,
+                          Millis head_timeout = Millis(0),
+                          const std::function<bool()>* keep_waiting = nullptr);
 
   // After send(): reads the next slice of the decoded body into `out`
   // (appending). Returns kOk with *finished set once the body is complete,
@@ -150,6 +171,7 @@ class HttpConnection {
 
   Url origin_;
   std::shared_ptr<const TlsContext> tls_;
+  TcpOptions opt_;
   TcpStream stream_;
   int wake_fd_ = -1;
   int hup_fd_ = -1;

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -28,14 +29,24 @@ class UpstreamSession {
   UpstreamSession(const UpstreamConfig& cfg, std::string extra_headers);
   ~UpstreamSession();
 
+  // What a wait asks when it is woken (a watched fd fired) or at least every
+  // Forwarder::kPollSlice: true = go on waiting, false = stop (kCancelled).
+  using KeepWaiting = std::function<bool()>;
+
   // Connects, sends the SSE GET and checks its reply (bounded by
   // connect_deadline), then waits for the `endpoint` event for at most
   // endpoint_timeout after that, never past `outer`. Errors: phase kConnect
-  // or kEndpoint.
-  Status open(Deadline connect_deadline, Duration endpoint_timeout, Deadline outer);
+  // or kEndpoint; kCancelled when keep_waiting said stop (a wake-up is never
+  // reported as a timeout).
+  Status open(Deadline connect_deadline, Duration endpoint_timeout, Deadline outer,
+              const KeepWaiting* keep_waiting = nullptr);
 
-  // POSTs one JSON-RPC message to the endpoint; OK on any 2xx. Blocks up to d.
-  Status post(std::string_view json, Deadline d, Phase phase);
+  // POSTs one JSON-RPC message to the endpoint; OK on any 2xx. Blocks up to
+  // d; the response head must come within --post-timeout of sending (else
+  // kUnresponsive: a live legacy server answers 202 in milliseconds).
+  // keep_waiting is asked every Forwarder::kPollSlice meanwhile.
+  Status post(std::string_view json, Deadline d, Phase phase,
+              const KeepWaiting* keep_waiting = nullptr);
 
   // Returns the next message from the stream, waiting up to d. A timeout is
   // returned as kTimeout with the given phase (the caller decides whether that

@@ -338,21 +338,6 @@ TEST_CASE("progress extends the request deadline, up to --max-request-timeout") 
 }
 
 namespace {
-// Sends a POST by hand and returns the socket, so the test can walk away.
-int raw_post(int port, const std::string& sid, const std::string& body) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-  REQUIRE(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  std::string req = "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json, text/event-stream\r\n"
-                    "Content-Type: application/json\r\nMcp-Session-Id: " + sid +
-                    "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
-  REQUIRE(send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size()));
-  return fd;
-}
-
 // One request with a chosen Host header; returns the raw response (bounded by
 // a 10 s receive timeout).
 std::string raw_exchange(int port, const std::string& host, const std::string& sid,
@@ -396,12 +381,18 @@ TEST_CASE("cancellation: a client that disconnects cancels its upstream call") {
 }
 
 TEST_CASE("cancellation: notifications/cancelled from the client reaches the upstream") {
-  Harness h;
+  // A request timeout far above the asserted bound: only the cancellation can
+  // end the call this early.
+  Harness h({}, [](msb::Config& c) {
+    c.upstream.request_timeout = 8000ms;
+    c.upstream.max_request_timeout = 8000ms;
+  });
   std::string sid = h.initialize();
   std::thread caller([&] {
-    auto r = h.call_tool(sid, 77, "sleep", {{"ms", 5000}});
+    auto r = h.call_tool(sid, 77, "sleep", {{"ms", 6000}});
     // No response is owed for a cancelled request; the stream just ends.
-    CHECK(r.ms < 3000);
+    CHECK(r.ms < 1500);
+    CHECK(r.messages.empty());
   });
   std::this_thread::sleep_for(300ms);
   auto n = h.post(R"({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":77,"reason":"user"}})", sid);
@@ -886,9 +877,37 @@ TEST_CASE("drain: in-flight calls finish within --drain-timeout, later ones get 
   CHECK(text_of(quick.last()) == "slept 300 ms");  // finished normally during the drain
   check_bridge_error(slow, 2, "shutting_down");    // answered, not dropped
   CHECK(slow.ms < 3000);
-  // No longer accepting.
+  // No longer accepting new connections.
   httplib::Client cli("127.0.0.1", h.port());
   cli.set_connection_timeout(1s);
   auto r = cli.Get("/readyz");
   CHECK((!r || r->status == 503));
+}
+
+TEST_CASE("drain: a call arriving during the drain on an open connection is answered shutting_down") {
+  Harness h;
+  std::string sid = h.initialize();
+  RawConn keep(h.port());  // a client's keep-alive connection, open before the drain
+  REQUIRE(keep.connected());
+  REQUIRE(keep.send("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
+  REQUIRE(keep.read_response(5s).status == 200);
+  Reply slow;
+  std::thread b([&] { slow = h.call_tool(sid, 2, "sleep", {{"ms", 3000}}); });
+  REQUIRE(wait_for([&] { return h.upstream().open_streams() >= 2; }, 2000ms));
+  int cut = -1;
+  std::thread drainer([&] { cut = h.bridge().drain(1500ms); });
+  REQUIRE(wait_for([&] { return h.bridge().draining(); }, 1000ms));
+  std::string body = R"({"jsonrpc":"2.0","id":"late","method":"tools/call","params":{"name":"echo","arguments":{"text":"x"}}})";
+  REQUIRE(keep.send("POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json\r\n"
+                    "Content-Type: application/json\r\nMcp-Session-Id: " + sid +
+                    "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body));
+  auto late = keep.read_response(5s);
+  REQUIRE(late.status == 200);  // answered, never refused or dropped
+  auto j = json::parse(late.body, nullptr, false);
+  REQUIRE(j.is_object());
+  CHECK(j["id"] == "late");
+  CHECK(j["error"]["data"]["bridge"]["kind"] == "shutting_down");
+  drainer.join();
+  b.join();
+  CHECK(cut == 1);
 }

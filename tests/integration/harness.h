@@ -382,6 +382,58 @@ inline std::string header_value(const example::Headers& hs, const std::string& n
   return {};
 }
 
+// Sends a POST by hand and returns the socket, so the test can walk away.
+inline int raw_post(int port, const std::string& sid, const std::string& body) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  REQUIRE(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  std::string req = "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json, text/event-stream\r\n"
+                    "Content-Type: application/json\r\nMcp-Session-Id: " + sid +
+                    "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  REQUIRE(send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size()));
+  return fd;
+}
+
+// A loopback address whose connects hang: a listener with a full accept
+// queue (never accepted) makes the kernel drop further SYNs, as a black-holed
+// path does. Closed with the object.
+class BlackholeListener {
+ public:
+  BlackholeListener() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    REQUIRE(::listen(fd_, 0) == 0);
+    socklen_t len = sizeof a;
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+    // Fill the queue: connects that complete at once are queued; once one
+    // does not complete within 200 ms, SYNs are being dropped.
+    for (int i = 0; i < 8; ++i) {
+      int c = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+      fillers_.push_back(c);
+      ::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a);
+      pollfd p{c, POLLOUT, 0};
+      if (::poll(&p, 1, 200) == 0) break;
+    }
+  }
+  ~BlackholeListener() {
+    for (int c : fillers_) ::close(c);
+    ::close(fd_);
+  }
+  int port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+  std::vector<int> fillers_;
+};
+
 inline std::string init_body() {
   return json{{"jsonrpc", "2.0"},
               {"id", 0},

@@ -1,4 +1,9 @@
+#include <arpa/inet.h>
 #include <doctest/doctest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <thread>
 #include <vector>
@@ -106,11 +111,41 @@ TEST_CASE("chunked decoder: sizes, extensions, trailers, split input, garbage") 
   CHECK(bad.feed(g, out) == ChunkedDecoder::R::kError);
 }
 
-TEST_CASE("tcp connect: refused is immediate and unreachable; deadline bounds a blackhole") {
+TEST_CASE("tcp connect: refused is immediate and unreachable") {
   // Port 1 on loopback is closed: connection refused.
   auto t0 = Clock::now();
   auto s = TcpStream::connect("127.0.0.1", 1, Deadline::after(Millis(2000)));
   REQUIRE_FALSE(s.ok());
   CHECK(s.error().kind == ErrorKind::kUnreachable);
   CHECK(Clock::now() - t0 < Millis(500));
+}
+
+TEST_CASE("tcp connect: the deadline bounds a connect whose SYNs are dropped") {
+  // A listener whose accept queue is full (never accepted) drops further
+  // SYNs, as a black-holed path does: connect() hangs until the deadline.
+  int lfd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  REQUIRE(::listen(lfd, 0) == 0);
+  socklen_t len = sizeof a;
+  ::getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len);
+  std::vector<int> fillers;
+  for (int i = 0; i < 8; ++i) {
+    int c = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    fillers.push_back(c);
+    ::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    pollfd p{c, POLLOUT, 0};
+    if (::poll(&p, 1, 200) == 0) break;
+  }
+  auto t0 = Clock::now();
+  auto s = TcpStream::connect("127.0.0.1", ntohs(a.sin_port), Deadline::after(Millis(400)));
+  auto ms = std::chrono::duration_cast<Millis>(Clock::now() - t0).count();
+  REQUIRE_FALSE(s.ok());
+  CHECK(s.error().kind == ErrorKind::kTimeout);
+  CHECK(ms >= 380);
+  CHECK(ms < 900);
+  for (int c : fillers) ::close(c);
+  ::close(lfd);
 }

@@ -18,6 +18,13 @@ tests/chart/chart_test.mjs runs the real binary with these args
 - {{ printf "--max-request-timeout=%v" $u.maxRequestTimeout | quote }}
 - {{ printf "--ping-interval=%v" $u.pingInterval | quote }}
 - {{ printf "--ping-timeout=%v" $u.pingTimeout | quote }}
+- {{ printf "--post-timeout=%v" $u.postTimeout | quote }}
+- {{ printf "--upstream-tcp-keepalive=%v" $u.tcpKeepalive | quote }}
+- {{ printf "--upstream-tcp-user-timeout=%v" $u.tcpUserTimeout | quote }}
+- {{ printf "--idle-probe-after=%v" $u.idleProbeAfter | quote }}
+- {{ printf "--idle-probe-timeout=%v" $u.idleProbeTimeout | quote }}
+- {{ printf "--resolve-timeout=%v" $u.resolveTimeout | quote }}
+- {{ printf "--resolve-cache-ttl=%v" $u.resolveCacheTtl | quote }}
 - {{ printf "--max-message-size=%v" $u.maxMessageSize | quote }}
 - {{ printf "--upstream-retries=%v" $u.retries | quote }}
 - {{ printf "--max-upstream-sessions=%v" $u.maxSessions | quote }}

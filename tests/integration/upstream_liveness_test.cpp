@@ -1,0 +1,148 @@
+// Integration tests of upstream liveness (#11): every upstream wait has a
+// bound that fits its job and is woken by cancellation; a dead or dying
+// upstream session costs the client as little as possible.
+#include <netinet/tcp.h>
+
+#include "harness.h"
+#include "mcp_sse_bridge/http_client.h"
+
+namespace {
+
+int64_t failures_of(int port, const std::string& kind, const std::string& phase) {
+  return static_cast<int64_t>(
+      series(scrape(port), "mcp_bridge_failures_total{kind=\"" + kind + "\",phase=\"" + phase + "\"}"));
+}
+
+}  // namespace
+
+TEST_CASE("liveness: a POST whose response head never comes fails at --post-timeout, not the request timeout") {
+  Harness h({}, [](msb::Config& c) {
+    c.upstream.post_timeout = 500ms;
+    c.upstream.request_timeout = 5000ms;
+  });
+  std::string sid = h.initialize();
+  h.faults().post_hang = true;
+  auto r = h.call_tool(sid, 1, "echo", {{"text", "x"}});
+  check_bridge_error(r, 1, "upstream_unresponsive", "request");
+  CHECK(r.ms >= 450);
+  CHECK(r.ms < 1500);
+  CHECK(r.last()["error"]["message"].get<std::string>().find("--post-timeout") != std::string::npos);
+  h.faults().post_hang = false;
+  check_recovers(h, sid);
+}
+
+TEST_CASE("liveness: a client that leaves while a POST hangs ends the call at once") {
+  Harness h({}, [](msb::Config& c) {
+    c.upstream.post_timeout = 8000ms;
+    c.upstream.request_timeout = 8000ms;
+  });
+  std::string sid = h.initialize();
+  h.faults().post_hang = true;
+  int fd = raw_post(h.port(), sid,
+                    R"({"jsonrpc":"2.0","id":"gone","method":"tools/call","params":{"name":"echo","arguments":{"text":"x"}}})");
+  REQUIRE(wait_for([&] { return series(scrape(h.port()), "mcp_bridge_inflight_calls") == 1; }, 2000ms));
+  std::this_thread::sleep_for(200ms);  // the POST is now waiting for its head
+  auto t0 = SteadyClock::now();
+  close(fd);
+  CHECK(wait_for([&] { return series(scrape(h.port()), "mcp_bridge_inflight_calls") == 0; }, 1500ms));
+  CHECK(ms_since(t0) < 1500);
+  CHECK(h.bridge().forwarder().stats().cancelled.load() == 1);
+  h.faults().post_hang = false;
+}
+
+TEST_CASE("liveness: a warm session that went silent is pinged before use; the call moves to a fresh one") {
+  Harness h({}, [](msb::Config& c) {
+    c.upstream.pool.size = 4;
+    c.upstream.idle_probe_after = 100ms;
+    c.upstream.idle_probe_timeout = 300ms;
+  });
+  std::string sid = h.initialize();
+  auto first = h.call_tool(sid, 1, "echo", {{"text", "one"}});
+  CHECK(text_of(first.last()) == "one");
+  REQUIRE(wait_for([&] { return h.bridge().forwarder().pool_stats().idle.load() >= 1; }, 3000ms));
+  std::this_thread::sleep_for(200ms);
+  int opened = h.upstream().sessions_opened();
+  h.upstream().silence_sessions();  // the pooled session's path dies silently
+  auto second = h.call_tool(sid, 2, "echo", {{"text", "two"}});
+  CHECK(text_of(second.last()) == "two");
+  CHECK(second.ms >= 250);   // the probe's bound was spent
+  CHECK(second.ms < 2000);
+  CHECK(h.upstream().sessions_opened() > opened);
+}
+
+TEST_CASE("liveness: a 404 from a session whose stream just ended is retried on a fresh session") {
+  Harness h;
+  std::string sid = h.initialize();
+  h.faults().drop_then_404 = 1;  // the stream ends first, then the POST gets 404
+  auto r = h.call_tool(sid, 5, "echo", {{"text", "survived"}});
+  CHECK(text_of(r.last()) == "survived");
+  CHECK(h.bridge().forwarder().stats().retries.load() == 1);
+}
+
+TEST_CASE("liveness: a connect that times out is not retried (the path is dead; a retry doubles the wait)") {
+  BlackholeListener hole;
+  Harness h({}, [&](msb::Config& c) {
+    c.upstream.sse_url = *msb::parse_url("http://127.0.0.1:" + std::to_string(hole.port()) + "/sse");
+    c.upstream.connect_timeout = 600ms;
+    c.serve_stale_initialize = false;
+  });
+  auto r = h.post(init_body(), "");
+  check_bridge_error(r, 0, "deadline_exceeded", "connect");
+  CHECK(r.ms >= 550);
+  CHECK(r.ms < 1100);  // one connect, not two
+  CHECK(h.bridge().forwarder().stats().retries.load() == 0);
+}
+
+TEST_CASE("liveness: a client that leaves during setup is a cancellation, not a deadline, and is not retried") {
+  Harness h({}, [](msb::Config& c) {
+    c.upstream.endpoint_timeout = 4000ms;
+    c.upstream.request_timeout = 6000ms;
+  });
+  std::string sid = h.initialize();
+  h.faults().delay_endpoint_ms = 2500;
+  int fd = raw_post(h.port(), sid,
+                    R"({"jsonrpc":"2.0","id":"early","method":"tools/call","params":{"name":"echo","arguments":{"text":"x"}}})");
+  REQUIRE(wait_for([&] { return series(scrape(h.port()), "mcp_bridge_inflight_calls") == 1; }, 2000ms));
+  std::this_thread::sleep_for(200ms);  // waiting for `endpoint`
+  auto t0 = SteadyClock::now();
+  close(fd);
+  CHECK(wait_for([&] { return series(scrape(h.port()), "mcp_bridge_inflight_calls") == 0; }, 1500ms));
+  CHECK(ms_since(t0) < 1500);
+  std::string m = scrape(h.port());
+  CHECK(series(m, R"(mcp_bridge_upstream_session_failures_total{phase="endpoint"})") == 0);
+  CHECK(series(m, R"(mcp_bridge_requests_total{method="tools/call",outcome="cancelled"})") == 1);
+  CHECK(failures_of(h.port(), "deadline_exceeded", "endpoint") <= 0);
+  CHECK(h.bridge().forwarder().stats().retries.load() == 0);
+  h.faults().delay_endpoint_ms = 0;
+}
+
+TEST_CASE("liveness: upstream sockets carry TCP keepalive and TCP_USER_TIMEOUT") {
+  // The kernel notices a vanished peer only with these set; the network
+  // suite (tests/network) shows the effect on a real path.
+  int lfd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  REQUIRE(::listen(lfd, 4) == 0);
+  socklen_t len = sizeof a;
+  ::getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len);
+  auto c = msb::TcpStream::connect("127.0.0.1", ntohs(a.sin_port), msb::Deadline::after(1000ms),
+                                   msb::TcpOptions{std::chrono::milliseconds(3000), std::chrono::milliseconds(7000), {}});
+  REQUIRE(c.ok());
+  int on = 0, idle = 0, cnt = 0;
+  unsigned ut = 0;
+  socklen_t l = sizeof on;
+  ::getsockopt(c->fd(), SOL_SOCKET, SO_KEEPALIVE, &on, &l);
+  l = sizeof idle;
+  ::getsockopt(c->fd(), IPPROTO_TCP, TCP_KEEPIDLE, &idle, &l);
+  l = sizeof cnt;
+  ::getsockopt(c->fd(), IPPROTO_TCP, TCP_KEEPCNT, &cnt, &l);
+  l = sizeof ut;
+  ::getsockopt(c->fd(), IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, &l);
+  CHECK(on == 1);
+  CHECK(idle == 3);
+  CHECK(cnt == 3);
+  CHECK(ut == 7000);
+  ::close(lfd);
+}
