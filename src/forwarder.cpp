@@ -383,9 +383,10 @@ bool retryable(const Attempt& a, const Message& req) {
 
 CallResult Forwarder::call(const Message& req, const ClientSession* session,
                            const std::optional<std::string>& log_level_params,
-                           std::string_view extra_headers, CallSink& sink) {
+                           std::string_view extra_headers, CallSink& sink,
+                           Clock::time_point arrival) {
   stats_.calls.fetch_add(1, std::memory_order_relaxed);
-  auto start = Clock::now();
+  auto start = arrival;
   CallRun run(cfg_, stats_, req, session, log_level_params, extra_headers, sink, start);
   CallResult out;
   std::unique_ptr<UpstreamSession> warm;
@@ -397,6 +398,17 @@ CallResult Forwarder::call(const Message& req, const ClientSession* session,
     // miss, ask for one more for the next call on this key.
     if (!warm || !cfg_.pool.reuse) pool_.want(*key);
   }
+  if (run.deadline().reached()) {
+    // A later call of a batch whose shared deadline has passed.
+    out.error = make_error(ErrorKind::kTimeout, Phase::kConnect,
+                           "the request's deadline (--request-timeout " +
+                               format_duration(cfg_.request_timeout) +
+                               ") passed before this call could start");
+    stats_.failures.fetch_add(1, std::memory_order_relaxed);
+    out.response = jsonrpc_error_response(req.id, *out.error, elapsed_ms(start), cfg_.sse_url.str());
+    return out;
+  }
+  bool warm_failed = false;  // a warm session failed before taking the request
   for (int attempt = 0;; ++attempt) {
     out.attempts = attempt + 1;
     bool was_warm = warm != nullptr;
@@ -407,6 +419,7 @@ CallResult Forwarder::call(const Message& req, const ClientSession* session,
     if (was_warm && !a.response && !a.cancelled && !a.request_sent &&
         !run.deadline().reached()) {
       --attempt;
+      warm_failed = true;
       stats_.retries.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
@@ -428,7 +441,17 @@ CallResult Forwarder::call(const Message& req, const ClientSession* session,
     }
     stats_.failures.fetch_add(1, std::memory_order_relaxed);
     out.error = a.error;
-    out.response = jsonrpc_error_response(req.id, *a.error, elapsed_ms(start), cfg_.sse_url.str());
+    if (out.error->kind == ErrorKind::kTimeout && out.error->phase == Phase::kConnect &&
+        !run.deadline().reached()) {
+      // The connect step's own bound passed, not the request's: the host or
+      // the path to it is down. Say so, rather than "deadline exceeded".
+      out.error->kind = ErrorKind::kUnreachable;
+      out.error->detail += " (no answer within --connect-timeout " +
+                           format_duration(cfg_.connect_timeout) +
+                           ": the upstream host or the path to it is down)";
+    }
+    if (warm_failed) out.error->detail += "; a warm session had just failed its liveness ping";
+    out.response = jsonrpc_error_response(req.id, *out.error, elapsed_ms(start), cfg_.sse_url.str());
     return out;
   }
 }

@@ -26,6 +26,7 @@
 #include <thread>
 #include <set>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "mcp_sse_bridge/initialize_cache.h"
 #include "mcp_sse_bridge/log.h"
@@ -75,7 +76,17 @@ class LazyThreadPool : public httplib::TaskQueue {
     // Every worker busy: a connection would wait in the queue, unanswered,
     // for as long as the slowest call. Refuse it at once on a short-lived
     // thread instead (503 + Retry-After), up to a bound of such threads.
-    if (jobs_.size() + 1 > idle_ && live_ >= max_ && overflow_ < kMaxOverflow) {
+    if (jobs_.size() + 1 > idle_ && live_ >= max_ && overflow_ >= kMaxOverflow) {
+      // Even the refusal threads are all busy: refuse on the accepting
+      // thread (a 503 into a fresh socket's buffer does not block) rather
+      // than queue the connection, unanswered, behind the slowest call.
+      lk.unlock();
+      t_overflow = true;
+      fn();
+      t_overflow = false;
+      return;
+    }
+    if (jobs_.size() + 1 > idle_ && live_ >= max_) {
       ++overflow_;
       reap_locked();
       threads_.emplace_back([this, fn = std::move(fn)] {
@@ -270,6 +281,7 @@ struct PendingCall {
   MailboxPtr mailbox;
   bool counted = true;  // still counted in Impl::inflight (and per session)
   std::string request_id;  // X-Request-Id, for logs
+  Clock::time_point arrival;  // when the HTTP request arrived: the call's deadline starts here
 };
 
 // The client capability a server-to-client request needs, if any.
@@ -296,6 +308,19 @@ struct ConnPolicy {
   Metrics* metrics = nullptr;
   std::atomic<bool>* draining = nullptr;
   std::atomic<int64_t> connections{0};
+  // Client sockets being served, so that stop() can end every blocked read
+  // or write at once instead of waiting out the client's timeouts.
+  std::mutex fds_mu;
+  std::unordered_set<int> fds;
+  void track(int fd, bool on) {
+    std::lock_guard lk(fds_mu);
+    if (on) fds.insert(fd);
+    else fds.erase(fd);
+  }
+  void shutdown_all() {
+    std::lock_guard lk(fds_mu);
+    for (int fd : fds) ::shutdown(fd, SHUT_RDWR);
+  }
 };
 
 // One client connection, plain or TLS, on a non-blocking socket. Reads are
@@ -462,6 +487,7 @@ class Server : public httplib::Server {
   bool process_and_close_socket(socket_t sock) override {
     p_.connections.fetch_add(1);
     int fd = static_cast<int>(sock);
+    p_.track(fd, true);
     ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
     SSL* ssl = nullptr;
     if (t_overflow) {
@@ -475,6 +501,7 @@ class Server : public httplib::Server {
     }
     if (t_close_after) linger_close(fd);
     t_close_after = false;
+    p_.track(fd, false);
     ::shutdown(fd, SHUT_RDWR);
     ::close(fd);
     p_.connections.fetch_sub(1);
@@ -936,6 +963,8 @@ struct FrontServer::Impl {
 
   void handle_post(const httplib::Request& req, const HeaderList& h, httplib::Response& res,
                    PostBody& post_body) {
+    // Every call of this request (a batch shares it) is bounded from here.
+    const auto arrival = Clock::now();
     // Content negotiation first: these are the client's mistakes, not the upstream's.
     bool accepts_sse = false;
     if (auto r = policy.check_post(h, &accepts_sse)) return refuse(res, *r);
@@ -988,7 +1017,7 @@ struct FrontServer::Impl {
     for (auto& m : parsed.messages) {
       if (m.kind == MsgKind::kRequest) {
         std::string key = session->id + "\n" + m.id;
-        calls.push_back(PendingCall{std::move(m), std::move(key), nullptr, true, request_id});
+        calls.push_back(PendingCall{std::move(m), std::move(key), nullptr, true, request_id, arrival});
         continue;
       }
       if (m.kind == MsgKind::kNotification && m.method == "notifications/cancelled" &&
@@ -1054,9 +1083,27 @@ struct FrontServer::Impl {
                      "standalone server-to-client stream (GET), and upstream sessions here "
                      "live only for one call");
     if (m.method == "logging/setLevel") {
+      // Only a valid level is remembered (and replayed), in a normal form:
+      // hostile params must not grow the per-session state.
+      static constexpr std::string_view kLevels[] = {"debug",    "info",  "notice", "warning",
+                                                     "error",    "critical", "alert", "emergency"};
+      // Per-call upstream sessions live for one call: the level matters only
+      // as the state replayed on every later session, so the bridge answers
+      // it itself (and so a client that sets it right after initialize
+      // still connects while the upstream is down).
       auto j = nlohmann::json::parse(m.raw, nullptr, false);
-      if (!j.is_discarded() && j.contains("params") && j["params"].is_object())
-        tokens.set_log_level(s.id, j["params"].dump());
+      if (!j.is_discarded() && j.contains("params") && j["params"].is_object() &&
+          j["params"].contains("level") && j["params"]["level"].is_string()) {
+        std::string level = j["params"]["level"].get<std::string>();
+        for (auto l : kLevels)
+          if (level == l) {
+            tokens.set_log_level(s.id, R"({"level":")" + level + R"("})");
+            return R"({"jsonrpc":"2.0","id":)" + m.id + R"(,"result":{}})";
+          }
+      }
+      return jsonrpc_plain_error(m.id, -32602,
+                                 "Invalid params: logging/setLevel needs params.level, one of "
+                                 "debug, info, notice, warning, error, critical, alert, emergency");
     }
     return std::nullopt;
   }
@@ -1068,6 +1115,24 @@ struct FrontServer::Impl {
     registry.remove_call(c.key, c.mailbox);
     inflight.fetch_sub(1);
     session_release(c.key.substr(0, c.key.find('\n')));
+  }
+
+  // Forwarder::call, with no exception escaping: one (thread creation
+  // failing, an allocation failing on a huge event) becomes the call's
+  // internal error with its id, the answer the client acts on.
+  CallResult call_guarded(const Message& m, const ClientSession* s,
+                          const std::optional<std::string>& log_level, std::string_view headers,
+                          CallSink& sink, Clock::time_point arrival) {
+    try {
+      return forwarder.call(m, s, log_level, headers, sink, arrival);
+    } catch (const std::exception& ex) {
+      CallResult r;
+      r.error = make_error(ErrorKind::kInternal, Phase::kRequest,
+                           std::string("internal error in mcp-sse-bridge: ") + ex.what());
+      r.response = jsonrpc_error_response(m.id, *r.error, elapsed_ms(arrival), cfg.upstream.sse_url.str());
+      log::error("call failed with an exception", {{"method", m.method}, {"id", m.id}, {"what", ex.what()}});
+      return r;
+    }
   }
 
   // Runs one call to completion (or cancellation) and logs it.
@@ -1082,7 +1147,7 @@ struct FrontServer::Impl {
       r.error = e;
       r.response = jsonrpc_error_response(c.msg.id, e, 0, cfg.upstream.sse_url.str());
     } else {
-      r = forwarder.call(c.msg, &s, tokens.log_level(s.id), headers, sink);
+      r = call_guarded(c.msg, &s, tokens.log_level(s.id), headers, sink, c.arrival);
     }
     release(c);
     auto ms = elapsed_ms(t0);
@@ -1257,16 +1322,21 @@ struct FrontServer::Impl {
         "text/event-stream",
         [this, state, session = std::move(session), headers = std::move(headers), fd](
             size_t, httplib::DataSink& sink) {
-          for (auto& c : *state) {
-            SseSink s(*this, sink, fd, c.mailbox, &session);
-            CallResult r = run_call(c, session, headers, s);
-            if (s.gone()) break;
-            if (r.cancelled) {
-              if (s.client_cancelled()) continue;  // client asked: no response is owed
-              if (!stopping.load()) break;
-              r.response = shutdown_answer(c);
+          // Nothing may escape a content provider (it would end the process).
+          try {
+            for (auto& c : *state) {
+              SseSink s(*this, sink, fd, c.mailbox, &session);
+              CallResult r = run_call(c, session, headers, s);
+              if (s.gone()) break;
+              if (r.cancelled) {
+                if (s.client_cancelled()) continue;  // client asked: no response is owed
+                if (!stopping.load()) break;
+                r.response = shutdown_answer(c);
+              }
+              if (!s.write_event(r.response)) break;
             }
-            if (!s.write_event(r.response)) break;
+          } catch (const std::exception& ex) {
+            log::error("response stream failed with an exception", {{"what", ex.what()}});
           }
           sink.done();
           return true;
@@ -1344,6 +1414,21 @@ struct FrontServer::Impl {
       return;
     }
     std::string params = j["params"].dump();
+    // initialize holds a worker and an upstream session like any call: it
+    // counts against --max-inflight, and the drain waits for it.
+    if (inflight.fetch_add(1) + 1 > cfg.max_inflight) {
+      inflight.fetch_sub(1);
+      Rejection r{503, -32000,
+                  "Service Unavailable: " + std::to_string(cfg.max_inflight) +
+                      " calls in progress (--max-inflight); retry shortly"};
+      r.headers.emplace_back("Retry-After", "1");
+      refuse(res, r, init.id);
+      return;
+    }
+    struct Admitted {
+      std::atomic<int>& n;
+      ~Admitted() { n.fetch_sub(1); }
+    } admitted{inflight};
     int fd = t_client_fd;
     JsonSink sink(*this, fd, std::make_shared<CallMailbox>(), nullptr);
     auto t0 = Clock::now();
@@ -1352,7 +1437,7 @@ struct FrontServer::Impl {
       r.error = make_error(ErrorKind::kShuttingDown, Phase::kConnect, "bridge is shutting down");
       r.response = jsonrpc_error_response(init.id, *r.error, 0, cfg.upstream.sse_url.str());
     } else {
-      r = forwarder.call(init, nullptr, std::nullopt, headers, sink);
+      r = call_guarded(init, nullptr, std::nullopt, headers, sink, Clock::now());
     }
     if (r.cancelled) {
       metrics.call_done("initialize", nullptr, true, seconds_since(t0));
@@ -1390,8 +1475,16 @@ struct FrontServer::Impl {
         ok = true;
       }
     }
+    std::string sid = ok ? tokens.mint(params) : std::string();
+    if (ok && sid.empty()) {
+      ok = false;
+      r.error = make_error(ErrorKind::kInternal, Phase::kInitialize, "initialize params too large");
+      r.response = jsonrpc_plain_error(
+          init.id, -32602,
+          "Invalid params: the initialize params (" + std::to_string(params.size()) +
+              " bytes) are too large to be carried in a session id; send at most about 20 KiB");
+    }
     if (ok) {
-      std::string sid = tokens.mint(params);
       forwarder.prewarm(sid, params, headers, std::nullopt);
       res.set_header(kSessionHeader, sid);
       log::info("client session initialized",
@@ -1484,7 +1577,13 @@ void FrontServer::stop() {
     auto d = Deadline::after(Millis(5000));
     while (!i.svr.is_running() && !d.reached()) std::this_thread::sleep_for(Millis(2));
   }
-  i.svr.stop();
+  i.svr.stop();  // no new connections; workers end with their connections
+  // Bounded: connections get a moment to write their last answers
+  // (shutting_down), then every client socket is shut down, so that no
+  // worker waits out a client that stopped reading or sending.
+  auto grace = Deadline::after(Millis(2000));
+  while (i.conn.connections.load() > 0 && !grace.reached()) std::this_thread::sleep_for(Millis(20));
+  i.conn.shutdown_all();
   if (i.thread.joinable()) i.thread.join();
   i.forwarder.stop();
 }

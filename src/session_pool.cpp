@@ -55,33 +55,37 @@ void SessionPool::stop() {
 
 std::unique_ptr<UpstreamSession> SessionPool::take(const PoolKey& key) {
   if (!enabled()) return nullptr;
-  std::vector<std::unique_ptr<UpstreamSession>> doomed;  // closed outside the lock
   std::unique_ptr<UpstreamSession> out;
-  {
-    std::lock_guard lk(mu_);
-    auto it = buckets_.find(key.id());
-    auto now = Clock::now();
-    while (it != buckets_.end() && !it->second.idle.empty()) {
-      // Most recently ready first: under light load a few sessions stay hot
-      // and the rest age out.
-      Entry e = std::move(it->second.idle.back());
-      it->second.idle.pop_back();
-      --total_idle_;
-      if (now - e.ready_at > cfg_.max_idle_age) {
-        stats_.expired.fetch_add(1, std::memory_order_relaxed);
-        doomed.push_back(std::move(e.session));
-        continue;
+  // Candidates are taken out under the lock and checked outside it: the
+  // check reads their sockets, and no other call may wait on that.
+  for (int tries = 0; tries < 64 && !out; ++tries) {
+    std::unique_ptr<UpstreamSession> cand;
+    {
+      std::lock_guard lk(mu_);
+      auto it = buckets_.find(key.id());
+      auto now = Clock::now();
+      while (it != buckets_.end() && !it->second.idle.empty()) {
+        // Most recently ready first: under light load a few sessions stay hot
+        // and the rest age out.
+        Entry e = std::move(it->second.idle.back());
+        it->second.idle.pop_back();
+        --total_idle_;
+        if (now - e.ready_at > cfg_.max_idle_age) {
+          stats_.expired.fetch_add(1, std::memory_order_relaxed);
+          continue;  // e.session closes at the end of this iteration (a socket close, no wait)
+        }
+        cand = std::move(e.session);
+        break;
       }
-      // Non-blocking: reads only what already arrived.
-      if (!e.session->refresh_idle()) {
-        stats_.dead.fetch_add(1, std::memory_order_relaxed);
-        doomed.push_back(std::move(e.session));
-        continue;
-      }
-      out = std::move(e.session);
-      break;
+      stats_.idle = total_idle_;
     }
-    stats_.idle = total_idle_;
+    if (!cand) break;
+    // Non-blocking: reads only what already arrived.
+    if (!cand->refresh_idle()) {
+      stats_.dead.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    out = std::move(cand);
   }
   (out ? stats_.hits : stats_.misses).fetch_add(1, std::memory_order_relaxed);
   return out;

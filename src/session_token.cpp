@@ -108,7 +108,9 @@ std::string SessionTokens::mint(std::string_view init_params_json) {
   payload["n"] = hex(random_bytes(8));
   payload["p"] = nlohmann::ordered_json::parse(init_params_json);
   std::string body = base64url_encode(payload.dump());
-  return body + "." + base64url_encode(mac(body));
+  std::string id = body + "." + base64url_encode(mac(body));
+  // An id verify() would refuse is no id: the caller answers with an error.
+  return id.size() > kMaxTokenLength ? std::string() : id;
 }
 
 std::optional<ClientSession> SessionTokens::verify(std::string_view id) const {
@@ -149,13 +151,23 @@ bool SessionTokens::revoke(std::string_view id) {
     revoked_.erase(revoked_order_.front());
     revoked_order_.pop_front();
   }
-  log_levels_.erase(std::string(id));
+  log_levels_.erase(key);
   return true;
 }
 
+namespace {
+// Per-session state is keyed by the id's MAC part (43 bytes), not the id
+// itself (up to 32 KiB).
+std::string state_key(std::string_view id) {
+  auto dot = id.find('.');
+  return std::string(dot == std::string_view::npos ? id.substr(0, 64) : id.substr(dot + 1, 64));
+}
+}  // namespace
+
 void SessionTokens::set_log_level(std::string_view id, std::string params_json) {
+  if (params_json.size() > kMaxLogLevelParams) return;  // the caller validated it; never grow
   std::lock_guard lk(mu_);
-  auto [it, inserted] = log_levels_.insert_or_assign(std::string(id), std::move(params_json));
+  auto [it, inserted] = log_levels_.insert_or_assign(state_key(id), std::move(params_json));
   if (inserted) {
     log_level_order_.push_back(it->first);
     if (log_level_order_.size() > max_entries_) {
@@ -167,7 +179,7 @@ void SessionTokens::set_log_level(std::string_view id, std::string params_json) 
 
 std::optional<std::string> SessionTokens::log_level(std::string_view id) const {
   std::lock_guard lk(mu_);
-  auto it = log_levels_.find(std::string(id));
+  auto it = log_levels_.find(state_key(id));
   if (it == log_levels_.end()) return std::nullopt;
   return it->second;
 }

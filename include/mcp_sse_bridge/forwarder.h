@@ -86,11 +86,12 @@ class Forwarder {
   // `log_level_params` the latest logging/setLevel params to replay, if any.
   // `extra_headers` are "Name: value\r\n" lines sent upstream. Blocks until
   // the response, an error, or the client's departure; never past the call's
-  // deadline (request_timeout from now, extended by progress up to
-  // max_request_timeout).
+  // deadline (request_timeout from `arrival`, when the client's HTTP request
+  // came in, extended by progress up to max_request_timeout).
   CallResult call(const Message& req, const ClientSession* session,
                   const std::optional<std::string>& log_level_params,
-                  std::string_view extra_headers, CallSink& sink);
+                  std::string_view extra_headers, CallSink& sink,
+                  Clock::time_point arrival = Clock::now());
 
   // Asks the warm pool for a session ready for this client session's next
   // call (after initialize). No-op when the pool is off.

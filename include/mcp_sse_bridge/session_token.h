@@ -33,7 +33,10 @@ class SessionTokens {
   // the per-session state map); the oldest entries are forgotten first.
   SessionTokens(std::string secret, size_t max_revoked);
 
-  // Mints a new session id for these initialize params (compact JSON object text).
+  // Mints a new session id for these initialize params (compact JSON object
+  // text). Returns "" when the id would be longer than verify() accepts
+  // (about 24 KiB of params): the client must be told, not given an id that
+  // every later request would find unknown.
   std::string mint(std::string_view init_params_json);
 
   // Verifies an id: nullopt when malformed, tampered, signed with another
@@ -44,7 +47,9 @@ class SessionTokens {
   bool revoke(std::string_view id);
 
   // Latest `logging/setLevel` params per session (replayed on each new
-  // upstream session). Bounded like the revocation set.
+  // upstream session). Bounded like the revocation set, each entry to
+  // kMaxLogLevelParams bytes (larger params are not remembered).
+  static constexpr size_t kMaxLogLevelParams = 256;
   void set_log_level(std::string_view id, std::string params_json);
   std::optional<std::string> log_level(std::string_view id) const;
 

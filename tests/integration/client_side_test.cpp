@@ -250,3 +250,37 @@ TEST_CASE("upstream down at client start: initialize fails when it was never rea
     CHECK(series(scrape(h.port()), "mcp_bridge_initialize_stale_total") == 0);
   }
 }
+
+TEST_CASE("logging/setLevel is answered by the bridge (valid levels only), also while the upstream is down") {
+  Harness h;
+  std::string sid = h.initialize();
+  h.stop_upstream();
+  auto ok = h.post(R"({"jsonrpc":"2.0","id":1,"method":"logging/setLevel","params":{"level":"warning"}})", sid);
+  REQUIRE(ok.messages.size() == 1);
+  CHECK(ok.last()["id"] == 1);
+  CHECK(ok.last()["result"] == json::object());
+  // A hostile or wrong level is refused, and never remembered or replayed.
+  std::string junk(100000, 'x');
+  auto bad = h.post(R"({"jsonrpc":"2.0","id":2,"method":"logging/setLevel","params":{"level":")" + junk + R"("}})", sid);
+  REQUIRE(bad.messages.size() == 1);
+  CHECK(bad.last()["error"]["code"] == -32602);
+  h.restart_upstream();
+  auto r = h.call_tool(sid, 3, "log", {{"level", "info"}, {"text", "quiet"}});
+  auto loud = h.call_tool(sid, 4, "log", {{"level", "error"}, {"text", "loud"}});
+  // The remembered level (warning) filters the upstream's messages.
+  CHECK(r.messages.size() == 1);
+  CHECK(loud.messages.size() == 2);
+}
+
+TEST_CASE("initialize params too large for a session id get a clear error, never an id that later 404s") {
+  Harness h;
+  json init = json::parse(init_body());
+  init["params"]["capabilities"]["experimental"] = {{"blob", std::string(40000, 'a')}};
+  auto r = h.post(init.dump(), "");
+  CHECK(r.status == 200);
+  CHECK(r.session_id.empty());
+  REQUIRE(r.messages.size() == 1);
+  CHECK(r.last()["id"] == 0);
+  CHECK(r.last()["error"]["code"] == -32602);
+  CHECK(r.last()["error"]["message"].get<std::string>().find("too large") != std::string::npos);
+}

@@ -87,7 +87,8 @@ TEST_CASE("liveness: a connect that times out is not retried (the path is dead; 
     c.serve_stale_initialize = false;
   });
   auto r = h.post(init_body(), "");
-  check_bridge_error(r, 0, "deadline_exceeded", "connect");
+  check_bridge_error(r, 0, "upstream_unreachable", "connect");
+  CHECK(r.last()["error"]["message"].get<std::string>().find("--connect-timeout") != std::string::npos);
   CHECK(r.ms >= 550);
   CHECK(r.ms < 1100);  // one connect, not two
   CHECK(h.bridge().forwarder().stats().retries.load() == 0);
@@ -145,4 +146,56 @@ TEST_CASE("liveness: upstream sockets carry TCP keepalive and TCP_USER_TIMEOUT")
   CHECK(cnt == 3);
   CHECK(ut == 7000);
   ::close(lfd);
+}
+
+TEST_CASE("deadlines: a batch shares one deadline from the request's arrival") {
+  Harness h({}, [](msb::Config& c) {
+    c.upstream.request_timeout = 1500ms;
+    c.upstream.max_request_timeout = 1500ms;
+  });
+  std::string sid = h.initialize();
+  // Three 1 s calls in one POST, answered in order: without a shared bound
+  // they would take 3 s; with it the second is cut at 1.5 s and the third
+  // is refused at once.
+  std::string batch = R"([{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":1000}}},)"
+                      R"({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":1000}}},)"
+                      R"({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":1000}}}])";
+  auto r = h.post(batch, sid, /*sse=*/false);
+  REQUIRE(r.messages.size() == 3);
+  CHECK(text_of(r.messages[0]) == "slept 1000 ms");
+  CHECK(r.messages[1]["error"]["data"]["bridge"]["kind"] == "deadline_exceeded");
+  CHECK(r.messages[2]["error"]["data"]["bridge"]["kind"] == "deadline_exceeded");
+  CHECK(r.ms < 2200);
+}
+
+TEST_CASE("admission: initialize counts against --max-inflight (503 with its id)") {
+  Harness h({}, [](msb::Config& c) {
+    c.max_inflight = 1;
+    c.upstream.request_timeout = 5000ms;
+  });
+  std::string sid = h.initialize();
+  std::thread held([&] { h.call_tool(sid, "held", "sleep", {{"ms", 1500}}); });
+  REQUIRE(wait_for([&] { return series(scrape(h.port()), "mcp_bridge_inflight_calls") == 1; }, 2000ms));
+  auto r = h.post(init_body(), "");
+  CHECK(r.status == 503);
+  REQUIRE(r.messages.size() == 1);
+  CHECK(r.last()["id"] == 0);
+  held.join();
+  CHECK(h.post(init_body(), "").status == 200);
+}
+
+TEST_CASE("shutdown is bounded: a client that stopped reading its response does not hold stop()") {
+  Harness h({}, [](msb::Config& c) { c.client_write_timeout = 30000ms; });
+  std::string sid = h.initialize();
+  RawConn stuck(h.port());
+  REQUIRE(stuck.connected());
+  std::string body = R"({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"big","arguments":{"bytes":33554432}}})";
+  REQUIRE(stuck.send("POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json, text/event-stream\r\n"
+                     "Content-Type: application/json\r\nMcp-Session-Id: " + sid +
+                     "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body));
+  // The bridge fills the socket buffers and blocks writing to this client.
+  std::this_thread::sleep_for(1500ms);
+  auto t0 = SteadyClock::now();
+  h.bridge().stop();
+  CHECK(ms_since(t0) < 4000);
 }
