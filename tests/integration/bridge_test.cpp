@@ -893,7 +893,10 @@ TEST_CASE("drain: a call arriving during the drain on an open connection is answ
   REQUIRE(keep.read_response(5s).status == 200);
   Reply slow;
   std::thread b([&] { slow = h.call_tool(sid, 2, "sleep", {{"ms", 3000}}); });
-  REQUIRE(wait_for([&] { return h.upstream().open_streams() >= 2; }, 2000ms));
+  if (!wait_for([&] { return series(scrape(h.port()), "mcp_bridge_inflight_calls") == 1; }, 2000ms)) {
+    b.join();
+    FAIL("the slow call never started");
+  }
   int cut = -1;
   std::thread drainer([&] { cut = h.bridge().drain(1500ms); });
   REQUIRE(wait_for([&] { return h.bridge().draining(); }, 1000ms));

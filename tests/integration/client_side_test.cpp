@@ -95,7 +95,9 @@ TEST_CASE("refusals never poison a keep-alive connection: each refusal, then a v
   // make it the only one.
   cases[9].request = http_request("POST", "/mcp", {{"Accept", "text/html"}, {"Content-Type", "application/json"}, {"Mcp-Session-Id", other_sid}, auth}, call);
 
-  auto run = [&](const Case& c) {
+  // `then_health`: follow with GET /healthz instead of initialize (while the
+  // only call slot is held, initialize itself would get 503).
+  auto run = [&](const Case& c, bool then_health = false) {
     INFO("refusal: " << std::string(c.what));
     RawConn conn(h.port());
     REQUIRE(conn.connected());
@@ -105,6 +107,11 @@ TEST_CASE("refusals never poison a keep-alive connection: each refusal, then a v
     // The body is read and dropped, so the same connection serves the next
     // request (the fallback initialize of a client that reuses it).
     CHECK(r.header("Connection") != "close");
+    if (then_health) {
+      REQUIRE(conn.send(http_request("GET", "/healthz", {}, "")));
+      CHECK(conn.read_response(10s).status == 200);
+      return;
+    }
     REQUIRE(conn.send(valid_init));
     auto next = conn.read_response(10s);
     CHECK(next.status == 200);
@@ -119,8 +126,8 @@ TEST_CASE("refusals never poison a keep-alive connection: each refusal, then a v
     CHECK(r.status == 200);
   });
   CHECK(wait_for([&] { return series(scrape(h.port(), {auth}), "mcp_bridge_inflight_calls") == 1; }, 3000ms));
-  run({"call above --max-calls-per-session", http_request("POST", "/mcp", mcp_headers(busy_sid, {auth}), call), 429});
-  run({"call above --max-inflight", http_request("POST", "/mcp", mcp_headers(other_sid, {auth}), call), 503});
+  run({"call above --max-calls-per-session", http_request("POST", "/mcp", mcp_headers(busy_sid, {auth}), call), 429}, true);
+  run({"call above --max-inflight", http_request("POST", "/mcp", mcp_headers(other_sid, {auth}), call), 503}, true);
   held.join();
 
   // A body that cannot be drained within the bound, and a GET carrying a
