@@ -1,7 +1,13 @@
 // mcp-bridge-soak: minutes of load on the real bridge binary while the
 // upstream (the example legacy server, in this process) misbehaves at random:
 // dropped streams, black holes, silence (half-open), 5xx on GET or POST,
-// missing `endpoint`, restarts.
+// missing `endpoint`, restarts; and the network between them does too: the
+// bridge reaches the upstream through a relay in this process that can stop
+// forwarding in both directions without closing anything (a black hole
+// above TCP: the kernel still acknowledges, so the bridge's own bounds must
+// notice) or stall each chunk for 50-600 ms at random (the delays a lossy
+// path causes). Kernel-level drops and loss are in the network suite
+// (tests/network), which needs namespaces.
 //
 // Prints the bridge process's RSS, open fds and threads over time, calls and
 // errors by kind. Fails (exit 1) when any call hangs (no answer within the
@@ -21,7 +27,11 @@
 #include "mcp_sse_bridge/config.h"
 #include "tool_common.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 
 namespace {
 
@@ -58,6 +68,104 @@ std::string outcome_of(const std::string& resp) {
   if (resp.find("\"error\"") != std::string::npos) return "jsonrpc_error";
   return "ok";
 }
+
+// A TCP relay on 127.0.0.1 in front of the upstream, one thread per relayed
+// connection. Modes: pass, blackhole (nothing forwarded, nothing closed),
+// lossy (each chunk held 50-600 ms). Every loop is bounded by `stop`.
+class FaultRelay {
+ public:
+  enum Mode { kPass = 0, kBlackhole = 1, kLossy = 2 };
+  FaultRelay(int upstream_port, std::atomic<bool>& stop) : up_port_(upstream_port), stop_(stop) {
+    lfd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::bind(lfd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(lfd_, 256) != 0) return;
+    socklen_t len = sizeof a;
+    ::getsockname(lfd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+    acceptor_ = std::thread([this] { accept_loop(); });
+  }
+  ~FaultRelay() {
+    if (acceptor_.joinable()) acceptor_.join();
+    // Pumps are detached (thousands come and go); each sees `stop` within
+    // 100 ms.
+    for (int i = 0; i < 100 && active_.load() > 0; ++i) std::this_thread::sleep_for(20ms);
+    ::close(lfd_);
+  }
+  int port() const { return port_; }
+  void set(Mode m) { mode_ = m; }
+  uint64_t relayed() const { return relayed_; }
+
+ private:
+  void accept_loop() {
+    while (!stop_.load()) {
+      pollfd p{lfd_, POLLIN, 0};
+      if (::poll(&p, 1, 100) <= 0) continue;
+      int c = ::accept4(lfd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0) continue;
+      int u = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      sockaddr_in a{};
+      a.sin_family = AF_INET;
+      a.sin_port = htons(static_cast<uint16_t>(up_port_));
+      a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      if (::connect(u, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+        ::close(u);
+        ::close(c);
+        continue;
+      }
+      ++relayed_;
+      ++active_;
+      std::thread([this, c, u] {
+        pump(c, u);
+        --active_;
+      }).detach();
+    }
+  }
+  void pump(int c, int u) {
+    std::mt19937 rng(static_cast<unsigned>(c * 7919 + u));
+    char buf[16384];
+    while (!stop_.load()) {
+      if (mode_.load() == kBlackhole) {  // hold everything; close nothing
+        std::this_thread::sleep_for(50ms);
+        continue;
+      }
+      pollfd p[2] = {{c, POLLIN, 0}, {u, POLLIN, 0}};
+      if (::poll(p, 2, 100) <= 0) continue;
+      bool done = false;
+      for (int i = 0; i < 2 && !done; ++i) {
+        if (!p[i].revents) continue;
+        ssize_t n = ::recv(p[i].fd, buf, sizeof buf, 0);
+        if (n <= 0) {
+          done = true;
+          break;
+        }
+        if (mode_.load() == kLossy) std::this_thread::sleep_for(std::chrono::milliseconds(50 + rng() % 550));
+        int to = i == 0 ? u : c;
+        for (ssize_t off = 0; off < n;) {
+          ssize_t w = ::send(to, buf + off, static_cast<size_t>(n - off), MSG_NOSIGNAL);
+          if (w <= 0) {
+            done = true;
+            break;
+          }
+          off += w;
+        }
+      }
+      if (done) break;
+    }
+    ::close(c);
+    ::close(u);
+  }
+
+  int up_port_;
+  std::atomic<bool>& stop_;
+  int lfd_ = -1;
+  int port_ = 0;
+  std::atomic<int> mode_{kPass};
+  std::atomic<uint64_t> relayed_{0};
+  std::atomic<int> active_{0};
+  std::thread acceptor_;
+};
 
 }  // namespace
 
@@ -98,12 +206,16 @@ int main(int argc, char** argv) {
   std::mutex up_mu;  // guards `up` across restarts
 
   const auto request_timeout = 3s;
+  std::atomic<bool> relay_stop{false};
+  auto relay = std::make_unique<FaultRelay>(up_port, relay_stop);
+  if (relay->port() <= 0) return 2;
   Child bridge;
-  if (!start_bridge(bridge, bridge_bin, up_port,
+  if (!start_bridge(bridge, bridge_bin, relay->port(),
                     {"--request-timeout", "3s", "--connect-timeout", "1s", "--endpoint-timeout",
                      "1s", "--initialize-timeout", "1s", "--ping-interval", "1s", "--ping-timeout",
                      "700ms", "--pool-max-idle-age", "5s", "--worker-threads", "64",
-                     "--max-inflight", "48"})) {
+                     "--max-inflight", "48", "--post-timeout", "1s", "--idle-probe-after", "500ms",
+                     "--idle-probe-timeout", "500ms"})) {
     std::fprintf(stderr, "soak: bridge did not start (%s)\n", bridge_bin.c_str());
     return 2;
   }
@@ -152,10 +264,16 @@ int main(int argc, char** argv) {
     });
 
   // Faults: every ~2 s one of them for 1-3 s, half of the time none.
+  static constexpr const char* kFaultNames[] = {
+      "drop_on_call", "black_hole", "half_open", "sse_503", "post_500", "drop_mid_event",
+      "no_endpoint", "drop_after_endpoint", "kill_streams", "restart", "net_blackhole",
+      "net_blackhole", "net_lossy"};
+  std::map<std::string, int> fault_counts;
   std::thread faults([&] {
     std::mt19937 rng(seed);
     while (!stop.load()) {
-      int pick = static_cast<int>(rng() % 18);
+      int pick = static_cast<int>(rng() % 22);
+      if (pick < 13) ++fault_counts[kFaultNames[pick]];
       {
         std::lock_guard lk(up_mu);
         auto& f = up->faults();
@@ -179,6 +297,9 @@ int main(int argc, char** argv) {
             }
             break;
           }
+          case 10:
+          case 11: relay->set(FaultRelay::kBlackhole); break;
+          case 12: relay->set(FaultRelay::kLossy); break;
           default: break;  // healthy
         }
       }
@@ -190,6 +311,7 @@ int main(int argc, char** argv) {
           f.drop_after_endpoint = false;
       f.sse_status = 0;
       f.post_status = 0;
+      relay->set(FaultRelay::kPass);
     }
   });
 
@@ -223,6 +345,10 @@ int main(int argc, char** argv) {
   stop = true;
   for (auto& t : load) t.join();  // each call is bounded by hang_bound
   faults.join();
+  std::string fc;
+  for (auto& [k, v] : fault_counts) fc += " " + k + "=" + std::to_string(v);
+  std::printf("faults:%s; relay: %llu upstream connections relayed\n", fc.c_str(),
+              static_cast<unsigned long long>(relay->relayed()));
 
   // Settle: the counts must come back.
   auto settle_end = Clock::now() + *settle;
@@ -257,6 +383,8 @@ int main(int argc, char** argv) {
           "threads back to baseline: " + std::to_string(s.threads) + " (baseline " +
               std::to_string(base.threads) + " + slack " + std::to_string(thread_slack) + ")");
   bridge.stop();
+  relay_stop = true;
+  relay.reset();
   {
     std::lock_guard lk(up_mu);
     up.reset();
