@@ -1,17 +1,73 @@
 #include "mcp_sse_bridge/log.h"
 
+#include <pthread.h>
+#include <signal.h>
+
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
+#include <deque>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 namespace msb::log {
 
 namespace {
 std::atomic<int> g_level{static_cast<int>(Level::kInfo)};
 std::atomic<bool> g_json{false};
-std::mutex g_mu;
+
+// Lines go to stderr from one writer thread: a stalled stderr (a full pipe
+// nobody reads) stalls that thread only. The queue is bounded; lines that do
+// not fit are counted and reported once the writer gets through again.
+struct Queue {
+  static constexpr size_t kMaxBytes = 4u << 20;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::string> lines;
+  size_t bytes = 0;
+  uint64_t dropped = 0;
+  bool started = false;
+  bool writing = false;
+};
+Queue& queue() {
+  static Queue* q = new Queue;  // never destroyed: the writer may outlive main
+  return *q;
+}
+
+void writer_loop() {
+  // Signals are for the process's own signal thread, never this one (it may
+  // start before main blocks them).
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, nullptr);
+  auto& q = queue();
+  std::unique_lock lk(q.mu);
+  for (;;) {
+    q.cv.wait(lk, [&] { return !q.lines.empty() || q.dropped; });
+    std::deque<std::string> batch;
+    batch.swap(q.lines);
+    q.bytes = 0;
+    uint64_t dropped = q.dropped;
+    q.dropped = 0;
+    q.writing = true;
+    lk.unlock();
+    if (dropped) {
+      std::string note = "mcp-sse-bridge: " + std::to_string(dropped) +
+                         " log lines dropped: stderr did not keep up\n";
+      std::fwrite(note.data(), 1, note.size(), stderr);
+    }
+    for (auto& l : batch) std::fwrite(l.data(), 1, l.size(), stderr);
+    std::fflush(stderr);
+    lk.lock();
+    q.writing = false;
+    q.cv.notify_all();
+  }
+}
+
+void flush_at_exit() { flush(std::chrono::milliseconds(500)); }
 const char* name(Level l) {
   switch (l) {
     case Level::kDebug: return "debug";
@@ -79,8 +135,26 @@ void write(Level l, std::string_view msg, std::initializer_list<Field> fields) {
     }
   }
   line.push_back('\n');
-  std::lock_guard lk(g_mu);
-  std::fwrite(line.data(), 1, line.size(), stderr);
+  auto& q = queue();
+  std::lock_guard lk(q.mu);
+  if (!q.started) {
+    q.started = true;
+    std::thread(writer_loop).detach();
+    std::atexit(flush_at_exit);
+  }
+  if (q.bytes + line.size() > Queue::kMaxBytes) {
+    ++q.dropped;
+    return;
+  }
+  q.bytes += line.size();
+  q.lines.push_back(std::move(line));
+  q.cv.notify_one();
+}
+
+void flush(std::chrono::milliseconds bound) {
+  auto& q = queue();
+  std::unique_lock lk(q.mu);
+  q.cv.wait_for(lk, bound, [&] { return q.lines.empty() && !q.writing; });
 }
 
 }  // namespace msb::log

@@ -1,8 +1,12 @@
 // Minimal leveled logger: one line per record on stderr, text or JSON.
 // Thread-safe; records below the configured level cost one atomic load.
+// Never blocks the caller on stderr: lines are queued (bounded, 4 MiB) for a
+// writer thread; when stderr stalls, lines past the bound are dropped and
+// counted (reported once it moves again).
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <initializer_list>
 #include <string>
@@ -20,6 +24,9 @@ bool parse_level(std::string_view s, Level* out);
 
 using Field = std::pair<std::string_view, std::string>;
 void write(Level l, std::string_view msg, std::initializer_list<Field> fields = {});
+// Waits (up to `bound`) until every queued line has been written. Runs at
+// exit by itself.
+void flush(std::chrono::milliseconds bound);
 
 // Lets at most `per_window` records through per window and counts the rest,
 // so that a flood (bad requests from one client) cannot flood the log.

@@ -8,7 +8,7 @@ bridge=$1 example=$2 tls=$3
 work=$(mktemp -d)
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
+  for p in "${pids[@]}"; do pkill -9 -P "$p" 2>/dev/null; kill -9 "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -75,7 +75,7 @@ grep -qE -- "--serve-stale-initialize BOOLEAN=1" <<<"$help" || { labels_ok=0; ba
 # wait_line FILE PATTERN: the first match of PATTERN in FILE within 10 s.
 wait_line() {
   for _ in $(seq 100); do
-    if grep -q -- "$2" "$1"; then grep -m1 -o -- "$2" "$1"; return 0; fi
+    if grep -q -- "$2" "$1" 2>/dev/null; then grep -m1 -o -- "$2" "$1"; return 0; fi
     sleep 0.1
   done
   return 1
@@ -146,6 +146,38 @@ done
 code=$(curl -s -o /dev/null -w '%{http_code}' -m 5 -X POST "$rc_" -H 'Content-Type: application/json' \
   -H 'Accept: application/json' -H "Mcp-Session-Id: $rsid" -d '{"jsonrpc":"2.0","id":9,"method":"tools/list"}')
 [ "$code" = 404 ] && ok "another secret: 404 (send initialize again)" || bad "other secret: $code"
+
+# A stalled stderr (a pipe whose reader stopped reading) must not stall calls:
+# log lines are queued for a writer thread and dropped past a bound.
+mkfifo "$work/logpipe"
+# The reader takes lines up to the "listening" one (bash reads a pipe byte by
+# byte), then holds the pipe open without reading.
+{ while IFS= read -r line; do printf '%s\n' "$line" >> "$work/stalled-first.log"
+    case $line in *listening*) break ;; esac; done; sleep 60; } < "$work/logpipe" > /dev/null 2>&1 &
+pids+=($!)
+"$bridge" --upstream "$up" --listen 127.0.0.1:0 --log-level debug 2> "$work/logpipe" &
+pids+=($!)
+stalled=$(wait_line "$work/stalled-first.log" 'http://127.0.0.1:[0-9]*/mcp') || { bad "stalled-stderr bridge start"; }
+if [ -n "$stalled" ]; then
+  hdrs=$(curl -s -D - -o /dev/null -m 10 -X POST "$stalled" -H 'Content-Type: application/json' -H 'Accept: application/json' \
+    -d '{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"stalled","version":"1"}}}')
+  ssid=$(grep -i '^mcp-session-id:' <<<"$hdrs" | tr -d '\r' | awk '{print $2}')
+  # Far more than a pipe holds (64 KiB) of log lines (about 250 bytes a
+  # call): 600 calls on one keep-alive connection (one curl, --next).
+  : > "$work/calls.cfg"
+  for i in $(seq 600); do
+    printf '%s\n' 'next' "url = \"$stalled\"" 'request = "POST"' 'header = "Content-Type: application/json"' \
+      'header = "Accept: application/json"' "header = \"Mcp-Session-Id: $ssid\"" \
+      "header = \"X-Request-Id: stalled-stderr-check-$(printf '%040d' "$i")\"" \
+      "data = \"{\\\"jsonrpc\\\":\\\"2.0\\\",\\\"id\\\":$i,\\\"method\\\":\\\"tools/call\\\",\\\"params\\\":{\\\"name\\\":\\\"echo\\\",\\\"arguments\\\":{\\\"text\\\":\\\"s$i\\\"}}}\"" \
+      'write-out = "\\n"' >> "$work/calls.cfg"
+  done
+  sed -i '1d' "$work/calls.cfg"  # no `next` before the first request
+  timeout 30 curl -s -m 10 -K "$work/calls.cfg" > "$work/calls.out"
+  stalled_ok=$(grep -c '"text":"s[0-9]*"' "$work/calls.out")
+  [ "$stalled_ok" = 600 ] && ok "stderr stalled (pipe full): 600/600 calls still answered" \
+    || bad "stalled stderr: $stalled_ok/600 calls answered"
+fi
 
 # SIGTERM with a call in flight: it finishes (drain), then exit 0.
 curl -s -m 10 -X POST "$url" "${auth[@]}" -H 'Content-Type: application/json' -H 'Accept: application/json' \
