@@ -199,3 +199,31 @@ TEST_CASE("shutdown is bounded: a client that stopped reading its response does 
   h.bridge().stop();
   CHECK(ms_since(t0) < 4000);
 }
+
+TEST_CASE("limits: a burst of connections while every worker is busy: each one is answered 503 at once") {
+  Harness h({}, [](msb::Config& c) {
+    c.worker_threads = 4;
+    c.max_inflight = 3;
+    c.client_read_timeout = 8000ms;
+  });
+  std::vector<std::unique_ptr<RawConn>> hold;
+  for (int i = 0; i < 4; ++i) {  // partial heads: each holds a worker
+    hold.push_back(std::make_unique<RawConn>(h.port()));
+    REQUIRE(hold.back()->connected());
+    hold.back()->send("POST /mcp HTTP/1.1\r\n");
+  }
+  std::this_thread::sleep_for(200ms);
+  // More at once than there are refusal threads (16).
+  std::vector<std::unique_ptr<RawConn>> burst;
+  for (int i = 0; i < 64; ++i) burst.push_back(std::make_unique<RawConn>(h.port()));
+  auto t0 = SteadyClock::now();
+  int answered = 0;
+  auto until = t0 + 3000ms;  // one bound for the whole burst
+  for (auto& c : burst) {
+    bool closed = false;
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - SteadyClock::now());
+    std::string resp = c->read_until_close(std::max(left, std::chrono::milliseconds(1)), &closed);
+    if (resp.rfind("HTTP/1.1 503", 0) == 0 && closed) ++answered;
+  }
+  CHECK(answered == 64);
+}
