@@ -12,6 +12,7 @@
 #include "mcp_sse_bridge/log.h"
 #include "mcp_sse_bridge/request_policy.h"
 #include "mcp_sse_bridge/session_token.h"
+#include "mcp_sse_bridge/text_util.h"
 
 namespace msb {
 
@@ -71,10 +72,6 @@ std::string format_size(uint64_t b) {
   std::exit(2);
 }
 
-std::string lower_ascii(std::string s) {
-  for (auto& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  return s;
-}
 
 bool valid_header_line(const std::string& h, std::string* name) {
   auto colon = h.find(':');
@@ -436,7 +433,7 @@ Config parse_command_line(int argc, char** argv) {
   c.auth_metrics = open_or_protected("auth-metrics", auth_metrics);
   if (!c.auth_tokens.empty())
     for (auto& h : c.forward_headers)
-      if (lower_ascii(h) == "authorization")
+      if (lower(h) == "authorization")
         fail("--forward-header Authorization cannot be combined with inbound auth: the bridge's "
              "own bearer token would reach the upstream");
 

@@ -22,6 +22,7 @@
 #include <thread>
 
 #include "mcp_sse_bridge/resolver.h"
+#include "mcp_sse_bridge/text_util.h"
 #include "mcp_sse_bridge/tls.h"
 
 namespace msb {
@@ -30,18 +31,6 @@ namespace {
 
 std::string errno_text(int e) { return std::strerror(e); }
 
-std::string lower(std::string_view s) {
-  std::string o(s);
-  for (auto& c : o) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return o;
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r'))
-    s.remove_suffix(1);
-  return s;
-}
 
 // Parses a response head (up to and including the blank line).
 bool parse_head(std::string_view text, HttpHead& h, std::string* why) {

@@ -6,24 +6,12 @@
 #include <cctype>
 
 #include "mcp_sse_bridge/error.h"
+#include "mcp_sse_bridge/text_util.h"
 
 namespace msb {
 
 namespace {
 
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i)
-    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i])))
-      return false;
-  return true;
-}
-
-std::string lower(std::string_view s) {
-  std::string o(s);
-  for (auto& c : o) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return o;
-}
 
 // "host:port" / "[v6]:port" / "host" -> host, lower case, no brackets.
 std::string host_part(std::string_view hostport) {

@@ -1,4 +1,5 @@
 #include "mcp_sse_bridge/url.h"
+#include "mcp_sse_bridge/text_util.h"
 
 #include <algorithm>
 #include <cctype>
@@ -7,12 +8,6 @@
 namespace msb {
 
 namespace {
-std::string lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
 int default_port(std::string_view scheme) { return scheme == "https" ? 443 : 80; }
 bool set_why(std::string* why, const char* w) {
   if (why) *why = w;

@@ -865,7 +865,11 @@ TEST_CASE("drain: in-flight calls finish within --drain-timeout, later ones get 
   Reply quick, slow;
   std::thread a([&] { quick = h.call_tool(sid, 1, "sleep", {{"ms", 300}}); });
   std::thread b([&] { slow = h.call_tool(sid, 2, "sleep", {{"ms", 5000}}); });
-  REQUIRE(wait_for([&] { return h.upstream().open_streams() >= 2; }, 2000ms));
+  if (!wait_for([&] { return h.upstream().open_streams() >= 2; }, 2000ms)) {
+    a.join();  // never leave a thread writing into this frame
+    b.join();
+    FAIL("the two calls did not reach the upstream within 2 s");
+  }
   auto t0 = SteadyClock::now();
   int cut = h.bridge().drain(800ms);
   auto drained_ms = ms_since(t0);

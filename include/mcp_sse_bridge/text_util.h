@@ -1,0 +1,33 @@
+// ASCII text helpers for protocol tokens (header names, schemes, hosts),
+// written once. Locale-independent; no allocation unless a string is returned.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace msb {
+
+inline char ascii_lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
+
+// Case-insensitive equality of ASCII tokens (header names compare this way).
+inline bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;
+  return true;
+}
+
+inline std::string lower(std::string_view s) {
+  std::string o(s);
+  for (auto& c : o) c = ascii_lower(c);
+  return o;
+}
+
+// Without leading and trailing spaces, tabs (and trailing CRs).
+inline std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+  return s;
+}
+
+}  // namespace msb
