@@ -1,0 +1,201 @@
+// mcp-bridge-scale: what idle and waiting clients cost the bridge (#12).
+//
+// Opens --idle keep-alive client connections (each answered once: a GET
+// /healthz, then left idle) and --streams response streams (a tools/call of the
+// example server's `sleep` tool, held open by the upstream), all at once, then
+// reads the bridge process's threads, RSS and fds, and checks that a new
+// client is still served promptly. Targets from #12: every connection served,
+// at most 16 threads, at most 200 MiB RSS. The bridge runs as a child
+// process; the example legacy server runs in this process; the client side is
+// one epoll loop. Everything binds 127.0.0.1 and stops by itself.
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "legacy_server.h"
+#include "tool_common.h"
+
+namespace {
+
+using namespace msb_tools;
+
+struct Conn {
+  int fd = -1;
+  std::string out;  // request bytes still to send
+  std::string in;   // response bytes read so far
+  bool done = false;
+};
+
+int open_nonblocking(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 && errno != EINPROGRESS) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Sends each connection's request and reads until `complete(in)` holds, for
+// all connections at once, within `bound`. Returns how many completed.
+size_t run_all(std::vector<Conn>& conns, const std::function<bool(const std::string&)>& complete,
+               Deadline bound) {
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  for (size_t i = 0; i < conns.size(); ++i) {
+    if (conns[i].fd < 0) continue;
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLOUT;
+    ev.data.u64 = i;
+    epoll_ctl(ep, EPOLL_CTL_ADD, conns[i].fd, &ev);
+  }
+  size_t done = 0;
+  std::vector<epoll_event> evs(1024);
+  char buf[8192];
+  while (done < conns.size() && !bound.reached()) {
+    int n = epoll_wait(ep, evs.data(), static_cast<int>(evs.size()), bound.poll_ms(100));
+    for (int k = 0; k < n; ++k) {
+      Conn& c = conns[evs[k].data.u64];
+      if (c.done) continue;
+      if ((evs[k].events & EPOLLOUT) && !c.out.empty()) {
+        ssize_t w = ::send(c.fd, c.out.data(), c.out.size(), MSG_NOSIGNAL);
+        if (w > 0) c.out.erase(0, static_cast<size_t>(w));
+        if (c.out.empty()) {
+          epoll_event ev{};
+          ev.events = EPOLLIN;
+          ev.data.u64 = evs[k].data.u64;
+          epoll_ctl(ep, EPOLL_CTL_MOD, c.fd, &ev);
+        }
+      }
+      if (evs[k].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+        ssize_t r = ::recv(c.fd, buf, sizeof buf, 0);
+        if (r > 0) c.in.append(buf, static_cast<size_t>(r));
+        if (complete(c.in) || r == 0 || (r < 0 && errno != EAGAIN)) {
+          c.done = true;
+          ++done;
+          epoll_ctl(ep, EPOLL_CTL_DEL, c.fd, nullptr);
+        }
+      }
+    }
+  }
+  ::close(ep);
+  size_t ok = 0;
+  for (auto& c : conns) ok += complete(c.in) ? 1 : 0;
+  return ok;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"mcp-bridge-scale: idle keep-alive connections and open response streams at once; "
+               "prints the bridge's threads, RSS and fds"};
+  std::string bridge_bin = "./mcp-sse-bridge";
+  int idle = 10000, streams = 2000, hold_ms = 60000;
+  std::vector<std::string> flags = {"--client-idle-timeout", "10m", "--max-calls-per-session", "100000"};
+  std::vector<std::string> extra;
+  app.add_option("--bridge", bridge_bin, "Path of the mcp-sse-bridge binary")->capture_default_str();
+  app.add_option("--idle", idle, "Idle keep-alive client connections")->capture_default_str();
+  app.add_option("--streams", streams, "Open response streams (calls the upstream holds)")
+      ->capture_default_str();
+  app.add_option("--hold-ms", hold_ms, "How long the upstream holds each stream's call")
+      ->capture_default_str();
+  app.add_option("--bridge-flag", extra,
+                 "Extra bridge flag (repeatable, e.g. --bridge-flag=--max-inflight=9000)");
+  CLI11_PARSE(app, argc, argv);
+  for (auto& e : extra) flags.push_back(e);
+
+  // Both ends of every connection live in this machine: raise the fd limit
+  // (the bridge child inherits it).
+  rlimit rl{};
+  getrlimit(RLIMIT_NOFILE, &rl);
+  rl.rlim_cur = rl.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &rl);
+  size_t need = static_cast<size_t>(idle + streams) * 2 + 2 * static_cast<size_t>(streams) + 1024;
+  if (rl.rlim_cur < need)
+    std::printf("warning: RLIMIT_NOFILE %llu is below the %zu fds this run needs\n",
+                static_cast<unsigned long long>(rl.rlim_cur), need);
+
+  example::Options opt;
+  opt.threads = streams + 128;  // the example server holds a thread per open SSE stream
+  example::LegacyServer up(opt);
+  int up_port = up.start("127.0.0.1", 0);
+  if (up_port <= 0) return 2;
+  Child bridge;
+  if (!start_bridge(bridge, bridge_bin, up_port, flags)) {
+    std::fprintf(stderr, "scale: bridge did not start (%s)\n", bridge_bin.c_str());
+    return 2;
+  }
+  std::this_thread::sleep_for(300ms);
+  long base_rss = proc_status_kb(bridge.pid, "VmRSS:"), base_threads = proc_status_kb(bridge.pid, "Threads:");
+  std::printf("bridge idle: rss=%.1fMB threads=%ld\n", base_rss / 1024.0, base_threads);
+  BridgeClient session(bridge.port);
+  if (!session.initialize()) {
+    std::fprintf(stderr, "scale: initialize failed\n");
+    return 2;
+  }
+
+  auto t0 = Clock::now();
+  std::vector<Conn> idle_conns(static_cast<size_t>(idle));
+  for (auto& c : idle_conns) {
+    c.fd = open_nonblocking(bridge.port);
+    c.out = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+  }
+  auto answered = [](const std::string& in) {
+    return in.rfind("HTTP/1.1 200", 0) == 0 && in.find("\r\n\r\nok\n") != std::string::npos;
+  };
+  size_t idle_ok = run_all(idle_conns, answered, Deadline::after(60s));
+  double idle_s = std::chrono::duration<double>(Clock::now() - t0).count();
+
+  auto t1 = Clock::now();
+  std::vector<Conn> stream_conns(static_cast<size_t>(streams));
+  for (size_t i = 0; i < stream_conns.size(); ++i) {
+    auto& c = stream_conns[i];
+    c.fd = open_nonblocking(bridge.port);
+    std::string body = call_body(static_cast<int>(i + 1), "sleep", "{\"ms\":" + std::to_string(hold_ms) + "}");
+    c.out = "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            "Accept: application/json, text/event-stream\r\nMcp-Session-Id: " + session.sid() +
+            "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  }
+  auto stream_open = [](const std::string& in) {
+    return in.rfind("HTTP/1.1 200", 0) == 0 && in.find("text/event-stream") != std::string::npos &&
+           in.find("\r\n\r\n") != std::string::npos;
+  };
+  size_t streams_ok = run_all(stream_conns, stream_open, Deadline::after(60s));
+  double streams_s = std::chrono::duration<double>(Clock::now() - t1).count();
+  std::this_thread::sleep_for(500ms);
+
+  long rss = proc_status_kb(bridge.pid, "VmRSS:"), threads = proc_status_kb(bridge.pid, "Threads:");
+  // A new client meanwhile: is it served promptly?
+  auto t2 = Clock::now();
+  BridgeClient fresh(bridge.port);
+  bool fresh_ok = fresh.initialize() &&
+                  fresh.call(call_body(1, "echo", R"({"text":"x"})"), Deadline::after(10s)).find("\"x\"") !=
+                      std::string::npos;
+  double fresh_ms = std::chrono::duration<double, std::milli>(Clock::now() - t2).count();
+
+  std::printf("idle connections answered: %zu of %d (%.1f s)\n", idle_ok, idle, idle_s);
+  std::printf("response streams open:     %zu of %d (%.1f s)\n", streams_ok, streams, streams_s);
+  std::printf("bridge with both open: rss=%.1fMB (%.1f KB per connection) threads=%ld\n", rss / 1024.0,
+              idle + streams > 0 ? static_cast<double>(rss - base_rss) / (idle + streams) : 0.0, threads);
+  std::printf("a new client meanwhile: %s in %.1f ms\n", fresh_ok ? "served" : "NOT served", fresh_ms);
+  bool ok = idle_ok == static_cast<size_t>(idle) && streams_ok == static_cast<size_t>(streams) && fresh_ok;
+  std::printf("targets (#12): all served %s, threads <= 16 %s, RSS <= 200 MiB %s\n", ok ? "yes" : "NO",
+              threads <= 16 ? "yes" : "NO", rss <= 200 * 1024 ? "yes" : "NO");
+  for (auto& c : idle_conns)
+    if (c.fd >= 0) ::close(c.fd);
+  for (auto& c : stream_conns)
+    if (c.fd >= 0) ::close(c.fd);
+  bridge.stop();
+  up.stop();
+  return ok && threads <= 16 && rss <= 200 * 1024 ? 0 : 1;
+}
