@@ -544,6 +544,12 @@ class Server : public httplib::Server {
       if (n <= 0) break;
       off += static_cast<size_t>(n);
     }
+    // Drop what the client already sent (without waiting): closing with
+    // unread bytes would reset the connection under the 503.
+    ::shutdown(fd, SHUT_WR);
+    char buf[16384];
+    for (int i = 0; i < 8 && ::recv(fd, buf, sizeof buf, MSG_DONTWAIT) > 0; ++i) {
+    }
   }
 
   SSL* handshake(int fd) {
