@@ -8,7 +8,7 @@
 #include <string_view>
 #include <thread>
 
-#include "mcp_sse_bridge/config.h"
+#include "mcp_sse_bridge/config_cli.h"
 #include "mcp_sse_bridge/front_server.h"
 #include "mcp_sse_bridge/http_client.h"
 #include "mcp_sse_bridge/log.h"
@@ -50,7 +50,12 @@ int main(int argc, char** argv) {
   // Many short-lived worker threads with glibc's default of up to 8 arenas
   // per core leave RSS scattered over arenas; two are plenty for this load.
   mallopt(M_ARENA_MAX, 2);
-  msb::Config cfg = msb::parse_command_line(argc, argv);
+  auto parsed = msb::parse_command_line(argc, argv);
+  if (!parsed.config) {
+    std::fputs(parsed.output.c_str(), parsed.to_stderr ? stderr : stdout);
+    return parsed.exit_code;
+  }
+  msb::Config cfg = std::move(*parsed.config);
   msb::log::Level level;
   msb::log::parse_level(cfg.log_level, &level);
   msb::log::set_level(level);

@@ -89,9 +89,4 @@ std::optional<Duration> parse_duration(std::string_view s);
 std::optional<uint64_t> parse_size(std::string_view s);
 std::string format_duration(Duration d);
 
-// Parses the command line (plus config file and environment). On --help
-// prints usage and exits 0; on any invalid value prints one line
-// "mcp-sse-bridge: error: ..." and exits 2.
-Config parse_command_line(int argc, char** argv);
-
 }  // namespace msb
