@@ -8,6 +8,7 @@
 
 #include "mcp_sse_bridge/log.h"
 #include "mcp_sse_bridge/resolver.h"
+#include "mcp_sse_bridge/retry_policy.h"
 #include "mcp_sse_bridge/upstream_session.h"
 
 namespace msb {
@@ -137,7 +138,7 @@ class CallRun {
       // Connect failures and 404 (session gone, even when the stream's end
       // was seen first) prove the request was not taken.
       auto& e = s.error();
-      a.request_sent = !(e.kind == ErrorKind::kUnreachable || e.http_status == 404);
+      a.request_sent = !post_failure_proves_not_taken(e);
       note_error(a, e);
       return a;
     }
@@ -361,24 +362,6 @@ class CallRun {
   UpstreamSession::KeepWaiting keep_waiting_;
 };
 
-bool retryable(const Attempt& a, const Message& req) {
-  if (!a.error || a.cancelled) return false;
-  const auto& e = *a.error;
-  if (e.kind == ErrorKind::kEndpointRefused || e.kind == ErrorKind::kCancelled ||
-      e.kind == ErrorKind::kShuttingDown || e.kind == ErrorKind::kOverloaded)
-    return false;
-  if (!a.request_sent) {
-    // A connect that timed out already spent --connect-timeout (the kernel
-    // resent the SYN within it): the path is dead, and a second connect
-    // would only double the client's wait.
-    if (e.phase == Phase::kConnect && e.kind == ErrorKind::kTimeout) return false;
-    // The upstream refused the replayed initialize: a fresh session will too.
-    return !(e.phase == Phase::kInitialize && e.kind == ErrorKind::kRejected &&
-             e.http_status == 0);
-  }
-  return is_read_only_method(req.method) || req.method == "initialize";
-}
-
 }  // namespace
 
 CallResult Forwarder::call(const Message& req, const ClientSession* session,
@@ -433,7 +416,8 @@ CallResult Forwarder::call(const Message& req, const ClientSession* session,
       out.cancelled = true;
       return out;
     }
-    if (attempt < cfg_.retries && retryable(a, req) && !run.deadline().reached()) {
+    if (attempt < cfg_.retries && !a.cancelled && a.error && may_retry(*a.error, a.request_sent, req.method) &&
+        !run.deadline().reached()) {
       stats_.retries.fetch_add(1, std::memory_order_relaxed);
       log::info("retrying call on a fresh upstream session",
                 {{"method", req.method}, {"id", req.id}, {"cause", a.error->message()}});
