@@ -6,8 +6,7 @@
 #include <cstdio>
 #include <fstream>
 
-#include "mcp_sse_bridge/forwarder.h"
-#include "mcp_sse_bridge/session_pool.h"
+#include "mcp_sse_bridge/upstream_stats.h"
 
 namespace msb {
 

@@ -18,6 +18,7 @@
 #include "mcp_sse_bridge/jsonrpc.h"
 #include "mcp_sse_bridge/session_pool.h"
 #include "mcp_sse_bridge/session_token.h"
+#include "mcp_sse_bridge/upstream_stats.h"
 
 namespace msb {
 
@@ -62,17 +63,6 @@ struct CallResult {
   std::string upstream_session;  // last upstream session id, for logs
 };
 
-// Counters since start (for logs and tests).
-struct ForwarderStats {
-  std::atomic<uint64_t> calls{0};
-  std::atomic<uint64_t> failures{0};
-  std::atomic<uint64_t> retries{0};
-  std::atomic<uint64_t> pings_sent{0};
-  std::atomic<uint64_t> cancelled{0};
-  std::atomic<uint64_t> server_requests{0};  // upstream requests forwarded to clients
-  std::atomic<uint64_t> sessions_opened{0};  // upstream sessions set up (calls and pool)
-  std::atomic<uint64_t> session_failures[kPhaseCount] = {};  // set-ups failed, by phase
-};
 
 class Forwarder {
  public:

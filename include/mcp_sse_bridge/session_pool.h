@@ -28,6 +28,7 @@
 
 #include "mcp_sse_bridge/config.h"
 #include "mcp_sse_bridge/deadline.h"
+#include "mcp_sse_bridge/upstream_stats.h"
 
 namespace msb {
 
@@ -41,16 +42,6 @@ struct PoolKey {
   std::string id() const;                // the map key: all of the above
 };
 
-struct PoolStats {
-  std::atomic<uint64_t> hits{0};       // calls served by a warm session
-  std::atomic<uint64_t> misses{0};     // calls that found none and went cold
-  std::atomic<uint64_t> opened{0};     // sessions made ready by the fillers
-  std::atomic<uint64_t> open_failed{0};
-  std::atomic<uint64_t> dead{0};       // found dead at take() or while idle
-  std::atomic<uint64_t> expired{0};    // idle longer than max_idle_age
-  std::atomic<uint64_t> reused{0};     // sessions given back after a clean call
-  std::atomic<uint64_t> idle{0};       // ready now
-};
 
 class SessionPool {
  public:
