@@ -149,14 +149,41 @@ Config parse_or_throw(int argc, char** argv, std::string* help_text) {
   };
   // Each option's value label in --help is given where it is added: a label
   // guessed from the flag's name once called --max-message-size a DURATION.
-  auto opt = [&](const char* flag, auto& var, const char* help, const char* type = nullptr) {
-    auto* o = app.add_option(std::string("--") + flag, var, help)->envname(env(flag));
-    if (type) o->type_name(type);
-    return o;
+  // Durations and sizes are checked by CLI11 validators while parsing, so
+  // an error names the flag the value came from (command line, file or env).
+  auto duration_check = [](bool zero_ok) {
+    return CLI::Validator(
+        [zero_ok](std::string& v) -> std::string {
+          auto d = parse_duration(v);
+          if (!d) return "invalid duration '" + v + "' (use e.g. 250ms, 5s, 2m)";
+          if (!zero_ok && d->count() == 0) return "must be greater than 0";
+          return {};
+        },
+        "", "");
   };
-  constexpr const char* kDur = "DURATION";
+  const CLI::Validator size_check(
+      [](std::string& v) -> std::string {
+        auto n = parse_size(v);
+        if (!n || *n < 1024) return "invalid size '" + v + "' (at least 1KiB; e.g. 512KiB, 16MiB)";
+        return {};
+      },
+      "", "");
+  constexpr const char* kDur = "DURATION";    // > 0
+  constexpr const char* kDur0 = "DURATION0";  // 0 allowed (= off)
   constexpr const char* kSize = "SIZE";
   constexpr const char* kFile = "FILE";
+  // Each option's value label in --help is given where it is added.
+  auto opt = [&](const char* flag, auto& var, const char* help, const char* type = nullptr) {
+    auto* o = app.add_option(std::string("--") + flag, var, help)->envname(env(flag));
+    if (type == kDur || type == kDur0) {
+      o->type_name("DURATION")->check(duration_check(type == kDur0));
+    } else if (type == kSize) {
+      o->type_name("SIZE")->check(size_check);
+    } else if (type) {
+      o->type_name(type);
+    }
+    return o;
+  };
 
   opt("upstream", upstream, "Legacy MCP server SSE URL, e.g. http://127.0.0.1:3001/sse (required)",
       "URL")
@@ -172,7 +199,7 @@ Config parse_or_throw(int argc, char** argv, std::string* help_text) {
   opt("max-request-timeout", max_request_t,
       "Hard cap on a call, however much progress the upstream reports", kDur);
   opt("ping-interval", ping_i,
-      "Upstream silence while a call waits before the bridge sends an MCP ping (0 = off)", kDur);
+      "Upstream silence while a call waits before the bridge sends an MCP ping (0 = off)", kDur0);
   opt("ping-timeout", ping_t, "Deadline for the reply to that ping; none = the upstream is dead", kDur);
   opt("post-timeout", post_t,
       "Deadline for the response head of each upstream POST once sent (a live legacy server "
@@ -181,23 +208,23 @@ Config parse_or_throw(int argc, char** argv, std::string* help_text) {
   opt("upstream-tcp-keepalive", tcp_ka,
       "Idle time before TCP keepalive probes on upstream connections (3 probes 1s apart), so "
       "that a path that died silently is noticed (0 = off)",
-      kDur);
+      kDur0);
   opt("upstream-tcp-user-timeout", tcp_ut,
       "TCP_USER_TIMEOUT of upstream connections: unacknowledged data or keepalive probes fail "
       "the connection after this (0 = the kernel's default, many minutes)",
-      kDur);
+      kDur0);
   opt("idle-probe-after", probe_after,
       "A warm upstream session silent this long is proven alive with an MCP ping before a call "
       "uses it (0 = always)",
-      kDur);
+      kDur0);
   opt("idle-probe-timeout", probe_t,
       "Deadline for that ping; without a reply the session is dropped and the call goes to a "
       "fresh one",
       kDur);
   opt("resolve-timeout", resolve_t, "Deadline for resolving the upstream's host name", kDur);
-  opt("resolve-cache-ttl", resolve_ttl, "Name lookups are cached this long (0 = off)", kDur);
+  opt("resolve-cache-ttl", resolve_ttl, "Name lookups are cached this long (0 = off)", kDur0);
   opt("keepalive-interval", keepalive_i,
-      "SSE comment sent on an idle client response stream (0 = off)", kDur);
+      "SSE comment sent on an idle client response stream (0 = off)", kDur0);
   opt("max-message-size", max_msg, "Largest upstream SSE event (one JSON-RPC message)", kSize);
   opt("max-body-size", max_body, "Largest client request body (413 above)", kSize);
   opt("upstream-header", u.static_headers,
@@ -214,20 +241,20 @@ Config parse_or_throw(int argc, char** argv, std::string* help_text) {
   opt("allow-foreign-endpoint", u.allow_foreign_endpoint,
       "Accept an upstream `endpoint` on another origin than --upstream (SSRF risk)");
   opt("upstream-retries", u.retries,
-      "Fresh-session retries for calls that provably never reached the upstream (or are read-only)");
+      "Fresh-session retries for calls that provably never reached the upstream (or are read-only)")->check(CLI::Range(0, 5));
   std::string pool_age = format_duration(u.pool.max_idle_age);
   opt("pool-size", u.pool.size,
       "Warm pool: most idle pre-initialized upstream sessions kept ready, in all (0 = off: every "
-      "call opens its own session)");
+      "call opens its own session)")->check(CLI::Range(0, 10000));
   opt("pool-max-idle-age", pool_age, "Warm pool: an idle session older than this is closed", kDur);
-  opt("pool-fillers", u.pool.fillers, "Warm pool: threads opening sessions in the background");
+  opt("pool-fillers", u.pool.fillers, "Warm pool: threads opening sessions in the background")->check(CLI::Range(1, 64));
   opt("pool-reuse", u.pool.reuse,
       "Warm pool: after a clean call (response received, nothing pending) the session waits for "
       "the next call on the same key, within --pool-max-idle-age; off = one call per session");
   opt("worker-threads", c.worker_threads,
-      "HTTP worker threads; each open client connection or response stream holds one");
+      "HTTP worker threads; each open client connection or response stream holds one")->check(CLI::Range(4, 10000));
   opt("max-inflight", c.max_inflight,
-      "Calls in progress at once; more get HTTP 503 with Retry-After (keep below --worker-threads)");
+      "Calls in progress at once; more get HTTP 503 with Retry-After (keep below --worker-threads)")->check(CLI::Range(1, 1000000));
   opt("max-revoked-sessions", c.max_revoked_sessions,
       "Bound on the DELETEd-session set kept by this process");
   opt("session-secret-file", secret_file,
@@ -246,7 +273,7 @@ Config parse_or_throw(int argc, char** argv, std::string* help_text) {
                "Do not verify https upstream certificates (logs a warning; for tests only)")
       ->envname(env("upstream-insecure"));
   opt("max-upstream-sessions", u.max_sessions,
-      "Upstream SSE sessions open at once (calls plus warm pool); a call that finds none "
+      "Upstream SSE sessions open at once (calls plus warm pool)->check(CLI::Range(1, 100000)); a call that finds none "
       "free fails at once");
   opt("tls-cert", c.tls.cert_file, "Serve HTTPS with this PEM certificate chain (with --tls-key)", kFile);
   opt("tls-key", c.tls.key_file, "PEM private key for --tls-cert", kFile);
@@ -268,7 +295,7 @@ Config parse_or_throw(int argc, char** argv, std::string* help_text) {
       "Each write to a client must make progress within this (stalled readers are cut off)", kDur);
   opt("client-idle-timeout", client_idle_t, "Idle keep-alive client connections close after this", kDur);
   opt("max-calls-per-session", c.max_calls_per_session,
-      "Calls (open response streams) at once per client session; more get HTTP 429");
+      "Calls (open response streams) at once per client session; more get HTTP 429")->check(CLI::Range(1, 1000000));
   opt("serve-stale-initialize", c.serve_stale_initialize,
       "While the upstream cannot be reached, answer a client's initialize from the last "
       "initialize result this process got from the upstream for the same protocol version and "
@@ -276,7 +303,7 @@ Config parse_or_throw(int argc, char** argv, std::string* help_text) {
       "once the upstream is back; false = initialize fails while the upstream is down");
   opt("drain-timeout", drain_t,
       "On SIGTERM/SIGINT: time in-flight calls get to finish before they are answered with "
-      "a shutting_down error", kDur);
+      "a shutting_down error", kDur0);
   opt("log-level", c.log_level, "debug, info, warn, error or off", "LEVEL");
   opt("log-format", c.log_format, "text or json", "text|json");
   app.add_flag("--check-config", c.check_config,
@@ -340,10 +367,10 @@ Config parse_or_throw(int argc, char** argv, std::string* help_text) {
       {"drain-timeout", &drain_t, &c.drain_timeout, true},
       {"ready-probe-interval", &ready_i, &c.ready_probe_interval, false},
   };
+  // Validated while parsing (duration_check); this only converts.
   for (auto& d : durations) {
     auto v = parse_duration(*d.text);
-    if (!v) fail(std::string("--") + d.flag + ": invalid duration '" + *d.text + "' (use e.g. 250ms, 5s, 2m)");
-    if (!d.zero_ok && v->count() == 0) fail(std::string("--") + d.flag + ": must be greater than 0");
+    if (!v || (!d.zero_ok && v->count() == 0)) fail(std::string("--") + d.flag + ": invalid duration");
     *d.out = *v;
   }
   if (u.max_request_timeout < u.request_timeout)
@@ -355,18 +382,10 @@ Config parse_or_throw(int argc, char** argv, std::string* help_text) {
   auto mb = parse_size(max_body);
   if (!mb || *mb < 1024) fail("--max-body-size: invalid size '" + max_body + "' (at least 1KiB)");
   c.max_body_size = *mb;
-  if (u.pool.size > 10000) fail("--pool-size: at most 10000");
-  if (u.pool.fillers < 1 || u.pool.fillers > 64) fail("--pool-fillers: must be between 1 and 64");
-  if (u.retries < 0 || u.retries > 5) fail("--upstream-retries: must be between 0 and 5");
-  if (c.worker_threads < 4 || c.worker_threads > 10000)
-    fail("--worker-threads: must be between 4 and 10000");
   if (c.max_inflight < 1 || c.max_inflight >= c.worker_threads)
     fail("--max-inflight: must be at least 1 and below --worker-threads (" +
          std::to_string(c.worker_threads) + "), so that threads remain to answer 503s");
 
-  if (u.max_sessions < 1 || u.max_sessions > 100000)
-    fail("--max-upstream-sessions: must be between 1 and 100000");
-  if (c.max_calls_per_session < 1) fail("--max-calls-per-session: must be at least 1");
   if (!c.metrics_path.empty() && c.metrics_path.front() != '/')
     fail("--metrics-path: must start with '/' (or be empty to turn metrics off)");
   if (c.metrics_path == c.path || c.metrics_path == "/healthz" || c.metrics_path == "/readyz")

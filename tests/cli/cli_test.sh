@@ -64,7 +64,7 @@ for f in max-message-size max-body-size; do
   grep -qE -- "--$f SIZE=" <<<"$help" || { labels_ok=0; bad "--help: --$f is not labelled SIZE"; }
 done
 for f in pool-size max-revoked-sessions max-upstream-sessions; do
-  grep -qE -- "--$f UINT=" <<<"$help" || { labels_ok=0; bad "--help: --$f is not labelled UINT"; }
+  grep -qE -- "--$f UINT[:=]" <<<"$help" || { labels_ok=0; bad "--help: --$f is not labelled UINT"; }
 done
 for f in session-secret-file upstream-headers-file upstream-ca tls-cert tls-key auth-tokens-file config; do
   grep -qE -- "--$f FILE" <<<"$help" || { labels_ok=0; bad "--help: --$f is not labelled FILE"; }

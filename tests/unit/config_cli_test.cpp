@@ -60,6 +60,8 @@ TEST_CASE("config cli: values are parsed with their units; bad ones name the fla
        "--max-request-timeout"},
       {{"--upstream", "http://h:1/sse", "--max-inflight", "200", "--worker-threads", "100"}, "--max-inflight"},
       {{"--upstream", "http://h:1/sse", "--no-such-flag"}, "no-such-flag"},
+      {{"--upstream", "http://h:1/sse", "--pool-fillers", "0"}, "--pool-fillers: Value 0 not in range 1 to 64"},
+      {{"--upstream", "http://h:1/sse", "--upstream-retries", "9"}, "--upstream-retries"},
       {{}, "--upstream is required"},
   };
   for (auto& b : bad) {
