@@ -941,6 +941,15 @@ struct FrontServer::Impl {
     return s;
   }
 
+  // The answer above --max-inflight (calls and initialize alike).
+  Rejection inflight_refusal() const {
+    Rejection r{503, -32000,
+                "Service Unavailable: " + std::to_string(cfg.max_inflight) +
+                    " calls in progress (--max-inflight); retry shortly"};
+    r.headers.emplace_back("Retry-After", "1");
+    return r;
+  }
+
   // Per-session admission (--max-calls-per-session); release with session_release.
   bool session_admit(const std::string& sid, int n) {
     std::lock_guard lk(session_mu);
@@ -1060,11 +1069,7 @@ struct FrontServer::Impl {
     if (inflight.fetch_add(n) + n > cfg.max_inflight) {
       inflight.fetch_sub(n);
       for (int i = 0; i < n; ++i) session_release(session->id);
-      Rejection r{503, -32000,
-                  "Service Unavailable: " + std::to_string(cfg.max_inflight) +
-                      " calls in progress (--max-inflight); retry shortly"};
-      r.headers.emplace_back("Retry-After", "1");
-      return refuse(res, r, first_id);
+      return refuse(res, inflight_refusal(), first_id);
     }
     for (auto& c : calls) {
       c.mailbox = std::make_shared<CallMailbox>();
@@ -1384,16 +1389,20 @@ struct FrontServer::Impl {
     res.set_content(std::move(body), "application/json");
   }
 
-  // Nothing can deliver resource updates (see local_answer): do not let the
-  // upstream's initialize result promise them. Other bytes stay as they were.
-  static void strip_subscribe(std::string& response) {
-    if (response.find("\"subscribe\"") == std::string::npos) return;
+  // Takes a successful upstream initialize response (parsed once) and
+  // returns its `result` as JSON text, for the initialize cache. Nothing can
+  // deliver resource updates (see local_answer): the upstream's result must
+  // not promise them, so `resources.subscribe` is removed; other bytes of the
+  // response stay as they were.
+  static std::string initialize_result(std::string& response) {
     auto j = nlohmann::ordered_json::parse(response, nullptr, false);
-    if (j.is_discarded()) return;
+    if (j.is_discarded() || !j.is_object() || !j.contains("result")) return {};
     auto p = nlohmann::ordered_json::json_pointer("/result/capabilities/resources");
-    if (!j.contains(p) || !j[p].is_object() || !j[p].contains("subscribe")) return;
-    j[p].erase("subscribe");
-    response = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    if (j.contains(p) && j[p].is_object() && j[p].contains("subscribe")) {
+      j[p].erase("subscribe");
+      response = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    }
+    return j["result"].dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   }
 
   // Failures after which the upstream is down or unusable for now, rather
@@ -1424,11 +1433,7 @@ struct FrontServer::Impl {
     // counts against --max-inflight, and the drain waits for it.
     if (inflight.fetch_add(1) + 1 > cfg.max_inflight) {
       inflight.fetch_sub(1);
-      Rejection r{503, -32000,
-                  "Service Unavailable: " + std::to_string(cfg.max_inflight) +
-                      " calls in progress (--max-inflight); retry shortly"};
-      r.headers.emplace_back("Retry-After", "1");
-      refuse(res, r, init.id);
+      refuse(res, inflight_refusal(), init.id);
       return;
     }
     struct Admitted {
@@ -1460,11 +1465,8 @@ struct FrontServer::Impl {
       version = j["params"]["protocolVersion"].get<std::string>();
     std::string cache_key = InitializeCache::key(version, headers);
     if (ok) {
-      strip_subscribe(r.response);
-      auto resp = nlohmann::ordered_json::parse(r.response, nullptr, false);
-      if (!resp.is_discarded() && resp.contains("result"))
-        init_cache.store(cache_key, resp["result"].dump(-1, ' ', false,
-                                                        nlohmann::json::error_handler_t::replace));
+      if (std::string result = initialize_result(r.response); !result.empty())
+        init_cache.store(cache_key, std::move(result));
     } else if (r.error && cfg.serve_stale_initialize && upstream_unavailable(r.error->kind)) {
       // The client gets a session now; its calls fail fast while the
       // upstream is down and work once it is back, with no reconnect.

@@ -290,6 +290,7 @@ Io TcpStream::read_some(char* buf, size_t cap, size_t* got, Deadline d) {
         ev = POLLOUT;
       } else if (err != SSL_ERROR_WANT_READ) {
         if (err == SSL_ERROR_SYSCALL && errno == 0) return Io::kEof;
+        last_errno_ = err == SSL_ERROR_SYSCALL ? errno : 0;
         last_error_ = "TLS read: " + (err == SSL_ERROR_SYSCALL ? errno_text(errno) : tls_error_text());
         return Io::kError;
       }
@@ -302,6 +303,7 @@ Io TcpStream::read_some(char* buf, size_t cap, size_t* got, Deadline d) {
       if (n == 0) return Io::kEof;
       if (errno == EINTR) continue;
       if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        last_errno_ = errno;
         last_error_ = "recv: " + errno_text(errno);
         return Io::kError;
       }

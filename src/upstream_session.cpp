@@ -1,6 +1,7 @@
 #include "mcp_sse_bridge/upstream_session.h"
 
 #include <atomic>
+#include <cerrno>
 
 #include "mcp_sse_bridge/log.h"
 
@@ -140,7 +141,7 @@ Status UpstreamSession::read_more(Deadline d, Phase phase) {
   // ETIMEDOUT on a read: TCP keepalive probes or sent data went
   // unacknowledged (--upstream-tcp-keepalive / --upstream-tcp-user-timeout):
   // the peer or the path vanished without a FIN or RST.
-  bool vanished = r == Io::kError && sse_.last_error().find("timed out") != std::string::npos;
+  bool vanished = r == Io::kError && sse_.last_errno() == ETIMEDOUT;
   if (vanished) detail += " (the upstream stopped acknowledging: the host or the path to it is down)";
   failed_ = make_error(vanished ? ErrorKind::kUnresponsive : ErrorKind::kClosed, phase, detail);
   sse_.close();

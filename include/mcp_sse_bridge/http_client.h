@@ -87,6 +87,9 @@ class TcpStream {
   bool valid() const { return fd_ >= 0; }
   int fd() const { return fd_; }
   const std::string& last_error() const { return last_error_; }
+  // errno of the last failed read (ETIMEDOUT: keepalive probes or sent data
+  // went unacknowledged, the peer vanished); 0 if none.
+  int last_errno() const { return last_errno_; }
 
  private:
   explicit TcpStream(int fd) : fd_(fd) {}
@@ -98,6 +101,7 @@ class TcpStream {
   int wake_fd_ = -1;
   int hup_fd_ = -1;
   std::string last_error_;
+  int last_errno_ = 0;
 };
 
 struct HttpHead {
@@ -165,6 +169,7 @@ class HttpConnection {
   }
   const Url& origin() const { return origin_; }
   const std::string& last_error() const { return stream_.last_error(); }
+  int last_errno() const { return stream_.last_errno(); }
 
  private:
   Io fill(Deadline d);  // reads more raw bytes into buf_

@@ -661,13 +661,7 @@ TEST_CASE("limits: with every worker busy a new connection gets 503 at once, not
     c.max_inflight = 3;
     c.client_read_timeout = 3000ms;
   });
-  std::vector<std::unique_ptr<RawConn>> hold;
-  for (int i = 0; i < 4; ++i) {  // partial heads: each holds a worker
-    hold.push_back(std::make_unique<RawConn>(h.port()));
-    REQUIRE(hold.back()->connected());
-    hold.back()->send("POST /mcp HTTP/1.1\r\n");
-  }
-  std::this_thread::sleep_for(200ms);
+  auto hold = hold_workers(h.port(), 4);
   RawConn extra(h.port());
   REQUIRE(extra.connected());
   auto t0 = SteadyClock::now();

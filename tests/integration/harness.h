@@ -397,21 +397,44 @@ inline int raw_post(int port, const std::string& sid, const std::string& body) {
   return fd;
 }
 
+// A listening socket on 127.0.0.1, any port (written to *port).
+inline int loopback_listener(int backlog, int* port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  REQUIRE(::listen(fd, backlog) == 0);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  *port = ntohs(a.sin_port);
+  return fd;
+}
+
+// Connections that each hold one bridge worker thread: a partial request head
+// that never completes (until --client-read-timeout).
+inline std::vector<std::unique_ptr<RawConn>> hold_workers(int port, int n) {
+  std::vector<std::unique_ptr<RawConn>> hold;
+  for (int i = 0; i < n; ++i) {
+    hold.push_back(std::make_unique<RawConn>(port));
+    REQUIRE(hold.back()->connected());
+    hold.back()->send("POST /mcp HTTP/1.1\r\n");
+  }
+  std::this_thread::sleep_for(200ms);
+  return hold;
+}
+
 // A loopback address whose connects hang: a listener with a full accept
 // queue (never accepted) makes the kernel drop further SYNs, as a black-holed
 // path does. Closed with the object.
 class BlackholeListener {
  public:
   BlackholeListener() {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    fd_ = loopback_listener(0, &port_);
     sockaddr_in a{};
     a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port_));
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-    REQUIRE(::listen(fd_, 0) == 0);
-    socklen_t len = sizeof a;
-    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
-    port_ = ntohs(a.sin_port);
     // Fill the queue: connects that complete at once are queued; once one
     // does not complete within 200 ms, SYNs are being dropped.
     for (int i = 0; i < 8; ++i) {

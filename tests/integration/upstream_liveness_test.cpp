@@ -120,15 +120,9 @@ TEST_CASE("liveness: a client that leaves during setup is a cancellation, not a 
 TEST_CASE("liveness: upstream sockets carry TCP keepalive and TCP_USER_TIMEOUT") {
   // The kernel notices a vanished peer only with these set; the network
   // suite (tests/network) shows the effect on a real path.
-  int lfd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  REQUIRE(::listen(lfd, 4) == 0);
-  socklen_t len = sizeof a;
-  ::getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len);
-  auto c = msb::TcpStream::connect("127.0.0.1", ntohs(a.sin_port), msb::Deadline::after(1000ms),
+  int port = 0;
+  int lfd = loopback_listener(4, &port);
+  auto c = msb::TcpStream::connect("127.0.0.1", port, msb::Deadline::after(1000ms),
                                    msb::TcpOptions{std::chrono::milliseconds(3000), std::chrono::milliseconds(7000), {}});
   REQUIRE(c.ok());
   int on = 0, idle = 0, cnt = 0;
@@ -206,13 +200,7 @@ TEST_CASE("limits: a burst of connections while every worker is busy: each one i
     c.max_inflight = 3;
     c.client_read_timeout = 8000ms;
   });
-  std::vector<std::unique_ptr<RawConn>> hold;
-  for (int i = 0; i < 4; ++i) {  // partial heads: each holds a worker
-    hold.push_back(std::make_unique<RawConn>(h.port()));
-    REQUIRE(hold.back()->connected());
-    hold.back()->send("POST /mcp HTTP/1.1\r\n");
-  }
-  std::this_thread::sleep_for(200ms);
+  auto hold = hold_workers(h.port(), 4);
   // More at once than there are refusal threads (16).
   std::vector<std::unique_ptr<RawConn>> burst;
   for (int i = 0; i < 64; ++i) burst.push_back(std::make_unique<RawConn>(h.port()));

@@ -82,3 +82,27 @@ test('conformance: every scenario passing directly passes through the bridge', {
   for (const name of Object.keys(KNOWN_PER_CALL_LIMITS)) assert.ok(rows.find((r) => r.name === name)?.d, name);
   assert.ok(count('b') >= 28, `only ${count('b')} scenarios pass through the bridge`);
 });
+
+// The fixture advertises resources.subscribe; with per-call upstream sessions
+// nothing could deliver the updates, so the bridge removes that promise from
+// the initialize result it relays — and from the one it answers from its
+// cache while the upstream is down.
+test('bridge: resources.subscribe is not advertised, live or from the cache', { timeout: 60000 }, async () => {
+  const ssePort = await fixture('sse');
+  const bridge = await startBridge(`http://127.0.0.1:${ssePort}/sse`);
+  children.push(bridge.child);
+  const init = () => fetch(bridge.url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json' },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: {
+      protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'caps', version: '1' } } }),
+  }).then((r) => r.json());
+  const live = await init();
+  assert.ok(live.result.capabilities.resources, 'resources capability kept');
+  assert.equal(live.result.capabilities.resources.subscribe, undefined);
+  await stop(children.at(-2));  // the fixture: the next initialize is answered from the cache
+  const cached = await init();
+  assert.equal(cached.id, 1);
+  assert.ok(cached.result.capabilities.resources);
+  assert.equal(cached.result.capabilities.resources.subscribe, undefined);
+});
