@@ -1,0 +1,105 @@
+// Event loops: a small fixed set of threads, each running one Asio
+// io_context that owns the sockets and timers handed to it. A connection and
+// everything it waits on live on one loop, so its work never crosses a thread.
+//
+// Deadlines are timers of the loop, kept in one DeadlineList per timeout
+// length: every entry of a list has the same duration, so the list is sorted
+// by expiry and arming appends in O(1); one Asio timer per list is re-armed
+// only when it fires. Arming and disarming therefore cost no syscall, which
+// matters on machines where syscalls are slow (#12).
+//
+// This is one of the few headers that pull in Asio; the MCP layers above it
+// do not include it.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "mcp_sse_bridge/deadline.h"
+
+namespace msb {
+
+namespace asio = boost::asio;
+
+// One pending deadline, embedded in its owner. Not copyable while linked.
+struct TimerEntry {
+  Clock::time_point at{};
+  TimerEntry* prev = nullptr;
+  TimerEntry* next = nullptr;
+  bool linked = false;
+  void (*fire)(TimerEntry*) = nullptr;  // runs on the loop thread, entry already unlinked
+  void* owner = nullptr;
+};
+
+// Entries of one duration on one loop. Loop thread only.
+class DeadlineList {
+ public:
+  DeadlineList(asio::io_context& io, Clock::duration d);
+  ~DeadlineList();
+  DeadlineList(const DeadlineList&) = delete;
+  DeadlineList& operator=(const DeadlineList&) = delete;
+
+  // (Re)arms `e` to fire after this list's duration from now.
+  void arm(TimerEntry& e, void (*fire)(TimerEntry*), void* owner);
+  void disarm(TimerEntry& e);
+  Clock::duration duration() const { return dur_; }
+
+ private:
+  void rearm();
+
+  asio::steady_timer timer_;
+  Clock::duration dur_;
+  TimerEntry* head_ = nullptr;
+  TimerEntry* tail_ = nullptr;
+  bool armed_ = false;
+  Clock::time_point armed_at_{};
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+// One loop: an io_context run by one thread, plus its deadline lists.
+class EventLoop {
+ public:
+  EventLoop();
+  ~EventLoop();
+  asio::io_context& io() { return io_; }
+  // The list for duration d (created on first use). Loop thread only.
+  DeadlineList& deadlines(Clock::duration d);
+  // True on this loop's own thread.
+  bool in_loop() const { return std::this_thread::get_id() == thread_id_.load(); }
+  void set_thread(std::thread::id id) { thread_id_.store(id); }
+
+ private:
+  asio::io_context io_{1};
+  std::map<Clock::duration::rep, std::unique_ptr<DeadlineList>> lists_;
+  std::atomic<std::thread::id> thread_id_{};
+};
+
+// The fixed set of loops and their threads.
+class EventLoops {
+ public:
+  explicit EventLoops(int n);  // n >= 1
+  ~EventLoops();               // stop() + join()
+  int size() const { return static_cast<int>(loops_.size()); }
+  EventLoop& at(int i) { return *loops_[static_cast<size_t>(i)]; }
+  // Starts one thread per loop; each runs until stop(). Threads block every
+  // signal (the process's signal thread handles them).
+  void start();
+  // Stops every loop (pending handlers are abandoned) and joins the threads.
+  void stop();
+
+ private:
+  std::vector<std::unique_ptr<EventLoop>> loops_;
+  std::vector<std::thread> threads_;
+  std::vector<std::unique_ptr<asio::executor_work_guard<asio::io_context::executor_type>>> guards_;
+};
+
+// The number of loops to run by default: the number of cores, at least 1.
+int default_loop_count();
+
+}  // namespace msb
