@@ -173,6 +173,7 @@ Config parse_or_throw(int argc, char** argv, std::string* help_text) {
   constexpr const char* kSize = "SIZE";
   constexpr const char* kFile = "FILE";
   // Each option's value label in --help is given where it is added.
+  int ignored_workers = 0;
   auto opt = [&](const char* flag, auto& var, const char* help, const char* type = nullptr) {
     auto* o = app.add_option(std::string("--") + flag, var, help)->envname(env(flag));
     if (type == kDur || type == kDur0) {
@@ -251,10 +252,17 @@ Config parse_or_throw(int argc, char** argv, std::string* help_text) {
   opt("pool-reuse", u.pool.reuse,
       "Warm pool: after a clean call (response received, nothing pending) the session waits for "
       "the next call on the same key, within --pool-max-idle-age; off = one call per session");
-  opt("worker-threads", c.worker_threads,
-      "HTTP worker threads; each open client connection or response stream holds one")->check(CLI::Range(4, 10000));
+  opt("loop-threads", c.loop_threads,
+      "Event-loop threads serving client connections (0 = one per core); an idle connection or "
+      "open response stream costs memory, not a thread")->check(CLI::Range(0, 256));
+  opt("max-connections", c.max_connections,
+      "Client connections open at once; one more gets HTTP 503 with Retry-After and is closed")
+      ->check(CLI::Range(16, 1000000));
+  opt("worker-threads", ignored_workers,
+      "Deprecated and ignored: connections are served by --loop-threads (see --max-connections "
+      "and --max-inflight)");
   opt("max-inflight", c.max_inflight,
-      "Calls in progress at once; more get HTTP 503 with Retry-After (keep below --worker-threads)")->check(CLI::Range(1, 1000000));
+      "Calls in progress at once, initialize included; more get HTTP 503 with Retry-After")->check(CLI::Range(1, 1000000));
   opt("max-revoked-sessions", c.max_revoked_sessions,
       "Bound on the DELETEd-session set kept by this process");
   opt("session-secret-file", secret_file,
@@ -382,9 +390,6 @@ Config parse_or_throw(int argc, char** argv, std::string* help_text) {
   auto mb = parse_size(max_body);
   if (!mb || *mb < 1024) fail("--max-body-size: invalid size '" + max_body + "' (at least 1KiB)");
   c.max_body_size = *mb;
-  if (c.max_inflight < 1 || c.max_inflight >= c.worker_threads)
-    fail("--max-inflight: must be at least 1 and below --worker-threads (" +
-         std::to_string(c.worker_threads) + "), so that threads remain to answer 503s");
 
   if (!c.metrics_path.empty() && c.metrics_path.front() != '/')
     fail("--metrics-path: must start with '/' (or be empty to turn metrics off)");

@@ -16,8 +16,13 @@ DeadlineList::~DeadlineList() {
   }
 }
 
+void TimerEntry::cancel() {
+  if (linked && list) list->disarm(*this);
+}
+
 void DeadlineList::arm(TimerEntry& e, void (*fire)(TimerEntry*), void* owner) {
-  disarm(e);
+  e.cancel();
+  e.list = this;
   e.at = Clock::now() + dur_;
   e.fire = fire;
   e.owner = owner;
@@ -30,7 +35,7 @@ void DeadlineList::arm(TimerEntry& e, void (*fire)(TimerEntry*), void* owner) {
 }
 
 void DeadlineList::disarm(TimerEntry& e) {
-  if (!e.linked) return;
+  if (!e.linked || e.list != this) return;
   (e.prev ? e.prev->next : head_) = e.next;
   (e.next ? e.next->prev : tail_) = e.prev;
   e.prev = e.next = nullptr;

@@ -60,7 +60,8 @@ struct Config {
   std::vector<std::string> allowed_origins;  // Origin values accepted besides loopback origins
   Duration keepalive_interval{15000};        // SSE comment on idle response streams (0 = off)
   uint64_t max_body_size = 16ull << 20;      // client request body
-  int worker_threads = 128;                  // HTTP worker pool = most client connections served
+  int loop_threads = 0;                      // event-loop threads serving connections (0 = one per core)
+  int max_connections = 20000;               // client connections open at once; above: 503 + close
   int max_inflight = 100;                    // calls at once; above: 503 + Retry-After
   int max_calls_per_session = 32;            // calls at once per client session; above: 429
   Duration client_read_timeout{30000};       // a request's head + body must arrive within this

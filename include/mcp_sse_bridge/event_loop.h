@@ -27,8 +27,13 @@ namespace msb {
 
 namespace asio = boost::asio;
 
+class DeadlineList;
+
 // One pending deadline, embedded in its owner. Not copyable while linked.
 struct TimerEntry {
+  // Disarms it, whichever list holds it (no-op when not armed).
+  void cancel();
+  DeadlineList* list = nullptr;
   Clock::time_point at{};
   TimerEntry* prev = nullptr;
   TimerEntry* next = nullptr;
@@ -47,7 +52,7 @@ class DeadlineList {
 
   // (Re)arms `e` to fire after this list's duration from now.
   void arm(TimerEntry& e, void (*fire)(TimerEntry*), void* owner);
-  void disarm(TimerEntry& e);
+  void disarm(TimerEntry& e);  // e must be in this list (or in none)
   Clock::duration duration() const { return dur_; }
 
  private:

@@ -1,9 +1,11 @@
-// FrontServer: the client side. Serves MCP Streamable HTTP (revisions
-// 2025-03-26, 2025-06-18, 2025-11-25) on one endpoint and hands each client
-// request to the Forwarder.
-//
-// cpp-httplib is hidden behind this class: it is the only bridge translation
-// unit that includes httplib.h.
+// FrontServer: the bridge's composition root. It builds, in the order a
+// request flows,
+//   Listener (accept, TLS, --max-connections)
+//     → ClientConnection (HTTP/1.1 on an event loop; read/idle/write deadlines)
+//     → Router (/mcp, /healthz, /readyz, /metrics)
+//     → SessionHandler (the session era: initialize, calls, DELETE)
+//     → Forwarder (one call: upstream setup, replay, relay; the Deadline)
+// and owns their lifecycle: start, graceful drain, stop.
 #pragma once
 
 #include <memory>
@@ -11,7 +13,6 @@
 
 #include "mcp_sse_bridge/config.h"
 #include "mcp_sse_bridge/forwarder.h"
-#include "mcp_sse_bridge/request_policy.h"
 
 namespace msb {
 
@@ -22,21 +23,22 @@ class FrontServer {
   FrontServer(const FrontServer&) = delete;
   FrontServer& operator=(const FrontServer&) = delete;
 
-  // Binds the listening socket. Returns false with a reason on failure.
+  // Binds the listening sockets. Returns false with a reason on failure.
   bool bind(std::string* why);
   // The bound port (after bind()).
   int port() const;
   // Serves until stop(); blocks the calling thread.
   void run();
-  // bind() + run() on a background thread; returns once accepting (bounded by 5 s).
+  // bind() (unless bound) and serve on the event loops; returns at once.
   bool start(std::string* why);
   // Stops accepting; in-flight calls are answered with a shutting_down error.
-  // Joins the background thread if start() made one. Idempotent.
+  // Idempotent; bounded (a client that stopped reading cannot hold it).
   void stop();
   // Graceful shutdown (SIGTERM): stops accepting connections, turns /readyz
-  // to 503, answers new requests on open connections with shutting_down,
-  // lets in-flight calls finish for up to `timeout`, then stop(): the rest
-  // are answered with shutting_down. Returns the calls cut short.
+  // to 503, answers new requests on open connections with shutting_down
+  // (and Connection: close), lets in-flight calls finish for up to
+  // `timeout`, then stop(): the rest are answered with shutting_down.
+  // Returns the calls cut short.
   int drain(Duration timeout);
   bool draining() const;
 

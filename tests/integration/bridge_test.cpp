@@ -492,7 +492,6 @@ TEST_CASE("warm pool: sessions are never shared across forwarded credentials") {
 TEST_CASE("admission: above --max-inflight calls get 503 with Retry-After, then work again") {
   Harness h({}, [](msb::Config& c) {
     c.max_inflight = 2;
-    c.worker_threads = 8;
   });
   std::string sid = h.initialize();
   std::vector<std::thread> slow;
@@ -655,13 +654,13 @@ TEST_CASE("limits: a slowloris request head is cut off at --client-read-timeout"
   CHECK(series(scrape(h.port()), "mcp_bridge_slow_clients_total") >= 1);
 }
 
-TEST_CASE("limits: with every worker busy a new connection gets 503 at once, not a wait") {
+TEST_CASE("limits: above --max-connections a new connection gets 503 at once, not a wait") {
   Harness h({}, [](msb::Config& c) {
-    c.worker_threads = 4;
+    c.max_connections = 4;
     c.max_inflight = 3;
     c.client_read_timeout = 3000ms;
   });
-  auto hold = hold_workers(h.port(), 4);
+  auto hold = hold_connections(h.port(), 4);
   RawConn extra(h.port());
   REQUIRE(extra.connected());
   auto t0 = SteadyClock::now();
@@ -672,7 +671,7 @@ TEST_CASE("limits: with every worker busy a new connection gets 503 at once, not
   CHECK(closed);
   CHECK(ms_since(t0) < 1000);
   hold.clear();
-  // Workers free again: served normally.
+  // Slots free again: served normally.
   CHECK(wait_for([&] {
     httplib::Client cli("127.0.0.1", h.port());
     auto r = cli.Get("/healthz");
@@ -722,7 +721,7 @@ TEST_CASE("tls: the bridge serves HTTPS; plain HTTP to it fails; mTLS needs a cl
   }
 }
 
-TEST_CASE("tls: a stalled TLS handshake does not hold a worker past --client-read-timeout") {
+TEST_CASE("tls: a stalled TLS handshake is cut at --client-read-timeout") {
   Harness h({}, [](msb::Config& c) {
     c = with_front_tls(c, false);
     c.client_read_timeout = 400ms;

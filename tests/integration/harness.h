@@ -51,7 +51,7 @@ inline msb::Config test_config(int upstream_port) {
   c.listen_host = "127.0.0.1";
   c.listen_port = 0;
   c.keepalive_interval = 15000ms;
-  c.worker_threads = 16;
+  c.loop_threads = 2;
   c.session_secret = "integration-test-secret-0123456789";
   // Per-call sessions by default: these tests inject faults into session
   // setup, which a session warmed before the fault would skip. The warm pool
@@ -411,9 +411,10 @@ inline int loopback_listener(int backlog, int* port) {
   return fd;
 }
 
-// Connections that each hold one bridge worker thread: a partial request head
-// that never completes (until --client-read-timeout).
-inline std::vector<std::unique_ptr<RawConn>> hold_workers(int port, int n) {
+// Connections that each hold one of the bridge's connection slots
+// (--max-connections): a partial request head that never completes (until
+// --client-read-timeout).
+inline std::vector<std::unique_ptr<RawConn>> hold_connections(int port, int n) {
   std::vector<std::unique_ptr<RawConn>> hold;
   for (int i = 0; i < n; ++i) {
     hold.push_back(std::make_unique<RawConn>(port));

@@ -1,0 +1,114 @@
+// ClientConnection: one client HTTP/1.1 connection (plain or TLS) on one
+// event loop. Beast's request parser reads each request whole, under
+// deadlines that are loop timers:
+//   --client-read-timeout   the TLS handshake, and a request's head + body
+//                           from its first byte (slowloris clients are cut)
+//   --client-idle-timeout   keep-alive wait for the next request
+//   --client-write-timeout  each write must progress within it
+// Requests are answered in order; while one is being answered the socket is
+// still read, so a client that hangs up cancels its call at once. An idle
+// connection costs its buffers, not a thread.
+#pragma once
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+#include <atomic>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "mcp_sse_bridge/event_loop.h"
+#include "mcp_sse_bridge/http_exchange.h"
+#include "mcp_sse_bridge/net_stream.h"
+
+namespace msb {
+
+class Metrics;
+
+struct ConnLimits {
+  Duration read_timeout{30000};
+  Duration write_timeout{30000};
+  Duration idle_timeout{5000};
+  uint64_t max_body_size = 16ull << 20;
+  uint32_t max_header_size = 64 * 1024;
+  int max_requests = 1000;  // per connection, then Connection: close
+  int max_pipelined = 16;   // requests read ahead of the one being answered
+};
+
+class ClientExchange;
+struct WriteTicket;
+
+class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
+ public:
+  ClientConnection(EventLoop& loop, std::unique_ptr<NetStream> stream, const ConnLimits& limits,
+                   RequestHandler& handler, Metrics* metrics);
+  ~ClientConnection();
+
+  // Starts serving (handshake, then requests). Loop thread.
+  void start();
+  // Closes now: pending calls see the client gone. Loop thread.
+  void close();
+  // Drain: closes the connection if it is idle; otherwise its current
+  // response ends with Connection: close. Loop thread.
+  void close_when_idle();
+
+  EventLoop& loop() { return loop_; }
+  bool closed() const { return closed_; }
+
+  // Intrusive links of the listener's per-loop list (loop thread only).
+  ClientConnection* prev = nullptr;
+  ClientConnection* next = nullptr;
+  std::function<void(ClientConnection*)> on_closed;
+
+ private:
+  friend class ClientExchange;
+  using Parser = boost::beast::http::request_parser<boost::beast::http::string_body>;
+
+  asio::awaitable<void> run();
+  void feed();            // parses buffered bytes into pending_ requests
+  void next_request();    // dispatches the next pending request, if idle
+  void send(std::string bytes, std::shared_ptr<WriteTicket> ticket = nullptr);
+  asio::awaitable<void> writer();
+  void response_done(bool close);
+  void refuse_and_close(int status, std::string_view why);
+  asio::awaitable<void> linger_close();
+  void arm_idle();
+  void arm_read();
+  void disarm_reads();
+
+  static void on_read_timeout(TimerEntry* e);
+  static void on_idle_timeout(TimerEntry* e);
+  static void on_write_timeout(TimerEntry* e);
+
+  EventLoop& loop_;
+  std::unique_ptr<NetStream> stream_;
+  const ConnLimits& limits_;
+  RequestHandler& handler_;
+  Metrics* metrics_;
+
+  boost::beast::flat_buffer buf_;
+  std::optional<Parser> parser_;
+  Clock::time_point request_start_{};
+  std::deque<HttpRequest> pending_;
+  std::shared_ptr<ClientExchange> current_;  // the request being answered
+  int served_ = 0;
+  bool handshaken_ = false;
+  bool closed_ = false;
+  bool closing_after_ = false;  // close once the output is written
+  bool drain_ = false;
+  bool lingering_ = false;
+
+  std::deque<std::pair<std::string, std::shared_ptr<WriteTicket>>> out_;
+  bool writing_ = false;
+
+  TimerEntry read_timer_, idle_timer_, write_timer_;
+};
+
+}  // namespace msb

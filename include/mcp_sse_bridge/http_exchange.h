@@ -1,0 +1,82 @@
+// The client side's view of one HTTP request and its response, between the
+// connection layer (ClientConnection: sockets, parsing, deadlines; Asio) and
+// the layers above it (Router, SessionHandler: MCP; no Asio). A request has
+// been read whole (head and body, bounded by --max-body-size and
+// --client-read-timeout) before it reaches a handler.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "mcp_sse_bridge/deadline.h"
+#include "mcp_sse_bridge/request_policy.h"
+
+namespace msb {
+
+struct HttpRequest {
+  std::string method;  // "POST"
+  std::string target;  // as sent: path and query
+  std::string path;    // target without the query
+  std::vector<std::pair<std::string, std::string>> header_store;
+  HeaderList headers;  // views into header_store
+  std::string body;
+  Clock::time_point arrival{};  // when its first byte came: a call's deadline starts here
+  bool keep_alive = true;       // HTTP/1.1 without Connection: close
+  bool too_large = false;       // body above --max-body-size (read and dropped): answer 413
+
+  void index_headers() {
+    headers.clear();
+    headers.reserve(header_store.size());
+    for (auto& [k, v] : header_store) headers.push_back(HeaderView{k, v});
+  }
+};
+
+struct HttpResponse {
+  int status = 200;
+  std::string content_type;  // empty: no Content-Type (and no body)
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;
+  bool close = false;  // Connection: close after this response
+
+  void set_header(std::string name, std::string value) {
+    headers.emplace_back(std::move(name), std::move(value));
+  }
+};
+
+// One request's response, owned by its connection. respond() or
+// start_stream() once, then for a stream any number of write() and one
+// end(). Thread-safe: a call running on another thread may use it; write()
+// then blocks that thread until the bytes are written (bounded by
+// --client-write-timeout) and returns false once the client is gone.
+class Exchange {
+ public:
+  virtual ~Exchange() = default;
+  virtual void respond(HttpResponse r) = 0;
+  virtual void start_stream(HttpResponse head) = 0;
+  virtual bool write(std::string data) = 0;
+  virtual void end() = 0;
+  // The client closed its connection (or it failed) before the response ended.
+  virtual bool client_gone() const = 0;
+  // Runs f (on the connection's loop) when the client goes away while the
+  // response is still open; at once if it already has.
+  virtual void on_gone(std::function<void()> f) = 0;
+};
+
+// What serves requests: called on the connection's loop thread; must not
+// block (blocking work goes to a thread of its own, see CallThreads).
+class RequestHandler {
+ public:
+  virtual ~RequestHandler() = default;
+  virtual void handle(std::shared_ptr<Exchange> ex, HttpRequest req) = 0;
+  // A request the connection layer refused before it was whole (malformed,
+  // head or body too large): the answer to send, counted and logged.
+  virtual HttpResponse refused(int status, std::string_view why) = 0;
+  // No new requests are taken (drain): responses close their connection.
+  virtual bool draining() const = 0;
+};
+
+}  // namespace msb

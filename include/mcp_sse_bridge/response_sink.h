@@ -1,0 +1,84 @@
+// The client side of one running call (the Forwarder's CallSink), written
+// onto the request's Exchange: as SSE events (SseSink: notifications,
+// forwarded server requests, keepalive comments, the response) or as one
+// JSON body (JsonSink: notifications dropped, no server requests).
+// Cancellation, hang-up and routed client answers come through the call's
+// mailbox, whose eventfd wakes the call's waits.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "mcp_sse_bridge/admission.h"
+#include "mcp_sse_bridge/call_registry.h"
+#include "mcp_sse_bridge/forwarder.h"
+#include "mcp_sse_bridge/http_exchange.h"
+
+namespace msb {
+
+class Metrics;
+
+class ResponseSink : public CallSink {
+ public:
+  ResponseSink(CallRegistry& registry, const Lifecycle& life, std::shared_ptr<Exchange> ex,
+               MailboxPtr box, const ClientSession* session);
+  ~ResponseSink() override;
+  bool alive() override;
+  int wake_fd() const override { return box_->efd; }
+  std::optional<Message> take_response() override { return box_->pop(); }
+  void end_request(std::string_view bridge_id) override;
+  bool gone() const { return gone_; }
+  bool client_cancelled() const { return box_->cancelled.load(); }
+
+ protected:
+  // Checks the capability a server request needs against the client's
+  // initialize params, and registers the route for the client's answer.
+  bool admit_request(std::string_view method, std::string_view bridge_id, std::string* why);
+  std::string route_key(std::string_view bridge_id) const;
+
+  CallRegistry& registry_;
+  const Lifecycle& life_;
+  std::shared_ptr<Exchange> ex_;
+  MailboxPtr box_;
+  const ClientSession* session_;
+  std::optional<nlohmann::json> caps_;
+  std::set<std::string> routes_;
+  bool gone_ = false;
+};
+
+// The response is a text/event-stream (its head already sent).
+class SseSink : public ResponseSink {
+ public:
+  SseSink(CallRegistry& registry, const Lifecycle& life, std::shared_ptr<Exchange> ex,
+          MailboxPtr box, const ClientSession* session, Metrics& metrics, Duration keepalive);
+  bool deliver(std::string_view json) override { return write_event(json); }
+  bool alive() override;
+  bool forward_request(std::string_view method, std::string_view bridge_id, std::string_view json,
+                       std::string* why) override;
+  bool write_event(std::string_view json);
+
+ private:
+  bool write_raw(std::string_view s);
+  Metrics& metrics_;
+  Duration keepalive_;
+  Clock::time_point last_write_;
+};
+
+// The response is one application/json body.
+class JsonSink : public ResponseSink {
+ public:
+  using ResponseSink::ResponseSink;
+  bool deliver(std::string_view) override { return alive(); }
+  bool forward_request(std::string_view, std::string_view, std::string_view,
+                       std::string* why) override {
+    *why = "the client did not accept text/event-stream for this call";
+    return false;
+  }
+};
+
+}  // namespace msb

@@ -1,0 +1,92 @@
+// SessionHandler: the MCP endpoint in the session era (2025-03-26 …
+// 2025-11-25): POST (initialize opens a client session; requests become
+// calls; notifications/cancelled and client answers are routed to running
+// calls), GET (405: no standalone stream in per-call mode) and DELETE (ends
+// a client session). Runs on the event loop; each call runs on the blocking
+// Forwarder on a CallThreads thread and answers through its Exchange, as an
+// SSE stream or one JSON body.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "mcp_sse_bridge/admission.h"
+#include "mcp_sse_bridge/call_registry.h"
+#include "mcp_sse_bridge/call_threads.h"
+#include "mcp_sse_bridge/config.h"
+#include "mcp_sse_bridge/forwarder.h"
+#include "mcp_sse_bridge/http_exchange.h"
+#include "mcp_sse_bridge/initialize_cache.h"
+#include "mcp_sse_bridge/request_policy.h"
+#include "mcp_sse_bridge/session_token.h"
+
+namespace msb {
+
+class Metrics;
+class CallSink;
+
+class SessionHandler {
+ public:
+  struct Deps {
+    const Config& cfg;
+    Forwarder& forwarder;
+    SessionTokens& tokens;
+    const RequestPolicy& policy;
+    Metrics& metrics;
+    Admission& admission;
+    Refusals& refusals;
+    const Lifecycle& life;
+    CallThreads& threads;
+  };
+  explicit SessionHandler(Deps d);
+
+  // Any request to the MCP path. Loop thread; never blocks.
+  void handle(std::shared_ptr<Exchange> ex, HttpRequest req);
+  // Wakes every running call (stop: they end with shutting_down).
+  void wake_all() { registry_.wake_all(); }
+
+ private:
+  // A client request whose response is still to be produced.
+  struct PendingCall {
+    Message msg;
+    std::string key;  // session + id, for cancellation
+    MailboxPtr mailbox;
+    bool counted = true;        // still counted in admission (global and per session)
+    std::string request_id;     // X-Request-Id, for logs
+    Clock::time_point arrival;  // when the HTTP request arrived: the call's deadline starts here
+    bool late = false;          // arrived during the drain: answered shutting_down
+  };
+
+  bool guard(const HttpRequest& req, Exchange& ex);
+  void refuse(Exchange& ex, const Rejection& r, std::string_view id = "",
+              HttpResponse* base = nullptr);
+  std::optional<ClientSession> require_session(const HeaderList& h, Exchange& ex,
+                                               std::string_view id = "",
+                                               HttpResponse* base = nullptr);
+  void handle_post(std::shared_ptr<Exchange> ex, HttpRequest& req);
+  void handle_delete(Exchange& ex, const HttpRequest& req);
+  void handle_initialize(std::shared_ptr<Exchange> ex, Message init, bool accepts_sse,
+                         std::string headers, std::string request_id, HttpResponse base);
+  void initialize_blocking(const std::shared_ptr<Exchange>& ex, Message& init, const std::string& params,
+                           const std::string& version, bool accepts_sse, const std::string& headers,
+                           const std::string& request_id, bool late, HttpResponse base);
+  void run_calls(std::shared_ptr<Exchange> ex, std::vector<PendingCall>& calls,
+                 const ClientSession& session, const std::string& headers, bool sse, bool batch,
+                 HttpResponse base);
+  std::optional<std::string> local_answer(const Message& m, const ClientSession& s);
+  void release(PendingCall& c);
+  CallResult call_guarded(const Message& m, const ClientSession* s,
+                          const std::optional<std::string>& log_level, std::string_view headers,
+                          CallSink& sink, Clock::time_point arrival);
+  CallResult run_call(PendingCall& c, const ClientSession& s, const std::string& headers,
+                      CallSink& sink);
+  std::string shutdown_answer(const PendingCall& c);
+
+  Deps d_;
+  CallRegistry registry_;
+  InitializeCache init_cache_;
+};
+
+}  // namespace msb

@@ -1,0 +1,476 @@
+#include "mcp_sse_bridge/client_connection.h"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/status.hpp>
+
+#include <condition_variable>
+#include <cstdio>
+#include <mutex>
+
+#include "mcp_sse_bridge/log.h"
+#include "mcp_sse_bridge/metrics.h"
+#include "mcp_sse_bridge/text_util.h"
+
+namespace msb {
+
+namespace http = boost::beast::http;
+
+// A write handed over by another thread: completed once its bytes are in
+// the socket (ok) or the connection failed (not ok).
+struct WriteTicket {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  bool ok = false;
+  void complete(bool success) {
+    {
+      std::lock_guard lk(mu);
+      if (done) return;
+      done = true;
+      ok = success;
+    }
+    cv.notify_all();
+  }
+  // False on failure or when `max` passes first.
+  bool wait(Clock::duration max) {
+    std::unique_lock lk(mu);
+    if (!cv.wait_for(lk, max, [&] { return done; })) return false;
+    return ok;
+  }
+};
+
+namespace {
+
+constexpr size_t kScratch = 64 * 1024;
+// Bytes still sent after a response that closes the connection are read and
+// dropped for at most this long (a close with unread bytes would reset the
+// connection under the response).
+constexpr Duration kLinger{1000};
+constexpr size_t kLingerBytes = 8u << 20;
+
+std::string status_line(int status) {
+  auto reason = http::obsolete_reason(static_cast<http::status>(status));
+  std::string s = "HTTP/1.1 ";
+  s += std::to_string(status);
+  s += ' ';
+  s.append(reason.data(), reason.size());
+  s += "\r\n";
+  return s;
+}
+
+std::string serialize_head(const HttpResponse& r, bool close, bool chunked) {
+  std::string s = status_line(r.status);
+  for (auto& [k, v] : r.headers) s.append(k).append(": ").append(v).append("\r\n");
+  if (!r.content_type.empty()) s.append("Content-Type: ").append(r.content_type).append("\r\n");
+  if (chunked) s.append("Transfer-Encoding: chunked\r\n");
+  else s.append("Content-Length: ").append(std::to_string(r.body.size())).append("\r\n");
+  if (close) s.append("Connection: close\r\n");
+  s.append("\r\n");
+  return s;
+}
+
+std::string chunk(std::string_view data) {
+  char hex[24];
+  int n = std::snprintf(hex, sizeof hex, "%zx\r\n", data.size());
+  std::string s;
+  s.reserve(data.size() + static_cast<size_t>(n) + 2);
+  s.append(hex, static_cast<size_t>(n)).append(data).append("\r\n");
+  return s;
+}
+
+}  // namespace
+
+// The response to one request. Methods may be called from any thread; the
+// connection's state is only touched on its loop.
+class ClientExchange : public Exchange, public std::enable_shared_from_this<ClientExchange> {
+ public:
+  ClientExchange(std::shared_ptr<ClientConnection> c, bool keep_alive)
+      : conn_(std::move(c)), ex_(conn_->loop().io().get_executor()), keep_alive_(keep_alive) {}
+
+  void respond(HttpResponse r) override {
+    on_loop([self = shared_from_this(), r = std::move(r)]() mutable {
+      auto& c = *self->conn_;
+      if (self->finished_ || c.closed()) return;
+      bool close = self->must_close(r.close);
+      std::string out = serialize_head(r, close, false);
+      out += r.body;
+      c.send(std::move(out));
+      self->finish(close);
+    });
+  }
+
+  void start_stream(HttpResponse head) override {
+    on_loop([self = shared_from_this(), head = std::move(head)]() mutable {
+      auto& c = *self->conn_;
+      if (self->finished_ || c.closed()) return;
+      self->close_after_ = self->must_close(head.close);
+      c.send(serialize_head(head, self->close_after_, true));
+    });
+  }
+
+  bool write(std::string data) override {
+    if (gone_.load() || data.empty()) return !gone_.load();
+    auto t = std::make_shared<WriteTicket>();
+    bool here = conn_->loop().in_loop();
+    on_loop([self = shared_from_this(), bytes = chunk(data), t]() mutable {
+      auto& c = *self->conn_;
+      if (self->finished_ || c.closed()) return t->complete(false);
+      c.send(std::move(bytes), t);
+    });
+    if (here) return !gone_.load();
+    // Bounded: the loop's write timer closes a connection whose writes stop
+    // progressing for --client-write-timeout, which completes the ticket.
+    return t->wait(conn_->limits_.write_timeout + Duration(2000)) && !gone_.load();
+  }
+
+  void end() override {
+    on_loop([self = shared_from_this()] {
+      auto& c = *self->conn_;
+      if (self->finished_ || c.closed()) return;
+      c.send("0\r\n\r\n");
+      self->finish(self->close_after_);
+    });
+  }
+
+  bool client_gone() const override { return gone_.load(); }
+
+  void on_gone(std::function<void()> f) override {
+    on_loop([self = shared_from_this(), f = std::move(f)]() mutable {
+      if (self->gone_.load()) return f();
+      if (!self->finished_) self->gone_fns_.push_back(std::move(f));
+    });
+  }
+
+  // Loop thread: the connection closed under this response.
+  void mark_gone() {
+    if (gone_.exchange(true)) return;
+    auto fns = std::move(gone_fns_);
+    gone_fns_.clear();
+    for (auto& f : fns) f();
+  }
+
+ private:
+  template <class F>
+  void on_loop(F&& f) {
+    if (conn_->loop().in_loop()) f();
+    else asio::post(ex_, std::forward<F>(f));
+  }
+  bool must_close(bool asked) const {
+    return asked || !keep_alive_ || conn_->drain_ || conn_->handler_.draining() ||
+           conn_->served_ + 1 >= conn_->limits_.max_requests;
+  }
+  void finish(bool close) {
+    finished_ = true;
+    gone_fns_.clear();
+    conn_->response_done(close);
+  }
+
+  std::shared_ptr<ClientConnection> conn_;
+  asio::any_io_executor ex_;
+  const bool keep_alive_;
+  std::atomic<bool> gone_{false};
+  bool finished_ = false;     // loop thread
+  bool close_after_ = false;  // loop thread
+  std::vector<std::function<void()>> gone_fns_;  // loop thread
+};
+
+ClientConnection::ClientConnection(EventLoop& loop, std::unique_ptr<NetStream> stream,
+                                   const ConnLimits& limits, RequestHandler& handler,
+                                   Metrics* metrics)
+    : loop_(loop), stream_(std::move(stream)), limits_(limits), handler_(handler), metrics_(metrics) {}
+
+ClientConnection::~ClientConnection() = default;
+
+void ClientConnection::start() {
+  asio::co_spawn(loop_.io(), run(), asio::detached);
+}
+
+ClientConnection* owner_of(TimerEntry* e) { return static_cast<ClientConnection*>(e->owner); }
+
+void ClientConnection::on_read_timeout(TimerEntry* e) {
+  auto* c = owner_of(e);
+  if (c->lingering_) return c->close();
+  if (c->metrics_) c->metrics_->slow_client_cut();
+  if (!c->handshaken_) {
+    if (c->metrics_) c->metrics_->tls_handshake_failed();
+    log::debug("client TLS handshake failed", {{"cause", "deadline exceeded"}});
+  } else {
+    log::info("client connection closed: request not received within --client-read-timeout");
+  }
+  c->close();
+}
+
+void ClientConnection::on_idle_timeout(TimerEntry* e) { owner_of(e)->close(); }
+
+void ClientConnection::on_write_timeout(TimerEntry* e) {
+  log::info("client connection closed: a write made no progress within --client-write-timeout");
+  owner_of(e)->close();
+}
+
+void ClientConnection::arm_idle() {
+  // The first request may take --client-read-timeout to start; later ones
+  // --client-idle-timeout (keep-alive).
+  Duration d = served_ == 0 ? limits_.read_timeout : limits_.idle_timeout;
+  loop_.deadlines(d).arm(idle_timer_, on_idle_timeout, this);
+}
+
+void ClientConnection::arm_read() {
+  if (read_timer_.linked) return;
+  loop_.deadlines(limits_.read_timeout).arm(read_timer_, on_read_timeout, this);
+}
+
+void ClientConnection::disarm_reads() {
+  read_timer_.cancel();
+  idle_timer_.cancel();
+}
+
+asio::awaitable<void> ClientConnection::run() {
+  auto self = shared_from_this();
+  if (stream_->is_tls()) {
+    arm_read();
+    ErrorCode ec = co_await stream_->handshake(true);
+    disarm_reads();
+    if (ec) {
+      if (!closed_) {
+        if (metrics_) metrics_->tls_handshake_failed();
+        log::debug("client TLS handshake failed", {{"cause", ec.message()}});
+      }
+      close();
+      co_return;
+    }
+  }
+  handshaken_ = true;
+  arm_idle();
+  thread_local std::vector<char> scratch(kScratch);
+  while (!closed_) {
+    size_t n = 0;
+    if (stream_->is_tls()) {
+      // OpenSSL buffers inside the stream: read straight into ours.
+      auto [ec, got] = co_await stream_->read_some(buf_.prepare(16 * 1024));
+      if (ec) break;
+      buf_.commit(got);
+      n = got;
+    } else {
+      // Wait for readability, then one non-blocking read into the loop's
+      // scratch buffer: no speculative read that returns EAGAIN, and an idle
+      // connection holds no read buffer of its own.
+      auto [ec] = co_await stream_->socket().async_wait(tcp::socket::wait_read,
+                                                       asio::as_tuple(asio::use_awaitable));
+      if (ec || closed_) break;
+      ErrorCode rec;
+      n = stream_->socket().read_some(asio::buffer(scratch.data(), scratch.size()), rec);
+      if (rec == asio::error::would_block || rec == asio::error::try_again) continue;
+      if (rec) break;
+      if (lingering_) continue;
+      auto dst = buf_.prepare(n);
+      std::memcpy(dst.data(), scratch.data(), n);
+      buf_.commit(n);
+    }
+    if (lingering_) {
+      buf_.consume(buf_.size());
+      continue;
+    }
+    if (n > 0) feed();
+  }
+  close();
+}
+
+void ClientConnection::feed() {
+  // Bounded: every pass consumes bytes or stops.
+  while (buf_.size() > 0 && !closed_ && !closing_after_) {
+    if (!parser_) {
+      if (static_cast<int>(pending_.size()) >= limits_.max_pipelined) {
+        refuse_and_close(429, "too many pipelined requests");
+        return;
+      }
+      parser_.emplace();
+      parser_->header_limit(limits_.max_header_size);
+      // Above --max-body-size the request is refused (413); a body up to
+      // one more such size (at least 1 MiB) is still read and dropped so
+      // that the connection stays usable, a larger one closes it.
+      parser_->body_limit(limits_.max_body_size + std::max<uint64_t>(limits_.max_body_size, 1u << 20));
+      parser_->eager(true);
+      request_start_ = Clock::now();
+      idle_timer_.cancel();
+      arm_read();
+    }
+    ErrorCode ec;
+    bool header_was_done = parser_->is_header_done();
+    size_t used = parser_->put(buf_.data(), ec);
+    buf_.consume(used);
+    if (ec == http::error::need_more) {
+      if (!header_was_done && parser_->is_header_done()) continue;
+      break;
+    }
+    if (ec) {
+      if (ec == http::error::body_limit)
+        refuse_and_close(413, "body larger than --max-body-size");
+      else if (ec == http::error::header_limit)
+        refuse_and_close(431, "request head too large");
+      else
+        refuse_and_close(400, "malformed request: " + ec.message());
+      return;
+    }
+    if (!header_was_done && parser_->is_header_done() && !parser_->is_done()) {
+      auto& h = parser_->get();
+      auto it = h.find(http::field::expect);
+      if (it != h.end() && iequals(it->value(), "100-continue"))
+        send("HTTP/1.1 100 Continue\r\n\r\n");
+    }
+    if (parser_->is_done()) {
+      auto msg = parser_->release();
+      parser_.reset();
+      read_timer_.cancel();
+      HttpRequest req;
+      req.method = std::string(msg.method_string());
+      req.target = std::string(msg.target());
+      req.path = req.target.substr(0, req.target.find('?'));
+      req.keep_alive = msg.keep_alive();
+      req.header_store.reserve(16);
+      for (auto& f : msg) req.header_store.emplace_back(std::string(f.name_string()), std::string(f.value()));
+      req.index_headers();
+      req.body = std::move(msg.body());
+      req.arrival = request_start_;
+      // A body on a method that takes none is a client (or smuggling)
+      // mistake: answer, then close.
+      static constexpr std::string_view kBodied[] = {"POST", "PUT", "PATCH", "DELETE"};
+      bool bodied = false;
+      for (auto m : kBodied) bodied = bodied || req.method == m;
+      if (!bodied && !req.body.empty()) req.keep_alive = false;
+      if (req.body.size() > limits_.max_body_size) {
+        req.body.clear();
+        req.too_large = true;
+      }
+      pending_.push_back(std::move(req));
+      next_request();
+      continue;
+    }
+    if (used == 0) break;
+  }
+}
+
+void ClientConnection::next_request() {
+  if (current_ || closed_ || closing_after_ || pending_.empty()) return;
+  HttpRequest req = std::move(pending_.front());
+  pending_.pop_front();
+  bool keep_alive = req.keep_alive;
+  current_ = std::make_shared<ClientExchange>(shared_from_this(), keep_alive);
+  auto ex = current_;
+  if (req.too_large) return ex->respond(handler_.refused(413, "body larger than --max-body-size"));
+  handler_.handle(std::move(ex), std::move(req));
+}
+
+void ClientConnection::response_done(bool close) {
+  current_.reset();
+  ++served_;
+  if (close) {
+    closing_after_ = true;
+    pending_.clear();
+    parser_.reset();
+    disarm_reads();
+    if (!writing_) co_spawn(loop_.io(), linger_close(), asio::detached);
+    return;
+  }
+  if (!pending_.empty()) return next_request();
+  if (!parser_) {
+    arm_idle();
+    if (buf_.size() == 0) buf_.shrink_to_fit();
+  }
+}
+
+void ClientConnection::refuse_and_close(int status, std::string_view why) {
+  HttpResponse r = handler_.refused(status, why);
+  if (current_) {
+    // A response is being written: it would interleave. Just close.
+    close();
+    return;
+  }
+  r.close = true;
+  std::string out = serialize_head(r, true, false);
+  out += r.body;
+  send(std::move(out));
+  closing_after_ = true;
+  pending_.clear();
+  parser_.reset();
+  disarm_reads();
+  if (!writing_) co_spawn(loop_.io(), linger_close(), asio::detached);
+}
+
+void ClientConnection::send(std::string bytes, std::shared_ptr<WriteTicket> ticket) {
+  if (closed_) {
+    if (ticket) ticket->complete(false);
+    return;
+  }
+  out_.emplace_back(std::move(bytes), std::move(ticket));
+  if (!writing_) {
+    writing_ = true;
+    asio::co_spawn(loop_.io(), writer(), asio::detached);
+  }
+}
+
+asio::awaitable<void> ClientConnection::writer() {
+  auto self = shared_from_this();
+  while (!out_.empty() && !closed_) {
+    // Coalesce what is queued into one write.
+    std::string bytes = std::move(out_.front().first);
+    std::vector<std::shared_ptr<WriteTicket>> tickets;
+    if (out_.front().second) tickets.push_back(std::move(out_.front().second));
+    out_.pop_front();
+    while (!out_.empty() && bytes.size() < (256u << 10)) {
+      bytes += out_.front().first;
+      if (out_.front().second) tickets.push_back(std::move(out_.front().second));
+      out_.pop_front();
+    }
+    loop_.deadlines(limits_.write_timeout).arm(write_timer_, on_write_timeout, this);
+    ErrorCode ec = co_await stream_->write_all(bytes);
+    write_timer_.cancel();
+    for (auto& t : tickets) t->complete(!ec && !closed_);
+    if (ec) {
+      close();
+      break;
+    }
+  }
+  writing_ = false;
+  if (closing_after_ && !closed_ && !lingering_) co_await linger_close();
+}
+
+asio::awaitable<void> ClientConnection::linger_close() {
+  auto self = shared_from_this();
+  if (closed_ || lingering_ || writing_) co_return;
+  lingering_ = true;
+  stream_->shutdown_send();
+  // The reader keeps reading and dropping bytes; EOF or this timer closes.
+  loop_.deadlines(kLinger).arm(read_timer_, [](TimerEntry* e) { owner_of(e)->close(); }, this);
+  co_return;
+}
+
+void ClientConnection::close_when_idle() {
+  drain_ = true;
+  if (!current_ && pending_.empty() && !parser_ && !writing_) close();
+}
+
+void ClientConnection::close() {
+  if (closed_) return;
+  closed_ = true;
+  disarm_reads();
+  write_timer_.cancel();
+  stream_->close();
+  for (auto& [b, t] : out_)
+    if (t) t->complete(false);
+  out_.clear();
+  pending_.clear();
+  if (current_) {
+    auto c = std::move(current_);
+    c->mark_gone();
+  }
+  if (on_closed) {
+    auto f = std::move(on_closed);
+    on_closed = nullptr;
+    f(this);
+  }
+}
+
+}  // namespace msb

@@ -1,0 +1,116 @@
+#include "mcp_sse_bridge/response_sink.h"
+
+#include "mcp_sse_bridge/metrics.h"
+
+namespace msb {
+
+namespace {
+
+// The client capability a server-to-client request needs, if any.
+std::string_view capability_for(std::string_view method) {
+  if (method == "sampling/createMessage") return "sampling";
+  if (method == "roots/list") return "roots";
+  if (method == "elicitation/create") return "elicitation";
+  return {};
+}
+
+}  // namespace
+
+ResponseSink::ResponseSink(CallRegistry& registry, const Lifecycle& life,
+                           std::shared_ptr<Exchange> ex, MailboxPtr box,
+                           const ClientSession* session)
+    : registry_(registry), life_(life), ex_(std::move(ex)), box_(std::move(box)), session_(session) {}
+
+ResponseSink::~ResponseSink() {
+  for (auto& id : routes_) registry_.remove_route(id);
+}
+
+bool ResponseSink::alive() {
+  box_->drain();
+  if (gone_ || box_->cancelled.load() || life_.stopping.load()) return false;
+  if (box_->gone.load() || ex_->client_gone()) gone_ = true;
+  return !gone_;
+}
+
+void ResponseSink::end_request(std::string_view bridge_id) {
+  std::string key = route_key(bridge_id);
+  registry_.remove_route(key);
+  routes_.erase(key);
+}
+
+bool ResponseSink::admit_request(std::string_view method, std::string_view bridge_id,
+                                 std::string* why) {
+  auto cap = capability_for(method);
+  if (!cap.empty()) {
+    if (!caps_) {
+      auto j = session_ ? nlohmann::json::parse(session_->init_params, nullptr, false)
+                        : nlohmann::json();
+      caps_ = (!j.is_discarded() && j.is_object() && j.contains("capabilities") &&
+               j["capabilities"].is_object())
+                  ? j["capabilities"]
+                  : nlohmann::json::object();
+    }
+    if (!caps_->contains(std::string(cap))) {
+      *why = "the client did not declare the '" + std::string(cap) + "' capability";
+      return false;
+    }
+  }
+  std::string key = route_key(bridge_id);
+  registry_.add_route(key, box_);
+  routes_.insert(key);
+  return true;
+}
+
+std::string ResponseSink::route_key(std::string_view bridge_id) const {
+  return (session_ ? session_->id : std::string()) + "\n" + std::string(bridge_id);
+}
+
+SseSink::SseSink(CallRegistry& registry, const Lifecycle& life, std::shared_ptr<Exchange> ex,
+                 MailboxPtr box, const ClientSession* session, Metrics& metrics, Duration keepalive)
+    : ResponseSink(registry, life, std::move(ex), std::move(box), session),
+      metrics_(metrics),
+      keepalive_(keepalive),
+      last_write_(Clock::now()) {}
+
+bool SseSink::alive() {
+  if (!ResponseSink::alive()) return false;
+  if (keepalive_.count() > 0 && Clock::now() - last_write_ >= keepalive_) {
+    metrics_.keepalive_sent();
+    return write_raw(": keepalive\n\n");
+  }
+  return true;
+}
+
+bool SseSink::forward_request(std::string_view method, std::string_view bridge_id,
+                              std::string_view json, std::string* why) {
+  if (!admit_request(method, bridge_id, why)) return false;
+  if (!write_event(json)) {
+    *why = "the client went away";
+    return false;
+  }
+  return true;
+}
+
+bool SseSink::write_event(std::string_view json) {
+  // Large messages go out in 1 MiB chunks, so that no copy is large.
+  constexpr size_t kSlice = 1 << 20;
+  if (json.size() <= kSlice) {
+    std::string ev;
+    ev.reserve(json.size() + 24);
+    ev.append("event: message\ndata: ").append(json).append("\n\n");
+    return write_raw(ev);
+  }
+  if (!write_raw("event: message\ndata: ")) return false;
+  for (size_t off = 0; off < json.size(); off += kSlice)
+    if (!write_raw(json.substr(off, kSlice))) return false;
+  return write_raw("\n\n");
+}
+
+bool SseSink::write_raw(std::string_view s) {
+  if (gone_) return false;
+  if (!ex_->write(std::string(s))) gone_ = true;
+  last_write_ = Clock::now();
+  return !gone_;
+}
+
+}  // namespace msb

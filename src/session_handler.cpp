@@ -1,0 +1,561 @@
+#include "mcp_sse_bridge/session_handler.h"
+
+#include <openssl/sha.h>
+
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "mcp_sse_bridge/log.h"
+#include "mcp_sse_bridge/metrics.h"
+#include "mcp_sse_bridge/response_sink.h"
+
+namespace msb {
+
+namespace {
+
+constexpr char kSessionHeader[] = "Mcp-Session-Id";
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// X-Request-Id: the client's when it is short and plain, else a new one.
+std::string request_id_for(const HeaderList& h) {
+  std::string v(find_header(h, "X-Request-Id").value_or(""));
+  bool ok = !v.empty() && v.size() <= 64;
+  for (unsigned char c : v)
+    if (!(std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == ':')) ok = false;
+  if (ok) return v;
+  static std::atomic<uint64_t> counter{0};
+  static const uint64_t salt = [] {
+    uint64_t x = 0;
+    std::string r = random_bytes(8);
+    std::memcpy(&x, r.data(), 8);
+    return x;
+  }();
+  uint64_t n = counter.fetch_add(1) ^ salt;
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(n));
+  return buf;
+}
+
+// A short, non-reversible tag of a client session id for logs (the id itself
+// is a credential-like token).
+std::string session_tag(std::string_view sid) {
+  unsigned char d[32];
+  SHA256(reinterpret_cast<const unsigned char*>(sid.data()), sid.size(), d);
+  char out[13];
+  for (int i = 0; i < 6; ++i) std::snprintf(out + 2 * i, 3, "%02x", d[i]);
+  return out;
+}
+
+// Takes a successful upstream initialize response (parsed once) and returns
+// its `result` as JSON text, for the initialize cache. Nothing can deliver
+// resource updates (see local_answer): the upstream's result must not
+// promise them, so `resources.subscribe` is removed; other bytes of the
+// response stay as they were.
+std::string initialize_result(std::string& response) {
+  auto j = nlohmann::ordered_json::parse(response, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("result")) return {};
+  auto p = nlohmann::ordered_json::json_pointer("/result/capabilities/resources");
+  if (j.contains(p) && j[p].is_object() && j[p].contains("subscribe")) {
+    j[p].erase("subscribe");
+    response = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  }
+  return j["result"].dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+// Failures after which the upstream is down or unusable for now, rather than
+// refusing this client: a stale initialize result may stand in.
+bool upstream_unavailable(ErrorKind k) {
+  switch (k) {
+    case ErrorKind::kUnreachable:
+    case ErrorKind::kRejected:
+    case ErrorKind::kClosed:
+    case ErrorKind::kProtocol:
+    case ErrorKind::kTimeout:
+    case ErrorKind::kUnresponsive:
+      return true;
+    default:
+      return false;
+  }
+}
+
+HttpResponse sse_head(HttpResponse base) {
+  base.status = 200;
+  base.content_type = "text/event-stream";
+  base.set_header("Cache-Control", "no-cache");
+  base.set_header("X-Accel-Buffering", "no");
+  return base;
+}
+
+}  // namespace
+
+SessionHandler::SessionHandler(Deps d) : d_(d) {}
+
+void SessionHandler::refuse(Exchange& ex, const Rejection& r, std::string_view id,
+                            HttpResponse* base) {
+  HttpResponse res = d_.refusals.answer(r, id);
+  if (base)
+    for (auto& h : base->headers) res.headers.push_back(h);
+  ex.respond(std::move(res));
+}
+
+// The MCP endpoint's guards, in order: Host/Origin (403), then auth (401).
+bool SessionHandler::guard(const HttpRequest& req, Exchange& ex) {
+  auto r = d_.policy.check_host_origin(req.headers);
+  if (!r) r = d_.policy.check_auth(req.headers);
+  if (!r) return true;
+  refuse(ex, *r);
+  return false;
+}
+
+void SessionHandler::handle(std::shared_ptr<Exchange> ex, HttpRequest req) {
+  if (!guard(req, *ex)) return;
+  if (req.method == "POST") return handle_post(std::move(ex), req);
+  if (req.method == "DELETE") return handle_delete(*ex, req);
+  if (req.method == "GET") {
+    Rejection r{405, -32000,
+                "Method Not Allowed: this bridge has no standalone server-to-client stream "
+                "(GET); use POST"};
+    r.headers.emplace_back("Allow", "POST, DELETE");
+    return refuse(*ex, r);
+  }
+  Rejection r{405, -32000, "Method Not Allowed: " + req.method.substr(0, 20) + "; use POST"};
+  r.headers.emplace_back("Allow", "GET, POST, DELETE");
+  refuse(*ex, r);
+}
+
+std::optional<ClientSession> SessionHandler::require_session(const HeaderList& h, Exchange& ex,
+                                                             std::string_view id,
+                                                             HttpResponse* base) {
+  auto sid = find_header(h, kSessionHeader);
+  if (!sid) {
+    refuse(ex, Rejection{400, -32000, "Bad Request: Mcp-Session-Id header is required"}, id, base);
+    return std::nullopt;
+  }
+  auto s = d_.tokens.verify(std::string(*sid));
+  if (!s) {
+    refuse(ex,
+           Rejection{404, -32001,
+                     "Session not found: unknown, expired or terminated Mcp-Session-Id; "
+                     "send initialize again"},
+           id, base);
+    return std::nullopt;
+  }
+  return s;
+}
+
+void SessionHandler::handle_delete(Exchange& ex, const HttpRequest& req) {
+  if (auto r = d_.policy.check_protocol_version(req.headers)) return refuse(ex, *r);
+  auto s = require_session(req.headers, ex);
+  if (!s) return;
+  d_.tokens.revoke(s->id);
+  log::info("client session terminated", {{"session", session_tag(s->id)}});
+  HttpResponse res;
+  res.status = 200;
+  ex.respond(std::move(res));
+}
+
+void SessionHandler::handle_post(std::shared_ptr<Exchange> ex, HttpRequest& req) {
+  const auto& h = req.headers;
+  // Every call of this request (a batch shares it) is bounded from its arrival.
+  const auto arrival = req.arrival;
+  // Content negotiation first: these are the client's mistakes, not the upstream's.
+  bool accepts_sse = false;
+  if (auto r = d_.policy.check_post(h, &accepts_sse)) return refuse(*ex, *r);
+  std::string upstream_headers;
+  if (auto r = d_.policy.upstream_headers(h, &upstream_headers)) return refuse(*ex, *r);
+  std::string request_id = request_id_for(h);
+  HttpResponse base;
+  base.set_header("X-Request-Id", request_id);
+  auto parsed = parse_body(std::move(req.body));
+  if (!parsed.ok)
+    return refuse(*ex, Rejection{400, parsed.error_code, parsed.error_message}, "", &base);
+  // Refusals from here on name the request's id where there is one.
+  const Message* single =
+      !parsed.batch && parsed.messages.front().kind == MsgKind::kRequest ? &parsed.messages.front()
+                                                                         : nullptr;
+  std::string id = single ? single->id : std::string();
+  // A 2026-07-28 request (the probe of a dual-era client) gets the answer of
+  // a session-era server, on which the client falls back to initialize.
+  if (single && is_modern_era_request(h, *single)) {
+    std::string_view v = single->meta_protocol_version;
+    if (v.empty()) v = find_header(h, "MCP-Protocol-Version").value_or("");
+    return refuse(*ex, modern_era_refusal(v), id, &base);
+  }
+  if (auto r = d_.policy.check_protocol_version(h)) return refuse(*ex, *r, id, &base);
+  // initialize opens a client session; it must stand alone.
+  for (auto& m : parsed.messages) {
+    if (m.kind == MsgKind::kRequest && m.method == "initialize") {
+      if (parsed.batch)
+        return refuse(*ex,
+                      Rejection{400, -32600,
+                                "Invalid Request: initialize must not be part of a batch"},
+                      "", &base);
+      return handle_initialize(std::move(ex), std::move(parsed.messages.front()), accepts_sse,
+                               std::move(upstream_headers), std::move(request_id), std::move(base));
+    }
+  }
+  auto session = require_session(h, *ex, id, &base);
+  if (!session) return;
+
+  std::vector<PendingCall> calls;
+  for (auto& m : parsed.messages) {
+    if (m.kind == MsgKind::kRequest) {
+      std::string key = session->id + "\n" + m.id;
+      calls.push_back(PendingCall{std::move(m), std::move(key), nullptr, true, request_id, arrival,
+                                  d_.life.draining.load()});
+      continue;
+    }
+    if (m.kind == MsgKind::kNotification && m.method == "notifications/cancelled" &&
+        !m.cancel_id.empty()) {
+      if (registry_.cancel(session->id + "\n" + m.cancel_id))
+        log::info("client cancelled a call", {{"id", m.cancel_id}});
+    } else if (m.kind == MsgKind::kResponse) {
+      // An answer to a server-to-client request forwarded by one of this
+      // session's calls.
+      std::string rid = m.id;
+      if (!registry_.route(session->id + "\n" + rid, std::move(m)))
+        log::debug("client response matches no forwarded request", {{"id", rid}});
+    }
+    // notifications/initialized is the bridge's to send upstream (per
+    // upstream session); other client notifications have no upstream
+    // session to go to in per-call mode.
+  }
+  if (calls.empty()) {
+    base.status = 202;  // always, even when the upstream is dead (DESIGN §2.4)
+    return ex->respond(std::move(base));
+  }
+  // Admission. The refusal names the (first) request's id so that the
+  // client's pending request gets it.
+  int n = static_cast<int>(calls.size());
+  std::string first_id = calls.size() == 1 ? calls.front().msg.id : "";
+  if (!d_.admission.admit_session(session->id, n))
+    return refuse(*ex, d_.admission.session_refusal(), first_id, &base);
+  if (!d_.admission.admit(n)) {
+    for (int i = 0; i < n; ++i) d_.admission.release_session(session->id);
+    return refuse(*ex, d_.admission.inflight_refusal(), first_id, &base);
+  }
+  std::vector<MailboxPtr> boxes;
+  for (auto& c : calls) {
+    c.mailbox = std::make_shared<CallMailbox>();
+    registry_.add_call(c.key, c.mailbox);
+    boxes.push_back(c.mailbox);
+  }
+  // A client that hangs up ends its calls at once.
+  ex->on_gone([boxes] {
+    for (auto& b : boxes) b->hangup();
+  });
+  if (accepts_sse) ex->start_stream(sse_head(base));
+  bool batch = parsed.batch;
+  auto job = [this, ex, calls = std::move(calls), session = std::move(*session),
+              headers = std::move(upstream_headers), accepts_sse, batch,
+              base = std::move(base)]() mutable {
+    run_calls(ex, calls, session, headers, accepts_sse, batch, std::move(base));
+  };
+  d_.threads.post(std::move(job));
+}
+
+// On a call thread: runs the calls of one POST in order and answers them.
+void SessionHandler::run_calls(std::shared_ptr<Exchange> ex, std::vector<PendingCall>& calls,
+                               const ClientSession& session, const std::string& headers, bool sse,
+                               bool batch, HttpResponse base) {
+  std::vector<std::string> out;
+  bool gone = false;
+  try {
+    for (auto& c : calls) {
+      if (sse) {
+        SseSink s(registry_, d_.life, ex, c.mailbox, &session, d_.metrics, d_.cfg.keepalive_interval);
+        CallResult r = run_call(c, session, headers, s);
+        if (s.gone()) {
+          gone = true;
+          break;
+        }
+        if (r.cancelled) {
+          if (s.client_cancelled()) continue;  // client asked: no response is owed
+          if (!d_.life.stopping.load()) {
+            gone = true;
+            break;
+          }
+          r.response = shutdown_answer(c);
+        }
+        if (!s.write_event(r.response)) {
+          gone = true;
+          break;
+        }
+      } else {
+        JsonSink s(registry_, d_.life, ex, c.mailbox, &session);
+        CallResult r = run_call(c, session, headers, s);
+        if (s.gone()) {
+          gone = true;
+          break;
+        }
+        if (r.cancelled) {
+          if (s.client_cancelled()) continue;
+          r.response = shutdown_answer(c);
+        }
+        out.push_back(std::move(r.response));
+      }
+    }
+  } catch (const std::exception& e) {
+    log::error("response failed with an exception", {{"what", e.what()}});
+    gone = true;
+  }
+  for (auto& c : calls) release(c);  // those never run
+  if (sse) return ex->end();
+  if (gone) {
+    // Nobody to answer (or an internal failure): end the exchange closed.
+    HttpResponse r;
+    r.status = 500;
+    r.close = true;
+    return ex->respond(std::move(r));
+  }
+  if (out.empty()) {
+    base.status = 202;
+    return ex->respond(std::move(base));
+  }
+  std::string body;
+  if (batch) {
+    body = "[";
+    for (size_t i = 0; i < out.size(); ++i) body.append(i ? "," : "").append(out[i]);
+    body += "]";
+  } else {
+    body = std::move(out.front());
+  }
+  base.status = 200;
+  base.content_type = "application/json";
+  base.body = std::move(body);
+  ex->respond(std::move(base));
+}
+
+// Answers requests the bridge serves itself; returns nullopt for the rest.
+std::optional<std::string> SessionHandler::local_answer(const Message& m, const ClientSession& s) {
+  if (m.method == "ping") return R"({"jsonrpc":"2.0","id":)" + m.id + R"(,"result":{}})";
+  if (m.method == "resources/subscribe" || m.method == "resources/unsubscribe")
+    return jsonrpc_plain_error(
+        m.id, -32601,
+        m.method + " is not supported through mcp-sse-bridge: resource updates need a "
+                   "standalone server-to-client stream (GET), and upstream sessions here "
+                   "live only for one call");
+  if (m.method == "logging/setLevel") {
+    // Only a valid level is remembered (and replayed), in a normal form:
+    // hostile params must not grow the per-session state.
+    static constexpr std::string_view kLevels[] = {"debug", "info",     "notice", "warning",
+                                                   "error", "critical", "alert",  "emergency"};
+    // Per-call upstream sessions live for one call: the level matters only
+    // as the state replayed on every later session, so the bridge answers it
+    // itself (and so a client that sets it right after initialize still
+    // connects while the upstream is down).
+    auto j = nlohmann::json::parse(m.raw, nullptr, false);
+    if (!j.is_discarded() && j.contains("params") && j["params"].is_object() &&
+        j["params"].contains("level") && j["params"]["level"].is_string()) {
+      std::string level = j["params"]["level"].get<std::string>();
+      for (auto l : kLevels)
+        if (level == l) {
+          d_.tokens.set_log_level(s.id, R"({"level":")" + level + R"("})");
+          return R"({"jsonrpc":"2.0","id":)" + m.id + R"(,"result":{}})";
+        }
+    }
+    return jsonrpc_plain_error(m.id, -32602,
+                               "Invalid params: logging/setLevel needs params.level, one of "
+                               "debug, info, notice, warning, error, critical, alert, emergency");
+  }
+  return std::nullopt;
+}
+
+// Gives back a call's admission (global and per session) once.
+void SessionHandler::release(PendingCall& c) {
+  if (!c.counted) return;
+  c.counted = false;
+  registry_.remove_call(c.key, c.mailbox);
+  d_.admission.release();
+  d_.admission.release_session(c.key.substr(0, c.key.find('\n')));
+}
+
+// Forwarder::call, with no exception escaping: one (an allocation failing on
+// a huge event) becomes the call's internal error with its id, the answer
+// the client acts on.
+CallResult SessionHandler::call_guarded(const Message& m, const ClientSession* s,
+                                        const std::optional<std::string>& log_level,
+                                        std::string_view headers, CallSink& sink,
+                                        Clock::time_point arrival) {
+  try {
+    return d_.forwarder.call(m, s, log_level, headers, sink, arrival);
+  } catch (const std::exception& ex) {
+    CallResult r;
+    r.error = make_error(ErrorKind::kInternal, Phase::kRequest,
+                         std::string("internal error in mcp-sse-bridge: ") + ex.what());
+    r.response = jsonrpc_error_response(m.id, *r.error, elapsed_ms(arrival), d_.cfg.upstream.sse_url.str());
+    log::error("call failed with an exception", {{"method", m.method}, {"id", m.id}, {"what", ex.what()}});
+    return r;
+  }
+}
+
+// Runs one call to completion (or cancellation) and logs it.
+CallResult SessionHandler::run_call(PendingCall& c, const ClientSession& s,
+                                    const std::string& headers, CallSink& sink) {
+  auto t0 = Clock::now();
+  CallResult r;
+  if (auto local = local_answer(c.msg, s)) {
+    r.response = std::move(*local);
+  } else if (d_.life.stopping.load() || c.late) {
+    BridgeError e = make_error(ErrorKind::kShuttingDown, Phase::kConnect, "bridge is shutting down");
+    r.error = e;
+    r.response = jsonrpc_error_response(c.msg.id, e, 0, d_.cfg.upstream.sse_url.str());
+  } else {
+    r = call_guarded(c.msg, &s, d_.tokens.log_level(s.id), headers, sink, c.arrival);
+  }
+  release(c);
+  auto ms = elapsed_ms(t0);
+  // Cut short by the drain, not by the client: the client is answered with
+  // shutting_down (shutdown_answer), so count and log it as that.
+  if (r.cancelled && !c.mailbox->cancelled.load() && d_.life.stopping.load())
+    r.error = make_error(ErrorKind::kShuttingDown, Phase::kRequest,
+                         "bridge is shutting down; the call was abandoned");
+  bool client_cancelled = r.cancelled && !r.error;
+  d_.metrics.call_done(c.msg.method, r.error ? &*r.error : nullptr, client_cancelled, seconds_since(t0));
+  std::string outcome =
+      client_cancelled ? "cancelled" : r.error ? std::string(to_string(r.error->kind)) : "ok";
+  if (r.error) {
+    log::warn("call failed",
+              {{"request_id", c.request_id}, {"session", session_tag(s.id)},
+               {"upstream_session", r.upstream_session}, {"method", c.msg.method},
+               {"id", c.msg.id}, {"outcome", outcome}, {"phase", std::string(to_string(r.error->phase))},
+               {"cause", r.error->message()}, {"ms", std::to_string(ms)},
+               {"attempts", std::to_string(r.attempts)}});
+  } else {
+    log::info("call", {{"request_id", c.request_id}, {"session", session_tag(s.id)},
+                       {"upstream_session", r.upstream_session}, {"method", c.msg.method},
+                       {"id", c.msg.id}, {"outcome", outcome}, {"ms", std::to_string(ms)},
+                       {"attempts", std::to_string(r.attempts)}});
+  }
+  return r;
+}
+
+// A call that ended "cancelled" because the bridge is stopping still owes
+// the client an answer.
+std::string SessionHandler::shutdown_answer(const PendingCall& c) {
+  BridgeError e = make_error(ErrorKind::kShuttingDown, Phase::kRequest,
+                             "bridge is shutting down; the call was abandoned");
+  return jsonrpc_error_response(c.msg.id, e, 0, d_.cfg.upstream.sse_url.str());
+}
+
+void SessionHandler::handle_initialize(std::shared_ptr<Exchange> ex, Message init, bool accepts_sse,
+                                       std::string headers, std::string request_id,
+                                       HttpResponse base) {
+  auto j = nlohmann::ordered_json::parse(init.raw, nullptr, false);
+  if (j.is_discarded() || !j.contains("params") || !j["params"].is_object())
+    return refuse(*ex, Rejection{400, -32602, "Invalid params: initialize needs a params object"},
+                  init.id, &base);
+  std::string params = j["params"].dump();
+  std::string version;
+  if (j["params"].contains("protocolVersion") && j["params"]["protocolVersion"].is_string())
+    version = j["params"]["protocolVersion"].get<std::string>();
+  // initialize holds an upstream session like any call: it counts against
+  // --max-inflight, and the drain waits for it.
+  if (!d_.admission.admit(1))
+    return refuse(*ex, d_.admission.inflight_refusal(), init.id, &base);
+  d_.threads.post([this, ex, init = std::move(init), params = std::move(params),
+                   version = std::move(version), accepts_sse, headers = std::move(headers),
+                   request_id = std::move(request_id), base = std::move(base),
+                   late = d_.life.draining.load()]() mutable {
+    try {
+      initialize_blocking(ex, init, params, version, accepts_sse, headers, request_id, late,
+                          std::move(base));
+    } catch (const std::exception& e) {
+      log::error("initialize failed with an exception", {{"what", e.what()}});
+      HttpResponse r;
+      r.status = 500;
+      r.close = true;
+      ex->respond(std::move(r));
+    }
+    d_.admission.release();
+  });
+}
+
+void SessionHandler::initialize_blocking(const std::shared_ptr<Exchange>& exp, Message& init, const std::string& params,
+                                         const std::string& version, bool accepts_sse,
+                                         const std::string& headers, const std::string& request_id,
+                                         bool late, HttpResponse base) {
+  Exchange& ex = *exp;
+  auto box = std::make_shared<CallMailbox>();
+  JsonSink sink(registry_, d_.life, exp, box, nullptr);
+  ex.on_gone([box] { box->hangup(); });
+  auto t0 = Clock::now();
+  CallResult r;
+  if (d_.life.stopping.load() || late) {
+    r.error = make_error(ErrorKind::kShuttingDown, Phase::kConnect, "bridge is shutting down");
+    r.response = jsonrpc_error_response(init.id, *r.error, 0, d_.cfg.upstream.sse_url.str());
+  } else {
+    r = call_guarded(init, nullptr, std::nullopt, headers, sink, Clock::now());
+  }
+  if (r.cancelled) {
+    d_.metrics.call_done("initialize", nullptr, true, seconds_since(t0));
+    if (sink.gone()) {
+      HttpResponse gone;
+      gone.close = true;
+      return ex.respond(std::move(gone));
+    }
+    r.error = make_error(ErrorKind::kShuttingDown, Phase::kRequest, "bridge is shutting down");
+    r.response = jsonrpc_error_response(init.id, *r.error, elapsed_ms(t0), d_.cfg.upstream.sse_url.str());
+    r.cancelled = false;
+  } else {
+    d_.metrics.call_done("initialize", r.error ? &*r.error : nullptr, false, seconds_since(t0));
+  }
+  Message m;
+  bool ok = !r.error && parse_message(r.response, m) && m.kind == MsgKind::kResponse && !m.is_error;
+  std::string cache_key = InitializeCache::key(version, headers);
+  if (ok) {
+    if (std::string result = initialize_result(r.response); !result.empty())
+      init_cache_.store(cache_key, std::move(result));
+  } else if (r.error && d_.cfg.serve_stale_initialize && upstream_unavailable(r.error->kind)) {
+    // The client gets a session now; its calls fail fast while the upstream
+    // is down and work once it is back, with no reconnect.
+    if (auto hit = init_cache_.find(cache_key)) {
+      d_.metrics.stale_initialize();
+      log::warn("initialize answered from the last upstream initialize result: the upstream "
+                "cannot be reached",
+                {{"request_id", request_id},
+                 {"age_ms", std::to_string(hit->age.count())},
+                 {"cause", r.error->message()},
+                 {"ms", std::to_string(elapsed_ms(t0))}});
+      r.response = R"({"jsonrpc":"2.0","id":)" + init.id + R"(,"result":)" + hit->result_json + "}";
+      r.error.reset();
+      ok = true;
+    }
+  }
+  std::string sid = ok ? d_.tokens.mint(params) : std::string();
+  if (ok && sid.empty()) {
+    ok = false;
+    r.error = make_error(ErrorKind::kInternal, Phase::kInitialize, "initialize params too large");
+    r.response = jsonrpc_plain_error(
+        init.id, -32602,
+        "Invalid params: the initialize params (" + std::to_string(params.size()) +
+            " bytes) are too large to be carried in a session id; send at most about 20 KiB");
+  }
+  if (ok) {
+    d_.forwarder.prewarm(sid, params, headers, std::nullopt);
+    base.set_header(kSessionHeader, sid);
+    log::info("client session initialized",
+              {{"request_id", request_id}, {"session", session_tag(sid)},
+               {"upstream_session", r.upstream_session}, {"ms", std::to_string(elapsed_ms(t0))}});
+  } else {
+    log::warn("initialize failed",
+              {{"request_id", request_id}, {"upstream_session", r.upstream_session},
+               {"phase", r.error ? std::string(to_string(r.error->phase)) : "request"},
+               {"cause", r.error ? r.error->message() : r.response.substr(0, 300)},
+               {"ms", std::to_string(elapsed_ms(t0))}});
+  }
+  base.status = 200;
+  if (accepts_sse) {
+    base.content_type = "text/event-stream";
+    base.body = "event: message\ndata: " + r.response + "\n\n";
+  } else {
+    base.content_type = "application/json";
+    base.body = std::move(r.response);
+  }
+  ex.respond(std::move(base));
+}
+
+}  // namespace msb
