@@ -11,6 +11,7 @@
 //              connection is one MCP session (initialize +
 //              notifications/initialized first, outside the measurement), then
 //              loops tools/call echo. CPU = utime+stime of the bridge process.
+//              A fresh bridge process per cell (see restart_bridge).
 //
 // The client side is one epoll thread (like wrk): N keep-alive connections,
 // one call in flight on each, byte-identical requests to both targets (a
@@ -801,12 +802,21 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "mcp-bridge-cpu: error: cannot start nginx (%s): %s\n", nginx_bin.c_str(), why.c_str());
     return 2;
   }
+  // A fresh bridge per cell: pooled upstream sessions of the previous cell's
+  // (departed) clients would otherwise fill --pool-size for up to
+  // --pool-max-idle-age and push the new clients' calls to cold.
   Child bridge;
-  if (!start_bridge(bridge, bridge_bin, legacy_port, bridge_flags)) {
-    std::fprintf(stderr, "mcp-bridge-cpu: error: cannot start the bridge (%s)\n", bridge_bin.c_str());
-    return 2;
-  }
-  g_bridge_pid = bridge.pid;
+  auto restart_bridge = [&]() {
+    g_bridge_pid = -1;
+    bridge.stop();
+    if (!start_bridge(bridge, bridge_bin, legacy_port, bridge_flags)) {
+      std::fprintf(stderr, "mcp-bridge-cpu: error: cannot start the bridge (%s)\n", bridge_bin.c_str());
+      kill_children_now();  // nginx's process group
+      std::exit(2);
+    }
+    g_bridge_pid = bridge.pid;
+  };
+  restart_bridge();
 
   auto nginx_cpu = [&] {
     double s = 0;
@@ -840,6 +850,7 @@ int main(int argc, char** argv) {
       int c = levels[li];
       CellResult n = run_cell(nginx.port(), c, false, nginx_cpu, wu, win);
       row(round, c, "nginx", n);
+      if (round > 1 || li > 0) restart_bridge();
       CellResult b = run_cell(bridge.port, c, true, bridge_cpu, wu, win);
       row(round, c, "bridge", b);
       if (!n.ok || !b.ok || n.cpu_per_call() <= 0) {
