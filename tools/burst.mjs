@@ -244,7 +244,8 @@ for (const r of failed) {
     const good = last.status === 503 && last.retryAfter !== null && last.reqId !== undefined &&
       last.bodyId === last.reqId;
     if (good) wellFormed++;
-    k = `refused ${last.status} on ${last.method}${good ? ' (503 + Retry-After + id)' : ''}`;
+    k = `refused ${last.status} on ${last.method}` + (good ? ' (503 + Retry-After + id)'
+      : last.reqId === undefined ? ' (a notification: DESIGN.md §2 wants 202 for those)' : '');
   } else if (r.rec.network.length) {
     k = `network error: ${r.rec.network[r.rec.network.length - 1].error}`;
   } else {
