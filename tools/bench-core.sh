@@ -81,7 +81,8 @@ run() {  # run NAME SECONDS CMD...: output to the terminal and $logs/NAME.log
 
 run cpu 200 $b/tools/mcp-bridge-cpu --bridge $b/mcp-sse-bridge --max-seconds 180
 run bench 200 $b/tools/mcp-bridge-bench --bridge $b/mcp-sse-bridge --concurrency 1,16 --cell-ms 1500 \
-  --no-extras --ts-server "$interop/legacy-ts-server.mjs" --ts-concurrency 10,50 --ts-rounds 3 --ts-cell-ms 1500
+  --warmup-ms 300 --no-extras --ts-server "$interop/legacy-ts-server.mjs" --ts-concurrency 10,50 --ts-rounds 3 \
+  --ts-warmup-ms 500 --ts-cell-ms 1500
 run burst-default 150 node tools/burst.mjs --bridge $b/mcp-sse-bridge --upstream $b/tools/mcp-bridge-upstream \
   --interop-dir "$interop" --clients 500 --key burst-default --max-seconds 140
 run burst-cap 150 node tools/burst.mjs --bridge $b/mcp-sse-bridge --upstream $b/tools/mcp-bridge-upstream \

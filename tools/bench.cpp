@@ -184,25 +184,30 @@ std::string fmt(const char* f, double v) {
   return b;
 }
 
-// Runs `threads` clients for `duration`, each looping make_call().
+// Runs `threads` clients for `warmup` + `duration`, each looping make_call();
+// only calls that start after the warm-up count (session setup, which
+// clients do on their first call, and the warm pool's filling stay out of
+// the measurement when warmup covers them).
 template <class MakeClient>
-Cell run_load(int threads, std::chrono::milliseconds duration, MakeClient make_client) {
+Cell run_load(int threads, std::chrono::milliseconds duration, MakeClient make_client,
+              std::chrono::milliseconds warmup = std::chrono::milliseconds(0)) {
   std::vector<std::vector<double>> lat(static_cast<size_t>(threads));
   std::atomic<uint64_t> errors{0};
   std::atomic<int> ready{0};
   std::atomic<bool> go{false};
   std::vector<std::thread> ts;
-  Clock::time_point start, end;
+  Clock::time_point start, end, measure_from;
   for (int t = 0; t < threads; ++t) {
     ts.emplace_back([&, t] {
       auto call = make_client(t);  // returns a callable(int seq) -> bool, set up before the clock
       ready++;
       while (!go.load()) std::this_thread::sleep_for(1ms);
       int seq = 1;
-      auto stop_at = Clock::now() + duration;
+      auto stop_at = measure_from + duration;
       while (Clock::now() < stop_at) {
         auto t0 = Clock::now();
         bool ok = call(seq++);
+        if (t0 < measure_from) continue;  // warm-up
         auto us = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
         if (ok) lat[static_cast<size_t>(t)].push_back(us);
         else errors++;
@@ -210,8 +215,9 @@ Cell run_load(int threads, std::chrono::milliseconds duration, MakeClient make_c
     });
   }
   for (int i = 0; i < 3000 && ready.load() < threads; ++i) std::this_thread::sleep_for(10ms);
-  start = Clock::now();
+  measure_from = Clock::now() + warmup;
   go = true;
+  start = measure_from;
   for (auto& t : ts) t.join();
   end = Clock::now();
   std::vector<double> all;
@@ -237,7 +243,7 @@ int main(int argc, char** argv) {
   int death_trials = 50;
   bool extras = true;
   std::string ts_server, node_bin = "node", ts_conc = "10,50";
-  int ts_rounds = 3, ts_cell_ms = 1500;
+  int ts_rounds = 3, ts_cell_ms = 1500, warmup_ms = 0, ts_warmup_ms = 500;
   app.add_option("--bridge", bridge_bin, "Path of the mcp-sse-bridge binary")->capture_default_str();
   app.add_option("--concurrency", conc, "Client threads per cell, comma-separated")->capture_default_str();
   app.add_option("--cell-ms", seconds_ms, "Duration of each load cell in ms")->capture_default_str();
@@ -255,6 +261,10 @@ int main(int argc, char** argv) {
   app.add_option("--ts-rounds", ts_rounds, "Rounds of direct+warm per TS concurrency (median ratio)")
       ->capture_default_str();
   app.add_option("--ts-cell-ms", ts_cell_ms, "Duration of each TS-upstream cell in ms")->capture_default_str();
+  app.add_option("--warmup-ms", warmup_ms,
+                 "Warm-up of each cell before its measured --cell-ms (clients set up their sessions on "
+                 "their first call)")->capture_default_str();
+  app.add_option("--ts-warmup-ms", ts_warmup_ms, "Warm-up of each TS-upstream cell")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   signal(SIGPIPE, SIG_IGN);
   msb::log::set_level(msb::log::Level::kError);
@@ -272,6 +282,7 @@ int main(int argc, char** argv) {
   };
   std::vector<int> levels = parse_levels(conc);
   auto cell = std::chrono::milliseconds(seconds_ms);
+  auto warmup = std::chrono::milliseconds(warmup_ms);
 
   example::Options opt;
   opt.threads = 512;
@@ -339,13 +350,13 @@ int main(int argc, char** argv) {
   for (int c : levels) {
     Row r{c, {}, {}, {}};
     double s0 = cpu_us(0);
-    r.d = run_load(c, cell, direct_client);
+    r.d = run_load(c, cell, direct_client, warmup);
     double s1 = cpu_us(0);
-    r.cold = run_load(c, cell, bridge_client(cold.port));
+    r.cold = run_load(c, cell, bridge_client(cold.port), warmup);
     double b0 = cpu_us(warm.pid), s2 = cpu_us(0);
-    r.warm = run_load(c, cell, bridge_client(warm.port));
+    r.warm = run_load(c, cell, bridge_client(warm.port), warmup);
     double b1 = cpu_us(warm.pid), s3 = cpu_us(0);
-    double secs = std::chrono::duration<double>(cell).count();
+    double secs = std::chrono::duration<double>(cell + warmup).count();  // CPU spans the warm-up too
     if (r.d.calls_per_s > 0) r.self_cpu_direct = (s1 - s0) / (r.d.calls_per_s * secs);
     if (r.warm.calls_per_s > 0) {
       r.bridge_cpu_warm = (b1 - b0) / (r.warm.calls_per_s * secs);
@@ -434,19 +445,19 @@ int main(int argc, char** argv) {
         };
       };
       auto ts_cell = std::chrono::milliseconds(ts_cell_ms);
-      std::printf("\nTS SDK legacy SSE server upstream (node %s), %d ms per cell, %d rounds\n", ts_server.c_str(),
-                  ts_cell_ms, ts_rounds);
+      std::printf("\nTS SDK legacy SSE server upstream (node %s), %d ms warm-up + %d ms per cell, %d rounds\n",
+                  ts_server.c_str(), ts_warmup_ms, ts_cell_ms, ts_rounds);
       std::printf("%-6s %-6s %-7s %12s %10s %10s %8s\n", "round", "conc", "path", "calls/s", "p50 us", "p99 us", "errors");
       for (int c : parse_levels(ts_conc)) {
         std::vector<double> ratios;
         for (int round = 1; round <= ts_rounds; ++round) {
-          Cell d = run_load(c, ts_cell, ts_direct);
+          Cell d = run_load(c, ts_cell, ts_direct, std::chrono::milliseconds(ts_warmup_ms));
           ts_bridge.stop();
           if (!start_bridge(ts_bridge, bridge_bin, ts.port, ts_bridge_flags)) {
             std::fprintf(stderr, "mcp-bridge-bench: error: cannot start %s for the TS upstream\n", bridge_bin.c_str());
             continue;
           }
-          Cell w = run_load(c, ts_cell, bridge_client(ts_bridge.port));
+          Cell w = run_load(c, ts_cell, bridge_client(ts_bridge.port), std::chrono::milliseconds(ts_warmup_ms));
           for (auto [name, x] : {std::pair{"direct", &d}, std::pair{"warm", &w}})
             std::printf("%-6d %-6d %-7s %12.0f %10.0f %10.0f %8llu\n", round, c, name, x->calls_per_s, x->p50_us,
                         x->p99_us, static_cast<unsigned long long>(x->errors));
