@@ -209,6 +209,7 @@ console.log(`connected ${ok.length}/${N} (initialize + tools/list) in ${(wall / 
 if (times.length)
   console.log(`connect time: p50 ${pct(0.5).toFixed(0)} ms, p99 ${pct(0.99).toFixed(0)} ms, ` +
     `slowest ${times[times.length - 1].toFixed(0)} ms`);
+else console.log(`connect time: none connected (the burst was over after ${wall.toFixed(0)} ms)`);
 
 // Every refusal seen (also on clients that later connected, e.g. a refused GET).
 const all = results.flatMap((r) => r.rec.refusals);
