@@ -12,6 +12,15 @@
 // client's error, RSS idle / per idle client session, and a large tool result
 // streamed through (time, peak RSS). The bridge runs as a child process (its
 // RSS is read from /proc); everything binds 127.0.0.1 and stops by itself.
+//
+// With --ts-server FILE (tests/interop/legacy-ts-server.mjs, run by `node`
+// with the interop node_modules next to it), the same direct/warm comparison
+// runs against the TypeScript SDK's legacy SSE server as the upstream, at
+// --ts-concurrency (#12: bridged/direct calls/s >= 0.85 at c10 and c50), in
+// --ts-rounds rounds (direct then warm each round; the median ratio counts).
+//
+// Lines starting with "TARGET|" are for tools/bench-core.sh's summary:
+// TARGET|key|what|target|measured|MET or MISSED.
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -80,25 +89,125 @@ struct Cell {
   uint64_t errors = 0;
 };
 
-// Runs `threads` clients for `duration`, each looping make_call().
+// The TS SDK's legacy SSE server (a Node script) as a child process: ready
+// when it prints "LISTENING <port>" (bounded: 20 s); its stdin is a pipe we
+// hold, and the script exits when that pipe closes (so also when we die).
+struct NodeChild {
+  pid_t pid = -1;
+  int port = -1;
+  int stdin_fd = -1;
+  ~NodeChild() { stop(); }
+  bool start(const std::string& node, const std::string& script) {
+    int in[2], out[2];
+    if (pipe(in) != 0) return false;
+    if (pipe(out) != 0) {
+      close(in[0]);
+      close(in[1]);
+      return false;
+    }
+    std::vector<std::string> args = {node, script};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    posix_spawn_file_actions_addclose(&fa, in[1]);
+    posix_spawn_file_actions_addclose(&fa, out[0]);
+    int rc = posix_spawnp(&pid, node.c_str(), &fa, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(in[0]);
+    close(out[1]);
+    stdin_fd = in[1];
+    if (rc != 0) {
+      pid = -1;
+      close(out[0]);
+      return false;
+    }
+    std::string seen;
+    auto d = Deadline::after(20s);
+    char buf[1024];
+    while (!d.reached() && port < 0) {
+      pollfd p{out[0], POLLIN, 0};
+      if (poll(&p, 1, d.poll_ms(100)) <= 0) continue;
+      ssize_t n = read(out[0], buf, sizeof buf);
+      if (n <= 0) break;
+      seen.append(buf, static_cast<size_t>(n));
+      auto at = seen.find("LISTENING ");
+      if (at != std::string::npos && seen.find('\n', at) != std::string::npos) port = std::atoi(seen.c_str() + at + 10);
+    }
+    int fd = out[0];
+    std::thread([fd] {  // keep draining its stdout
+      char b[1024];
+      while (read(fd, b, sizeof b) > 0) {
+      }
+      close(fd);
+    }).detach();
+    if (port <= 0) std::fprintf(stderr, "mcp-bridge-bench: %s printed no LISTENING line: %s\n", script.c_str(), seen.c_str());
+    return port > 0;
+  }
+  void stop() {
+    if (stdin_fd >= 0) {
+      close(stdin_fd);
+      stdin_fd = -1;
+    }
+    if (pid <= 0) return;
+    kill(pid, SIGTERM);
+    for (int i = 0; i < 300; ++i) {  // bounded: 3 s, then SIGKILL
+      if (waitpid(pid, nullptr, WNOHANG) == pid) {
+        pid = -1;
+        return;
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+    pid = -1;
+  }
+};
+
+double median_of(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+void target_line(const char* key, const char* what, const char* target, const std::string& measured, bool met) {
+  std::printf("TARGET|%s|%s|%s|%s|%s\n", key, what, target, measured.c_str(), met ? "MET" : "MISSED");
+}
+
+std::string fmt(const char* f, double v) {
+  char b[64];
+  std::snprintf(b, sizeof b, f, v);
+  return b;
+}
+
+// Runs `threads` clients for `warmup` + `duration`, each looping make_call();
+// only calls that start after the warm-up count (session setup, which
+// clients do on their first call, and the warm pool's filling stay out of
+// the measurement when warmup covers them).
 template <class MakeClient>
-Cell run_load(int threads, std::chrono::milliseconds duration, MakeClient make_client) {
+Cell run_load(int threads, std::chrono::milliseconds duration, MakeClient make_client,
+              std::chrono::milliseconds warmup = std::chrono::milliseconds(0)) {
   std::vector<std::vector<double>> lat(static_cast<size_t>(threads));
   std::atomic<uint64_t> errors{0};
   std::atomic<int> ready{0};
   std::atomic<bool> go{false};
   std::vector<std::thread> ts;
-  Clock::time_point start, end;
+  Clock::time_point start, end, measure_from;
   for (int t = 0; t < threads; ++t) {
     ts.emplace_back([&, t] {
       auto call = make_client(t);  // returns a callable(int seq) -> bool, set up before the clock
       ready++;
       while (!go.load()) std::this_thread::sleep_for(1ms);
       int seq = 1;
-      auto stop_at = Clock::now() + duration;
+      auto stop_at = measure_from + duration;
       while (Clock::now() < stop_at) {
         auto t0 = Clock::now();
         bool ok = call(seq++);
+        if (t0 < measure_from) continue;  // warm-up
         auto us = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
         if (ok) lat[static_cast<size_t>(t)].push_back(us);
         else errors++;
@@ -106,8 +215,9 @@ Cell run_load(int threads, std::chrono::milliseconds duration, MakeClient make_c
     });
   }
   for (int i = 0; i < 3000 && ready.load() < threads; ++i) std::this_thread::sleep_for(10ms);
-  start = Clock::now();
+  measure_from = Clock::now() + warmup;
   go = true;
+  start = measure_from;
   for (auto& t : ts) t.join();
   end = Clock::now();
   std::vector<double> all;
@@ -131,12 +241,30 @@ int main(int argc, char** argv) {
   int sessions = 1000;
   std::string big = "64MiB";
   int death_trials = 50;
+  bool extras = true;
+  std::string ts_server, node_bin = "node", ts_conc = "10,50";
+  int ts_rounds = 3, ts_cell_ms = 1500, warmup_ms = 0, ts_warmup_ms = 500;
   app.add_option("--bridge", bridge_bin, "Path of the mcp-sse-bridge binary")->capture_default_str();
   app.add_option("--concurrency", conc, "Client threads per cell, comma-separated")->capture_default_str();
   app.add_option("--cell-ms", seconds_ms, "Duration of each load cell in ms")->capture_default_str();
   app.add_option("--sessions", sessions, "Idle client sessions for the RSS-per-session figure")->capture_default_str();
   app.add_option("--big", big, "Size of the large tool result")->capture_default_str();
   app.add_option("--death-trials", death_trials, "Stream-death trials for time-to-error")->capture_default_str();
+  app.add_flag("--extras,!--no-extras", extras,
+               "Also measure stream death, RSS and the large result (default on)");
+  app.add_option("--ts-server", ts_server,
+                 "legacy-ts-server.mjs of tests/interop (its node_modules installed): also compare direct "
+                 "and warm with the TS SDK legacy server upstream");
+  app.add_option("--node", node_bin, "Node.js binary for --ts-server")->capture_default_str();
+  app.add_option("--ts-concurrency", ts_conc, "Client threads per TS-upstream cell, comma-separated")
+      ->capture_default_str();
+  app.add_option("--ts-rounds", ts_rounds, "Rounds of direct+warm per TS concurrency (median ratio)")
+      ->capture_default_str();
+  app.add_option("--ts-cell-ms", ts_cell_ms, "Duration of each TS-upstream cell in ms")->capture_default_str();
+  app.add_option("--warmup-ms", warmup_ms,
+                 "Warm-up of each cell before its measured --cell-ms (clients set up their sessions on "
+                 "their first call)")->capture_default_str();
+  app.add_option("--ts-warmup-ms", ts_warmup_ms, "Warm-up of each TS-upstream cell")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   signal(SIGPIPE, SIG_IGN);
   msb::log::set_level(msb::log::Level::kError);
@@ -145,13 +273,16 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "mcp-bridge-bench: error: --big: invalid size\n");
     return 2;
   }
-  std::vector<int> levels;
-  {
-    std::stringstream ss(conc);
+  auto parse_levels = [](const std::string& list) {
+    std::vector<int> out;
+    std::stringstream ss(list);
     std::string item;
-    while (std::getline(ss, item, ',')) levels.push_back(std::stoi(item));
-  }
+    while (std::getline(ss, item, ',')) out.push_back(std::stoi(item));
+    return out;
+  };
+  std::vector<int> levels = parse_levels(conc);
   auto cell = std::chrono::milliseconds(seconds_ms);
+  auto warmup = std::chrono::milliseconds(warmup_ms);
 
   example::Options opt;
   opt.threads = 512;
@@ -219,13 +350,13 @@ int main(int argc, char** argv) {
   for (int c : levels) {
     Row r{c, {}, {}, {}};
     double s0 = cpu_us(0);
-    r.d = run_load(c, cell, direct_client);
+    r.d = run_load(c, cell, direct_client, warmup);
     double s1 = cpu_us(0);
-    r.cold = run_load(c, cell, bridge_client(cold.port));
+    r.cold = run_load(c, cell, bridge_client(cold.port), warmup);
     double b0 = cpu_us(warm.pid), s2 = cpu_us(0);
-    r.warm = run_load(c, cell, bridge_client(warm.port));
+    r.warm = run_load(c, cell, bridge_client(warm.port), warmup);
     double b1 = cpu_us(warm.pid), s3 = cpu_us(0);
-    double secs = std::chrono::duration<double>(cell).count();
+    double secs = std::chrono::duration<double>(cell + warmup).count();  // CPU spans the warm-up too
     if (r.d.calls_per_s > 0) r.self_cpu_direct = (s1 - s0) / (r.d.calls_per_s * secs);
     if (r.warm.calls_per_s > 0) {
       r.bridge_cpu_warm = (b1 - b0) / (r.warm.calls_per_s * secs);
@@ -263,6 +394,95 @@ int main(int argc, char** argv) {
     std::printf("  warm added p50 at c1 <= 100 us            : %.0f us  %s\n", add, add <= 100 ? "MET" : "MISSED");
     double cold_cost = c1->cold.p50_us - c1->warm.p50_us;
     std::printf("  cold session added cost <= 1 ms           : %.0f us  %s\n", cold_cost, cold_cost <= 1000 ? "MET" : "MISSED");
+  }
+  // The event-driven core's targets (#12), for tools/bench-core.sh.
+  if (c16) {
+    double ratio = c16->warm.calls_per_s / c16->d.calls_per_s;
+    std::printf("  warm/direct calls/s at c16 >= 0.80 (#12)  : %.2f  %s\n", ratio, ratio >= 0.8 ? "MET" : "MISSED");
+    target_line("cpp-c16", "bridged/direct calls/s, C++ upstream, c16", ">= 0.80", fmt("%.2f", ratio), ratio >= 0.8);
+  }
+  if (c1) {
+    double cold_cost = c1->cold.p50_us - c1->warm.p50_us;
+    std::printf("  cold session added cost <= 300 us (#12)   : %.0f us (cold p50 - warm p50, c1)  %s\n", cold_cost,
+                cold_cost <= 300 ? "MET" : "MISSED");
+    target_line("cold", "cold session added cost (cold p50 - warm p50, c1)", "<= 300 us", fmt("%.0f us", cold_cost),
+                cold_cost <= 300);
+  }
+  std::fflush(stdout);
+
+  // The TS SDK's legacy SSE server as the upstream (#12: >= 0.85 at c10, c50).
+  if (!ts_server.empty()) {
+    NodeChild ts;
+    Child ts_bridge;
+    if (!ts.start(node_bin, ts_server)) {
+      std::fprintf(stderr, "mcp-bridge-bench: error: cannot start %s %s\n", node_bin.c_str(), ts_server.c_str());
+      for (int c : parse_levels(ts_conc)) {
+        std::string key = "ts-c" + std::to_string(c), what = "bridged/direct calls/s, TS SDK upstream, c" + std::to_string(c);
+        target_line(key.c_str(), what.c_str(), ">= 0.85", "not run (TS server did not start)", false);
+      }
+    } else {
+      // A fresh bridge per warm cell: pooled sessions of the previous cell's
+      // (departed) clients would otherwise fill --pool-size for up to
+      // --pool-max-idle-age and push the new clients' calls to cold.
+      const std::vector<std::string> ts_bridge_flags = {"--pool-size", "128", "--pool-fillers", "4",
+                                                        "--worker-threads", "256", "--max-inflight", "200"};
+      msb::UpstreamConfig ts_cfg;
+      ts_cfg.sse_url = *msb::parse_url("http://127.0.0.1:" + std::to_string(ts.port) + "/sse");
+      auto ts_direct = [&](int) {
+        auto c = std::make_shared<std::unique_ptr<DirectClient>>();
+        return [c, &ts_cfg, &echo_args](int seq) {
+          if (!*c) {
+            *c = std::make_unique<DirectClient>(ts_cfg);
+            if (!(*c)->initialize()) {
+              c->reset();
+              std::this_thread::sleep_for(10ms);
+              return false;
+            }
+          }
+          bool ok = (*c)->call(call_body(seq, "echo", echo_args), std::to_string(seq), Deadline::after(10s));
+          if (!ok) c->reset();
+          return ok;
+        };
+      };
+      auto ts_cell = std::chrono::milliseconds(ts_cell_ms);
+      std::printf("\nTS SDK legacy SSE server upstream (node %s), %d ms warm-up + %d ms per cell, %d rounds\n",
+                  ts_server.c_str(), ts_warmup_ms, ts_cell_ms, ts_rounds);
+      std::printf("%-6s %-6s %-7s %12s %10s %10s %8s\n", "round", "conc", "path", "calls/s", "p50 us", "p99 us", "errors");
+      for (int c : parse_levels(ts_conc)) {
+        std::vector<double> ratios;
+        for (int round = 1; round <= ts_rounds; ++round) {
+          Cell d = run_load(c, ts_cell, ts_direct, std::chrono::milliseconds(ts_warmup_ms));
+          ts_bridge.stop();
+          if (!start_bridge(ts_bridge, bridge_bin, ts.port, ts_bridge_flags)) {
+            std::fprintf(stderr, "mcp-bridge-bench: error: cannot start %s for the TS upstream\n", bridge_bin.c_str());
+            continue;
+          }
+          Cell w = run_load(c, ts_cell, bridge_client(ts_bridge.port), std::chrono::milliseconds(ts_warmup_ms));
+          for (auto [name, x] : {std::pair{"direct", &d}, std::pair{"warm", &w}})
+            std::printf("%-6d %-6d %-7s %12.0f %10.0f %10.0f %8llu\n", round, c, name, x->calls_per_s, x->p50_us,
+                        x->p99_us, static_cast<unsigned long long>(x->errors));
+          if (d.calls_per_s > 0) ratios.push_back(w.calls_per_s / d.calls_per_s);
+          std::fflush(stdout);
+        }
+        double m = median_of(ratios);
+        std::string each;
+        for (double r : ratios) each += (each.empty() ? "" : ", ") + fmt("%.2f", r);
+        std::printf("  warm/direct calls/s, TS upstream, c%d >= 0.85 (#12): %.2f (median of [%s])  %s\n", c, m,
+                    each.c_str(), m >= 0.85 ? "MET" : "MISSED");
+        std::string key = "ts-c" + std::to_string(c), what = "bridged/direct calls/s, TS SDK upstream, c" + std::to_string(c);
+        target_line(key.c_str(), what.c_str(), ">= 0.85", ratios.empty() ? "n/a" : fmt("%.2f", m),
+                    !ratios.empty() && m >= 0.85);
+        std::fflush(stdout);
+      }
+    }
+    ts_bridge.stop();
+    ts.stop();
+  }
+  if (!extras) {
+    cold.stop();
+    warm.stop();
+    upstream.stop();
+    return 0;
   }
 
   // Time from upstream stream death to the client's error.

@@ -9,7 +9,10 @@ want_interop=0
 [ "${1:-}" = "--interop" ] && want_interop=1
 
 pkgs=(g++ meson ninja-build pkg-config cmake libcpp-httplib-dev libssl-dev libsimdjson-dev
-      nlohmann-json3-dev libcli11-dev doctest-dev)
+      nlohmann-json3-dev libcli11-dev doctest-dev libboost1.81-dev nginx-light)
+# libboost1.81-dev: Asio + Beast of the event-driven core (#12). nginx-light: the
+# reference that tools/mcp-bridge-cpu configures and starts on its own (127.0.0.1,
+# a temp dir; the package's system service is not used).
 # The test suite also needs: clang + libFuzzer runtime (fuzz targets), promtool
 # (checks /metrics), curl (end-to-end CLI test), iproute2 + nftables (network
 # namespaces, veth pairs and drop rules of the real-network suite).

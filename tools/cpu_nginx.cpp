@@ -1,0 +1,930 @@
+// mcp-bridge-cpu: the bridge's CPU per warm tools/call against nginx's CPU per
+// proxied MCP call, measured in the same run under the same client load (#12:
+// target ≤ 1.5× nginx at c10 and c50).
+//
+//   reference  nginx (Debian's package, one worker, started by this tool with
+//              its own config in a temp dir) proxying POST /mcp to a minimal
+//              Streamable HTTP MCP server (in this process: one epoll thread,
+//              JSON answers, keep-alive). CPU = utime+stime of nginx's worker.
+//   bridge     the bridge (a child process, --bridge) in front of the example
+//              legacy server (in this process), warm pool on. Each client
+//              connection is one MCP session (initialize +
+//              notifications/initialized first, outside the measurement), then
+//              loops tools/call echo. CPU = utime+stime of the bridge process.
+//              A fresh bridge process per cell (see restart_bridge).
+//
+// The client side is one epoll thread (like wrk): N keep-alive connections,
+// one call in flight on each, byte-identical requests to both targets (a
+// connection the server closes, e.g. after its keep-alive request limit, is
+// reopened and counted). Each cell: a warm-up, then a measured window whose
+// calls and CPU are read at its two ends. Rounds alternate nginx and bridge
+// cells; the tool prints every round and the median ratio per concurrency.
+//
+// Everything binds 127.0.0.1; nginx listens on a port picked free just before
+// it starts (retried if taken). Every wait has a deadline, the whole run has
+// one (--max-seconds, then children are killed), and nginx and the bridge are
+// stopped on exit or on SIGINT/SIGTERM.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "legacy_server.h"
+#include "tool_common.h"
+#include "mcp_sse_bridge/log.h"
+
+namespace {
+
+using namespace msb_tools;
+using msb::Clock;
+using msb::Deadline;
+
+// ---- children killed on any exit path ---------------------------------------
+
+std::atomic<pid_t> g_nginx_pgid{-1};
+std::atomic<pid_t> g_bridge_pid{-1};
+char g_nginx_dir[256];  // nginx's temp dir, removed by the signal handler too
+
+// Removes what nginx and this tool put in the temp dir, with
+// async-signal-safe calls only (unlink, rmdir).
+void remove_nginx_dir_now() {
+  if (!g_nginx_dir[0]) return;
+  static const char* const kFiles[] = {"/nginx.conf", "/nginx.pid", "/error.log", "/stderr.log"};
+  static const char* const kDirs[] = {"/tmp/body", "/tmp/proxy", "/tmp", ""};
+  char path[320];
+  auto join = [&](const char* tail) {
+    size_t n = 0;
+    for (const char* p = g_nginx_dir; *p && n < sizeof path - 1; ++p) path[n++] = *p;
+    for (const char* p = tail; *p && n < sizeof path - 1; ++p) path[n++] = *p;
+    path[n] = 0;
+    return path;
+  };
+  for (const char* f : kFiles) ::unlink(join(f));
+  for (const char* d : kDirs) ::rmdir(join(d));
+}
+
+void kill_children_now() {
+  pid_t g = g_nginx_pgid.load();
+  if (g > 0) ::kill(-g, SIGKILL);
+  pid_t b = g_bridge_pid.load();
+  if (b > 0) ::kill(b, SIGKILL);
+}
+
+void on_fatal_signal(int sig) {
+  kill_children_now();
+  remove_nginx_dir_now();
+  const char* m = sig == SIGALRM ? "mcp-bridge-cpu: --max-seconds reached, stopping\n"
+                                 : "mcp-bridge-cpu: interrupted, stopping\n";
+  ssize_t ignored = ::write(2, m, std::strlen(m));
+  (void)ignored;
+  _exit(3);
+}
+
+// ---- small HTTP/1.1 pieces (no library: one client drives both targets) ----
+
+char lower_c(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+
+bool iequal(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (lower_c(a[i]) != lower_c(b[i])) return false;
+  return true;
+}
+
+// Value of header `name` in a response/request head ("...\r\n" lines).
+std::optional<std::string_view> header_value(std::string_view head, std::string_view name) {
+  size_t pos = head.find("\r\n");
+  while (pos != std::string_view::npos && pos + 2 < head.size()) {
+    size_t start = pos + 2, end = head.find("\r\n", start);
+    if (end == std::string_view::npos) end = head.size();
+    std::string_view line = head.substr(start, end - start);
+    auto colon = line.find(':');
+    if (colon != std::string_view::npos && iequal(line.substr(0, colon), name)) {
+      auto v = line.substr(colon + 1);
+      while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+      while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+      return v;
+    }
+    pos = end;
+  }
+  return std::nullopt;
+}
+
+struct Response {
+  int status = 0;
+  bool close = false;   // Connection: close (or HTTP/1.0)
+  bool to_eof = false;  // no framing: the body runs to the end of the connection
+  std::string sid;      // Mcp-Session-Id
+  std::string body;
+};
+
+// Parses one response at the front of `in`: bytes consumed (> 0), 0 when
+// more bytes are needed, -1 when malformed. Content-Length and chunked bodies;
+// a body without either is reported with to_eof (0 returned, caller decides).
+long parse_response(const std::string& in, Response& r) {
+  size_t he = in.find("\r\n\r\n");
+  if (he == std::string::npos) return in.size() > (64 << 10) ? -1 : 0;
+  std::string_view head(in.data(), he + 2);
+  if (head.size() < 12 || head.compare(0, 5, "HTTP/") != 0) return -1;
+  r = Response{};
+  r.status = std::atoi(in.c_str() + 9);
+  if (r.status < 100) return -1;
+  if (head.compare(0, 8, "HTTP/1.0") == 0) r.close = true;
+  if (auto c = header_value(head, "connection"); c && iequal(*c, "close")) r.close = true;
+  if (auto s = header_value(head, "mcp-session-id")) r.sid = std::string(*s);
+  size_t pos = he + 4;
+  if (r.status == 204 || r.status == 304 || r.status < 200) return static_cast<long>(pos);
+  auto te = header_value(head, "transfer-encoding");
+  if (te && iequal(*te, "chunked")) {
+    for (;;) {
+      size_t le = in.find("\r\n", pos);
+      if (le == std::string::npos) return 0;
+      size_t size = std::strtoul(in.c_str() + pos, nullptr, 16);
+      if (size == 0) {
+        // Last chunk, no trailers expected: "0\r\n\r\n".
+        if (in.size() < le + 4) return 0;
+        return in.compare(le + 2, 2, "\r\n") == 0 ? static_cast<long>(le + 4) : -1;
+      }
+      if (in.size() < le + 2 + size + 2) return 0;
+      r.body.append(in, le + 2, size);
+      pos = le + 2 + size + 2;
+    }
+  }
+  if (auto cl = header_value(head, "content-length")) {
+    size_t n = std::strtoul(std::string(*cl).c_str(), nullptr, 10);
+    if (in.size() < pos + n) return 0;
+    r.body.assign(in, pos, n);
+    return static_cast<long>(pos + n);
+  }
+  r.to_eof = true;
+  r.close = true;
+  return 0;
+}
+
+int connect_loopback(int port, bool nonblocking) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0);
+  if (fd < 0) return -1;
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 && errno != EINPROGRESS) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+void set_nonblocking(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); }
+
+// One blocking request/response on `fd` (setup only), bounded by `d`.
+bool exchange(int fd, const std::string& req, Response& r, Deadline d) {
+  for (size_t off = 0; off < req.size();) {
+    pollfd p{fd, POLLOUT, 0};
+    if (::poll(&p, 1, d.poll_ms(100)) <= 0) {
+      if (d.reached()) return false;
+      continue;
+    }
+    ssize_t n = ::send(fd, req.data() + off, req.size() - off, MSG_NOSIGNAL);
+    if (n <= 0) return false;
+    off += static_cast<size_t>(n);
+  }
+  std::string in;
+  char buf[16384];
+  while (!d.reached()) {
+    long used = parse_response(in, r);
+    if (used > 0) return true;
+    if (used < 0) return false;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, d.poll_ms(100)) <= 0) continue;
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) return false;
+    in.append(buf, static_cast<size_t>(n));
+  }
+  return false;
+}
+
+std::string post(int port, const std::string& sid, const std::string& body) {
+  std::string h = "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:" + std::to_string(port) +
+                  "\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\n";
+  if (!sid.empty()) h += "Mcp-Session-Id: " + sid + "\r\nMcp-Protocol-Version: 2025-06-18\r\n";
+  return h + "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+}
+
+// ---- the reference Streamable HTTP MCP server (nginx's upstream) ------------
+
+// One epoll thread; answers every POST at once with a JSON-RPC result (JSON,
+// Content-Length, keep-alive): initialize gets an initialize result, a message
+// without an id gets 202, anything else a tools/call-shaped echo result.
+class RefServer {
+ public:
+  ~RefServer() { stop(); }
+  int start() {
+    lfd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    ::setsockopt(lfd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::bind(lfd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(lfd_, 1024) != 0) return -1;
+    socklen_t len = sizeof a;
+    ::getsockname(lfd_, reinterpret_cast<sockaddr*>(&a), &len);
+    ep_ = ::epoll_create1(EPOLL_CLOEXEC);
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = lfd_;
+    ::epoll_ctl(ep_, EPOLL_CTL_ADD, lfd_, &ev);
+    th_ = std::thread([this] { loop(); });
+    return ntohs(a.sin_port);
+  }
+  void stop() {
+    if (!th_.joinable()) return;
+    stop_ = true;
+    th_.join();
+    for (auto& [fd, c] : conns_) ::close(fd);
+    conns_.clear();
+    ::close(ep_);
+    ::close(lfd_);
+  }
+  uint64_t answered() const { return answered_.load(); }
+
+ private:
+  struct Conn {
+    std::string in, out;
+    bool want_out = false;
+  };
+
+  static std::string id_of(std::string_view body) {
+    auto at = body.find("\"id\":");
+    if (at == std::string_view::npos) return {};
+    size_t s = at + 5;
+    while (s < body.size() && body[s] == ' ') ++s;
+    size_t e = s;
+    if (e < body.size() && body[e] == '"') {
+      e = body.find('"', e + 1);
+      if (e == std::string_view::npos) return {};
+      ++e;
+    } else {
+      while (e < body.size() && body[e] != ',' && body[e] != '}' && body[e] != ' ') ++e;
+    }
+    return std::string(body.substr(s, e - s));
+  }
+
+  static void answer(std::string_view body, std::string& out) {
+    std::string id = id_of(body);
+    if (id.empty()) {
+      out += "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n";
+      return;
+    }
+    std::string json;
+    if (body.find("\"method\":\"initialize\"") != std::string_view::npos)
+      json = R"({"jsonrpc":"2.0","id":)" + id +
+             R"(,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"ref","version":"1"}}})";
+    else
+      json = R"({"jsonrpc":"2.0","id":)" + id + R"(,"result":{"content":[{"type":"text","text":"hello"}]}})";
+    out += "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(json.size()) +
+           "\r\n\r\n" + json;
+  }
+
+  void close_conn(int fd) {
+    ::epoll_ctl(ep_, EPOLL_CTL_DEL, fd, nullptr);
+    ::close(fd);
+    conns_.erase(fd);
+  }
+
+  void loop() {
+    std::vector<epoll_event> evs(256);
+    char buf[16384];
+    while (!stop_) {
+      int n = ::epoll_wait(ep_, evs.data(), static_cast<int>(evs.size()), 100);
+      for (int k = 0; k < n; ++k) {
+        int fd = evs[k].data.fd;
+        if (fd == lfd_) {
+          for (;;) {
+            int c = ::accept4(lfd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (c < 0) break;
+            int one = 1;
+            ::setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            epoll_event ev{};
+            ev.events = EPOLLIN;
+            ev.data.fd = c;
+            ::epoll_ctl(ep_, EPOLL_CTL_ADD, c, &ev);
+            conns_[c];
+          }
+          continue;
+        }
+        auto it = conns_.find(fd);
+        if (it == conns_.end()) continue;
+        Conn& c = it->second;
+        if (evs[k].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+          ssize_t r = ::recv(fd, buf, sizeof buf, 0);
+          if (r == 0 || (r < 0 && errno != EAGAIN)) {
+            close_conn(fd);
+            continue;
+          }
+          if (r > 0) c.in.append(buf, static_cast<size_t>(r));
+          // Every complete request in the buffer.
+          for (;;) {
+            size_t he = c.in.find("\r\n\r\n");
+            if (he == std::string::npos) break;
+            std::string_view head(c.in.data(), he + 2);
+            size_t len = 0;
+            if (auto cl = header_value(head, "content-length")) len = std::strtoul(std::string(*cl).c_str(), nullptr, 10);
+            if (c.in.size() < he + 4 + len) break;
+            answer(std::string_view(c.in).substr(he + 4, len), c.out);
+            answered_++;
+            c.in.erase(0, he + 4 + len);
+          }
+        }
+        if (!c.out.empty()) {
+          ssize_t w = ::send(fd, c.out.data(), c.out.size(), MSG_NOSIGNAL);
+          if (w < 0 && errno != EAGAIN) {
+            close_conn(fd);
+            continue;
+          }
+          if (w > 0) c.out.erase(0, static_cast<size_t>(w));
+        }
+        bool want = !c.out.empty();
+        if (want != c.want_out) {
+          epoll_event ev{};
+          ev.events = EPOLLIN | (want ? EPOLLOUT : 0u);
+          ev.data.fd = fd;
+          ::epoll_ctl(ep_, EPOLL_CTL_MOD, fd, &ev);
+          c.want_out = want;
+        }
+      }
+    }
+  }
+
+  int lfd_ = -1, ep_ = -1;
+  std::thread th_;
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> answered_{0};
+  std::unordered_map<int, Conn> conns_;
+};
+
+// ---- nginx, configured and started by this tool ------------------------------
+
+int free_loopback_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int port = -1;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+    socklen_t len = sizeof a;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    port = ntohs(a.sin_port);
+  }
+  ::close(fd);
+  return port;
+}
+
+pid_t parent_of(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string all((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  auto rp = all.rfind(')');
+  if (rp == std::string::npos || rp + 4 >= all.size()) return -1;
+  // ") S ppid ..."
+  return static_cast<pid_t>(std::atol(all.c_str() + rp + 4));
+}
+
+class Nginx {
+ public:
+  ~Nginx() { stop(); }
+
+  // Writes the config and starts nginx; up to 3 attempts with a fresh port.
+  bool start(const std::string& bin, int upstream_port, std::string& why) {
+    char tmpl[] = "/tmp/msb-nginx-XXXXXX";
+    if (!::mkdtemp(tmpl)) {
+      why = "mkdtemp failed";
+      return false;
+    }
+    dir_ = tmpl;
+    std::snprintf(g_nginx_dir, sizeof g_nginx_dir, "%s", dir_.c_str());
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      port_ = free_loopback_port();
+      write_conf(upstream_port);
+      if (launch(bin, why)) return true;
+      stop_master();
+    }
+    return false;
+  }
+
+  int port() const { return port_; }
+  const std::string& dir() const { return dir_; }
+
+  // The worker processes: children of the master.
+  std::vector<pid_t> workers() const {
+    std::vector<pid_t> out;
+    if (master_ <= 0) return out;
+    std::error_code ec;
+    for (auto& e : std::filesystem::directory_iterator("/proc", ec)) {
+      const std::string name = e.path().filename().string();
+      if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+      pid_t p = static_cast<pid_t>(std::atol(name.c_str()));
+      if (parent_of(p) == master_) out.push_back(p);
+    }
+    return out;
+  }
+
+  void stop() {
+    stop_master();
+    if (!dir_.empty()) {
+      std::error_code ec;
+      std::filesystem::remove_all(dir_, ec);
+      dir_.clear();
+      g_nginx_dir[0] = 0;
+    }
+  }
+
+ private:
+  void write_conf(int upstream_port) {
+    std::filesystem::create_directories(dir_ + "/tmp");
+    std::ofstream f(dir_ + "/nginx.conf", std::ios::trunc);
+    f << "# written by mcp-bridge-cpu\n"
+         "worker_processes 1;\n"
+         "daemon off;\n"
+         "pid " << dir_ << "/nginx.pid;\n"
+         "error_log " << dir_ << "/error.log warn;\n"
+         "events { worker_connections 4096; }\n"
+         "http {\n"
+         "  access_log off;\n"
+         "  client_body_temp_path " << dir_ << "/tmp/body;\n"
+         "  proxy_temp_path " << dir_ << "/tmp/proxy;\n"
+         "  upstream mcp {\n"
+         "    server 127.0.0.1:" << upstream_port << ";\n"
+         "    keepalive 128;\n"
+         "  }\n"
+         "  server {\n"
+         "    listen 127.0.0.1:" << port_ << ";\n"
+         "    location /mcp {\n"
+         "      proxy_pass http://mcp;\n"
+         "      proxy_http_version 1.1;\n"
+         "      proxy_set_header Connection \"\";\n"
+         "      proxy_buffering off;\n"
+         "    }\n"
+         "  }\n"
+         "}\n";
+  }
+
+  bool launch(const std::string& bin, std::string& why) {
+    std::string conf = dir_ + "/nginx.conf", prefix = dir_ + "/", out = dir_ + "/stderr.log";
+    pid_t pid = ::fork();
+    if (pid < 0) {
+      why = "fork failed";
+      return false;
+    }
+    if (pid == 0) {
+      ::setpgid(0, 0);
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      int fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      if (fd >= 0) {
+        ::dup2(fd, 1);
+        ::dup2(fd, 2);
+      }
+      int nul = ::open("/dev/null", O_RDONLY);
+      if (nul >= 0) ::dup2(nul, 0);
+      ::execl(bin.c_str(), bin.c_str(), "-c", conf.c_str(), "-p", prefix.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    ::setpgid(pid, pid);
+    master_ = pid;
+    g_nginx_pgid = pid;
+    // Ready when the port accepts and a worker exists (bounded: 5 s).
+    auto d = Deadline::after(5s);
+    while (!d.reached()) {
+      int st;
+      if (::waitpid(pid, &st, WNOHANG) == pid) {
+        master_ = -1;
+        g_nginx_pgid = -1;
+        std::ifstream e(out), l(dir_ + "/error.log");
+        std::string text((std::istreambuf_iterator<char>(e)), std::istreambuf_iterator<char>());
+        std::string text2((std::istreambuf_iterator<char>(l)), std::istreambuf_iterator<char>());
+        why = "nginx exited (status " + std::to_string(WIFEXITED(st) ? WEXITSTATUS(st) : -1) +
+              (WIFEXITED(st) && WEXITSTATUS(st) == 127 ? ", could not exec" : "") + "): " + text + text2;
+        return false;
+      }
+      int fd = connect_loopback(port_, false);
+      if (fd >= 0) {
+        ::close(fd);
+        if (!workers().empty()) return true;
+      }
+      std::this_thread::sleep_for(20ms);
+    }
+    why = "nginx did not accept on 127.0.0.1:" + std::to_string(port_) + " within 5 s";
+    return false;
+  }
+
+  void stop_master() {
+    if (master_ <= 0) return;
+    ::kill(-master_, SIGTERM);  // fast shutdown of master and workers (one process group)
+    for (int i = 0; i < 300; ++i) {
+      int st;
+      if (::waitpid(master_, &st, WNOHANG) == master_) break;
+      std::this_thread::sleep_for(10ms);
+    }
+    ::kill(-master_, SIGKILL);  // whatever is left of the group
+    ::waitpid(master_, nullptr, WNOHANG);
+    master_ = -1;
+    g_nginx_pgid = -1;
+  }
+
+  std::string dir_;
+  int port_ = -1;
+  pid_t master_ = -1;
+};
+
+// ---- the client load ------------------------------------------------------------
+
+struct CellResult {
+  uint64_t calls = 0, errors = 0, reconnects = 0;
+  double secs = 0, cpu_us = 0, p50_us = 0;
+  bool ok = false;
+  std::string why;
+  double cpu_per_call() const { return calls ? cpu_us / static_cast<double>(calls) : 0; }
+  double calls_per_s() const { return secs > 0 ? static_cast<double>(calls) / secs : 0; }
+};
+
+// Drives `nconn` keep-alive connections to 127.0.0.1:port, one tools/call in
+// flight on each, for warmup + window; counts calls and reads `cpu()` (µs)
+// at the window's two ends. With `mcp_session`, each connection first opens
+// its own MCP session (initialize + notifications/initialized).
+template <class CpuFn>
+CellResult run_cell(int port, int nconn, bool mcp_session, CpuFn cpu, std::chrono::milliseconds warmup,
+                    std::chrono::milliseconds window) {
+  CellResult res;
+  struct C {
+    int fd = -1;
+    std::string sid, out, in;
+    size_t off = 0;
+    long seq = 0;
+    bool want_out = false;
+    Clock::time_point sent;
+  };
+  std::vector<C> cs(static_cast<size_t>(nconn));
+  auto close_all = [&] {
+    for (auto& c : cs)
+      if (c.fd >= 0) ::close(c.fd);
+  };
+  // Setup, outside the measurement: connect (and open the MCP session).
+  for (auto& c : cs) {
+    c.fd = connect_loopback(port, false);
+    if (c.fd < 0) {
+      res.why = "connect failed";
+      close_all();
+      return res;
+    }
+    if (mcp_session) {
+      Response r;
+      if (!exchange(c.fd, post(port, "", kInit), r, Deadline::after(10s)) || r.status != 200 || r.sid.empty()) {
+        res.why = "initialize failed (HTTP " + std::to_string(r.status) + ")";
+        close_all();
+        return res;
+      }
+      c.sid = r.sid;
+      if (!exchange(c.fd, post(port, c.sid, R"({"jsonrpc":"2.0","method":"notifications/initialized"})"), r,
+                    Deadline::after(10s)) ||
+          r.status != 202) {
+        res.why = "notifications/initialized not accepted (HTTP " + std::to_string(r.status) + ")";
+        close_all();
+        return res;
+      }
+      if (r.close) {  // the server ended the connection: start the loop on a new one
+        ::close(c.fd);
+        c.fd = connect_loopback(port, false);
+        if (c.fd < 0) {
+          res.why = "reconnect failed";
+          close_all();
+          return res;
+        }
+      }
+    }
+    set_nonblocking(c.fd);
+  }
+
+  int ep = ::epoll_create1(EPOLL_CLOEXEC);
+  auto arm = [&](size_t i, bool add) {
+    epoll_event ev{};
+    ev.events = EPOLLIN | (cs[i].want_out ? EPOLLOUT : 0u);
+    ev.data.u64 = i;
+    ::epoll_ctl(ep, add ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, cs[i].fd, &ev);
+  };
+  uint64_t calls = 0, errors = 0, reconnects = 0;
+  bool in_window = false;
+  std::vector<double> lat;
+  lat.reserve(1 << 16);
+  auto flush = [&](size_t i) -> bool {
+    C& c = cs[i];
+    while (c.off < c.out.size()) {
+      ssize_t n = ::send(c.fd, c.out.data() + c.off, c.out.size() - c.off, MSG_NOSIGNAL);
+      if (n > 0) {
+        c.off += static_cast<size_t>(n);
+        continue;
+      }
+      if (n < 0 && (errno == EAGAIN || errno == ENOTCONN || errno == EINPROGRESS)) break;
+      return false;
+    }
+    bool want = c.off < c.out.size();
+    if (want != c.want_out) {
+      c.want_out = want;
+      arm(i, false);
+    }
+    return true;
+  };
+  auto send_next = [&](size_t i) -> bool {
+    C& c = cs[i];
+    ++c.seq;
+    c.out = post(port, c.sid, call_body(static_cast<int>(c.seq), "echo", R"({"text":"hello"})"));
+    c.off = 0;
+    c.in.clear();
+    c.sent = Clock::now();
+    return flush(i);
+  };
+  auto reopen = [&](size_t i) {
+    C& c = cs[i];
+    ::epoll_ctl(ep, EPOLL_CTL_DEL, c.fd, nullptr);
+    ::close(c.fd);
+    ++reconnects;
+    c.fd = connect_loopback(port, true);
+    c.want_out = true;  // writable once connected
+    if (c.fd >= 0) arm(i, true);
+  };
+  for (size_t i = 0; i < cs.size(); ++i) {
+    arm(i, true);
+    if (!send_next(i)) {
+      reopen(i);
+      send_next(i);
+    }
+  }
+
+  auto t_start = Clock::now();
+  auto t_win = t_start + warmup, t_end = t_win + window;
+  Clock::time_point w0{};
+  uint64_t calls0 = 0, errors0 = 0, rec0 = 0;
+  double cpu0 = 0;
+  std::vector<epoll_event> evs(512);
+  char buf[16384];
+  for (;;) {
+    auto now = Clock::now();
+    if (!in_window && now >= t_win) {
+      cpu0 = cpu();
+      w0 = Clock::now();
+      calls0 = calls;
+      errors0 = errors;
+      rec0 = reconnects;
+      in_window = true;
+    }
+    if (now >= t_end) {
+      double cpu1 = cpu();
+      auto w1 = Clock::now();
+      res.calls = calls - calls0;
+      res.errors = errors - errors0;
+      res.reconnects = reconnects - rec0;
+      res.cpu_us = cpu1 - cpu0;
+      res.secs = std::chrono::duration<double>(w1 - w0).count();
+      break;
+    }
+    auto next = in_window ? t_end : t_win;
+    int wait_ms = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(next - now).count()) + 1;
+    int n = ::epoll_wait(ep, evs.data(), static_cast<int>(evs.size()), std::min(wait_ms, 100));
+    for (int k = 0; k < n; ++k) {
+      size_t i = evs[k].data.u64;
+      C& c = cs[i];
+      if (c.fd < 0) continue;
+      if ((evs[k].events & EPOLLOUT) && c.want_out) {
+        if (!flush(i)) {
+          ++errors;
+          reopen(i);
+          if (c.fd >= 0) send_next(i);
+          continue;
+        }
+      }
+      if (!(evs[k].events & (EPOLLIN | EPOLLHUP | EPOLLERR))) continue;
+      ssize_t r = ::recv(c.fd, buf, sizeof buf, 0);
+      if (r < 0 && errno == EAGAIN) continue;
+      bool eof = r <= 0;
+      if (r > 0) c.in.append(buf, static_cast<size_t>(r));
+      Response resp;
+      long used = parse_response(c.in, resp);
+      bool complete = used > 0 || (eof && resp.to_eof);
+      if (complete) {
+        if (resp.to_eof) resp.body = c.in.substr(c.in.find("\r\n\r\n") + 4);
+        std::string want_id = "\"id\":" + std::to_string(c.seq);
+        bool good = resp.status == 200 && resp.body.find(want_id) != std::string::npos &&
+                    resp.body.find("\"result\"") != std::string::npos;
+        if (good) {
+          ++calls;
+          if (in_window)
+            lat.push_back(std::chrono::duration<double, std::micro>(Clock::now() - c.sent).count());
+        } else {
+          ++errors;
+        }
+        if (resp.close || eof) reopen(i);
+        if (cs[i].fd >= 0 && !send_next(i)) {
+          ++errors;
+          reopen(i);
+          if (cs[i].fd >= 0) send_next(i);
+        }
+      } else if (eof || used < 0) {
+        ++errors;  // the call was lost with its connection
+        reopen(i);
+        if (cs[i].fd >= 0) send_next(i);
+      }
+    }
+  }
+  ::close(ep);
+  close_all();
+  res.p50_us = percentile(lat, 0.5);
+  // A figure over failed calls would be no figure: more than 1 % fails the cell.
+  res.ok = res.calls > 0 && res.errors * 100 <= res.calls;
+  if (res.calls == 0) res.why = "no call completed in the window (" + std::to_string(res.errors) + " errors)";
+  else if (!res.ok) res.why = "more than 1 % of the calls failed";
+  return res;
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"mcp-bridge-cpu: bridge CPU per warm tools/call against nginx CPU per proxied MCP call, "
+               "same run, same client load"};
+  std::string bridge_bin = "./build-release/mcp-sse-bridge";
+  std::string nginx_bin = "/usr/sbin/nginx";
+  std::string conc = "10,50";
+  int rounds = 3, warmup_ms = 400, window_ms = 2500, max_seconds = 240;
+  double target = 1.5;
+  std::vector<std::string> bridge_flags;
+  app.add_option("--bridge", bridge_bin, "Path of the mcp-sse-bridge binary")->capture_default_str();
+  app.add_option("--nginx", nginx_bin, "Path of the nginx binary")->capture_default_str();
+  app.add_option("--concurrency", conc, "Client connections per cell, comma-separated")->capture_default_str();
+  app.add_option("--rounds", rounds, "Rounds (each: nginx and bridge at every concurrency)")->capture_default_str();
+  app.add_option("--warmup-ms", warmup_ms, "Warm-up of each cell before the measured window")->capture_default_str();
+  app.add_option("--window-ms", window_ms, "Measured window of each cell")->capture_default_str();
+  app.add_option("--target", target, "Target: bridge CPU per call / nginx CPU per call at most this")
+      ->capture_default_str();
+  app.add_option("--max-seconds", max_seconds, "Bound on the whole run; children are killed after it")
+      ->capture_default_str();
+  app.add_option("--bridge-flag", bridge_flags,
+                 "Bridge flag (repeatable; replaces the defaults --pool-size 128 --pool-fillers 4 "
+                 "--worker-threads 256 --max-inflight 200), e.g. --bridge-flag=--pool-size=64");
+  CLI11_PARSE(app, argc, argv);
+  if (bridge_flags.empty())
+    bridge_flags = {"--pool-size", "128", "--pool-fillers", "4", "--worker-threads", "256", "--max-inflight", "200"};
+  std::vector<int> levels;
+  {
+    std::stringstream ss(conc);
+    std::string item;
+    while (std::getline(ss, item, ',')) levels.push_back(std::stoi(item));
+  }
+  ::signal(SIGPIPE, SIG_IGN);
+  ::signal(SIGINT, on_fatal_signal);
+  ::signal(SIGTERM, on_fatal_signal);
+  ::signal(SIGALRM, on_fatal_signal);
+  ::alarm(static_cast<unsigned>(max_seconds));
+  msb::log::set_level(msb::log::Level::kError);
+
+  // The two upstreams, in this process.
+  RefServer ref;
+  int ref_port = ref.start();
+  example::Options opt;
+  opt.threads = 512;
+  example::LegacyServer legacy(opt);
+  int legacy_port = legacy.start("127.0.0.1", 0);
+  if (ref_port <= 0 || legacy_port <= 0) {
+    std::fprintf(stderr, "mcp-bridge-cpu: error: cannot start the upstream servers\n");
+    return 2;
+  }
+
+  Nginx nginx;
+  std::string why;
+  if (!nginx.start(nginx_bin, ref_port, why)) {
+    std::fprintf(stderr, "mcp-bridge-cpu: error: cannot start nginx (%s): %s\n", nginx_bin.c_str(), why.c_str());
+    return 2;
+  }
+  // A fresh bridge per cell: pooled upstream sessions of the previous cell's
+  // (departed) clients would otherwise fill --pool-size for up to
+  // --pool-max-idle-age and push the new clients' calls to cold.
+  Child bridge;
+  auto restart_bridge = [&]() {
+    g_bridge_pid = -1;
+    bridge.stop();
+    if (!start_bridge(bridge, bridge_bin, legacy_port, bridge_flags)) {
+      std::fprintf(stderr, "mcp-bridge-cpu: error: cannot start the bridge (%s)\n", bridge_bin.c_str());
+      kill_children_now();  // nginx's process group
+      remove_nginx_dir_now();
+      std::exit(2);
+    }
+    g_bridge_pid = bridge.pid;
+  };
+  restart_bridge();
+
+  auto nginx_cpu = [&] {
+    double s = 0;
+    for (pid_t w : nginx.workers()) s += cpu_us(w);
+    return s;
+  };
+  auto bridge_cpu = [&] { return cpu_us(bridge.pid); };
+
+  std::printf("mcp-bridge-cpu: %u cores; nginx %s (1 worker, upstream keepalive, proxy_buffering off) -> "
+              "reference Streamable HTTP server; bridge -> example legacy server; tool: echo\n",
+              std::thread::hardware_concurrency(), nginx_bin.c_str());
+  std::printf("%d rounds; each cell: %d ms warm-up, %d ms measured; CPU = utime+stime from /proc\n\n", rounds,
+              warmup_ms, window_ms);
+  std::printf("%-5s %-5s %-6s %10s %8s %12s %8s %8s %8s\n", "round", "conc", "target", "calls/s", "p50 us",
+              "CPU us/call", "calls", "errors", "reconn");
+  std::fflush(stdout);
+
+  std::vector<std::vector<double>> ratios(levels.size());
+  std::vector<std::vector<double>> ng_cpu(levels.size()), br_cpu(levels.size());
+  bool failed = false;
+  auto row = [](int round, int c, const char* name, const CellResult& r) {
+    std::printf("%-5d %-5d %-6s %10.0f %8.0f %12.1f %8llu %8llu %8llu%s%s\n", round, c, name, r.calls_per_s(),
+                r.p50_us, r.cpu_per_call(), static_cast<unsigned long long>(r.calls),
+                static_cast<unsigned long long>(r.errors), static_cast<unsigned long long>(r.reconnects),
+                r.ok ? "" : "  FAILED: ", r.ok ? "" : r.why.c_str());
+    std::fflush(stdout);
+  };
+  auto wu = std::chrono::milliseconds(warmup_ms), win = std::chrono::milliseconds(window_ms);
+  for (int round = 1; round <= rounds; ++round) {
+    for (size_t li = 0; li < levels.size(); ++li) {
+      int c = levels[li];
+      CellResult n = run_cell(nginx.port(), c, false, nginx_cpu, wu, win);
+      row(round, c, "nginx", n);
+      if (round > 1 || li > 0) restart_bridge();
+      CellResult b = run_cell(bridge.port, c, true, bridge_cpu, wu, win);
+      row(round, c, "bridge", b);
+      if (!n.ok || !b.ok || n.cpu_per_call() <= 0) {
+        failed = true;
+        continue;
+      }
+      double ratio = b.cpu_per_call() / n.cpu_per_call();
+      ratios[li].push_back(ratio);
+      ng_cpu[li].push_back(n.cpu_per_call());
+      br_cpu[li].push_back(b.cpu_per_call());
+      std::printf("%-5d %-5d ratio  bridge/nginx CPU per call = %.2fx\n", round, c, ratio);
+      std::fflush(stdout);
+    }
+  }
+
+  std::printf("\n");
+  bool all_met = !failed;
+  for (size_t li = 0; li < levels.size(); ++li) {
+    int c = levels[li];
+    if (ratios[li].empty()) {
+      std::printf("c%d: no complete round\n", c);
+      std::printf("TARGET|cpu-c%d|bridge CPU per warm call / nginx CPU per proxied call, c%d|<= %.2fx|n/a|MISSED\n",
+                  c, c, target);
+      all_met = false;
+      continue;
+    }
+    double m = median(ratios[li]);
+    std::string each;
+    for (double r : ratios[li]) {
+      char one[32];
+      std::snprintf(one, sizeof one, "%s%.2f", each.empty() ? "" : ", ", r);
+      each += one;
+    }
+    bool met = m <= target;
+    all_met = all_met && met;
+    std::printf("c%d: bridge CPU per warm call / nginx CPU per proxied call = %.2f\u00d7 (target \u2264 %.1f)  "
+                "median of [%s]; nginx %.1f us/call, bridge %.1f us/call (medians)  %s\n",
+                c, m, target, each.c_str(), median(ng_cpu[li]), median(br_cpu[li]), met ? "MET" : "MISSED");
+    char measured[64];
+    std::snprintf(measured, sizeof measured, "%.2fx", m);
+    std::printf("TARGET|cpu-c%d|bridge CPU per warm call / nginx CPU per proxied call, c%d|<= %.2fx|%s|%s\n", c, c,
+                target, measured, met ? "MET" : "MISSED");
+  }
+  std::fflush(stdout);
+  bridge.stop();
+  g_bridge_pid = -1;
+  nginx.stop();
+  legacy.stop();
+  ref.stop();
+  return failed ? 2 : (all_met ? 0 : 1);
+}
