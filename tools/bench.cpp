@@ -296,8 +296,8 @@ int main(int argc, char** argv) {
   direct_cfg.sse_url = *msb::parse_url("http://127.0.0.1:" + std::to_string(up_port) + "/sse");
 
   Child cold, warm;
-  if (!start_bridge(cold, bridge_bin, up_port, {"--pool-size", "0", "--worker-threads", "256", "--max-inflight", "200"}) ||
-      !start_bridge(warm, bridge_bin, up_port, {"--pool-size", "128", "--pool-fillers", "4", "--worker-threads", "256", "--max-inflight", "200"})) {
+  if (!start_bridge(cold, bridge_bin, up_port, {"--pool-size", "0", "--max-inflight", "200"}) ||
+      !start_bridge(warm, bridge_bin, up_port, {"--pool-size", "128", "--pool-fillers", "4", "--max-inflight", "200"})) {
     std::fprintf(stderr, "mcp-bridge-bench: error: cannot start %s\n", bridge_bin.c_str());
     return 1;
   }
@@ -425,7 +425,7 @@ int main(int argc, char** argv) {
       // (departed) clients would otherwise fill --pool-size for up to
       // --pool-max-idle-age and push the new clients' calls to cold.
       const std::vector<std::string> ts_bridge_flags = {"--pool-size", "128", "--pool-fillers", "4",
-                                                        "--worker-threads", "256", "--max-inflight", "200"};
+                                                        "--max-inflight", "200"};
       msb::UpstreamConfig ts_cfg;
       ts_cfg.sse_url = *msb::parse_url("http://127.0.0.1:" + std::to_string(ts.port) + "/sse");
       auto ts_direct = [&](int) {

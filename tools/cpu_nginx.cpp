@@ -792,10 +792,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--bridge-flag", bridge_flags,
                  "Bridge flag (repeatable; replaces the defaults --pool-size 128 --pool-fillers 4 "
-                 "--worker-threads 256 --max-inflight 200), e.g. --bridge-flag=--pool-size=64");
+                 "--max-inflight 200), e.g. --bridge-flag=--pool-size=64");
   CLI11_PARSE(app, argc, argv);
   if (bridge_flags.empty())
-    bridge_flags = {"--pool-size", "128", "--pool-fillers", "4", "--worker-threads", "256", "--max-inflight", "200"};
+    bridge_flags = {"--pool-size", "128", "--pool-fillers", "4", "--max-inflight", "200"};
   std::vector<int> levels;
   {
     std::stringstream ss(conc);

@@ -213,7 +213,7 @@ int main(int argc, char** argv) {
   if (!start_bridge(bridge, bridge_bin, relay->port(),
                     {"--request-timeout", "3s", "--connect-timeout", "1s", "--endpoint-timeout",
                      "1s", "--initialize-timeout", "1s", "--ping-interval", "1s", "--ping-timeout",
-                     "700ms", "--pool-max-idle-age", "5s", "--worker-threads", "64",
+                     "700ms", "--pool-max-idle-age", "5s",
                      "--max-inflight", "48", "--post-timeout", "1s", "--idle-probe-after", "500ms",
                      "--idle-probe-timeout", "500ms"})) {
     std::fprintf(stderr, "soak: bridge did not start (%s)\n", bridge_bin.c_str());
