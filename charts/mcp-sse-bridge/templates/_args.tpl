@@ -52,7 +52,8 @@ tests/chart/chart_test.mjs runs the real binary with these args
 - {{ printf "--pool-reuse=%v" .Values.pool.reuse | quote }}
 - {{ printf "--keepalive-interval=%v" $s.keepaliveInterval | quote }}
 - {{ printf "--max-body-size=%v" $s.maxBodySize | quote }}
-- {{ printf "--worker-threads=%v" $s.workerThreads | quote }}
+- {{ printf "--loop-threads=%v" $s.loopThreads | quote }}
+- {{ printf "--max-connections=%v" $s.maxConnections | quote }}
 - {{ printf "--max-inflight=%v" $s.maxInflight | quote }}
 - {{ printf "--max-calls-per-session=%v" $s.maxCallsPerSession | quote }}
 - {{ printf "--max-revoked-sessions=%v" $s.maxRevokedSessions | quote }}
