@@ -113,10 +113,11 @@ asio::awaitable<Status> UpstreamChannel::open_impl(Deadline connect_deadline,
   co_return Ok{};
 }
 
-asio::awaitable<std::optional<BridgeError>> UpstreamChannel::preconnect_post(Deadline d) {
+// Its failure is not open()'s: post() connects again and reports what it finds.
+asio::awaitable<bool> UpstreamChannel::preconnect_post(Deadline d) {
   co_await asio::this_coro::throw_if_cancelled(false);  // this child's own entry point
   auto st = co_await post_.connect(cfg_.sse_url, d);
-  co_return st.ok() ? std::nullopt : std::optional<BridgeError>(st.error());
+  co_return st.ok();
 }
 
 asio::awaitable<std::optional<BridgeError>> UpstreamChannel::open_stream(Deadline connect_deadline,

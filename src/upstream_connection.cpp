@@ -294,6 +294,7 @@ asio::awaitable<Status> UpstreamConnection::connect_impl(const Url& origin, Dead
   reusable_ = false;
   body_done_ = true;
   peer_closed_ = false;
+  pending_error_.reset();
   parser_->buf.clear();
   origin_ = origin;
   const std::string where = origin.host + ":" + std::to_string(origin.port);
@@ -538,6 +539,11 @@ asio::awaitable<Expected<bool>> UpstreamConnection::read_body(std::string& out, 
 }
 
 asio::awaitable<Expected<bool>> UpstreamConnection::read_body_impl(std::string& out, Deadline d) {
+  if (pending_error_) {
+    auto e = std::move(*pending_error_);
+    pending_error_.reset();
+    co_return e;
+  }
   if (body_done_) co_return true;
   for (;;) {
     auto& p = *parser_->p;
@@ -556,7 +562,10 @@ asio::awaitable<Expected<bool>> UpstreamConnection::read_body_impl(std::string& 
       if (pec == http::error::need_buffer || pec == http::error::need_more) pec = {};
       if (pec) {
         close();
-        co_return make_error(ErrorKind::kProtocol, Phase::kConnect, "upstream HTTP body: " + pec.message());
+        auto e = make_error(ErrorKind::kProtocol, Phase::kConnect, "upstream HTTP body: " + pec.message());
+        if (got == 0) co_return e;
+        pending_error_ = std::move(e);  // hand over the good bytes first
+        co_return false;
       }
       if (p.is_done()) {
         body_done_ = true;

@@ -97,7 +97,7 @@ class UpstreamChannel {
                                     Deadline outer);
   asio::awaitable<std::optional<BridgeError>> open_stream(Deadline connect_deadline,
                                                           Duration endpoint_timeout, Deadline outer);
-  asio::awaitable<std::optional<BridgeError>> preconnect_post(Deadline d);
+  asio::awaitable<bool> preconnect_post(Deadline d);
   asio::awaitable<Status> post_impl(std::string_view json, Deadline d, Phase phase);
   asio::awaitable<Expected<Message>> next_message_impl(Deadline d, Phase phase);
   // Reads one more piece of the SSE stream and parses it (inbox_, endpoint_).

@@ -24,6 +24,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -144,6 +145,7 @@ class UpstreamConnection {
   bool reusable_ = false;
   bool body_done_ = true;
   bool peer_closed_ = false;
+  std::optional<BridgeError> pending_error_;  // reported by the next read_body()
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
