@@ -1,0 +1,123 @@
+// UpstreamChannel: one legacy HTTP+SSE (2024-11-05) upstream session on an
+// event loop: a `GET <sse-url>` stream plus POSTs to the endpoint it
+// announces. The asynchronous counterpart of UpstreamSession, with the same
+// error kinds and phases; like it, it does not care whether it serves one
+// call or many.
+//
+// Every wait takes a Deadline and returns by it. The caller runs these
+// coroutines bound to its cancellation_signal slot: a terminal cancellation
+// ends a pending open/post/next_message at once with kCancelled (never
+// reported as a timeout). No exception escapes.
+//
+// Threading: construct, use and destroy on the loop thread of the executor
+// given to the constructor (also abort()). At most one next_message() or
+// refresh_idle() and at most one post() at a time; a post() may run while a
+// next_message() waits (the two use separate connections). Destroy only once
+// no coroutine is suspended in it: abort() (or cancel) first, let them end.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "mcp_sse_bridge/config.h"
+#include "mcp_sse_bridge/deadline.h"
+#include "mcp_sse_bridge/error.h"
+#include "mcp_sse_bridge/jsonrpc.h"
+#include "mcp_sse_bridge/sse_parser.h"
+#include "mcp_sse_bridge/upstream_connection.h"
+
+namespace msb {
+
+class UpstreamChannel {
+ public:
+  // `cfg` must outlive the channel. `extra_headers`: full "Name: value\r\n"
+  // lines (static + forwarded client headers) sent on the GET and on every POST.
+  UpstreamChannel(asio::any_io_executor ex, const UpstreamConfig& cfg, std::string extra_headers);
+  ~UpstreamChannel();
+  UpstreamChannel(const UpstreamChannel&) = delete;
+  UpstreamChannel& operator=(const UpstreamChannel&) = delete;
+
+  // Connects, sends the SSE GET and checks its reply (200, text/event-stream;
+  // bounded by connect_deadline), then waits for the `endpoint` event for at
+  // most endpoint_timeout after that, never past `outer`. The endpoint must be
+  // on the SSE URL's origin unless allow_foreign_endpoint (SSRF guard). Meanwhile the
+  // POST connection to the SSE URL's origin is opened alongside (its failure
+  // is not open()'s: post() reconnects). Messages that arrive before the
+  // endpoint are kept for next_message(). Errors: phase kConnect
+  // (kUnreachable, kTimeout, kRejected with the HTTP status, kProtocol,
+  // kClosed) or kEndpoint (kTimeout "no `endpoint` event within …", kClosed,
+  // kProtocol, kEndpointRefused); kCancelled when cancelled.
+  asio::awaitable<Status> open(Deadline connect_deadline, Duration endpoint_timeout, Deadline outer);
+
+  // POSTs one JSON-RPC message to the endpoint (after a successful open());
+  // OK on any 2xx. Bounded by d; the response head must come within
+  // --post-timeout of sending (else kUnresponsive: a live legacy server
+  // answers 202 in milliseconds). A non-2xx is kRejected with the status; a
+  // 404 while the stream has ended is reported as the stream's kClosed.
+  // Errors carry `phase`. `json` must stay valid until the awaitable completes.
+  asio::awaitable<Status> post(std::string_view json, Deadline d, Phase phase);
+
+  // The next message from the stream, waiting up to d. A timeout is kTimeout
+  // with the given phase and is not fatal (the caller decides; a later call
+  // resumes the stream), nor is kCancelled. Stream end/reset is kClosed (or
+  // kUnresponsive when the kernel gave up on the peer: ETIMEDOUT); an
+  // oversized or malformed event, kProtocol. Once the stream has failed,
+  // every call fails the same way.
+  asio::awaitable<Expected<Message>> next_message(Deadline d, Phase phase);
+
+  // For a session that sat idle (pooled): reads whatever arrived meanwhile
+  // without waiting on the network, drops stale notifications (keeps
+  // requests such as an upstream ping), and returns false when the stream
+  // has ended or failed.
+  asio::awaitable<bool> refresh_idle();
+
+  // Closes both connections; pending waits end at once (kClosed "upstream
+  // session aborted"), and so does every later call.
+  void abort();
+
+  // Time of the last bytes received on the SSE stream (data or comment).
+  Clock::time_point last_activity() const { return last_rx_; }
+  const Url& endpoint() const { return endpoint_; }
+  std::string upstream_session_id() const;  // from the endpoint query, for logs
+  // The stream has ended or failed (every wait on it fails).
+  bool failed() const { return failed_.has_value(); }
+  asio::any_io_executor executor() const { return ex_; }
+
+  // Channels alive in this process (for --max-upstream-sessions and metrics).
+  static size_t open_count();
+
+ private:
+  asio::awaitable<Status> open_impl(Deadline connect_deadline, Duration endpoint_timeout,
+                                    Deadline outer);
+  asio::awaitable<std::optional<BridgeError>> open_stream(Deadline connect_deadline,
+                                                          Duration endpoint_timeout, Deadline outer);
+  asio::awaitable<bool> preconnect_post(Deadline d);
+  asio::awaitable<Status> post_impl(std::string_view json, Deadline d, Phase phase);
+  asio::awaitable<Expected<Message>> next_message_impl(Deadline d, Phase phase);
+  // Reads one more piece of the SSE stream and parses it (inbox_, endpoint_).
+  asio::awaitable<Status> read_more(Deadline d, Phase phase);
+  void on_event(SseEvent& ev, Phase phase);
+
+  asio::any_io_executor ex_;
+  const UpstreamConfig& cfg_;
+  std::string extra_headers_;
+  UpstreamConnection sse_;
+  UpstreamConnection post_;
+  SseParser parser_;
+  Url endpoint_;
+  bool have_endpoint_ = false;
+  bool reading_ = false;  // a read of the SSE stream is under way
+  bool aborted_ = false;
+  std::deque<Message> inbox_;
+  std::string body_;  // decoded SSE bytes not yet fed to the parser
+  std::optional<BridgeError> failed_;
+  Clock::time_point last_rx_;
+};
+
+}  // namespace msb

@@ -1,0 +1,152 @@
+// UpstreamConnection: one asynchronous HTTP/1.1 client connection to one
+// upstream origin, over NetStream (plain or TLS), on one event loop. Used for
+// the upstream SSE GET (a streamed body read piece by piece) and for the
+// upstream POSTs (kept alive between requests). The async counterpart of
+// HttpConnection (http_client.h); no MCP phases here: errors carry
+// Phase::kConnect and the caller sets its own.
+//
+// Every operation takes the Deadline that bounds it: a timer of the loop is
+// armed for it, and when it fires first the pending connect/read/write is
+// cancelled and the operation returns kTimeout (or kUnresponsive for the
+// head_timeout of request()). A cancellation of the awaiting coroutine (its
+// cancellation slot, terminal) ends a pending operation at once with
+// kCancelled, never reported as a timeout. No exception escapes: results are
+// values, also when the caller's coroutine has throw_if_cancelled(true).
+//
+// Threading: construct, use and destroy on the loop thread of the executor
+// given to the constructor. One operation at a time. Destroy only when no
+// operation is pending (close() first, then let the awaiting coroutine end).
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "mcp_sse_bridge/deadline.h"
+#include "mcp_sse_bridge/error.h"
+#include "mcp_sse_bridge/http_client.h"  // HttpHead, TcpOptions (shared with the blocking client)
+#include "mcp_sse_bridge/tls.h"
+#include "mcp_sse_bridge/url.h"
+
+namespace msb {
+
+namespace asio = boost::asio;
+class NetStream;
+
+class UpstreamConnection {
+ public:
+  // `tls`: how https origins are verified (nullptr: an https origin fails
+  // with kInternal). Not owned; must outlive the connection.
+  UpstreamConnection(asio::any_io_executor ex, const TlsClientOptions* tls, TcpOptions opt = {});
+  ~UpstreamConnection();
+  UpstreamConnection(const UpstreamConnection&) = delete;
+  UpstreamConnection& operator=(const UpstreamConnection&) = delete;
+
+  // Resolves origin.host (numeric addresses at once; names on the shared
+  // Resolver's bounded pool, resumed on this loop), connects to each address
+  // in turn with TCP_NODELAY and the TcpOptions (keepalive, TCP_USER_TIMEOUT),
+  // then for https runs the TLS handshake (SNI and certificate name checks
+  // for origin.host unless --upstream-insecure). Bounded by d and, when set,
+  // opt.connect_timeout. Closes any previous connection first.
+  // Errors: kUnreachable (refused, no route, name not found), kTimeout,
+  // kProtocol (TLS handshake or verification failed), kCancelled, kInternal.
+  asio::awaitable<Status> connect(const Url& origin, Deadline d);
+
+  // Sends one request to `origin` and reads the response head (1xx heads are
+  // skipped). Connects first when not connected to that origin, or when the
+  // kept-alive connection is closed or stale; a reused connection that fails
+  // before any response byte is replaced and the request resent once.
+  // `extra_headers` are full "Name: value\r\n" lines; Host and (except for a
+  // body-less GET) Content-Length are added. The strings must stay valid
+  // until the awaitable completes.
+  //
+  // Bounded by d; once the request is written, head_timeout (0 = none) bounds
+  // the wait for the head: kUnresponsive when it passes before d. Errors:
+  // those of connect(), kTimeout, kUnresponsive, kClosed (reset or closed
+  // before the head), kProtocol (malformed head, head over kMaxHeadBytes),
+  // kCancelled. After an error the connection is closed.
+  asio::awaitable<Expected<HttpHead>> request(const Url& origin, std::string_view method,
+                                              std::string_view target,
+                                              std::string_view extra_headers,
+                                              std::string_view body, Deadline d,
+                                              Millis head_timeout = Millis(0));
+
+  // After request(): reads the next piece of the decoded body (chunked,
+  // Content-Length or until close) and appends it to `out`; returns true once
+  // the body is complete (possibly with a last piece appended). Waits until
+  // at least one byte is decoded or the body ends.
+  // Errors: kTimeout (d passed; the connection stays usable: a later call
+  // resumes where this one stopped), kCancelled (likewise), kClosed (closed
+  // or reset in the middle of the body), kUnresponsive (the kernel gave up on
+  // the peer: ETIMEDOUT from keepalive probes or TCP_USER_TIMEOUT),
+  // kProtocol (malformed chunked coding).
+  asio::awaitable<Expected<bool>> read_body(std::string& out, Deadline d);
+
+  // Reads the whole body, at most `max` bytes (larger: kProtocol, closed).
+  asio::awaitable<Expected<std::string>> read_full_body(size_t max, Deadline d);
+
+  // Without waiting: false when the peer closed or reset an idle connection,
+  // or sent bytes nobody asked for (plain connections; a TLS connection with
+  // raw bytes pending is assumed alive, see request()'s resend).
+  bool idle_alive();
+  // True when bytes of the current body may be readable without waiting
+  // (buffered here, or pending on the socket; always true on TLS, whose
+  // engine may hold a record): a cheap test before a zero-deadline read.
+  bool maybe_readable();
+
+  // Closes the socket; a pending operation ends at once (kClosed).
+  void close();
+  bool connected() const;
+  // The origin of the last connect().
+  const Url& origin() const { return origin_; }
+  // Ready for a next request: freshly connected, or the last body is
+  // complete and the server allowed keep-alive.
+  bool reusable() const { return reusable_; }
+  // The last failure of read_body() was the peer closing the connection
+  // (EOF), not a reset or another socket error.
+  bool peer_closed() const { return peer_closed_; }
+  asio::any_io_executor executor() const { return ex_; }
+
+ private:
+  struct Parser;  // Beast's response parser and the read buffer, kept out of this header
+  enum class Woke { kDone, kTimer, kCancelled, kClosed };
+
+  asio::awaitable<Status> connect_impl(const Url& origin, Deadline d);
+  asio::awaitable<Expected<HttpHead>> request_impl(const Url& origin, std::string_view method,
+                                                   std::string_view target,
+                                                   std::string_view extra_headers,
+                                                   std::string_view body, Deadline d,
+                                                   Millis head_timeout);
+  asio::awaitable<Expected<bool>> read_body_impl(std::string& out, Deadline d);
+  // Reads more raw bytes into the parser's buffer, bounded by d.
+  asio::awaitable<std::pair<boost::system::error_code, Woke>> fill(Deadline d);
+  void arm(Deadline d);
+  void disarm();
+  void cancel_io();
+  Woke why_aborted(bool cancelled) const;
+
+  asio::any_io_executor ex_;
+  const TlsClientOptions* tls_;
+  TcpOptions opt_;
+  Url origin_;
+  asio::steady_timer timer_;
+  uint64_t gen_ = 0;         // invalidates a timer that fired for an earlier operation
+  bool timed_out_ = false;   // the timer of the current operation fired
+  bool closed_by_us_ = false;
+  asio::ip::tcp::socket connecting_;  // the socket during connect, before the stream owns it
+  std::unique_ptr<NetStream> stream_;
+  std::unique_ptr<Parser> parser_;
+  bool reusable_ = false;
+  bool body_done_ = true;
+  bool peer_closed_ = false;
+  std::optional<BridgeError> pending_error_;  // reported by the next read_body()
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace msb

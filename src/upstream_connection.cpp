@@ -1,0 +1,630 @@
+#include "mcp_sse_bridge/upstream_connection.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include "mcp_sse_bridge/net_stream.h"
+#include "mcp_sse_bridge/resolver.h"
+#include "mcp_sse_bridge/text_util.h"
+
+namespace msb {
+
+namespace http = boost::beast::http;
+using tcp = asio::ip::tcp;
+using ErrorCode = boost::system::error_code;
+
+namespace {
+
+constexpr auto kTok = asio::as_tuple(asio::use_awaitable);
+constexpr size_t kReadSize = 16 * 1024;
+
+// True once the awaiting coroutine's cancellation slot fired. Checked before
+// and after every wait; co_await on this_coro::cancellation_state never throws.
+#define MSB_CANCELLED() \
+  ((co_await asio::this_coro::cancellation_state).cancelled() != asio::cancellation_type::none)
+
+bool is_ip_literal(const std::string& host) {
+  ErrorCode ec;
+  (void)asio::ip::make_address(host, ec);
+  return !ec;
+}
+
+// ---- name resolution: the shared Resolver, off the loop ------------------
+
+// Waits on Resolver::shared() (its own bounded pool does the getaddrinfo) on
+// a small pool of this file, so that the loop never blocks; the answer comes
+// back to the loop as a posted handler that cancels the waiting timer.
+asio::thread_pool& resolve_pool() {
+  static auto* pool = new asio::thread_pool(2);  // never destroyed, like Resolver::shared()
+  return *pool;
+}
+
+struct ResolveWait {
+  explicit ResolveWait(asio::any_io_executor ex) : timer(ex) {}
+  asio::steady_timer timer;
+  bool done = false;
+  Resolved result;
+};
+
+asio::awaitable<Expected<std::vector<tcp::endpoint>>> resolve(asio::any_io_executor ex,
+                                                              const std::string& host, int port,
+                                                              Deadline d) {
+  std::vector<tcp::endpoint> out;
+  ErrorCode ec;
+  auto addr = asio::ip::make_address(host, ec);
+  if (!ec) {
+    out.emplace_back(addr, static_cast<unsigned short>(port));
+    co_return out;
+  }
+  auto w = std::make_shared<ResolveWait>(ex);
+  asio::post(resolve_pool(), [w, ex, host, port, d] {
+    Resolved r = Resolver::shared().resolve(host, port, d);
+    asio::post(ex, [w, r = std::move(r)]() mutable {
+      w->result = std::move(r);
+      w->done = true;
+      w->timer.cancel();
+    });
+  });
+  w->timer.expires_at(d.is_never() ? Clock::time_point::max() : d.when());
+  if (!w->done) (void)co_await w->timer.async_wait(kTok);
+  if (!w->done) {
+    if (MSB_CANCELLED())
+      co_return make_error(ErrorKind::kCancelled, Phase::kConnect, "cancelled while resolving " + host);
+    co_return make_error(ErrorKind::kTimeout, Phase::kConnect, "resolve " + host + ": deadline exceeded");
+  }
+  Resolved& r = w->result;
+  if (r.timed_out) co_return make_error(ErrorKind::kTimeout, Phase::kConnect, r.error);
+  if (r.addrs.empty())
+    co_return make_error(ErrorKind::kUnreachable, Phase::kConnect,
+                         r.error.empty() ? "no address for " + host : r.error);
+  for (size_t i = 0; i < r.addrs.size(); ++i) {
+    tcp::endpoint ep;
+    std::memcpy(ep.data(), &r.addrs[i], std::min<size_t>(r.lens[i], sizeof(sockaddr_storage)));
+    ep.resize(r.lens[i]);
+    out.push_back(ep);
+  }
+  co_return out;
+}
+
+// ---- TLS: one Asio context per (options, host) ----------------------------
+
+// NetStream does not expose its SSL object, so SNI and the certificate name
+// check are set on a context of our own per upstream host: the verify
+// parameters are inherited by every SSL made from it, and the SNI name is set
+// by an info callback at the start of each handshake (before the ClientHello
+// is written). Built on first use from the same options as UpstreamConfig::tls.
+void free_host(void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {
+  delete static_cast<std::string*>(ptr);
+}
+
+int host_index() {
+  static int idx = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, free_host);
+  return idx;
+}
+
+void set_sni(const SSL* ssl, int where, int) {
+  if (!(where & SSL_CB_HANDSHAKE_START)) return;
+  SSL* s = const_cast<SSL*>(ssl);
+  if (SSL_get_servername(s, TLSEXT_NAMETYPE_host_name)) return;
+  auto* host = static_cast<const std::string*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(s), host_index()));
+  if (host) SSL_set_tlsext_host_name(s, host->c_str());
+}
+
+std::shared_ptr<asio::ssl::context> tls_context_for(const TlsClientOptions& o,
+                                                    const std::string& host, std::string* why) {
+  static std::mutex mu;
+  static auto* cache = new std::map<std::string, std::shared_ptr<asio::ssl::context>>();
+  std::string key = host + '\n' + o.ca_file + '\n' + o.cert_file + '\n' + o.key_file + '\n' +
+                    (o.insecure ? "1" : "0");
+  std::lock_guard lk(mu);
+  if (auto it = cache->find(key); it != cache->end()) return it->second;
+  auto t = TlsContext::client(o, why);
+  if (!t) return nullptr;
+  SSL_CTX* c = t->get();
+  bool ip = is_ip_literal(host);
+  if (t->verify_peer()) {
+    X509_VERIFY_PARAM* param = SSL_CTX_get0_param(c);
+    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    int ok = ip ? X509_VERIFY_PARAM_set1_ip_asc(param, host.c_str())
+                : X509_VERIFY_PARAM_set1_host(param, host.c_str(), host.size());
+    if (ok != 1) {
+      *why = "cannot check name " + host;
+      return nullptr;
+    }
+  }
+  if (!ip) {
+    SSL_CTX_set_ex_data(c, host_index(), new std::string(host));  // freed with the SSL_CTX
+    SSL_CTX_set_info_callback(c, set_sni);
+  }
+  auto ctx = asio_tls_context(*t);  // holds its own reference to the SSL_CTX
+  if (cache->size() >= 64) cache->clear();  // bounded; contexts in use stay alive
+  (*cache)[key] = ctx;
+  return ctx;
+}
+
+void set_tcp_options(tcp::socket& s, const TcpOptions& opt) {
+  int fd = s.native_handle();
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (opt.keepalive_idle.count() > 0) {
+    int idle = std::max<int>(1, static_cast<int>(opt.keepalive_idle.count() / 1000));
+    int intvl = 1, cnt = 3;
+    ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+  }
+  if (opt.user_timeout.count() > 0) {
+    unsigned ut = static_cast<unsigned>(opt.user_timeout.count());
+    ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, sizeof ut);
+  }
+}
+
+bool is_eof(const ErrorCode& ec) {
+  return ec == asio::error::eof || ec == asio::ssl::error::stream_truncated;
+}
+
+// An exception from inside a coroutine: a co_await after cancellation (the
+// caller's throw_if_cancelled) or a bug.
+BridgeError from_exception(const std::exception& e, std::string_view what) {
+  if (auto* se = dynamic_cast<const boost::system::system_error*>(&e);
+      se && se->code() == asio::error::operation_aborted)
+    return make_error(ErrorKind::kCancelled, Phase::kConnect, std::string(what) + ": cancelled");
+  return make_error(ErrorKind::kInternal, Phase::kConnect, std::string(what) + ": " + e.what());
+}
+
+}  // namespace
+
+struct UpstreamConnection::Parser {
+  Parser() : scratch(new char[kReadSize]) { reset(); }
+  void reset() {
+    p.emplace();
+    p->header_limit(static_cast<std::uint32_t>(kMaxHeadBytes));
+    p->body_limit(boost::none);  // streamed bodies have no end; callers bound what they keep
+  }
+  boost::beast::flat_buffer buf;  // raw bytes read but not yet parsed
+  std::optional<http::response_parser<http::buffer_body>> p;
+  std::unique_ptr<char[]> scratch;  // decoded body bytes land here first
+};
+
+UpstreamConnection::UpstreamConnection(asio::any_io_executor ex, const TlsClientOptions* tls,
+                                       TcpOptions opt)
+    : ex_(ex), tls_(tls), opt_(opt), timer_(ex), connecting_(ex), parser_(std::make_unique<Parser>()) {}
+
+UpstreamConnection::~UpstreamConnection() {
+  *alive_ = false;
+  close();
+}
+
+bool UpstreamConnection::connected() const { return stream_ && stream_->is_open(); }
+
+void UpstreamConnection::close() {
+  closed_by_us_ = true;
+  ErrorCode ig;
+  if (connecting_.is_open()) connecting_.close(ig);
+  if (stream_ && stream_->is_open()) stream_->close();
+  reusable_ = false;
+}
+
+void UpstreamConnection::cancel_io() {
+  ErrorCode ig;
+  if (connecting_.is_open()) connecting_.cancel(ig);
+  if (stream_ && stream_->is_open()) stream_->socket().cancel(ig);
+}
+
+// One timer per connection, re-armed per operation. A firing that belongs to
+// an earlier operation is recognised by its generation and ignored.
+void UpstreamConnection::arm(Deadline d) {
+  ++gen_;
+  timed_out_ = false;
+  if (d.is_never()) return;
+  timer_.expires_at(d.when());
+  timer_.async_wait([this, g = gen_, alive = alive_](const ErrorCode& ec) {
+    if (ec || !*alive || g != gen_) return;
+    timed_out_ = true;
+    cancel_io();
+  });
+}
+
+void UpstreamConnection::disarm() { ++gen_; }
+
+UpstreamConnection::Woke UpstreamConnection::why_aborted(bool cancelled) const {
+  if (cancelled) return Woke::kCancelled;
+  if (closed_by_us_) return Woke::kClosed;
+  if (timed_out_) return Woke::kTimer;
+  return Woke::kDone;
+}
+
+bool UpstreamConnection::idle_alive() {
+  if (!connected() || parser_->buf.size() > 0) return false;
+  char c;
+  ssize_t n = ::recv(stream_->fd(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+  // TLS 1.3 servers send session tickets after the handshake: raw bytes on an
+  // idle TLS connection are not necessarily a stale answer.
+  if (n > 0 && stream_->is_tls()) return true;
+  return false;
+}
+
+bool UpstreamConnection::maybe_readable() {
+  if (!connected()) return true;  // a read reports the failure at once
+  if (parser_->buf.size() > 0 || stream_->is_tls()) return true;
+  char c;
+  ssize_t n = ::recv(stream_->fd(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  return !(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+}
+
+// ---- connect ----------------------------------------------------------------
+
+asio::awaitable<Status> UpstreamConnection::connect(const Url& origin, Deadline d) {
+  try {
+    co_return co_await connect_impl(origin, d);
+  } catch (const std::exception& e) {
+    close();
+    co_return from_exception(e, "connect " + origin.origin());
+  }
+}
+
+asio::awaitable<Status> UpstreamConnection::connect_impl(const Url& origin, Deadline d) {
+  close();
+  closed_by_us_ = false;
+  reusable_ = false;
+  body_done_ = true;
+  peer_closed_ = false;
+  pending_error_.reset();
+  parser_->buf.clear();
+  origin_ = origin;
+  const std::string where = origin.host + ":" + std::to_string(origin.port);
+  if (origin.tls() && !tls_)
+    co_return make_error(ErrorKind::kInternal, Phase::kConnect, "https upstream without a TLS context");
+  const Deadline cd = opt_.connect_timeout.count() > 0
+                          ? Deadline::earliest(d, Deadline::after(opt_.connect_timeout))
+                          : d;
+  auto addrs = co_await resolve(ex_, origin.host, origin.port, cd);
+  if (!addrs) co_return addrs.error();
+
+  std::string last = "no address";
+  bool up = false;
+  for (auto& ep : *addrs) {
+    if (MSB_CANCELLED())
+      co_return make_error(ErrorKind::kCancelled, Phase::kConnect, "cancelled while connecting to " + where);
+    ErrorCode ec;
+    connecting_ = tcp::socket(ex_);
+    connecting_.open(ep.protocol(), ec);
+    if (ec) {
+      last = "socket: " + ec.message();
+      continue;
+    }
+    set_tcp_options(connecting_, opt_);
+    arm(cd);
+    auto [cec] = co_await connecting_.async_connect(ep, kTok);
+    disarm();
+    switch (cec ? why_aborted(MSB_CANCELLED()) : Woke::kDone) {
+      case Woke::kCancelled:
+        close();
+        co_return make_error(ErrorKind::kCancelled, Phase::kConnect, "cancelled while connecting to " + where);
+      case Woke::kTimer:
+        close();
+        co_return make_error(ErrorKind::kTimeout, Phase::kConnect, "connect " + where + ": deadline exceeded");
+      case Woke::kClosed:
+        co_return make_error(ErrorKind::kClosed, Phase::kConnect, "connect " + where + ": closed by the bridge");
+      case Woke::kDone:
+        break;
+    }
+    if (cec) {
+      last = "connect " + where + ": " + cec.message();
+      connecting_.close(ec);
+      continue;
+    }
+    up = true;
+    break;
+  }
+  if (!up) co_return make_error(ErrorKind::kUnreachable, Phase::kConnect, last);
+
+  if (!origin.tls()) {
+    stream_ = std::make_unique<NetStream>(std::move(connecting_));
+    reusable_ = true;
+    co_return Ok{};
+  }
+  std::string why;
+  auto ctx = tls_context_for(*tls_, origin.host, &why);
+  if (!ctx) {
+    close();
+    co_return make_error(ErrorKind::kInternal, Phase::kConnect, "TLS setup: " + why);
+  }
+  stream_ = std::make_unique<NetStream>(std::move(connecting_), std::move(ctx));
+  arm(cd);
+  ErrorCode hec = co_await stream_->handshake(false);
+  disarm();
+  switch (hec ? why_aborted(MSB_CANCELLED()) : Woke::kDone) {
+    case Woke::kCancelled:
+      close();
+      co_return make_error(ErrorKind::kCancelled, Phase::kConnect, "cancelled in the TLS handshake with " + origin.host);
+    case Woke::kTimer:
+      close();
+      co_return make_error(ErrorKind::kTimeout, Phase::kConnect,
+                           "TLS handshake with " + origin.host + ": deadline exceeded");
+    case Woke::kClosed:
+      co_return make_error(ErrorKind::kClosed, Phase::kConnect, "TLS handshake: closed by the bridge");
+    case Woke::kDone:
+      break;
+  }
+  if (hec) {
+    close();
+    std::string reason = is_eof(hec) || hec == asio::error::connection_reset
+                             ? std::string("connection closed during the handshake")
+                             : hec.message();
+    co_return make_error(ErrorKind::kProtocol, Phase::kConnect,
+                         "TLS handshake with " + origin.host + ": " + reason);
+  }
+  reusable_ = true;
+  co_return Ok{};
+}
+
+// ---- request + response head ----------------------------------------------
+
+asio::awaitable<std::pair<ErrorCode, UpstreamConnection::Woke>> UpstreamConnection::fill(Deadline d) {
+  if (MSB_CANCELLED()) co_return std::pair{ErrorCode(asio::error::operation_aborted), Woke::kCancelled};
+  if (!connected()) co_return std::pair{ErrorCode(asio::error::not_connected), Woke::kDone};
+  auto b = parser_->buf.prepare(kReadSize);
+  arm(d);
+  auto [ec, n] = co_await stream_->read_some(b);
+  disarm();
+  parser_->buf.commit(n);
+  if (!ec) co_return std::pair{ec, Woke::kDone};
+  co_return std::pair{ec, why_aborted(MSB_CANCELLED())};
+}
+
+asio::awaitable<Expected<HttpHead>> UpstreamConnection::request(
+    const Url& origin, std::string_view method, std::string_view target,
+    std::string_view extra_headers, std::string_view body, Deadline d, Millis head_timeout) {
+  try {
+    co_return co_await request_impl(origin, method, target, extra_headers, body, d, head_timeout);
+  } catch (const std::exception& e) {
+    close();
+    co_return from_exception(e, std::string(method) + " " + std::string(target));
+  }
+}
+
+asio::awaitable<Expected<HttpHead>> UpstreamConnection::request_impl(
+    const Url& origin, std::string_view method, std::string_view target,
+    std::string_view extra_headers, std::string_view body, Deadline d, Millis head_timeout) {
+  std::string req;
+  const bool small = body.size() < 16384;
+  req.reserve(256 + extra_headers.size() + (small ? body.size() : 0));
+  req.append(method).append(" ").append(target).append(" HTTP/1.1\r\nHost: ");
+  req.append(origin.host_header()).append("\r\n");
+  req.append(extra_headers);
+  if (method != "GET" || !body.empty())
+    req.append("Content-Length: ").append(std::to_string(body.size())).append("\r\n");
+  req.append("\r\n");
+  if (small) req.append(body);
+
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    bool reused = false;
+    if (reusable_ && body_done_ && origin_.origin() == origin.origin() && idle_alive()) {
+      reused = true;
+    } else {
+      auto st = co_await connect_impl(origin, d);
+      if (!st) co_return st.error();
+    }
+    reusable_ = false;
+    body_done_ = false;
+    parser_->buf.clear();
+    parser_->reset();
+
+    if (MSB_CANCELLED()) {
+      close();
+      co_return make_error(ErrorKind::kCancelled, Phase::kConnect, "cancelled before sending the request");
+    }
+    arm(d);
+    ErrorCode wec = co_await stream_->write_all(req);
+    if (!wec && !small) wec = co_await stream_->write_all(body);
+    disarm();
+    if (wec) {
+      Woke w = why_aborted(MSB_CANCELLED());
+      close();
+      if (w == Woke::kCancelled)
+        co_return make_error(ErrorKind::kCancelled, Phase::kConnect, "cancelled while sending the request");
+      if (w == Woke::kTimer)
+        co_return make_error(ErrorKind::kTimeout, Phase::kConnect, "sending request: deadline exceeded");
+      if (reused && w == Woke::kDone) continue;  // stale keep-alive connection: resend once
+      co_return make_error(ErrorKind::kClosed, Phase::kConnect, "sending request: " + wec.message());
+    }
+
+    // A live server answers at once; head_timeout (--post-timeout) names the
+    // wait when it does not.
+    const Deadline head_d =
+        head_timeout.count() > 0 ? Deadline::earliest(d, Deadline::after(head_timeout)) : d;
+    bool got_any = false;
+    for (;;) {
+      auto& p = *parser_->p;
+      if (parser_->buf.size() > 0) {
+        ErrorCode pec;
+        size_t n = p.put(parser_->buf.data(), pec);
+        parser_->buf.consume(n);
+        if (pec && pec != http::error::need_more) {
+          close();
+          co_return make_error(ErrorKind::kProtocol, Phase::kConnect,
+                               pec == http::error::header_limit
+                                   ? std::string("upstream HTTP head too large")
+                                   : "upstream HTTP: " + pec.message());
+        }
+        if (p.is_header_done()) {
+          const auto& res = p.get();
+          int status = static_cast<int>(res.result_int());
+          if (status >= 100 && status < 200) {  // 1xx: read the real head
+            parser_->reset();
+            continue;
+          }
+          HttpHead h;
+          h.status = status;
+          for (const auto& f : res)
+            h.headers.emplace_back(lower(std::string_view(f.name_string().data(), f.name_string().size())),
+                                     std::string(f.value().data(), f.value().size()));
+          h.chunked = p.chunked();
+          if (auto cl = p.content_length()) h.content_length = *cl;
+          h.keep_alive = p.keep_alive();
+          p.eager(true);
+          body_done_ = p.is_done();
+          if (body_done_) reusable_ = h.keep_alive;
+          co_return h;
+        }
+        if (n > 0) continue;
+      }
+      auto [ec, woke] = co_await fill(head_d);
+      if (!ec) {
+        got_any = true;
+        continue;
+      }
+      switch (woke) {
+        case Woke::kCancelled:
+          close();  // the request is abandoned mid-exchange
+          co_return make_error(ErrorKind::kCancelled, Phase::kConnect,
+                               "cancelled while the upstream had not answered");
+        case Woke::kClosed:
+          co_return make_error(ErrorKind::kClosed, Phase::kConnect, "connection closed by the bridge");
+        case Woke::kTimer:
+          close();
+          if (head_timeout.count() > 0 && !d.reached())
+            co_return make_error(ErrorKind::kUnresponsive, Phase::kConnect,
+                                 "no response head within " + std::to_string(head_timeout.count()) +
+                                     "ms of sending the request");
+          co_return make_error(ErrorKind::kTimeout, Phase::kConnect,
+                               "waiting for the response head: deadline exceeded");
+        case Woke::kDone:
+          break;
+      }
+      close();
+      if (reused && !got_any) break;  // stale keep-alive connection: resend once
+      co_return make_error(ErrorKind::kClosed, Phase::kConnect,
+                           is_eof(ec) ? std::string("connection closed before the response head")
+                                      : "reading response head: " + ec.message());
+    }
+  }
+  co_return make_error(ErrorKind::kClosed, Phase::kConnect, "connection closed before the response");
+}
+
+// ---- body -------------------------------------------------------------------
+
+asio::awaitable<Expected<bool>> UpstreamConnection::read_body(std::string& out, Deadline d) {
+  try {
+    co_return co_await read_body_impl(out, d);
+  } catch (const std::exception& e) {
+    co_return from_exception(e, "reading body");
+  }
+}
+
+asio::awaitable<Expected<bool>> UpstreamConnection::read_body_impl(std::string& out, Deadline d) {
+  if (pending_error_) {
+    auto e = std::move(*pending_error_);
+    pending_error_.reset();
+    co_return e;
+  }
+  if (body_done_) co_return true;
+  for (;;) {
+    auto& p = *parser_->p;
+    if (parser_->buf.size() > 0) {
+      auto& b = p.get().body();
+      b.data = parser_->scratch.get();
+      b.size = kReadSize;
+      b.more = true;
+      ErrorCode pec;
+      size_t n = p.put(parser_->buf.data(), pec);
+      parser_->buf.consume(n);
+      size_t got = kReadSize - b.size;
+      out.append(parser_->scratch.get(), got);
+      b.data = nullptr;
+      b.size = 0;
+      if (pec == http::error::need_buffer || pec == http::error::need_more) pec = {};
+      if (pec) {
+        close();
+        auto e = make_error(ErrorKind::kProtocol, Phase::kConnect, "upstream HTTP body: " + pec.message());
+        if (got == 0) co_return e;
+        pending_error_ = std::move(e);  // hand over the good bytes first
+        co_return false;
+      }
+      if (p.is_done()) {
+        body_done_ = true;
+        reusable_ = p.keep_alive();
+        co_return true;
+      }
+      if (got > 0) co_return false;
+      if (n > 0) continue;  // framing consumed (a chunk header), no data yet
+    }
+    auto [ec, woke] = co_await fill(d);
+    if (!ec) continue;
+    switch (woke) {
+      case Woke::kCancelled:  // the connection stays usable: the read resumes later
+        co_return make_error(ErrorKind::kCancelled, Phase::kConnect, "cancelled while reading the body");
+      case Woke::kTimer:
+        co_return make_error(ErrorKind::kTimeout, Phase::kConnect, "reading body: deadline exceeded");
+      case Woke::kClosed:
+        co_return make_error(ErrorKind::kClosed, Phase::kConnect, "connection closed by the bridge");
+      case Woke::kDone:
+        break;
+    }
+    if (is_eof(ec)) {
+      peer_closed_ = true;
+      ErrorCode eec;
+      p.put_eof(eec);
+      close();
+      if (!eec && p.is_done()) {  // a body delimited by the close
+        body_done_ = true;
+        co_return true;
+      }
+      co_return make_error(ErrorKind::kClosed, Phase::kConnect, "connection closed in the middle of the body");
+    }
+    close();
+    // ETIMEDOUT on a read: TCP keepalive probes or sent data went
+    // unacknowledged (TcpOptions): the peer or the path vanished without a
+    // FIN or RST.
+    if (ec == asio::error::timed_out)
+      co_return make_error(ErrorKind::kUnresponsive, Phase::kConnect,
+                           "reading body: " + ec.message() +
+                               " (the upstream stopped acknowledging: the host or the path to it is down)");
+    co_return make_error(ErrorKind::kClosed, Phase::kConnect, "reading body: " + ec.message());
+  }
+}
+
+asio::awaitable<Expected<std::string>> UpstreamConnection::read_full_body(size_t max, Deadline d) {
+  std::string out;
+  for (;;) {
+    auto r = co_await read_body(out, d);
+    if (!r) {
+      close();  // an unfinished body leaves the connection unusable
+      co_return r.error();
+    }
+    if (out.size() > max) {
+      close();
+      co_return make_error(ErrorKind::kProtocol, Phase::kConnect,
+                           "response body larger than " + std::to_string(max) + " bytes");
+    }
+    if (*r) co_return out;
+  }
+}
+
+}  // namespace msb

@@ -1,0 +1,927 @@
+// UpstreamConnection and UpstreamChannel on an event loop of their own,
+// against the example legacy server (fault switches) and hostile fakes on raw
+// sockets, all on 127.0.0.1 port 0. Every wait here is bounded: a channel that
+// hangs fails its test instead of blocking the run.
+#include <doctest/doctest.h>
+
+// GCC 12 misreads Asio's awaitable frame allocator (operator new/delete of
+// awaitable_frame_base, recycled through thread_info_base) once coroutine
+// lambdas are inlined: a false -Wmismatched-new-delete.
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "legacy_server.h"
+#include "mcp_sse_bridge/event_loop.h"
+#include "mcp_sse_bridge/upstream_channel.h"
+#include "mcp_sse_bridge/upstream_connection.h"
+
+using namespace msb;
+using namespace std::chrono_literals;
+
+namespace {
+
+const std::string kTlsDir = std::string(TEST_DATA_DIR) + "/tls/";
+
+int64_t ms_since(Clock::time_point t) { return elapsed_ms(t); }
+
+// One event loop on its own thread. Declare it after everything its
+// coroutines touch: it is destroyed first, and with it any coroutine left
+// behind by a failed test.
+class LoopThread {
+ public:
+  LoopThread() { loops_.start(); }
+  ~LoopThread() { loops_.stop(); }
+  asio::any_io_executor ex() { return loops_.at(0).io().get_executor(); }
+
+  // Runs body on the loop (bound to sig's slot when given) and waits for it
+  // at most `bound`. False when it did not finish, or let an exception out.
+  bool run(std::function<asio::awaitable<void>()> body, std::chrono::milliseconds bound = 10s,
+           asio::cancellation_signal* sig = nullptr) {
+    auto done = std::make_shared<std::promise<bool>>();
+    auto fut = done->get_future();
+    auto ex = this->ex();
+    // The coroutine lambda's captures live in the closure object: keep it
+    // alive until the coroutine has completed.
+    auto fn = std::make_shared<std::function<asio::awaitable<void>()>>(std::move(body));
+    asio::post(ex, [ex, fn, done, sig] {
+      auto handler = [done, fn](std::exception_ptr e) { done->set_value(e == nullptr); };
+      if (sig)
+        asio::co_spawn(ex, (*fn)(), asio::bind_cancellation_slot(sig->slot(), handler));
+      else
+        asio::co_spawn(ex, (*fn)(), handler);
+    });
+    if (fut.wait_for(bound) != std::future_status::ready) return false;
+    return fut.get();
+  }
+
+  // Emits a terminal cancellation on the loop thread after `after`.
+  void cancel_after(asio::cancellation_signal& sig, std::chrono::milliseconds after) {
+    std::thread([this, &sig, after] {
+      std::this_thread::sleep_for(after);
+      asio::post(ex(), [&sig] { sig.emit(asio::cancellation_type::terminal); });
+    }).detach();
+  }
+
+ private:
+  EventLoops loops_{1};
+};
+
+asio::awaitable<void> sleep_on_loop(std::chrono::milliseconds d) {
+  asio::steady_timer t(co_await asio::this_coro::executor);
+  t.expires_after(d);
+  co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+}
+
+UpstreamConfig config_for(int port, const std::string& scheme = "http",
+                          const std::string& host = "127.0.0.1") {
+  UpstreamConfig c;
+  c.sse_url = *parse_url(scheme + "://" + host + ":" + std::to_string(port) + "/sse");
+  c.connect_timeout = 1000ms;
+  c.endpoint_timeout = 600ms;
+  c.post_timeout = 300ms;
+  return c;
+}
+
+const std::string kInit =
+    R"({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2024-11-05",)"
+    R"("capabilities":{},"clientInfo":{"name":"channel-test","version":"1"}}})";
+const std::string kInitialized = R"({"jsonrpc":"2.0","method":"notifications/initialized"})";
+
+std::string tool_call(int id, const std::string& tool, const std::string& args) {
+  return R"({"jsonrpc":"2.0","id":)" + std::to_string(id) +
+         R"(,"method":"tools/call","params":{"name":")" + tool + R"(","arguments":)" + args + "}}";
+}
+
+// open + initialize + initialized, as the bridge's setup does.
+asio::awaitable<Status> setup(UpstreamChannel& ch, const UpstreamConfig& c) {
+  auto st = co_await ch.open(Deadline::after(c.connect_timeout), c.endpoint_timeout, Deadline::after(5s));
+  if (!st) co_return st;
+  st = co_await ch.post(kInit, Deadline::after(2s), Phase::kInitialize);
+  if (!st) co_return st;
+  auto m = co_await ch.next_message(Deadline::after(2s), Phase::kInitialize);
+  if (!m) co_return m.error();
+  if (m->id != "1") co_return make_error(ErrorKind::kInternal, Phase::kInitialize, "unexpected " + m->raw);
+  co_return co_await ch.post(kInitialized, Deadline::after(2s), Phase::kInitialize);
+}
+
+// A hostile upstream on raw sockets: each accepted connection is handed to
+// `on_conn` on a thread of its own. Handlers wait in bounded slices and end
+// when stop() is called.
+class FakeUpstream {
+ public:
+  using Handler = std::function<void(int fd, const std::atomic<bool>& stop)>;
+  explicit FakeUpstream(Handler h, int backlog = 16) : on_conn_(std::move(h)) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    REQUIRE(::listen(fd_, backlog) == 0);
+    socklen_t len = sizeof a;
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+    if (on_conn_) accept_thread_ = std::thread([this] { accept_loop(); });
+  }
+  ~FakeUpstream() { stop(); }
+  void stop() {
+    stop_ = true;
+    if (accept_thread_.joinable()) accept_thread_.join();
+    std::lock_guard lk(mu_);
+    for (auto& t : conns_)
+      if (t.joinable()) t.join();
+    conns_.clear();
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+  int port() const { return port_; }
+  int accepted() const { return accepted_.load(); }
+
+  // Reads until a blank line (a request head), bounded; returns it.
+  static std::string read_head(int fd, const std::atomic<bool>& stop) {
+    std::string in;
+    char buf[4096];
+    for (int i = 0; i < 100 && !stop && in.find("\r\n\r\n") == std::string::npos; ++i) {
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 50) <= 0) continue;
+      ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      in.append(buf, static_cast<size_t>(n));
+    }
+    return in;
+  }
+  static void send_all(int fd, const std::string& s) {
+    size_t off = 0;
+    while (off < s.size()) {
+      ssize_t n = ::send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
+      if (n <= 0) return;
+      off += static_cast<size_t>(n);
+    }
+  }
+  // Holds the connection open, silent, until stop.
+  static void hold(int fd, const std::atomic<bool>& stop) {
+    char buf[4096];
+    while (!stop) {
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 50) > 0 && ::recv(fd, buf, sizeof buf, 0) <= 0) return;
+    }
+  }
+
+ private:
+  void accept_loop() {
+    while (!stop_) {
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, 50) <= 0) continue;
+      int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0) continue;
+      ++accepted_;
+      std::lock_guard lk(mu_);
+      conns_.emplace_back([this, c] {
+        on_conn_(c, stop_);
+        ::close(c);
+      });
+    }
+  }
+  Handler on_conn_;
+  int fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> accepted_{0};
+  std::thread accept_thread_;
+  std::mutex mu_;
+  std::vector<std::thread> conns_;
+};
+
+const std::string kSseHead =
+    "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+std::string chunk(const std::string& s) {
+  char size[32];
+  std::snprintf(size, sizeof size, "%zx\r\n", s.size());
+  return size + s + "\r\n";
+}
+
+// An SSE upstream whose GET announces /message and then runs `script`;
+// POSTs are answered 202 unless `post_handler` is given.
+FakeUpstream::Handler sse_script(std::function<void(int, const std::atomic<bool>&)> script,
+                                 FakeUpstream::Handler post_handler = {}) {
+  return [script, post_handler](int fd, const std::atomic<bool>& stop) {
+    std::string head = FakeUpstream::read_head(fd, stop);
+    if (head.rfind("GET ", 0) == 0) {
+      FakeUpstream::send_all(fd, kSseHead + chunk("event: endpoint\ndata: /message?sessionId=f1\n\n"));
+      script(fd, stop);
+      return;
+    }
+    if (post_handler) return post_handler(fd, stop);
+    // Every request on the kept-alive connection is answered 202.
+    for (; !head.empty() && !stop; head = FakeUpstream::read_head(fd, stop))
+      FakeUpstream::send_all(fd, "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n");
+  };
+}
+
+}  // namespace
+
+// ---- against the example legacy server ------------------------------------
+
+TEST_CASE("upstream channel: open, initialize and a tool call against the legacy server") {
+  for (bool python : {false, true}) {
+    CAPTURE(python);
+    example::Options opt;
+    opt.python_style = python;
+    example::LegacyServer srv(opt);
+    int port = srv.start("127.0.0.1", 0);
+    REQUIRE(port > 0);
+    UpstreamConfig c = config_for(port);
+    Status st = make_error(ErrorKind::kInternal, Phase::kConnect, "not run");
+    std::string endpoint, sid, reply;
+    size_t open_during = 0;
+    LoopThread lt;
+    REQUIRE(lt.run([&]() -> asio::awaitable<void> {
+      UpstreamChannel ch(co_await asio::this_coro::executor, c, "X-Test: 1\r\n");
+      open_during = UpstreamChannel::open_count();
+      st = co_await setup(ch, c);
+      if (!st) co_return;
+      endpoint = ch.endpoint().str();
+      sid = ch.upstream_session_id();
+      st = co_await ch.post(tool_call(2, "echo", R"({"text":"hi"})"), Deadline::after(2s), Phase::kRequest);
+      if (!st) co_return;
+      auto m = co_await ch.next_message(Deadline::after(2s), Phase::kRequest);
+      if (!m) {
+        st = m.error();
+        co_return;
+      }
+      reply = m->raw;
+      CHECK(m->id == "2");
+      CHECK(m->kind == MsgKind::kResponse);
+      CHECK(ch.last_activity() > Clock::now() - 2s);
+    }));
+    REQUIRE_MESSAGE(st.ok(), st.error().message());
+    CHECK(open_during >= 1);
+    CHECK(UpstreamChannel::open_count() == 0);
+    CHECK(endpoint.find("127.0.0.1:" + std::to_string(port)) != std::string::npos);
+    CHECK(!sid.empty());
+    CHECK(reply.find("hi") != std::string::npos);
+    CHECK(srv.premature_requests() == 0);
+    bool saw_header = false;
+    for (auto& [k, v] : srv.last_post_headers())
+      if (k == "X-Test" && v == "1") saw_header = true;
+    CHECK(saw_header);
+  }
+}
+
+TEST_CASE("upstream channel: a timeout on the stream is not fatal; the next call resumes it") {
+  example::LegacyServer srv;
+  int port = srv.start("127.0.0.1", 0);
+  REQUIRE(port > 0);
+  UpstreamConfig c = config_for(port);
+  std::optional<BridgeError> timeout_err;
+  std::string reply;
+  Status st = Ok{};
+  int64_t waited = 0;
+  LoopThread lt;
+  REQUIRE(lt.run([&]() -> asio::awaitable<void> {
+    UpstreamChannel ch(co_await asio::this_coro::executor, c, "");
+    st = co_await setup(ch, c);
+    if (!st) co_return;
+    auto t0 = Clock::now();
+    auto m = co_await ch.next_message(Deadline::after(150ms), Phase::kRequest);
+    waited = ms_since(t0);
+    if (!m) timeout_err = m.error();
+    st = co_await ch.post(tool_call(3, "add", R"({"a":2,"b":3})"), Deadline::after(2s), Phase::kRequest);
+    if (!st) co_return;
+    auto r = co_await ch.next_message(Deadline::after(2s), Phase::kRequest);
+    if (r) reply = r->raw;
+    else st = r.error();
+  }));
+  REQUIRE_MESSAGE(st.ok(), st.error().message());
+  REQUIRE(timeout_err);
+  CHECK(timeout_err->kind == ErrorKind::kTimeout);
+  CHECK(timeout_err->phase == Phase::kRequest);
+  CHECK(waited >= 140);
+  CHECK(waited < 1000);
+  CHECK(reply.find("\"id\":3") != std::string::npos);
+  CHECK(reply.find('5') != std::string::npos);
+}
+
+TEST_CASE("upstream channel: a non-200 or non-SSE reply to the GET is kRejected in kConnect") {
+  example::LegacyServer srv;
+  int port = srv.start("127.0.0.1", 0);
+  REQUIRE(port > 0);
+  UpstreamConfig c = config_for(port);
+  std::vector<BridgeError> errs;
+  LoopThread lt;
+  auto open_once = [&]() -> asio::awaitable<void> {
+    UpstreamChannel ch(co_await asio::this_coro::executor, c, "");
+    auto st = co_await ch.open(Deadline::after(1s), 600ms, Deadline::after(5s));
+    errs.push_back(st ? make_error(ErrorKind::kInternal, Phase::kRequest, "opened") : st.error());
+  };
+  srv.faults().sse_status = 503;
+  REQUIRE(lt.run(open_once));
+  srv.faults().sse_status = 0;
+  srv.faults().sse_wrong_type = true;
+  REQUIRE(lt.run(open_once));
+  REQUIRE(errs.size() == 2);
+  CHECK(errs[0].kind == ErrorKind::kRejected);
+  CHECK(errs[0].phase == Phase::kConnect);
+  CHECK(errs[0].http_status == 503);
+  CHECK(errs[0].detail.find("HTTP 503") != std::string::npos);
+  CHECK(errs[1].kind == ErrorKind::kRejected);
+  CHECK(errs[1].detail.find("text/html") != std::string::npos);
+}
+
+TEST_CASE("upstream channel: no endpoint, a stream dropped before it, a foreign endpoint") {
+  example::LegacyServer srv;
+  int port = srv.start("127.0.0.1", 0);
+  REQUIRE(port > 0);
+  UpstreamConfig c = config_for(port);
+  c.endpoint_timeout = 300ms;
+  std::vector<BridgeError> errs;
+  std::vector<int64_t> took;
+  LoopThread lt;
+  auto open_once = [&]() -> asio::awaitable<void> {
+    UpstreamChannel ch(co_await asio::this_coro::executor, c, "");
+    auto t0 = Clock::now();
+    auto st = co_await ch.open(Deadline::after(1s), c.endpoint_timeout, Deadline::after(5s));
+    took.push_back(ms_since(t0));
+    errs.push_back(st ? make_error(ErrorKind::kInternal, Phase::kRequest, "opened") : st.error());
+  };
+  srv.faults().no_endpoint = true;
+  REQUIRE(lt.run(open_once));
+  srv.faults().no_endpoint = false;
+  srv.faults().drop_before_endpoint = true;
+  REQUIRE(lt.run(open_once));
+  srv.faults().drop_before_endpoint = false;
+  srv.faults().endpoint_foreign = true;
+  REQUIRE(lt.run(open_once));
+  REQUIRE(errs.size() == 3);
+  CHECK(errs[0].kind == ErrorKind::kTimeout);
+  CHECK(errs[0].phase == Phase::kEndpoint);
+  CHECK(errs[0].detail.find("no `endpoint` event within") != std::string::npos);
+  CHECK(took[0] >= 280);
+  CHECK(took[0] < 1000);
+  CHECK(errs[1].kind == ErrorKind::kClosed);
+  CHECK(errs[1].phase == Phase::kEndpoint);
+  CHECK(took[1] < 250);
+  CHECK(errs[2].kind == ErrorKind::kEndpointRefused);
+  CHECK(errs[2].phase == Phase::kEndpoint);
+}
+
+TEST_CASE("upstream channel: the stream dropped mid-event fails the waiting call at once") {
+  example::LegacyServer srv;
+  int port = srv.start("127.0.0.1", 0);
+  REQUIRE(port > 0);
+  UpstreamConfig c = config_for(port);
+  Status st = Ok{};
+  std::optional<BridgeError> err, again;
+  int64_t took = 0;
+  LoopThread lt;
+  REQUIRE(lt.run([&]() -> asio::awaitable<void> {
+    UpstreamChannel ch(co_await asio::this_coro::executor, c, "");
+    st = co_await setup(ch, c);
+    if (!st) co_return;
+    srv.faults().drop_mid_event = true;
+    auto t0 = Clock::now();
+    st = co_await ch.post(tool_call(4, "echo", R"({"text":"x"})"), Deadline::after(2s), Phase::kRequest);
+    if (!st) co_return;
+    auto m = co_await ch.next_message(Deadline::after(3s), Phase::kRequest);
+    took = ms_since(t0);
+    if (!m) err = m.error();
+    auto m2 = co_await ch.next_message(Deadline::after(3s), Phase::kRequest);
+    if (!m2) again = m2.error();
+    CHECK(ch.failed());
+  }));
+  REQUIRE_MESSAGE(st.ok(), st.error().message());
+  REQUIRE(err);
+  CHECK(err->kind == ErrorKind::kClosed);
+  CHECK(err->phase == Phase::kRequest);
+  CHECK(took < 1000);
+  REQUIRE(again);
+  CHECK(again->kind == ErrorKind::kClosed);
+}
+
+TEST_CASE("upstream channel: a POST that is never answered is kUnresponsive at --post-timeout") {
+  example::LegacyServer srv;
+  int port = srv.start("127.0.0.1", 0);
+  REQUIRE(port > 0);
+  UpstreamConfig c = config_for(port);
+  c.post_timeout = 300ms;
+  Status st = Ok{};
+  std::optional<BridgeError> err;
+  int64_t took = 0;
+  LoopThread lt;
+  REQUIRE(lt.run([&]() -> asio::awaitable<void> {
+    UpstreamChannel ch(co_await asio::this_coro::executor, c, "");
+    st = co_await setup(ch, c);
+    if (!st) co_return;
+    srv.faults().post_hang = true;
+    auto t0 = Clock::now();
+    auto p = co_await ch.post(tool_call(5, "echo", R"({"text":"x"})"), Deadline::after(5s), Phase::kRequest);
+    took = ms_since(t0);
+    if (!p) err = p.error();
+  }));
+  srv.faults().post_hang = false;
+  REQUIRE_MESSAGE(st.ok(), st.error().message());
+  REQUIRE(err);
+  CHECK(err->kind == ErrorKind::kUnresponsive);
+  CHECK(err->phase == Phase::kRequest);
+  CHECK(err->detail.find("--post-timeout") != std::string::npos);
+  CHECK(took >= 280);
+  CHECK(took < 1500);
+}
+
+TEST_CASE("upstream channel: a POST refused, and a 404 after the stream died") {
+  example::LegacyServer srv;
+  int port = srv.start("127.0.0.1", 0);
+  REQUIRE(port > 0);
+  UpstreamConfig c = config_for(port);
+  Status st = Ok{};
+  std::optional<BridgeError> refused, gone;
+  LoopThread lt;
+  REQUIRE(lt.run([&]() -> asio::awaitable<void> {
+    {
+      UpstreamChannel ch(co_await asio::this_coro::executor, c, "");
+      st = co_await setup(ch, c);
+      if (!st) co_return;
+      srv.faults().post_status = 500;
+      auto p = co_await ch.post(tool_call(6, "echo", R"({"text":"x"})"), Deadline::after(2s), Phase::kRequest);
+      srv.faults().post_status = 0;
+      if (!p) refused = p.error();
+    }
+    UpstreamChannel ch(co_await asio::this_coro::executor, c, "");
+    st = co_await setup(ch, c);
+    if (!st) co_return;
+    srv.faults().drop_then_404 = 1;
+    auto p = co_await ch.post(tool_call(7, "echo", R"({"text":"x"})"), Deadline::after(2s), Phase::kRequest);
+    if (!p) gone = p.error();
+  }));
+  REQUIRE_MESSAGE(st.ok(), st.error().message());
+  REQUIRE(refused);
+  CHECK(refused->kind == ErrorKind::kRejected);
+  CHECK(refused->http_status == 500);
+  CHECK(refused->phase == Phase::kRequest);
+  REQUIRE(gone);
+  CHECK(gone->kind == ErrorKind::kClosed);
+  CHECK(gone->http_status == 404);
+}
+
+TEST_CASE("upstream channel: an event over --max-message-size is kProtocol") {
+  example::LegacyServer srv;
+  int port = srv.start("127.0.0.1", 0);
+  REQUIRE(port > 0);
+  UpstreamConfig c = config_for(port);
+  c.max_message_size = 4096;
+  Status st = Ok{};
+  std::optional<BridgeError> err;
+  LoopThread lt;
+  REQUIRE(lt.run([&]() -> asio::awaitable<void> {
+    UpstreamChannel ch(co_await asio::this_coro::executor, c, "");
+    st = co_await setup(ch, c);
+    if (!st) co_return;
+    st = co_await ch.post(tool_call(8, "big", R"({"bytes":20000})"), Deadline::after(2s), Phase::kRequest);
+    if (!st) co_return;
+    auto m = co_await ch.next_message(Deadline::after(3s), Phase::kRequest);
+    if (!m) err = m.error();
+  }));
+  REQUIRE_MESSAGE(st.ok(), st.error().message());
+  REQUIRE(err);
+  CHECK(err->kind == ErrorKind::kProtocol);
+  CHECK(err->detail.find("--max-message-size") != std::string::npos);
+}
+
+TEST_CASE("upstream channel: refresh_idle drops stale notifications and sees a dead stream") {
+  example::LegacyServer srv;
+  int port = srv.start("127.0.0.1", 0);
+  REQUIRE(port > 0);
+  UpstreamConfig c = config_for(port);
+  Status st = Ok{};
+  bool alive_first = false, alive_after_kill = true;
+  std::optional<BridgeError> after;
+  LoopThread lt;
+  REQUIRE(lt.run([&]() -> asio::awaitable<void> {
+    UpstreamChannel ch(co_await asio::this_coro::executor, c, "");
+    st = co_await setup(ch, c);
+    if (!st) co_return;
+    // A log notification arrives while nobody waits.
+    st = co_await ch.post(R"({"jsonrpc":"2.0","id":9,"method":"logging/setLevel","params":{"level":"debug"}})",
+                          Deadline::after(2s), Phase::kRequest);
+    if (!st) co_return;
+    auto r = co_await ch.next_message(Deadline::after(2s), Phase::kRequest);
+    if (!r) co_return;
+    st = co_await ch.post(tool_call(10, "log", R"({"level":"info","text":"stale"})"), Deadline::after(2s),
+                          Phase::kRequest);
+    co_await sleep_on_loop(200ms);
+    alive_first = co_await ch.refresh_idle();
+    // Only the tool's response may remain: the notification was dropped.
+    auto m = co_await ch.next_message(Deadline::after(50ms), Phase::kRequest);
+    if (m) CHECK(m->kind != MsgKind::kNotification);
+    srv.kill_streams();
+    co_await sleep_on_loop(200ms);
+    alive_after_kill = co_await ch.refresh_idle();
+    auto m2 = co_await ch.next_message(Deadline::after(1s), Phase::kRequest);
+    if (!m2) after = m2.error();
+  }));
+  REQUIRE_MESSAGE(st.ok(), st.error().message());
+  CHECK(alive_first);
+  CHECK_FALSE(alive_after_kill);
+  REQUIRE(after);
+  CHECK(after->kind == ErrorKind::kClosed);
+}
+
+TEST_CASE("upstream channel: abort() ends a pending wait at once") {
+  example::LegacyServer srv;
+  int port = srv.start("127.0.0.1", 0);
+  REQUIRE(port > 0);
+  UpstreamConfig c = config_for(port);
+  Status st = Ok{};
+  std::optional<BridgeError> err;
+  int64_t took = 0;
+  LoopThread lt;
+  REQUIRE(lt.run([&]() -> asio::awaitable<void> {
+    // Not make_shared<…>(co_await …): GCC 12 then loses the shared_ptr's
+    // reference (the channel died with the other holder).
+    auto ex = co_await asio::this_coro::executor;
+    auto ch = std::make_shared<UpstreamChannel>(ex, c, "");
+    st = co_await setup(*ch, c);
+    if (!st) co_return;
+    // Another coroutine on the loop aborts the channel in 100 ms.
+    asio::co_spawn(ex,
+                   [ch]() -> asio::awaitable<void> {
+                     co_await sleep_on_loop(100ms);
+                     ch->abort();
+                   },
+                   asio::detached);
+    auto t0 = Clock::now();
+    auto m = co_await ch->next_message(Deadline::after(3s), Phase::kRequest);
+    took = ms_since(t0);
+    if (!m) err = m.error();
+  }));
+  REQUIRE_MESSAGE(st.ok(), st.error().message());
+  REQUIRE(err);
+  CHECK(err->kind == ErrorKind::kClosed);
+  CHECK(took >= 90);
+  CHECK(took < 400);
+}
+
+// ---- cancellation ---------------------------------------------------------------
+
+TEST_CASE("upstream channel: cancellation mid-wait returns kCancelled promptly, never a timeout") {
+  example::LegacyServer srv;
+  int port = srv.start("127.0.0.1", 0);
+  REQUIRE(port > 0);
+  UpstreamConfig c = config_for(port);
+  c.post_timeout = 3000ms;
+  LoopThread lt;
+
+  SUBCASE("waiting for the endpoint") {
+    srv.faults().no_endpoint = true;
+    std::optional<BridgeError> err;
+    int64_t took = 0;
+    asio::cancellation_signal sig;
+    lt.cancel_after(sig, 150ms);
+    REQUIRE(lt.run(
+        [&]() -> asio::awaitable<void> {
+          UpstreamChannel ch(co_await asio::this_coro::executor, c, "");
+          auto t0 = Clock::now();
+          auto st = co_await ch.open(Deadline::after(3s), 3000ms, Deadline::after(5s));
+          took = ms_since(t0);
+          if (!st) err = st.error();
+        },
+        5s, &sig));
+    REQUIRE(err);
+    CHECK(err->kind == ErrorKind::kCancelled);
+    CHECK(took < 600);
+  }
+  SUBCASE("waiting for a response on a silent stream") {
+    std::optional<BridgeError> err;
+    Status st = Ok{};
+    int64_t took = 0;
+    asio::cancellation_signal sig;
+    REQUIRE(lt.run(
+        [&]() -> asio::awaitable<void> {
+          UpstreamChannel ch(co_await asio::this_coro::executor, c, "");
+          st = co_await setup(ch, c);
+          if (!st) co_return;
+          srv.faults().half_open = true;
+          st = co_await ch.post(tool_call(11, "echo", R"({"text":"x"})"), Deadline::after(2s), Phase::kRequest);
+          if (!st) co_return;
+          lt.cancel_after(sig, 100ms);
+          auto t0 = Clock::now();
+          auto m = co_await ch.next_message(Deadline::after(3s), Phase::kRequest);
+          took = ms_since(t0);
+          if (!m) err = m.error();
+        },
+        5s, &sig));
+    REQUIRE_MESSAGE(st.ok(), st.error().message());
+    REQUIRE(err);
+    CHECK(err->kind == ErrorKind::kCancelled);
+    CHECK(err->phase == Phase::kRequest);
+    CHECK(took < 600);
+  }
+  SUBCASE("waiting for a POST's answer") {
+    std::optional<BridgeError> err;
+    Status st = Ok{};
+    int64_t took = 0;
+    asio::cancellation_signal sig;
+    REQUIRE(lt.run(
+        [&]() -> asio::awaitable<void> {
+          UpstreamChannel ch(co_await asio::this_coro::executor, c, "");
+          st = co_await setup(ch, c);
+          if (!st) co_return;
+          srv.faults().post_hang = true;
+          lt.cancel_after(sig, 100ms);
+          auto t0 = Clock::now();
+          auto p = co_await ch.post(tool_call(12, "echo", R"({"text":"x"})"), Deadline::after(3s), Phase::kRequest);
+          took = ms_since(t0);
+          if (!p) err = p.error();
+        },
+        5s, &sig));
+    srv.faults().post_hang = false;
+    REQUIRE_MESSAGE(st.ok(), st.error().message());
+    REQUIRE(err);
+    CHECK(err->kind == ErrorKind::kCancelled);
+    CHECK(took < 600);
+  }
+}
+
+// ---- hostile fakes -------------------------------------------------------------
+
+TEST_CASE("upstream connection: a closed port is kUnreachable at once") {
+  int port = 0;
+  {
+    FakeUpstream f(nullptr);
+    port = f.port();
+  }  // closed again: nothing listens there now
+  UpstreamConfig c = config_for(port);
+  std::optional<BridgeError> err;
+  int64_t took = 0;
+  LoopThread lt;
+  REQUIRE(lt.run([&]() -> asio::awaitable<void> {
+    UpstreamChannel ch(co_await asio::this_coro::executor, c, "");
+    auto t0 = Clock::now();
+    auto st = co_await ch.open(Deadline::after(1s), 600ms, Deadline::after(5s));
+    took = ms_since(t0);
+    if (!st) err = st.error();
+  }));
+  REQUIRE(err);
+  CHECK(err->kind == ErrorKind::kUnreachable);
+  CHECK(err->phase == Phase::kConnect);
+  CHECK(err->detail.find("refused") != std::string::npos);
+  CHECK(took < 200);
+}
+
+TEST_CASE("upstream connection: a black-holed connect is kTimeout at the deadline, or kCancelled") {
+  // A listener that never accepts, its queue filled: further SYNs are dropped.
+  FakeUpstream f(nullptr, 0);
+  std::vector<int> fillers;
+  for (int i = 0; i < 4; ++i) {
+    int s = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<uint16_t>(f.port()));
+    (void)::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    fillers.push_back(s);
+  }
+  std::this_thread::sleep_for(50ms);
+  UpstreamConfig c = config_for(f.port());
+  c.connect_timeout = 300ms;
+  LoopThread lt;
+  std::optional<BridgeError> timed, cancelled;
+  int64_t took_t = 0, took_c = 0;
+  REQUIRE(lt.run([&]() -> asio::awaitable<void> {
+    UpstreamConnection conn(co_await asio::this_coro::executor, nullptr,
+                            TcpOptions{Millis(0), Millis(0), c.connect_timeout});
+    auto t0 = Clock::now();
+    auto st = co_await conn.connect(c.sse_url, Deadline::after(5s));
+    took_t = ms_since(t0);
+    if (!st) timed = st.error();
+  }));
+  asio::cancellation_signal sig;
+  lt.cancel_after(sig, 100ms);
+  REQUIRE(lt.run(
+      [&]() -> asio::awaitable<void> {
+        UpstreamConnection conn(co_await asio::this_coro::executor, nullptr, TcpOptions{});
+        auto t0 = Clock::now();
+        auto st = co_await conn.connect(c.sse_url, Deadline::after(3s));
+        took_c = ms_since(t0);
+        if (!st) cancelled = st.error();
+      },
+      5s, &sig));
+  for (int s : fillers) ::close(s);
+  REQUIRE(timed);
+  CHECK(timed->kind == ErrorKind::kTimeout);
+  CHECK(took_t >= 280);
+  CHECK(took_t < 1000);
+  REQUIRE(cancelled);
+  CHECK(cancelled->kind == ErrorKind::kCancelled);
+  CHECK(took_c < 600);
+}
+
+TEST_CASE("upstream channel: an upstream that accepts and never answers the GET is kTimeout in kConnect") {
+  FakeUpstream f([](int fd, const std::atomic<bool>& stop) { FakeUpstream::hold(fd, stop); });
+  UpstreamConfig c = config_for(f.port());
+  std::optional<BridgeError> err;
+  int64_t took = 0;
+  LoopThread lt;
+  REQUIRE(lt.run([&]() -> asio::awaitable<void> {
+    UpstreamChannel ch(co_await asio::this_coro::executor, c, "");
+    auto t0 = Clock::now();
+    auto st = co_await ch.open(Deadline::after(300ms), 600ms, Deadline::after(5s));
+    took = ms_since(t0);
+    if (!st) err = st.error();
+  }));
+  REQUIRE(err);
+  CHECK(err->kind == ErrorKind::kTimeout);
+  CHECK(err->phase == Phase::kConnect);
+  CHECK(took >= 280);
+  CHECK(took < 1000);
+}
+
+TEST_CASE("upstream channel: malformed HTTP and malformed chunks from the upstream") {
+  SUBCASE("garbage instead of a status line") {
+    FakeUpstream f([](int fd, const std::atomic<bool>& stop) {
+      (void)FakeUpstream::read_head(fd, stop);
+      FakeUpstream::send_all(fd, "HTTX/9 banana\r\n\r\n");
+      FakeUpstream::hold(fd, stop);
+    });
+    UpstreamConfig c = config_for(f.port());
+    std::optional<BridgeError> err;
+    LoopThread lt;
+    REQUIRE(lt.run([&]() -> asio::awaitable<void> {
+      UpstreamChannel ch(co_await asio::this_coro::executor, c, "");
+      auto st = co_await ch.open(Deadline::after(1s), 600ms, Deadline::after(5s));
+      if (!st) err = st.error();
+    }));
+    REQUIRE(err);
+    CHECK(err->kind == ErrorKind::kProtocol);
+    CHECK(err->phase == Phase::kConnect);
+  }
+  SUBCASE("a bad chunk size after the endpoint ends the stream") {
+    FakeUpstream f(sse_script([](int fd, const std::atomic<bool>& stop) {
+      FakeUpstream::send_all(fd, "zz\r\nnot a chunk\r\n");
+      FakeUpstream::hold(fd, stop);
+    }));
+    UpstreamConfig c = config_for(f.port());
+    Status st = Ok{};
+    std::optional<BridgeError> err;
+    LoopThread lt;
+    REQUIRE(lt.run([&]() -> asio::awaitable<void> {
+      UpstreamChannel ch(co_await asio::this_coro::executor, c, "");
+      st = co_await ch.open(Deadline::after(1s), 600ms, Deadline::after(5s));
+      if (!st) co_return;
+      auto m = co_await ch.next_message(Deadline::after(2s), Phase::kRequest);
+      if (!m) err = m.error();
+    }));
+    REQUIRE_MESSAGE(st.ok(), st.error().message());
+    REQUIRE(err);
+    CHECK(err->kind == ErrorKind::kClosed);
+    CHECK(err->phase == Phase::kRequest);
+  }
+}
+
+TEST_CASE("upstream channel: an oversized event from a fake, split across chunks, is kProtocol") {
+  FakeUpstream f(sse_script([](int fd, const std::atomic<bool>& stop) {
+    std::string big(3000, 'a');
+    std::this_thread::sleep_for(100ms);  // after open(): the call's wait sees it
+    FakeUpstream::send_all(fd, chunk("event: message\ndata: " + big));
+    std::this_thread::sleep_for(20ms);
+    FakeUpstream::send_all(fd, chunk(big + "\n\n"));
+    FakeUpstream::hold(fd, stop);
+  }));
+  UpstreamConfig c = config_for(f.port());
+  c.max_message_size = 4096;
+  Status st = Ok{};
+  std::optional<BridgeError> err;
+  LoopThread lt;
+  REQUIRE(lt.run([&]() -> asio::awaitable<void> {
+    UpstreamChannel ch(co_await asio::this_coro::executor, c, "");
+    st = co_await ch.open(Deadline::after(1s), 600ms, Deadline::after(5s));
+    if (!st) co_return;
+    auto m = co_await ch.next_message(Deadline::after(2s), Phase::kRequest);
+    if (!m) err = m.error();
+  }));
+  REQUIRE_MESSAGE(st.ok(), st.error().message());
+  REQUIRE(err);
+  CHECK(err->kind == ErrorKind::kProtocol);
+}
+
+TEST_CASE("upstream channel: a stream delimited by the close (no chunking) works and ends as kClosed") {
+  FakeUpstream f([](int fd, const std::atomic<bool>& stop) {
+    std::string head = FakeUpstream::read_head(fd, stop);
+    if (head.rfind("GET ", 0) == 0) {
+      FakeUpstream::send_all(fd,
+                             "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+                             "event: endpoint\r\ndata: /message?sessionId=e2\r\n\r\n"
+                             ": ping\r\n\r\n"
+                             "event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/x\"}\r\n\r\n");
+      std::this_thread::sleep_for(100ms);
+      return;  // closes
+    }
+    FakeUpstream::send_all(fd, "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n");
+    FakeUpstream::hold(fd, stop);
+  });
+  UpstreamConfig c = config_for(f.port());
+  Status st = Ok{};
+  std::string first;
+  std::optional<BridgeError> end;
+  LoopThread lt;
+  REQUIRE(lt.run([&]() -> asio::awaitable<void> {
+    UpstreamChannel ch(co_await asio::this_coro::executor, c, "");
+    st = co_await ch.open(Deadline::after(1s), 600ms, Deadline::after(5s));
+    if (!st) co_return;
+    CHECK(ch.upstream_session_id() == "sessionId=e2");
+    auto m = co_await ch.next_message(Deadline::after(2s), Phase::kRequest);
+    if (m) first = m->method;
+    auto m2 = co_await ch.next_message(Deadline::after(2s), Phase::kRequest);
+    if (!m2) end = m2.error();
+  }));
+  REQUIRE_MESSAGE(st.ok(), st.error().message());
+  CHECK(first == "notifications/x");
+  REQUIRE(end);
+  CHECK(end->kind == ErrorKind::kClosed);
+  CHECK(end->detail == "SSE stream ended");
+}
+
+TEST_CASE("upstream channel: the POST connection is opened alongside the GET") {
+  FakeUpstream f(sse_script([](int fd, const std::atomic<bool>& stop) { FakeUpstream::hold(fd, stop); }));
+  UpstreamConfig c = config_for(f.port());
+  Status st = Ok{};
+  int accepted_after_open = 0;
+  LoopThread lt;
+  REQUIRE(lt.run([&]() -> asio::awaitable<void> {
+    UpstreamChannel ch(co_await asio::this_coro::executor, c, "");
+    st = co_await ch.open(Deadline::after(1s), 600ms, Deadline::after(5s));
+    accepted_after_open = f.accepted();
+    if (!st) co_return;
+    st = co_await ch.post(R"({"jsonrpc":"2.0","method":"notifications/initialized"})", Deadline::after(1s),
+                          Phase::kInitialize);
+    if (!st) co_return;
+    st = co_await ch.post(R"({"jsonrpc":"2.0","method":"notifications/initialized"})", Deadline::after(1s),
+                          Phase::kInitialize);
+  }));
+  REQUIRE_MESSAGE(st.ok(), st.error().message());
+  CHECK(accepted_after_open == 2);  // the GET and the POST connection
+  CHECK(f.accepted() == 2);         // both POSTs used the one kept-alive connection
+}
+
+// ---- TLS ---------------------------------------------------------------------------
+
+TEST_CASE("upstream channel: https upstream by name, verified against its CA; another CA fails") {
+  example::Options opt;
+  opt.tls_cert = kTlsDir + "server.pem";
+  opt.tls_key = kTlsDir + "server.key";
+  example::LegacyServer srv(opt);
+  int port = srv.start("127.0.0.1", 0);
+  REQUIRE(port > 0);
+  UpstreamConfig good = config_for(port, "https", "localhost");
+  good.tls_options.ca_file = kTlsDir + "ca.pem";
+  UpstreamConfig bad = config_for(port, "https", "127.0.0.1");
+  bad.tls_options.ca_file = kTlsDir + "other-ca.pem";
+  Status st = Ok{};
+  std::optional<BridgeError> err;
+  std::string reply;
+  LoopThread lt;
+  REQUIRE(lt.run([&]() -> asio::awaitable<void> {
+    {
+      UpstreamChannel ch(co_await asio::this_coro::executor, good, "");
+      st = co_await setup(ch, good);
+      if (!st) co_return;
+      st = co_await ch.post(tool_call(13, "echo", R"({"text":"tls"})"), Deadline::after(2s), Phase::kRequest);
+      if (!st) co_return;
+      auto m = co_await ch.next_message(Deadline::after(2s), Phase::kRequest);
+      if (m) reply = m->raw;
+    }
+    UpstreamChannel ch(co_await asio::this_coro::executor, bad, "");
+    auto b = co_await ch.open(Deadline::after(1s), 600ms, Deadline::after(5s));
+    if (!b) err = b.error();
+  }));
+  REQUIRE_MESSAGE(st.ok(), st.error().message());
+  CHECK(reply.find("tls") != std::string::npos);
+  REQUIRE(err);
+  CHECK(err->kind == ErrorKind::kProtocol);
+  CHECK(err->phase == Phase::kConnect);
+  CHECK(err->detail.find("TLS handshake") != std::string::npos);
+}
