@@ -1,34 +1,31 @@
 #include "mcp_sse_bridge/call_registry.h"
 
-#include <sys/eventfd.h>
-#include <unistd.h>
 
 namespace msb {
 
-CallMailbox::CallMailbox() : efd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
+CallMailbox::CallMailbox() = default;
+CallMailbox::~CallMailbox() = default;
 
-CallMailbox::~CallMailbox() {
-  if (efd >= 0) ::close(efd);
+void CallMailbox::set_notify(std::function<void(bool)> f) {
+  std::lock_guard lk(notify_mu_);
+  notify_ = std::move(f);
 }
 
-void CallMailbox::wake() {
-  uint64_t one = 1;
-  if (efd >= 0) (void)!::write(efd, &one, sizeof one);
+void CallMailbox::notify(bool urgent) {
+  std::lock_guard lk(notify_mu_);
+  if (notify_) notify_(urgent);
 }
 
-void CallMailbox::drain() {
-  uint64_t v;
-  if (efd >= 0) (void)!::read(efd, &v, sizeof v);
-}
+void CallMailbox::wake() { notify(true); }
 
 void CallMailbox::cancel() {
   cancelled.store(true);
-  wake();
+  notify(true);
 }
 
 void CallMailbox::hangup() {
   gone.store(true);
-  wake();
+  notify(true);
 }
 
 void CallMailbox::push(Message m) {
@@ -37,7 +34,7 @@ void CallMailbox::push(Message m) {
     if (responses.size() >= 1024) return;  // a client flooding answers gets them dropped
     responses.push_back(std::move(m));
   }
-  wake();
+  notify(false);
 }
 
 std::optional<Message> CallMailbox::pop() {

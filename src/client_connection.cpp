@@ -136,6 +136,7 @@ class ClientExchange : public Exchange, public std::enable_shared_from_this<Clie
   }
 
   bool client_gone() const override { return gone_.load(); }
+  EventLoop& loop() override { return conn_->loop(); }
 
   void on_gone(std::function<void()> f) override {
     on_loop([self = shared_from_this(), f = std::move(f)]() mutable {

@@ -1,19 +1,37 @@
 #include "mcp_sse_bridge/forwarder.h"
 
-#include <poll.h>
-#include <unistd.h>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 
+#include <deque>
+#include <future>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <unordered_set>
+#include <vector>
 
+#include "mcp_sse_bridge/event_loop.h"
 #include "mcp_sse_bridge/log.h"
 #include "mcp_sse_bridge/resolver.h"
 #include "mcp_sse_bridge/retry_policy.h"
-#include "mcp_sse_bridge/upstream_session.h"
+#include "mcp_sse_bridge/upstream_channel.h"
 
 namespace msb {
 
+namespace asio = boost::asio;
+
 namespace {
+
+// A waiting call re-checks its client at least this often even without a
+// wake-up (keepalive comments are written from these checks).
+constexpr Millis kPollSlice{1000};
 
 std::atomic<uint64_t> g_internal_ids{0};
 
@@ -41,20 +59,59 @@ std::optional<std::string> with_id(const std::string& raw, std::string_view id_j
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
+using ChannelPtr = std::unique_ptr<UpstreamChannel>;
+
 // How one attempt ended.
 struct Attempt {
   std::optional<std::string> response;  // the upstream's final response
   std::optional<BridgeError> error;
   bool cancelled = false;
   bool request_sent = false;  // the client's request may have reached the upstream
-  std::unique_ptr<UpstreamSession> reusable;  // healthy after a clean exchange
+  ChannelPtr reusable;        // healthy after a clean exchange
 };
 
+}  // namespace
+
+// Sessions are keyed by everything that makes them differ: the client
+// session (state some servers keep per SSE session never crosses clients),
+// the client's initialize params, every header sent upstream (forwarded
+// credentials included) and the replayed log level.
+struct PoolKey {
+  std::string client_session;
+  std::string init_params;
+  std::string headers;
+  std::optional<std::string> log_level;
+  std::string id() const {
+    std::string k;
+    k.append(client_session).push_back('\0');
+    k.append(init_params).push_back('\0');
+    k.append(headers).push_back('\0');
+    if (log_level) k.append(*log_level);
+    return k;
+  }
+};
+
+namespace {
+
+// One call on one loop: the state machine of DESIGN §2 for one attempt at a
+// time. Runs on the call's loop; every wait is bounded by the call's
+// deadline (and a step's own bound), and is woken at once by the client's
+// cancellation or departure.
 class CallRun {
  public:
+  // Where the call is (for logs and the wake-up rule).
+  enum class State {
+    kSetup,             // opening the upstream session: connect, endpoint, replayed initialize
+    kSending,           // POSTing the client's request (or one of the bridge's own)
+    kAwaitingResponse,  // waiting on the SSE stream for the response, relaying what precedes it
+    kCancelling,        // telling the upstream the client cancelled or left
+    kDone,              // finished: response, error or cancellation
+  };
+
   CallRun(const UpstreamConfig& cfg, ForwarderStats& stats, const Message& req,
           const ClientSession* session, const std::optional<std::string>& log_level,
-          std::string_view headers, CallSink& sink, Clock::time_point start)
+          std::string_view headers, CallSink& sink, Clock::time_point start,
+          asio::any_io_executor ex)
       : cfg_(cfg),
         stats_(stats),
         req_(req),
@@ -65,98 +122,157 @@ class CallRun {
         start_(start),
         deadline_(Deadline::at(start + cfg.request_timeout)),
         hard_deadline_(Deadline::at(start + cfg.max_request_timeout)),
-        keep_waiting_([this] { return sink_.alive(); }) {}
+        ex_(std::move(ex)) {}
 
   Deadline deadline() const { return deadline_; }
 
+  // Emits the wake-up on this call's signal when the call waits for a
+  // message (or, urgent, whatever it waits for). Loop thread.
+  void wake(bool urgent) {
+    woken_ = true;
+    // A POST or a connect in progress is only cut for a stop: a routed
+    // answer waits until the step ends.
+    if (urgent || waiting_message_) sig_.emit(asio::cancellation_type::terminal);
+  }
+  asio::cancellation_signal& signal() { return sig_; }
+
   // Opens a session and replays the client session onto it: initialize,
   // notifications/initialized, the latest logging/setLevel. Fills a.error.
-  bool setup(UpstreamSession& up, Attempt& a) {
-    bool ok = setup_steps(up, a);
+  asio::awaitable<bool> setup(UpstreamChannel& up, Attempt& a) {
+    state_ = State::kSetup;
+    bool ok = co_await setup_steps(up, a);
     if (ok) {
       stats_.sessions_opened.fetch_add(1, std::memory_order_relaxed);
     } else if (a.error && a.error->kind != ErrorKind::kCancelled) {
       stats_.session_failures[static_cast<int>(a.error->phase)].fetch_add(1, std::memory_order_relaxed);
     }
-    return ok;
-  }
-
-  bool setup_steps(UpstreamSession& up, Attempt& a) {
-    auto connect_d = Deadline::earliest(Deadline::after(cfg_.connect_timeout), deadline_);
-    if (auto st = up.open(connect_d, cfg_.endpoint_timeout, deadline_, &keep_waiting_); !st) {
-      note_error(a, st.error());
-      return false;
-    }
-    if (!session_) return true;  // the request is the client's own initialize
-    auto init_d = Deadline::earliest(Deadline::after(cfg_.initialize_timeout), deadline_);
-    std::string init_id = internal_id("init");
-    auto r = roundtrip(up, make_request(init_id, "initialize", session_->init_params), init_id,
-                       init_d, Phase::kInitialize, a);
-    if (!r) return false;
-    if (r->is_error) {
-      a.error = make_error(ErrorKind::kRejected, Phase::kInitialize,
-                           "upstream refused the replayed initialize: " + r->raw.substr(0, 300));
-      return false;
-    }
-    if (auto s = up.post(R"({"jsonrpc":"2.0","method":"notifications/initialized"})", init_d,
-                         Phase::kInitialize, &keep_waiting_);
-        !s) {
-      note_error(a, s.error());
-      return false;
-    }
-    if (log_level_) {
-      std::string id = internal_id("setLevel");
-      if (!roundtrip(up, make_request(id, "logging/setLevel", *log_level_), id, init_d,
-                     Phase::kInitialize, a))
-        return false;
-    }
-    return true;
+    co_return ok;
   }
 
   // One attempt: on `warm` (a pooled, ready session) when given, else on a
   // fresh session set up here.
-  Attempt run(std::unique_ptr<UpstreamSession> warm, std::string* upstream_session_id) {
+  asio::awaitable<Attempt> run(ChannelPtr warm, std::string* upstream_session_id) {
     Attempt a;
     const bool is_warm = warm != nullptr;
-    std::unique_ptr<UpstreamSession> owned = std::move(warm);
+    ChannelPtr owned = std::move(warm);
     if (!owned) {
-      if (UpstreamSession::open_count() >= cfg_.max_sessions) {
+      if (UpstreamChannel::open_count() >= cfg_.max_sessions) {
         a.error = make_error(ErrorKind::kOverloaded, Phase::kConnect,
                              std::to_string(cfg_.max_sessions) +
                                  " upstream sessions open (--max-upstream-sessions)");
-        return a;
+        co_return a;
       }
-      owned = std::make_unique<UpstreamSession>(cfg_, std::string(headers_));
+      owned = std::make_unique<UpstreamChannel>(ex_, cfg_, std::string(headers_));
     }
-    UpstreamSession& up = *owned;
-    up.set_watch(sink_.wake_fd(), sink_.client_fd());
-    const bool ready = is_warm ? probe_idle(up, a) : setup(up, a);
+    UpstreamChannel& up = *owned;
+    const bool ready = is_warm ? co_await probe_idle(up, a) : co_await setup(up, a);
     *upstream_session_id = up.upstream_session_id();
-    if (!ready) return a;
+    if (!ready) {
+      co_await settle(up);
+      co_return a;
+    }
     // The request itself.
-    if (auto s = up.post(req_.raw, deadline_, Phase::kRequest, &keep_waiting_); !s) {
+    state_ = State::kSending;
+    if (auto s = co_await post(up, req_.raw, deadline_, Phase::kRequest); !s) {
       // Connect failures and 404 (session gone, even when the stream's end
       // was seen first) prove the request was not taken.
       auto& e = s.error();
       a.request_sent = !post_failure_proves_not_taken(e);
       note_error(a, e);
-      return a;
+      co_await settle(up);
+      co_return a;
     }
     a.request_sent = true;
-    auto resp = wait_response(up, req_.id, a);
+    auto resp = co_await wait_response(up, req_.id, a);
     if (resp) a.response = std::move(resp->raw);
-    if (a.cancelled) cancel_upstream(up);
+    if (a.cancelled) co_await cancel_upstream(up);
     bool clean = resp && server_requests_.empty();
     for (auto& [bridge_id, upstream_id] : server_requests_) sink_.end_request(bridge_id);
     server_requests_.clear();
-    if (clean) {
-      up.set_watch(-1, -1);  // the sink's fds die with this call
-      a.reusable = std::move(owned);
-    }
-    return a;
+    state_ = State::kDone;
+    if (clean && !up.failed()) a.reusable = std::move(owned);
+    else co_await settle(up);
+    co_return a;
   }
 
  private:
+  // Clears a wake-up that has been seen, so that later waits are not cut.
+  asio::awaitable<void> rearm() {
+    woken_ = false;
+    co_await asio::this_coro::reset_cancellation_state();
+    co_await asio::this_coro::throw_if_cancelled(false);
+  }
+  asio::awaitable<bool> pending_wake() {
+    auto st = co_await asio::this_coro::cancellation_state;
+    co_return woken_ || st.cancelled() != asio::cancellation_type::none;
+  }
+  // A channel is only destroyed once nothing waits in it.
+  asio::awaitable<void> settle(UpstreamChannel& up) {
+    up.abort();
+    co_return;
+  }
+
+  // A POST that a wake-up does not cut short, unless the client is gone.
+  asio::awaitable<Status> post(UpstreamChannel& up, std::string_view body, Deadline d, Phase phase) {
+    auto prev = state_;
+    state_ = State::kSending;
+    for (;;) {
+      auto s = co_await up.post(body, d, phase);
+      if (!s && s.error().kind == ErrorKind::kCancelled && sink_.alive()) {
+        co_await rearm();
+        // Cut short by a wake-up that was not urgent after all: the POST's
+        // connection is gone with it; send again on a fresh one.
+        continue;
+      }
+      state_ = prev;
+      co_return s;
+    }
+  }
+
+  asio::awaitable<Expected<Message>> next_message(UpstreamChannel& up, Deadline d, Phase phase) {
+    if (co_await pending_wake()) {
+      co_await rearm();
+      co_return Expected<Message>(make_error(ErrorKind::kCancelled, phase, "woken"));
+    }
+    waiting_message_ = true;
+    auto m = co_await up.next_message(d, phase);
+    waiting_message_ = false;
+    if (!m && m.error().kind == ErrorKind::kCancelled) co_await rearm();
+    co_return m;
+  }
+
+  asio::awaitable<bool> setup_steps(UpstreamChannel& up, Attempt& a) {
+    auto connect_d = Deadline::earliest(Deadline::after(cfg_.connect_timeout), deadline_);
+    if (auto st = co_await up.open(connect_d, cfg_.endpoint_timeout, deadline_); !st) {
+      note_error(a, st.error());
+      co_return false;
+    }
+    if (!session_) co_return true;  // the request is the client's own initialize
+    auto init_d = Deadline::earliest(Deadline::after(cfg_.initialize_timeout), deadline_);
+    std::string init_id = internal_id("init");
+    auto r = co_await roundtrip(up, make_request(init_id, "initialize", session_->init_params),
+                                init_id, init_d, Phase::kInitialize, a);
+    if (!r) co_return false;
+    if (r->is_error) {
+      a.error = make_error(ErrorKind::kRejected, Phase::kInitialize,
+                           "upstream refused the replayed initialize: " + r->raw.substr(0, 300));
+      co_return false;
+    }
+    if (auto s = co_await post(up, R"({"jsonrpc":"2.0","method":"notifications/initialized"})",
+                               init_d, Phase::kInitialize);
+        !s) {
+      note_error(a, s.error());
+      co_return false;
+    }
+    if (log_level_) {
+      std::string id = internal_id("setLevel");
+      if (!co_await roundtrip(up, make_request(id, "logging/setLevel", *log_level_), id, init_d,
+                              Phase::kInitialize, a))
+        co_return false;
+    }
+    co_return true;
+  }
+
   // Records a failed step; a wait that was told to stop is a cancellation
   // (the client left or cancelled, or the bridge is stopping), not an error.
   void note_error(Attempt& a, const BridgeError& e) {
@@ -171,13 +287,18 @@ class CallRun {
   // a path that died meanwhile (a NAT or proxy forgot the flow): prove it
   // alive with a ping before the call is sent on it. Failing here is phase
   // kConnect with nothing sent, so the call moves to a fresh session.
-  bool probe_idle(UpstreamSession& up, Attempt& a) {
-    if (Clock::now() - up.last_activity() < cfg_.idle_probe_after) return true;
+  asio::awaitable<bool> probe_idle(UpstreamChannel& up, Attempt& a) {
+    state_ = State::kSetup;
+    if (!co_await up.refresh_idle()) {
+      a.error = make_error(ErrorKind::kClosed, Phase::kConnect, "warm session ended while idle");
+      co_return false;
+    }
+    if (Clock::now() - up.last_activity() < cfg_.idle_probe_after) co_return true;
     stats_.pings_sent.fetch_add(1, std::memory_order_relaxed);
     auto d = Deadline::earliest(Deadline::after(cfg_.idle_probe_timeout), deadline_);
     std::string id = internal_id("probe");
-    auto r = roundtrip(up, make_request(id, "ping", ""), id, d, Phase::kConnect, a);
-    if (r) return true;
+    auto r = co_await roundtrip(up, make_request(id, "ping", ""), id, d, Phase::kConnect, a);
+    if (r) co_return true;
     if (a.error) {
       a.error->phase = Phase::kConnect;
       if (a.error->kind == ErrorKind::kTimeout) {
@@ -189,23 +310,24 @@ class CallRun {
       log::info("warm upstream session failed its liveness ping; using a fresh one",
                 {{"cause", a.error->message()}});
     }
-    return false;
+    co_return false;
   }
 
   // Sends one of the bridge's own requests and waits for its response.
-  std::optional<Message> roundtrip(UpstreamSession& up, const std::string& body,
-                                   const std::string& id, Deadline d, Phase phase, Attempt& a) {
-    if (auto s = up.post(body, d, phase, &keep_waiting_); !s) {
+  asio::awaitable<std::optional<Message>> roundtrip(UpstreamChannel& up, const std::string& body,
+                                                    const std::string& id, Deadline d, Phase phase,
+                                                    Attempt& a) {
+    if (auto s = co_await post(up, body, d, phase); !s) {
       note_error(a, s.error());
-      return std::nullopt;
+      co_return std::nullopt;
     }
     for (;;) {
       if (!sink_.alive()) {
         a.cancelled = true;
-        return std::nullopt;
+        co_return std::nullopt;
       }
-      auto slice = Deadline::earliest(d, Deadline::after(Forwarder::kPollSlice));
-      auto m = up.next_message(slice, phase);
+      auto slice = Deadline::earliest(d, Deadline::after(kPollSlice));
+      auto m = co_await next_message(up, slice, phase);
       if (!m) {
         if (m.error().kind == ErrorKind::kCancelled) continue;  // woken: alive() decides
         if (m.error().kind == ErrorKind::kTimeout && !d.reached()) continue;
@@ -214,77 +336,83 @@ class CallRun {
           a.error->detail = "no reply to " + std::string(to_string(phase)) + " within " +
                             format_duration(phase == Phase::kInitialize ? cfg_.initialize_timeout
                                                                         : cfg_.request_timeout);
-        return std::nullopt;
+        co_return std::nullopt;
       }
-      if (m->kind == MsgKind::kResponse && m->id == id) return std::move(*m);
-      if (!handle_other(up, *m, d, phase, a, /*relay=*/false)) return std::nullopt;
+      if (m->kind == MsgKind::kResponse && m->id == id) co_return std::move(*m);
+      if (!co_await handle_other(up, *m, d, phase, a, /*relay=*/false)) co_return std::nullopt;
     }
   }
 
   // Waits for the response to the client's request, relaying what comes
   // before it, probing a silent stream with ping.
-  std::optional<Message> wait_response(UpstreamSession& up, const std::string& id, Attempt& a) {
+  asio::awaitable<std::optional<Message>> wait_response(UpstreamChannel& up, const std::string& id,
+                                                        Attempt& a) {
+    state_ = State::kAwaitingResponse;
     std::optional<std::string> ping_id;
     Deadline ping_deadline = Deadline::never();
     for (;;) {
       if (!sink_.alive()) {
         a.cancelled = true;
-        return std::nullopt;
+        co_return std::nullopt;
       }
       auto now = Clock::now();
       if (deadline_.reached()) {
         a.error = make_error(ErrorKind::kTimeout, Phase::kRequest,
-                             "no response within " + format_duration(Duration(std::chrono::duration_cast<Millis>(now - start_))) +
+                             "no response within " +
+                                 format_duration(Duration(std::chrono::duration_cast<Millis>(now - start_))) +
                                  " (--request-timeout " + format_duration(cfg_.request_timeout) + ")");
-        return std::nullopt;
+        co_return std::nullopt;
       }
       if (ping_id && ping_deadline.reached()) {
         a.error = make_error(ErrorKind::kUnresponsive, Phase::kRequest,
                              "stream silent for " +
                                  format_duration(std::chrono::duration_cast<Millis>(now - up.last_activity())) +
                                  " and ping unanswered within " + format_duration(cfg_.ping_timeout));
-        return std::nullopt;
+        co_return std::nullopt;
       }
       if (!ping_id && cfg_.ping_interval.count() > 0 &&
           now - up.last_activity() >= cfg_.ping_interval) {
         ping_id = internal_id("ping");
         ping_deadline = Deadline::after(cfg_.ping_timeout);
         stats_.pings_sent.fetch_add(1, std::memory_order_relaxed);
-        auto s = up.post(make_request(*ping_id, "ping", ""),
-                         Deadline::earliest(ping_deadline, deadline_), Phase::kRequest, &keep_waiting_);
+        auto s = co_await post(up, make_request(*ping_id, "ping", ""),
+                               Deadline::earliest(ping_deadline, deadline_), Phase::kRequest);
+        state_ = State::kAwaitingResponse;
         if (!s) {
           note_error(a, s.error());
           if (a.error && a.error->kind == ErrorKind::kTimeout) a.error->kind = ErrorKind::kUnresponsive;
-          return std::nullopt;
+          co_return std::nullopt;
         }
       }
-      auto wake = Deadline::earliest(deadline_, Deadline::after(Forwarder::kPollSlice));
+      auto wake = Deadline::earliest(deadline_, Deadline::after(kPollSlice));
       if (ping_id) wake = Deadline::earliest(wake, ping_deadline);
       else if (cfg_.ping_interval.count() > 0)
         wake = Deadline::earliest(wake, Deadline::at(up.last_activity() + cfg_.ping_interval));
-      if (!relay_client_responses(up, a)) return std::nullopt;
-      auto m = up.next_message(wake, Phase::kRequest);
+      if (!co_await relay_client_responses(up, a)) co_return std::nullopt;
+      state_ = State::kAwaitingResponse;
+      auto m = co_await next_message(up, wake, Phase::kRequest);
       if (!m) {
         // A timeout re-checks the deadlines above; a wake-up asks alive().
         if (m.error().kind == ErrorKind::kTimeout || m.error().kind == ErrorKind::kCancelled) continue;
         a.error = m.error();
-        return std::nullopt;
+        co_return std::nullopt;
       }
       if (m->kind == MsgKind::kResponse) {
-        if (m->id == id) return std::move(*m);
+        if (m->id == id) co_return std::move(*m);
         if (ping_id && m->id == *ping_id) {
           ping_id.reset();
           ping_deadline = Deadline::never();
         }
         continue;  // a stale reply to one of ours
       }
-      if (!handle_other(up, *m, deadline_, Phase::kRequest, a, /*relay=*/true)) return std::nullopt;
+      if (!co_await handle_other(up, *m, deadline_, Phase::kRequest, a, /*relay=*/true))
+        co_return std::nullopt;
     }
   }
 
   // Sends the client's answers to forwarded server requests back upstream,
   // under the upstream's own ids.
-  bool relay_client_responses(UpstreamSession& up, Attempt& a) {
+  asio::awaitable<bool> relay_client_responses(UpstreamChannel& up, Attempt& a) {
     while (auto r = sink_.take_response()) {
       auto it = server_requests_.find(r->id);
       if (it == server_requests_.end()) continue;  // not (or no longer) ours
@@ -292,17 +420,17 @@ class CallRun {
       sink_.end_request(it->first);
       server_requests_.erase(it);
       if (!fixed) continue;
-      if (auto s = up.post(*fixed, deadline_, Phase::kRequest, &keep_waiting_); !s) {
+      if (auto s = co_await post(up, *fixed, deadline_, Phase::kRequest); !s) {
         note_error(a, s.error());
-        return false;
+        co_return false;
       }
     }
-    return true;
+    co_return true;
   }
 
   // Upstream notifications and requests that are not the awaited response.
-  bool handle_other(UpstreamSession& up, Message& m, Deadline d, Phase phase, Attempt& a,
-                    bool relay) {
+  asio::awaitable<bool> handle_other(UpstreamChannel& up, Message& m, Deadline d, Phase phase,
+                                     Attempt& a, bool relay) {
     if (m.kind == MsgKind::kRequest) {
       std::string reply;
       if (m.method == "ping") {
@@ -316,18 +444,18 @@ class CallRun {
         if (relay && rewritten && sink_.forward_request(m.method, bridge_id, *rewritten, &why)) {
           stats_.server_requests.fetch_add(1, std::memory_order_relaxed);
           server_requests_.emplace(bridge_id, m.id);
-          return true;
+          co_return true;
         }
         reply = jsonrpc_plain_error(m.id, -32601,
                                     "mcp-sse-bridge cannot forward '" + m.method + "': " + why);
       }
-      if (auto s = up.post(reply, d, phase, &keep_waiting_); !s) {
+      if (auto s = co_await post(up, reply, d, phase); !s) {
         note_error(a, s.error());
-        return false;
+        co_return false;
       }
-      return true;
+      co_return true;
     }
-    if (m.kind != MsgKind::kNotification || !relay) return true;
+    if (m.kind != MsgKind::kNotification || !relay) co_return true;
     if (m.method == "notifications/progress" && !req_.progress_token.empty() &&
         m.progress_token == req_.progress_token) {
       // Progress proves the call is alive: extend its deadline, within the cap.
@@ -335,15 +463,17 @@ class CallRun {
     }
     if (!sink_.deliver(m.raw)) {
       a.cancelled = true;
-      return false;
+      co_return false;
     }
-    return true;
+    co_return true;
   }
 
-  void cancel_upstream(UpstreamSession& up) {
+  asio::awaitable<void> cancel_upstream(UpstreamChannel& up) {
+    state_ = State::kCancelling;
+    co_await rearm();
     std::string n = R"({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":)" +
                     req_.id + R"J(,"reason":"client went away (mcp-sse-bridge)"}})J";
-    (void)up.post(n, Deadline::after(Millis(1000)), Phase::kRequest);
+    (void)co_await up.post(n, Deadline::after(Millis(1000)), Phase::kRequest);
   }
 
   const UpstreamConfig& cfg_;
@@ -356,32 +486,263 @@ class CallRun {
   Clock::time_point start_;
   Deadline deadline_;
   Deadline hard_deadline_;
+  asio::any_io_executor ex_;
+  State state_ = State::kSetup;
+  bool waiting_message_ = false;
+  bool woken_ = false;
+  asio::cancellation_signal sig_;
   std::map<std::string, std::string> server_requests_;  // bridge id -> upstream id
-  // Asked by every upstream wait when woken and every kPollSlice: the client
-  // may cancel or leave, the bridge may stop.
-  UpstreamSession::KeepWaiting keep_waiting_;
+};
+
+// The pool's stand-in for a client: alive until the pool stops.
+class PoolSink : public CallSink {
+ public:
+  explicit PoolSink(const bool& stopping) : stopping_(stopping) {}
+  bool deliver(std::string_view) override { return alive(); }
+  bool alive() override { return !stopping_; }
+
+ private:
+  const bool& stopping_;
 };
 
 }  // namespace
 
-CallResult Forwarder::call(const Message& req, const ClientSession* session,
-                           const std::optional<std::string>& log_level_params,
-                           std::string_view extra_headers, CallSink& sink,
-                           Clock::time_point arrival) {
+// Warm sessions of one loop: opened and initialized ahead of the calls that
+// will use them (connect + `endpoint` + initialize round trips paid in the
+// background), on the loop that will use them. A session serves one call at
+// a time; with reuse on, it returns after a clean call. A session that died
+// while idle, or sat idle longer than max_idle_age, is closed, never handed
+// out. Fillers are coroutines (at most --pool-fillers at once per loop).
+// Loop thread only.
+class WarmPool : public std::enable_shared_from_this<WarmPool> {
+ public:
+  WarmPool(EventLoop& loop, const UpstreamConfig& cfg, ForwarderStats& fstats, PoolStats& stats,
+           std::atomic<size_t>& idle_total)
+      : loop_(loop), cfg_(cfg), fstats_(fstats), stats_(stats), idle_total_(idle_total),
+        sweep_(loop.io()) {}
+
+  ChannelPtr take(const PoolKey& key) {
+    expire(Clock::now());
+    auto it = buckets_.find(key.id());
+    if (it == buckets_.end() || it->second.idle.empty()) return nullptr;
+    while (!it->second.idle.empty()) {
+      Entry e = std::move(it->second.idle.front());
+      it->second.idle.pop_front();
+      drop_idle_count();
+      if (e.ch->failed()) {
+        stats_.dead.fetch_add(1, std::memory_order_relaxed);
+        e.ch->abort();
+        continue;
+      }
+      return std::move(e.ch);
+    }
+    return nullptr;
+  }
+
+  void give_back(const PoolKey& key, ChannelPtr ch) {
+    if (stopping_ || idle_total_.load() >= cfg_.pool.size || ch->failed()) {
+      ch->abort();
+      return;
+    }
+    auto& b = bucket(key);
+    b.idle.push_back(Entry{std::move(ch), Clock::now()});
+    add_idle_count();
+    stats_.reused.fetch_add(1, std::memory_order_relaxed);
+    schedule_sweep();
+  }
+
+  // Asks for one more ready session for key (bounded by the per-key and
+  // total limits).
+  void want(const PoolKey& key) {
+    if (stopping_ || cfg_.pool.size == 0) return;
+    auto& b = bucket(key);
+    if (idle_total_.load() + pending_ >= cfg_.pool.size) return;
+    if (b.idle.size() + static_cast<size_t>(b.pending) >= 2) return;
+    ++b.pending;
+    ++pending_;
+    work_.push_back(key.id());
+    while (fillers_ < cfg_.pool.fillers && !work_.empty()) {
+      ++fillers_;
+      asio::co_spawn(loop_.io(), [self = shared_from_this()] { return self->filler(); },
+                     asio::detached);
+    }
+  }
+
+  void stop() {
+    stopping_ = true;
+    work_.clear();
+    for (auto* ch : opening_) ch->abort();
+    for (auto& [k, b] : buckets_)
+      for (auto& e : b.idle) {
+        e.ch->abort();
+        drop_idle_count();
+      }
+    buckets_.clear();
+    sweep_.cancel();
+  }
+
+ private:
+  struct Entry {
+    ChannelPtr ch;
+    Clock::time_point ready_at;
+  };
+  struct Bucket {
+    PoolKey key;
+    std::deque<Entry> idle;
+    int pending = 0;
+  };
+
+  Bucket& bucket(const PoolKey& key) {
+    auto [it, fresh] = buckets_.try_emplace(key.id());
+    if (fresh) it->second.key = key;
+    return it->second;
+  }
+  void add_idle_count() {
+    idle_total_.fetch_add(1);
+    stats_.idle.fetch_add(1, std::memory_order_relaxed);
+  }
+  void drop_idle_count() {
+    idle_total_.fetch_sub(1);
+    stats_.idle.fetch_sub(1, std::memory_order_relaxed);
+  }
+
+  void expire(Clock::time_point now) {
+    for (auto it = buckets_.begin(); it != buckets_.end();) {
+      auto& q = it->second.idle;
+      while (!q.empty() && now - q.front().ready_at >= cfg_.pool.max_idle_age) {
+        q.front().ch->abort();
+        q.pop_front();
+        drop_idle_count();
+        stats_.expired.fetch_add(1, std::memory_order_relaxed);
+      }
+      if (q.empty() && it->second.pending == 0) it = buckets_.erase(it);
+      else ++it;
+    }
+  }
+
+  // Idle sessions are closed at their max age even when no call comes.
+  void schedule_sweep() {
+    if (sweeping_ || stopping_) return;
+    sweeping_ = true;
+    sweep_.expires_after(std::max<Duration>(cfg_.pool.max_idle_age / 4, Duration(50)));
+    sweep_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+      self->sweep_done(ec);
+    });
+  }
+  void sweep_done(const boost::system::error_code& ec) {
+    {
+      sweeping_ = false;
+      if (ec || stopping_) return;
+      expire(Clock::now());
+      if (idle_here() > 0) schedule_sweep();
+    }
+  }
+  size_t idle_here() const {
+    size_t n = 0;
+    for (auto& [k, b] : buckets_) n += b.idle.size();
+    return n;
+  }
+
+  asio::awaitable<void> filler() {
+    co_await asio::this_coro::throw_if_cancelled(false);
+    while (!stopping_ && !work_.empty()) {
+      std::string id = std::move(work_.front());
+      work_.pop_front();
+      auto it = buckets_.find(id);
+      if (it == buckets_.end()) {
+        --pending_;
+        continue;
+      }
+      PoolKey key = it->second.key;
+      ChannelPtr ch;
+      // The pool never takes the last free upstream sessions from calls.
+      if (UpstreamChannel::open_count() + static_cast<size_t>(cfg_.pool.fillers) < cfg_.max_sessions)
+        ch = co_await open(key);
+      --pending_;
+      auto b = buckets_.find(id);
+      if (b != buckets_.end()) --b->second.pending;
+      if (!ch) {
+        stats_.open_failed.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      }
+      if (stopping_ || b == buckets_.end() || idle_total_.load() >= cfg_.pool.size) {
+        ch->abort();
+        continue;
+      }
+      b->second.idle.push_back(Entry{std::move(ch), Clock::now()});
+      add_idle_count();
+      stats_.opened.fetch_add(1, std::memory_order_relaxed);
+      schedule_sweep();
+    }
+    --fillers_;
+  }
+
+  asio::awaitable<ChannelPtr> open(const PoolKey& key) {
+    PoolSink sink(stopping_);
+    Message none;
+    ClientSession cs;
+    cs.init_params = key.init_params;
+    CallRun run(cfg_, fstats_, none, &cs, key.log_level, key.headers, sink, Clock::now(),
+                loop_.io().get_executor());
+    auto ch = std::make_unique<UpstreamChannel>(loop_.io().get_executor(), cfg_, key.headers);
+    opening_.insert(ch.get());
+    Attempt a;
+    bool ok = co_await run.setup(*ch, a);
+    opening_.erase(ch.get());
+    if (!ok) {
+      if (a.error) log::debug("warm session not opened", {{"cause", a.error->message()}});
+      ch->abort();
+      co_return nullptr;
+    }
+    co_return ch;
+  }
+
+  EventLoop& loop_;
+  const UpstreamConfig& cfg_;
+  ForwarderStats& fstats_;
+  PoolStats& stats_;
+  std::atomic<size_t>& idle_total_;
+  std::unordered_map<std::string, Bucket> buckets_;
+  std::deque<std::string> work_;
+  std::unordered_set<UpstreamChannel*> opening_;
+  size_t pending_ = 0;
+  int fillers_ = 0;
+  bool stopping_ = false;
+  asio::steady_timer sweep_;
+  bool sweeping_ = false;
+};
+
+asio::awaitable<CallResult> Forwarder::call(EventLoop& loop, const Message& req,
+                                            const ClientSession* session,
+                                            std::optional<std::string> log_level_params,
+                                            std::string extra_headers, CallSink& sink,
+                                            Clock::time_point arrival) {
   stats_.calls.fetch_add(1, std::memory_order_relaxed);
   auto start = arrival;
-  CallRun run(cfg_, stats_, req, session, log_level_params, extra_headers, sink, start);
+  auto ex = loop.io().get_executor();
+  auto run = std::make_shared<CallRun>(cfg_, stats_, req, session, log_level_params, extra_headers,
+                                       sink, start, ex);
+  // The client's cancellation, departure and routed answers wake the call
+  // through its signal (the waker runs on this loop).
+  std::weak_ptr<CallRun> weak = run;
+  sink.set_waker([weak](bool urgent) {
+    if (auto r = weak.lock()) r->wake(urgent);
+  });
   CallResult out;
-  std::unique_ptr<UpstreamSession> warm;
+  ChannelPtr warm;
   std::optional<PoolKey> key;
-  if (session && pool_.enabled()) {
-    key = PoolKey{session->id, session->init_params, std::string(extra_headers), log_level_params};
-    warm = pool_.take(*key);
+  WarmPool* pool = nullptr;
+  if (session && cfg_.pool.size > 0) {
+    pool = pool_for(loop);
+    key = PoolKey{session->id, session->init_params, extra_headers, log_level_params};
+    warm = pool->take(*key);
+    if (warm) pool_stats_.hits.fetch_add(1, std::memory_order_relaxed);
+    else pool_stats_.misses.fetch_add(1, std::memory_order_relaxed);
     // With reuse a session comes back after its call; without, or on a
     // miss, ask for one more for the next call on this key.
-    if (!warm || !cfg_.pool.reuse) pool_.want(*key);
+    if (!warm || !cfg_.pool.reuse) pool->want(*key);
   }
-  if (run.deadline().reached()) {
+  if (run->deadline().reached()) {
     // A later call of a batch whose shared deadline has passed.
     out.error = make_error(ErrorKind::kTimeout, Phase::kConnect,
                            "the request's deadline (--request-timeout " +
@@ -389,18 +750,25 @@ CallResult Forwarder::call(const Message& req, const ClientSession* session,
                                ") passed before this call could start");
     stats_.failures.fetch_add(1, std::memory_order_relaxed);
     out.response = jsonrpc_error_response(req.id, *out.error, elapsed_ms(start), cfg_.sse_url.str());
-    return out;
+    sink.set_waker(nullptr);
+    co_return out;
   }
   bool warm_failed = false;  // a warm session failed before taking the request
   for (int attempt = 0;; ++attempt) {
     out.attempts = attempt + 1;
     bool was_warm = warm != nullptr;
-    Attempt a = run.run(std::move(warm), &out.upstream_session);
+    // The attempt runs as a child coroutine bound to the call's signal.
+    Attempt a = co_await asio::co_spawn(
+        ex,
+        [run, w = std::move(warm), &out]() mutable -> asio::awaitable<Attempt> {
+          co_await asio::this_coro::throw_if_cancelled(false);
+          co_return co_await run->run(std::move(w), &out.upstream_session);
+        },
+        asio::bind_cancellation_slot(run->signal().slot(), asio::use_awaitable));
     // A pooled session that failed before taking the request is retried on a
     // fresh one without using up a retry: its death while idle must not
     // become the client's error.
-    if (was_warm && !a.response && !a.cancelled && !a.request_sent &&
-        !run.deadline().reached()) {
+    if (was_warm && !a.response && !a.cancelled && !a.request_sent && !run->deadline().reached()) {
       --attempt;
       warm_failed = true;
       stats_.retries.fetch_add(1, std::memory_order_relaxed);
@@ -408,16 +776,17 @@ CallResult Forwarder::call(const Message& req, const ClientSession* session,
     }
     if (a.response) {
       out.response = std::move(*a.response);
-      if (key && cfg_.pool.reuse && a.reusable) pool_.give_back(*key, std::move(a.reusable));
-      return out;
+      if (key && cfg_.pool.reuse && a.reusable) pool->give_back(*key, std::move(a.reusable));
+      else if (a.reusable) a.reusable->abort();
+      break;
     }
     if (a.cancelled) {
       stats_.cancelled.fetch_add(1, std::memory_order_relaxed);
       out.cancelled = true;
-      return out;
+      break;
     }
-    if (attempt < cfg_.retries && !a.cancelled && a.error && may_retry(*a.error, a.request_sent, req.method) &&
-        !run.deadline().reached()) {
+    if (attempt < cfg_.retries && a.error && may_retry(*a.error, a.request_sent, req.method) &&
+        !run->deadline().reached()) {
       stats_.retries.fetch_add(1, std::memory_order_relaxed);
       log::info("retrying call on a fresh upstream session",
                 {{"method", req.method}, {"id", req.id}, {"cause", a.error->message()}});
@@ -425,8 +794,9 @@ CallResult Forwarder::call(const Message& req, const ClientSession* session,
     }
     stats_.failures.fetch_add(1, std::memory_order_relaxed);
     out.error = a.error;
+    if (!out.error) out.error = make_error(ErrorKind::kInternal, Phase::kRequest, "call ended without a result");
     if (out.error->kind == ErrorKind::kTimeout && out.error->phase == Phase::kConnect &&
-        !run.deadline().reached()) {
+        !run->deadline().reached()) {
       // The connect step's own bound passed, not the request's: the host or
       // the path to it is down. Say so, rather than "deadline exceeded".
       out.error->kind = ErrorKind::kUnreachable;
@@ -436,61 +806,59 @@ CallResult Forwarder::call(const Message& req, const ClientSession* session,
     }
     if (warm_failed) out.error->detail += "; a warm session had just failed its liveness ping";
     out.response = jsonrpc_error_response(req.id, *out.error, elapsed_ms(start), cfg_.sse_url.str());
-    return out;
+    break;
   }
+  sink.set_waker(nullptr);
+  co_return out;
 }
 
-Forwarder::Forwarder(const UpstreamConfig& cfg)
-    : cfg_(cfg), pool_(cfg.pool, [this](const PoolKey& k, int stop_fd) { return open_for_pool(k, stop_fd); }) {
+Forwarder::Forwarder(const UpstreamConfig& cfg) : cfg_(cfg) {
   Resolver::shared().set_limits(cfg.resolve_timeout, cfg.resolve_cache_ttl);
 }
 
-Forwarder::~Forwarder() { pool_.stop(); }
+Forwarder::~Forwarder() = default;
 
-void Forwarder::stop() { pool_.stop(); }
+size_t Forwarder::open_sessions() { return UpstreamChannel::open_count(); }
 
-void Forwarder::prewarm(std::string_view client_session, std::string_view init_params,
-                        std::string_view extra_headers,
-                        const std::optional<std::string>& log_level_params) {
-  pool_.want(PoolKey{std::string(client_session), std::string(init_params),
-                     std::string(extra_headers), log_level_params});
+WarmPool* Forwarder::pool_for(EventLoop& loop) {
+  std::lock_guard lk(pools_mu_);
+  auto& p = pools_[&loop];
+  if (!p) p = std::make_shared<WarmPool>(loop, cfg_, stats_, pool_stats_, pool_idle_);
+  return p.get();
 }
 
-namespace {
-// The pool's stand-in for a client: alive until the pool stops.
-class PoolSink : public CallSink {
- public:
-  explicit PoolSink(int stop_fd) : stop_fd_(stop_fd) {}
-  bool deliver(std::string_view) override { return alive(); }
-  // The stop eventfd is never drained: once readable, it stays so.
-  bool alive() override {
-    pollfd p{stop_fd_, POLLIN, 0};
-    return stop_fd_ < 0 || ::poll(&p, 1, 0) == 0;
-  }
-  int wake_fd() const override { return stop_fd_; }
+void Forwarder::prewarm(EventLoop& loop, std::string_view client_session,
+                        std::string_view init_params, std::string_view extra_headers,
+                        const std::optional<std::string>& log_level_params) {
+  if (cfg_.pool.size == 0) return;
+  pool_for(loop)->want(PoolKey{std::string(client_session), std::string(init_params),
+                               std::string(extra_headers), log_level_params});
+}
 
- private:
-  int stop_fd_;
-};
-}  // namespace
-
-std::unique_ptr<UpstreamSession> Forwarder::open_for_pool(const PoolKey& key, int stop_fd) {
-  PoolSink sink(stop_fd);
-  Message none;
-  ClientSession cs;
-  cs.init_params = key.init_params;
-  CallRun run(cfg_, stats_, none, &cs, key.log_level, key.headers, sink, Clock::now());
-  // The pool never takes the last free upstream sessions from calls.
-  if (UpstreamSession::open_count() + cfg_.pool.fillers >= cfg_.max_sessions) return nullptr;
-  auto up = std::make_unique<UpstreamSession>(cfg_, key.headers);
-  up->set_watch(stop_fd, -1);
-  Attempt a;
-  if (!run.setup(*up, a)) {
-    if (a.error) log::debug("warm session not opened", {{"cause", a.error->message()}});
-    return nullptr;
+void Forwarder::stop() {
+  // Each pool stops on its loop; fillers still running hold it until they end.
+  std::vector<std::pair<EventLoop*, std::shared_ptr<WarmPool>>> all;
+  {
+    std::lock_guard lk(pools_mu_);
+    for (auto& [l, p] : pools_) all.emplace_back(l, std::move(p));
+    pools_.clear();
   }
-  up->set_watch(-1, -1);
-  return up;
+  std::vector<std::future<void>> done;
+  for (auto [l, p] : all) {
+    auto pr = std::make_shared<std::promise<void>>();
+    done.push_back(pr->get_future());
+    if (l->in_loop()) {
+      p->stop();
+      pr->set_value();
+      continue;
+    }
+    asio::post(l->io(), [p = std::move(p), pr]() mutable {
+      p->stop();
+      p.reset();
+      pr->set_value();
+    });
+  }
+  for (auto& d : done) d.wait_for(std::chrono::seconds(2));
 }
 
 }  // namespace msb

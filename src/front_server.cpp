@@ -16,7 +16,6 @@
 #include "mcp_sse_bridge/router.h"
 #include "mcp_sse_bridge/session_handler.h"
 #include "mcp_sse_bridge/session_token.h"
-#include "mcp_sse_bridge/upstream_session.h"
 
 namespace msb {
 
@@ -42,7 +41,7 @@ struct FrontServer::Impl {
   Lifecycle life;
   Admission admission;
   Refusals refusals;
-  // Calls (and /readyz probes) run here; --max-inflight bounds the calls.
+  // /readyz probes (blocking, at most one at a time) run here.
   CallThreads threads;
   ReadyProbe ready;
   SessionHandler mcp;
@@ -62,7 +61,7 @@ struct FrontServer::Impl {
         policy(cfg),
         admission(cfg.max_inflight, cfg.max_calls_per_session),
         refusals(metrics),
-        threads(static_cast<size_t>(cfg.max_inflight) + 8, 4, std::chrono::seconds(30)),
+        threads(2, 0, std::chrono::seconds(30)),
         ready(cfg, policy.static_headers()),
         mcp(SessionHandler::Deps{cfg, forwarder, tokens, policy, metrics, admission, refusals, life,
                                  threads}),
@@ -76,7 +75,7 @@ struct FrontServer::Impl {
     MetricsGauges g;
     g.inflight = admission.inflight();
     g.connections = listener.connections();
-    g.upstream_sessions = static_cast<int64_t>(UpstreamSession::open_count());
+    g.upstream_sessions = static_cast<int64_t>(Forwarder::open_sessions());
     g.ready = !life.draining.load() && ready.last();
     g.draining = life.draining.load();
     return g;
@@ -162,9 +161,9 @@ void FrontServer::stop() {
     while (i.listener.connections() > 0 && !grace.reached()) std::this_thread::sleep_for(Millis(20));
     i.listener.close_all();
   }
+  i.forwarder.stop();  // the warm pools close on their loops
   i.threads.shutdown();
   i.loops.stop();
-  i.forwarder.stop();
   i.cv.notify_all();
 }
 

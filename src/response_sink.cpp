@@ -1,5 +1,8 @@
 #include "mcp_sse_bridge/response_sink.h"
 
+#include <boost/asio/post.hpp>
+
+#include "mcp_sse_bridge/event_loop.h"
 #include "mcp_sse_bridge/metrics.h"
 
 namespace msb {
@@ -22,11 +25,31 @@ ResponseSink::ResponseSink(CallRegistry& registry, const Lifecycle& life,
     : registry_(registry), life_(life), ex_(std::move(ex)), box_(std::move(box)), session_(session) {}
 
 ResponseSink::~ResponseSink() {
+  box_->set_notify(nullptr);
   for (auto& id : routes_) registry_.remove_route(id);
 }
 
+void ResponseSink::set_waker(std::function<void(bool urgent)> w) {
+  if (!w) {
+    box_->set_notify(nullptr);
+    waker_.reset();
+    return;
+  }
+  waker_ = std::make_shared<std::function<void(bool)>>(std::move(w));
+  // The mailbox may be told from any thread (a cancellation arriving on
+  // another connection): the wake-up runs on this call's loop.
+  std::weak_ptr<std::function<void(bool)>> weak = waker_;
+  auto ex = ex_->loop().io().get_executor();
+  box_->set_notify([ex, weak](bool urgent) {
+    boost::asio::post(ex, [weak, urgent] {
+      if (auto f = weak.lock()) (*f)(urgent);
+    });
+  });
+  // Something may have come before the waker was in place.
+  if (box_->cancelled.load() || box_->gone.load()) (*waker_)(true);
+}
+
 bool ResponseSink::alive() {
-  box_->drain();
   if (gone_ || box_->cancelled.load() || life_.stopping.load()) return false;
   if (box_->gone.load() || ex_->client_gone()) gone_ = true;
   return !gone_;

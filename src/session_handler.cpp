@@ -2,9 +2,13 @@
 
 #include <openssl/sha.h>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "mcp_sse_bridge/event_loop.h"
 #include "mcp_sse_bridge/log.h"
 #include "mcp_sse_bridge/metrics.h"
 #include "mcp_sse_bridge/response_sink.h"
@@ -248,26 +252,28 @@ void SessionHandler::handle_post(std::shared_ptr<Exchange> ex, HttpRequest& req)
     for (auto& b : boxes) b->hangup();
   });
   if (accepts_sse) ex->start_stream(sse_head(base));
-  bool batch = parsed.batch;
-  auto job = [this, ex, calls = std::move(calls), session = std::move(*session),
-              headers = std::move(upstream_headers), accepts_sse, batch,
-              base = std::move(base)]() mutable {
-    run_calls(ex, calls, session, headers, accepts_sse, batch, std::move(base));
-  };
-  d_.threads.post(std::move(job));
+  // The calls run on this connection's loop, as one coroutine.
+  auto& io = ex->loop().io();
+  boost::asio::co_spawn(io,
+                        run_calls(std::move(ex), std::move(calls), std::move(*session),
+                                  std::move(upstream_headers), accepts_sse, parsed.batch,
+                                  std::move(base)),
+                        boost::asio::detached);
 }
 
-// On a call thread: runs the calls of one POST in order and answers them.
-void SessionHandler::run_calls(std::shared_ptr<Exchange> ex, std::vector<PendingCall>& calls,
-                               const ClientSession& session, const std::string& headers, bool sse,
-                               bool batch, HttpResponse base) {
+// On the connection's loop: runs the calls of one POST in order and answers them.
+boost::asio::awaitable<void> SessionHandler::run_calls(std::shared_ptr<Exchange> ex,
+                                                       std::vector<PendingCall> calls,
+                                                       ClientSession session, std::string headers,
+                                                       bool sse, bool batch, HttpResponse base) {
+  EventLoop& loop = ex->loop();
   std::vector<std::string> out;
   bool gone = false;
   try {
     for (auto& c : calls) {
       if (sse) {
         SseSink s(registry_, d_.life, ex, c.mailbox, &session, d_.metrics, d_.cfg.keepalive_interval);
-        CallResult r = run_call(c, session, headers, s);
+        CallResult r = co_await run_call(loop, c, session, headers, s);
         if (s.gone()) {
           gone = true;
           break;
@@ -286,7 +292,7 @@ void SessionHandler::run_calls(std::shared_ptr<Exchange> ex, std::vector<Pending
         }
       } else {
         JsonSink s(registry_, d_.life, ex, c.mailbox, &session);
-        CallResult r = run_call(c, session, headers, s);
+        CallResult r = co_await run_call(loop, c, session, headers, s);
         if (s.gone()) {
           gone = true;
           break;
@@ -303,17 +309,22 @@ void SessionHandler::run_calls(std::shared_ptr<Exchange> ex, std::vector<Pending
     gone = true;
   }
   for (auto& c : calls) release(c);  // those never run
-  if (sse) return ex->end();
+  if (sse) {
+    ex->end();
+    co_return;
+  }
   if (gone) {
     // Nobody to answer (or an internal failure): end the exchange closed.
     HttpResponse r;
     r.status = 500;
     r.close = true;
-    return ex->respond(std::move(r));
+    ex->respond(std::move(r));
+    co_return;
   }
   if (out.empty()) {
     base.status = 202;
-    return ex->respond(std::move(base));
+    ex->respond(std::move(base));
+    co_return;
   }
   std::string body;
   if (batch) {
@@ -376,25 +387,30 @@ void SessionHandler::release(PendingCall& c) {
 // Forwarder::call, with no exception escaping: one (an allocation failing on
 // a huge event) becomes the call's internal error with its id, the answer
 // the client acts on.
-CallResult SessionHandler::call_guarded(const Message& m, const ClientSession* s,
-                                        const std::optional<std::string>& log_level,
-                                        std::string_view headers, CallSink& sink,
-                                        Clock::time_point arrival) {
+boost::asio::awaitable<CallResult> SessionHandler::call_guarded(
+    EventLoop& loop, const Message& m, const ClientSession* s, std::optional<std::string> log_level,
+    std::string headers, CallSink& sink, Clock::time_point arrival) {
+  std::string what;
   try {
-    return d_.forwarder.call(m, s, log_level, headers, sink, arrival);
+    co_return co_await d_.forwarder.call(loop, m, s, std::move(log_level), std::move(headers),
+                                         sink, arrival);
   } catch (const std::exception& ex) {
-    CallResult r;
-    r.error = make_error(ErrorKind::kInternal, Phase::kRequest,
-                         std::string("internal error in mcp-sse-bridge: ") + ex.what());
-    r.response = jsonrpc_error_response(m.id, *r.error, elapsed_ms(arrival), d_.cfg.upstream.sse_url.str());
-    log::error("call failed with an exception", {{"method", m.method}, {"id", m.id}, {"what", ex.what()}});
-    return r;
+    what = ex.what();
   }
+  sink.set_waker(nullptr);
+  CallResult r;
+  r.error = make_error(ErrorKind::kInternal, Phase::kRequest,
+                       "internal error in mcp-sse-bridge: " + what);
+  r.response = jsonrpc_error_response(m.id, *r.error, elapsed_ms(arrival), d_.cfg.upstream.sse_url.str());
+  log::error("call failed with an exception", {{"method", m.method}, {"id", m.id}, {"what", what}});
+  co_return r;
 }
 
 // Runs one call to completion (or cancellation) and logs it.
-CallResult SessionHandler::run_call(PendingCall& c, const ClientSession& s,
-                                    const std::string& headers, CallSink& sink) {
+boost::asio::awaitable<CallResult> SessionHandler::run_call(EventLoop& loop, PendingCall& c,
+                                                           const ClientSession& s,
+                                                           const std::string& headers,
+                                                           CallSink& sink) {
   auto t0 = Clock::now();
   CallResult r;
   if (auto local = local_answer(c.msg, s)) {
@@ -404,7 +420,7 @@ CallResult SessionHandler::run_call(PendingCall& c, const ClientSession& s,
     r.error = e;
     r.response = jsonrpc_error_response(c.msg.id, e, 0, d_.cfg.upstream.sse_url.str());
   } else {
-    r = call_guarded(c.msg, &s, d_.tokens.log_level(s.id), headers, sink, c.arrival);
+    r = co_await call_guarded(loop, c.msg, &s, d_.tokens.log_level(s.id), headers, sink, c.arrival);
   }
   release(c);
   auto ms = elapsed_ms(t0);
@@ -430,7 +446,7 @@ CallResult SessionHandler::run_call(PendingCall& c, const ClientSession& s,
                        {"id", c.msg.id}, {"outcome", outcome}, {"ms", std::to_string(ms)},
                        {"attempts", std::to_string(r.attempts)}});
   }
-  return r;
+  co_return r;
 }
 
 // A call that ended "cancelled" because the bridge is stopping still owes
@@ -456,28 +472,23 @@ void SessionHandler::handle_initialize(std::shared_ptr<Exchange> ex, Message ini
   // --max-inflight, and the drain waits for it.
   if (!d_.admission.admit(1))
     return refuse(*ex, d_.admission.inflight_refusal(), init.id, &base);
-  d_.threads.post([this, ex, init = std::move(init), params = std::move(params),
-                   version = std::move(version), accepts_sse, headers = std::move(headers),
-                   request_id = std::move(request_id), base = std::move(base),
-                   late = d_.life.draining.load()]() mutable {
-    try {
-      initialize_blocking(ex, init, params, version, accepts_sse, headers, request_id, late,
-                          std::move(base));
-    } catch (const std::exception& e) {
-      log::error("initialize failed with an exception", {{"what", e.what()}});
-      HttpResponse r;
-      r.status = 500;
-      r.close = true;
-      ex->respond(std::move(r));
-    }
-    d_.admission.release();
-  });
+  bool late = d_.life.draining.load();
+  auto& io = ex->loop().io();
+  boost::asio::co_spawn(io,
+                        initialize_call(std::move(ex), std::move(init), std::move(params),
+                                        std::move(version), accepts_sse, std::move(headers),
+                                        std::move(request_id), late, std::move(base)),
+                        boost::asio::detached);
 }
 
-void SessionHandler::initialize_blocking(const std::shared_ptr<Exchange>& exp, Message& init, const std::string& params,
-                                         const std::string& version, bool accepts_sse,
-                                         const std::string& headers, const std::string& request_id,
-                                         bool late, HttpResponse base) {
+boost::asio::awaitable<void> SessionHandler::initialize_call(
+    std::shared_ptr<Exchange> exp, Message init, std::string params, std::string version,
+    bool accepts_sse, std::string headers, std::string request_id, bool late, HttpResponse base) {
+  // Admitted by handle_initialize; given back however this ends.
+  struct Release {
+    Admission& a;
+    ~Release() { a.release(); }
+  } release_slot{d_.admission};
   Exchange& ex = *exp;
   auto box = std::make_shared<CallMailbox>();
   JsonSink sink(registry_, d_.life, exp, box, nullptr);
@@ -488,14 +499,15 @@ void SessionHandler::initialize_blocking(const std::shared_ptr<Exchange>& exp, M
     r.error = make_error(ErrorKind::kShuttingDown, Phase::kConnect, "bridge is shutting down");
     r.response = jsonrpc_error_response(init.id, *r.error, 0, d_.cfg.upstream.sse_url.str());
   } else {
-    r = call_guarded(init, nullptr, std::nullopt, headers, sink, Clock::now());
+    r = co_await call_guarded(ex.loop(), init, nullptr, std::nullopt, headers, sink, Clock::now());
   }
   if (r.cancelled) {
     d_.metrics.call_done("initialize", nullptr, true, seconds_since(t0));
     if (sink.gone()) {
       HttpResponse gone;
       gone.close = true;
-      return ex.respond(std::move(gone));
+      ex.respond(std::move(gone));
+      co_return;
     }
     r.error = make_error(ErrorKind::kShuttingDown, Phase::kRequest, "bridge is shutting down");
     r.response = jsonrpc_error_response(init.id, *r.error, elapsed_ms(t0), d_.cfg.upstream.sse_url.str());
@@ -535,7 +547,7 @@ void SessionHandler::initialize_blocking(const std::shared_ptr<Exchange>& exp, M
             " bytes) are too large to be carried in a session id; send at most about 20 KiB");
   }
   if (ok) {
-    d_.forwarder.prewarm(sid, params, headers, std::nullopt);
+    d_.forwarder.prewarm(ex.loop(), sid, params, headers, std::nullopt);
     base.set_header(kSessionHeader, sid);
     log::info("client session initialized",
               {{"request_id", request_id}, {"session", session_tag(sid)},

@@ -1,6 +1,7 @@
 // What the client side and a running call share (CallMailbox): the client's
 // cancellation, the client's hang-up, client responses routed to the call,
-// and an eventfd that wakes the call's waits at once when any of them comes.
+// and the call's wake-up, called at once when any of them comes (from
+// whatever thread brings it; the call's side posts it to its loop).
 // CallRegistry finds them: in-flight calls by (client session, request id),
 // so that notifications/cancelled reaches the call it names; forwarded
 // server requests by (client session, bridge id), so that the client's
@@ -9,6 +10,7 @@
 
 #include <atomic>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -25,18 +27,23 @@ struct CallMailbox {
   CallMailbox(const CallMailbox&) = delete;
   CallMailbox& operator=(const CallMailbox&) = delete;
 
-  void wake();
-  void drain();
+  // Installs (or, with nullptr, removes) the wake-up. `urgent`: stop now.
+  void set_notify(std::function<void(bool urgent)> f);
+  void wake();    // urgent: the bridge is stopping
   void cancel();  // the client cancelled the call: no response is owed
   void hangup();  // the client went away: nobody to answer
   void push(Message m);  // a client response routed to this call
   std::optional<Message> pop();
 
-  int efd;
   std::atomic<bool> cancelled{false};
   std::atomic<bool> gone{false};
   std::mutex mu;
   std::deque<Message> responses;
+
+ private:
+  void notify(bool urgent);
+  std::mutex notify_mu_;
+  std::function<void(bool)> notify_;
 };
 using MailboxPtr = std::shared_ptr<CallMailbox>;
 

@@ -1,43 +1,54 @@
-// Forwarder: runs one client request on a fresh, short-lived upstream session
+// Forwarder: runs one client request on a short-lived upstream session
 // (connect, `endpoint`, replay initialize + initialized + session state, send
 // the request, relay its notifications, deliver its response, close), with a
 // deadline on every step and the retry rules of DESIGN §2.5.
 //
-// Thread-safe: any number of calls run at once, each on its caller's thread.
+// A call is a coroutine on the event loop that owns its client connection;
+// its upstream sockets live on the same loop (a warm call crosses no thread).
+// The warm pool is per loop for the same reason.
 #pragma once
+
+#include <boost/asio/awaitable.hpp>
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 
 #include "mcp_sse_bridge/config.h"
 #include "mcp_sse_bridge/deadline.h"
 #include "mcp_sse_bridge/error.h"
 #include "mcp_sse_bridge/jsonrpc.h"
-#include "mcp_sse_bridge/session_pool.h"
 #include "mcp_sse_bridge/session_token.h"
 #include "mcp_sse_bridge/upstream_stats.h"
 
 namespace msb {
 
-// The client side of one call, as the forwarder sees it.
+class EventLoop;
+class WarmPool;
+struct PoolKey;
+
+// The client side of one call, as the forwarder sees it. Used on the call's
+// loop thread only.
 class CallSink {
  public:
   virtual ~CallSink() = default;
   // Delivers a message that precedes the response (progress, logging, other
-  // notifications). Returns false once the client has gone.
+  // notifications). Returns false once the client has gone. Never blocks.
   virtual bool deliver(std::string_view json) = 0;
-  // Polled at least every kPollSlice while the call waits, and at once when
-  // wake_fd() or client_fd() fires; may write a keepalive. Returns false once
-  // the client has gone or cancelled the call.
+  // False once the client has gone or cancelled the call, or the bridge
+  // stops. Asked whenever the call is woken (see set_waker) and between steps;
+  // may write a keepalive.
   virtual bool alive() = 0;
-
-  // An eventfd signalled when alive() or take_response() has news, and the
-  // client's socket (hang-up wakes the call). -1 = none.
-  virtual int wake_fd() const { return -1; }
-  virtual int client_fd() const { return -1; }
+  // Installs the call's wake-up: called (on the call's loop) when alive() or
+  // take_response() may have news. `urgent`: the call should stop at once
+  // (cancel, hang-up, stop) rather than only re-check between waits.
+  virtual void set_waker(std::function<void(bool urgent)> w) { (void)w; }
 
   // Forwards a server-to-client request (`json` already carries the
   // bridge-unique id `bridge_id`) on the call's stream and routes the
@@ -63,43 +74,48 @@ struct CallResult {
   std::string upstream_session;  // last upstream session id, for logs
 };
 
-
 class Forwarder {
  public:
-  static constexpr Millis kPollSlice{200};
-
   explicit Forwarder(const UpstreamConfig& cfg);
   ~Forwarder();
 
-  // Runs `req` (a request). `session` is the client's session (nullptr for
-  // `initialize`, which is then sent as-is instead of being replayed);
-  // `log_level_params` the latest logging/setLevel params to replay, if any.
-  // `extra_headers` are "Name: value\r\n" lines sent upstream. Blocks until
-  // the response, an error, or the client's departure; never past the call's
-  // deadline (request_timeout from `arrival`, when the client's HTTP request
-  // came in, extended by progress up to max_request_timeout).
-  CallResult call(const Message& req, const ClientSession* session,
-                  const std::optional<std::string>& log_level_params,
-                  std::string_view extra_headers, CallSink& sink,
-                  Clock::time_point arrival = Clock::now());
+  // Runs `req` (a request) on `loop` (the caller's: the coroutine must run
+  // there). `session` is the client's session (nullptr for `initialize`,
+  // which is then sent as-is instead of being replayed); `log_level_params`
+  // the latest logging/setLevel params to replay, if any. `extra_headers`
+  // are "Name: value\r\n" lines sent upstream. Ends with the response, an
+  // error, or the client's departure; never past the call's deadline
+  // (request_timeout from `arrival`, extended by progress up to
+  // max_request_timeout).
+  boost::asio::awaitable<CallResult> call(EventLoop& loop, const Message& req,
+                                          const ClientSession* session,
+                                          std::optional<std::string> log_level_params,
+                                          std::string extra_headers, CallSink& sink,
+                                          Clock::time_point arrival);
 
-  // Asks the warm pool for a session ready for this client session's next
-  // call (after initialize). No-op when the pool is off.
-  void prewarm(std::string_view client_session, std::string_view init_params,
+  // Asks loop's warm pool for a session ready for this client session's next
+  // call (after initialize). No-op when the pool is off. Loop thread.
+  void prewarm(EventLoop& loop, std::string_view client_session, std::string_view init_params,
                std::string_view extra_headers, const std::optional<std::string>& log_level_params);
-  // Stops the pool's fillers and closes its idle sessions.
+  // Stops the pools' fillers and closes their idle sessions (each on its
+  // loop; the loops must still run). Bounded.
   void stop();
 
   const ForwarderStats& stats() const { return stats_; }
-  const PoolStats& pool_stats() const { return pool_.stats(); }
+  const PoolStats& pool_stats() const { return pool_stats_; }
   const UpstreamConfig& config() const { return cfg_; }
+  // Upstream sessions (channels) open in this process.
+  static size_t open_sessions();
 
  private:
-  std::unique_ptr<UpstreamSession> open_for_pool(const PoolKey& key, int stop_fd);
+  WarmPool* pool_for(EventLoop& loop);
 
   const UpstreamConfig& cfg_;
   ForwarderStats stats_;
-  SessionPool pool_;
+  PoolStats pool_stats_;
+  std::atomic<size_t> pool_idle_{0};  // idle warm sessions over all loops
+  std::mutex pools_mu_;
+  std::unordered_map<EventLoop*, std::shared_ptr<WarmPool>> pools_;
 };
 
 }  // namespace msb

@@ -17,6 +17,8 @@
 
 namespace msb {
 
+class EventLoop;
+
 struct HttpRequest {
   std::string method;  // "POST"
   std::string target;  // as sent: path and query
@@ -51,7 +53,8 @@ struct HttpResponse {
 // start_stream() once, then for a stream any number of write() and one
 // end(). Thread-safe: a call running on another thread may use it; write()
 // then blocks that thread until the bytes are written (bounded by
-// --client-write-timeout) and returns false once the client is gone.
+// --client-write-timeout). On the loop's own thread write() queues and
+// returns at once. It returns false once the client is gone.
 class Exchange {
  public:
   virtual ~Exchange() = default;
@@ -64,6 +67,8 @@ class Exchange {
   // Runs f (on the connection's loop) when the client goes away while the
   // response is still open; at once if it already has.
   virtual void on_gone(std::function<void()> f) = 0;
+  // The loop that owns the connection: a call answering this exchange runs there.
+  virtual EventLoop& loop() = 0;
 };
 
 // What serves requests: called on the connection's loop thread; must not

@@ -3,7 +3,7 @@
 // forwarded server requests, keepalive comments, the response) or as one
 // JSON body (JsonSink: notifications dropped, no server requests).
 // Cancellation, hang-up and routed client answers come through the call's
-// mailbox, whose eventfd wakes the call's waits.
+// mailbox, which wakes the call on its loop. Loop thread only.
 #pragma once
 
 #include <memory>
@@ -29,7 +29,7 @@ class ResponseSink : public CallSink {
                MailboxPtr box, const ClientSession* session);
   ~ResponseSink() override;
   bool alive() override;
-  int wake_fd() const override { return box_->efd; }
+  void set_waker(std::function<void(bool urgent)> w) override;
   std::optional<Message> take_response() override { return box_->pop(); }
   void end_request(std::string_view bridge_id) override;
   bool gone() const { return gone_; }
@@ -49,6 +49,7 @@ class ResponseSink : public CallSink {
   std::optional<nlohmann::json> caps_;
   std::set<std::string> routes_;
   bool gone_ = false;
+  std::shared_ptr<std::function<void(bool)>> waker_;
 };
 
 // The response is a text/event-stream (its head already sent).

@@ -2,10 +2,12 @@
 // 2025-11-25): POST (initialize opens a client session; requests become
 // calls; notifications/cancelled and client answers are routed to running
 // calls), GET (405: no standalone stream in per-call mode) and DELETE (ends
-// a client session). Runs on the event loop; each call runs on the blocking
-// Forwarder on a CallThreads thread and answers through its Exchange, as an
-// SSE stream or one JSON body.
+// a client session). Runs on the event loop that owns the client's
+// connection; each POST's calls run there as a coroutine (Forwarder::call)
+// and answer through its Exchange, as an SSE stream or one JSON body.
 #pragma once
+
+#include <boost/asio/awaitable.hpp>
 
 #include <memory>
 #include <optional>
@@ -69,19 +71,25 @@ class SessionHandler {
   void handle_delete(Exchange& ex, const HttpRequest& req);
   void handle_initialize(std::shared_ptr<Exchange> ex, Message init, bool accepts_sse,
                          std::string headers, std::string request_id, HttpResponse base);
-  void initialize_blocking(const std::shared_ptr<Exchange>& ex, Message& init, const std::string& params,
-                           const std::string& version, bool accepts_sse, const std::string& headers,
-                           const std::string& request_id, bool late, HttpResponse base);
-  void run_calls(std::shared_ptr<Exchange> ex, std::vector<PendingCall>& calls,
-                 const ClientSession& session, const std::string& headers, bool sse, bool batch,
-                 HttpResponse base);
+  boost::asio::awaitable<void> initialize_call(std::shared_ptr<Exchange> ex, Message init,
+                                               std::string params, std::string version,
+                                               bool accepts_sse, std::string headers,
+                                               std::string request_id, bool late,
+                                               HttpResponse base);
+  boost::asio::awaitable<void> run_calls(std::shared_ptr<Exchange> ex,
+                                         std::vector<PendingCall> calls, ClientSession session,
+                                         std::string headers, bool sse, bool batch,
+                                         HttpResponse base);
   std::optional<std::string> local_answer(const Message& m, const ClientSession& s);
   void release(PendingCall& c);
-  CallResult call_guarded(const Message& m, const ClientSession* s,
-                          const std::optional<std::string>& log_level, std::string_view headers,
-                          CallSink& sink, Clock::time_point arrival);
-  CallResult run_call(PendingCall& c, const ClientSession& s, const std::string& headers,
-                      CallSink& sink);
+  boost::asio::awaitable<CallResult> call_guarded(EventLoop& loop, const Message& m,
+                                                  const ClientSession* s,
+                                                  std::optional<std::string> log_level,
+                                                  std::string headers, CallSink& sink,
+                                                  Clock::time_point arrival);
+  boost::asio::awaitable<CallResult> run_call(EventLoop& loop, PendingCall& c,
+                                              const ClientSession& s, const std::string& headers,
+                                              CallSink& sink);
   std::string shutdown_answer(const PendingCall& c);
 
   Deps d_;
