@@ -460,24 +460,33 @@ void SessionHandler::handle_initialize(std::shared_ptr<Exchange> ex, Message ini
                    version = std::move(version), accepts_sse, headers = std::move(headers),
                    request_id = std::move(request_id), base = std::move(base),
                    late = d_.life.draining.load()]() mutable {
+    // The slot is given back before the answer is sent: a client that sends
+    // its next request as soon as it reads the answer must find it free.
+    bool released = false;
     try {
       initialize_blocking(ex, init, params, version, accepts_sse, headers, request_id, late,
-                          std::move(base));
+                          &released, std::move(base));
     } catch (const std::exception& e) {
       log::error("initialize failed with an exception", {{"what", e.what()}});
+      if (!released) d_.admission.release();
+      released = true;
       HttpResponse r;
       r.status = 500;
       r.close = true;
       ex->respond(std::move(r));
     }
-    d_.admission.release();
+    if (!released) d_.admission.release();
   });
 }
 
 void SessionHandler::initialize_blocking(const std::shared_ptr<Exchange>& exp, Message& init, const std::string& params,
                                          const std::string& version, bool accepts_sse,
                                          const std::string& headers, const std::string& request_id,
-                                         bool late, HttpResponse base) {
+                                         bool late, bool* released, HttpResponse base) {
+  auto release_slot = [&] {
+    if (!*released) d_.admission.release();
+    *released = true;
+  };
   Exchange& ex = *exp;
   auto box = std::make_shared<CallMailbox>();
   JsonSink sink(registry_, d_.life, exp, box, nullptr);
@@ -495,6 +504,7 @@ void SessionHandler::initialize_blocking(const std::shared_ptr<Exchange>& exp, M
     if (sink.gone()) {
       HttpResponse gone;
       gone.close = true;
+      release_slot();
       return ex.respond(std::move(gone));
     }
     r.error = make_error(ErrorKind::kShuttingDown, Phase::kRequest, "bridge is shutting down");
@@ -555,6 +565,7 @@ void SessionHandler::initialize_blocking(const std::shared_ptr<Exchange>& exp, M
     base.content_type = "application/json";
     base.body = std::move(r.response);
   }
+  release_slot();
   ex.respond(std::move(base));
 }
 

@@ -71,7 +71,8 @@ class SessionHandler {
                          std::string headers, std::string request_id, HttpResponse base);
   void initialize_blocking(const std::shared_ptr<Exchange>& ex, Message& init, const std::string& params,
                            const std::string& version, bool accepts_sse, const std::string& headers,
-                           const std::string& request_id, bool late, HttpResponse base);
+                           const std::string& request_id, bool late, bool* released,
+                           HttpResponse base);
   void run_calls(std::shared_ptr<Exchange> ex, std::vector<PendingCall>& calls,
                  const ClientSession& session, const std::string& headers, bool sse, bool batch,
                  HttpResponse base);
