@@ -41,8 +41,11 @@ void CallThreads::shutdown() {
   }
   // Calls end by their own deadlines, and at once when the bridge stops
   // (their mailboxes are woken and report the stop).
-  for (auto& t : all)
-    if (t.joinable() && t.get_id() != std::this_thread::get_id()) t.join();
+  for (auto& t : all) {
+    if (!t.joinable()) continue;
+    if (t.get_id() == std::this_thread::get_id()) t.detach();  // shut down from one of its own
+    else t.join();
+  }
 }
 
 size_t CallThreads::live() const {

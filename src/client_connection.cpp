@@ -50,6 +50,8 @@ constexpr size_t kScratch = 64 * 1024;
 // connection under the response).
 constexpr Duration kLinger{1000};
 constexpr size_t kLingerBytes = 8u << 20;
+// Bytes of pipelined requests kept unparsed while earlier ones are answered.
+constexpr size_t kMaxReadAhead = 1u << 20;
 
 std::string status_line(int status) {
   auto reason = http::obsolete_reason(static_cast<http::status>(status));
@@ -87,8 +89,9 @@ std::string chunk(std::string_view data) {
 // connection's state is only touched on its loop.
 class ClientExchange : public Exchange, public std::enable_shared_from_this<ClientExchange> {
  public:
-  ClientExchange(std::shared_ptr<ClientConnection> c, bool keep_alive)
-      : conn_(std::move(c)), ex_(conn_->loop().io().get_executor()), keep_alive_(keep_alive) {}
+  ClientExchange(std::shared_ptr<ClientConnection> c, bool keep_alive, bool head_only)
+      : conn_(std::move(c)), ex_(conn_->loop().io().get_executor()), keep_alive_(keep_alive),
+        head_only_(head_only) {}
 
   void respond(HttpResponse r) override {
     on_loop([self = shared_from_this(), r = std::move(r)]() mutable {
@@ -96,7 +99,7 @@ class ClientExchange : public Exchange, public std::enable_shared_from_this<Clie
       if (self->finished_ || c.closed()) return;
       bool close = self->must_close(r.close);
       std::string out = serialize_head(r, close, false);
-      out += r.body;
+      if (!self->head_only_) out += r.body;  // HEAD: the head says how long the body would be
       c.send(std::move(out));
       self->finish(close);
     });
@@ -108,6 +111,7 @@ class ClientExchange : public Exchange, public std::enable_shared_from_this<Clie
       if (self->finished_ || c.closed()) return;
       self->close_after_ = self->must_close(head.close);
       c.send(serialize_head(head, self->close_after_, true));
+      if (self->head_only_) self->finish(self->close_after_);  // HEAD: no stream follows
     });
   }
 
@@ -172,6 +176,7 @@ class ClientExchange : public Exchange, public std::enable_shared_from_this<Clie
   std::shared_ptr<ClientConnection> conn_;
   asio::any_io_executor ex_;
   const bool keep_alive_;
+  const bool head_only_;  // a HEAD request: heads only, never a body
   std::atomic<bool> gone_{false};
   bool finished_ = false;     // loop thread
   bool close_after_ = false;  // loop thread
@@ -183,7 +188,11 @@ ClientConnection::ClientConnection(EventLoop& loop, std::unique_ptr<NetStream> s
                                    Metrics* metrics)
     : loop_(loop), stream_(std::move(stream)), limits_(limits), handler_(handler), metrics_(metrics) {}
 
-ClientConnection::~ClientConnection() = default;
+ClientConnection::~ClientConnection() {
+  read_timer_.cancel();
+  idle_timer_.cancel();
+  write_timer_.cancel();
+}
 
 void ClientConnection::start() {
   asio::co_spawn(loop_.io(), run(), asio::detached);
@@ -212,6 +221,7 @@ void ClientConnection::on_write_timeout(TimerEntry* e) {
 }
 
 void ClientConnection::arm_idle() {
+  if (closed_) return;
   // The first request may take --client-read-timeout to start; later ones
   // --client-idle-timeout (keep-alive).
   Duration d = served_ == 0 ? limits_.read_timeout : limits_.idle_timeout;
@@ -219,7 +229,7 @@ void ClientConnection::arm_idle() {
 }
 
 void ClientConnection::arm_read() {
-  if (read_timer_.linked) return;
+  if (closed_ || read_timer_.linked) return;
   loop_.deadlines(limits_.read_timeout).arm(read_timer_, on_read_timeout, this);
 }
 
@@ -230,6 +240,17 @@ void ClientConnection::disarm_reads() {
 
 asio::awaitable<void> ClientConnection::run() {
   auto self = shared_from_this();
+  try {
+    co_await serve();
+  } catch (const std::exception& e) {
+    log::error("client connection failed with an exception", {{"what", e.what()}});
+  }
+  close();
+}
+
+asio::awaitable<void> ClientConnection::serve() {
+  ErrorCode nb;
+  stream_->socket().non_blocking(true, nb);
   if (stream_->is_tls()) {
     arm_read();
     ErrorCode ec = co_await stream_->handshake(true);
@@ -270,13 +291,12 @@ asio::awaitable<void> ClientConnection::run() {
       std::memcpy(dst.data(), scratch.data(), n);
       buf_.commit(n);
     }
-    if (lingering_) {
-      buf_.consume(buf_.size());
+    if (lingering_ || closing_after_ || deferred_status_) {
+      buf_.consume(buf_.size());  // nothing more is answered on this connection
       continue;
     }
     if (n > 0) feed();
   }
-  close();
 }
 
 void ClientConnection::feed() {
@@ -284,7 +304,9 @@ void ClientConnection::feed() {
   while (buf_.size() > 0 && !closed_ && !closing_after_) {
     if (!parser_) {
       if (static_cast<int>(pending_.size()) >= limits_.max_pipelined) {
-        refuse_and_close(429, "too many pipelined requests");
+        // Read ahead far enough: the rest waits in the buffer (bounded)
+        // until the requests before it are answered.
+        if (buf_.size() > kMaxReadAhead) refuse_and_close(429, "too many pipelined requests");
         return;
       }
       parser_.emplace();
@@ -318,7 +340,10 @@ void ClientConnection::feed() {
     if (!header_was_done && parser_->is_header_done() && !parser_->is_done()) {
       auto& h = parser_->get();
       auto it = h.find(http::field::expect);
-      if (it != h.end() && iequals(it->value(), "100-continue"))
+      // Only when nothing else is being answered on this connection (it
+      // would land inside that response) and only to HTTP/1.1 clients.
+      if (it != h.end() && iequals(it->value(), "100-continue") && h.version() == 11 &&
+          !current_ && pending_.empty() && !writing_)
         send("HTTP/1.1 100 Continue\r\n\r\n");
     }
     if (parser_->is_done()) {
@@ -358,7 +383,7 @@ void ClientConnection::next_request() {
   HttpRequest req = std::move(pending_.front());
   pending_.pop_front();
   bool keep_alive = req.keep_alive;
-  current_ = std::make_shared<ClientExchange>(shared_from_this(), keep_alive);
+  current_ = std::make_shared<ClientExchange>(shared_from_this(), keep_alive, req.method == "HEAD");
   auto ex = current_;
   if (req.too_large) return ex->respond(handler_.refused(413, "body larger than --max-body-size"));
   handler_.handle(std::move(ex), std::move(req));
@@ -367,6 +392,13 @@ void ClientConnection::next_request() {
 void ClientConnection::response_done(bool close) {
   current_.reset();
   ++served_;
+  if (closed_) return;
+  if (deferred_status_) {
+    // A refusal that waited for the response before it.
+    int status = deferred_status_;
+    deferred_status_ = 0;
+    return refuse_and_close(status, deferred_why_);
+  }
   if (close) {
     closing_after_ = true;
     pending_.clear();
@@ -375,7 +407,13 @@ void ClientConnection::response_done(bool close) {
     if (!writing_) co_spawn(loop_.io(), linger_close(), asio::detached);
     return;
   }
-  if (!pending_.empty()) return next_request();
+  if (!pending_.empty()) {
+    next_request();
+    if (!closed_ && buf_.size() > 0) feed();  // requests read ahead, unparsed
+    return;
+  }
+  if (buf_.size() > 0) feed();
+  if (closed_ || current_) return;
   if (!parser_) {
     arm_idle();
     if (buf_.size() == 0) buf_.shrink_to_fit();
@@ -383,12 +421,18 @@ void ClientConnection::response_done(bool close) {
 }
 
 void ClientConnection::refuse_and_close(int status, std::string_view why) {
-  HttpResponse r = handler_.refused(status, why);
   if (current_) {
-    // A response is being written: it would interleave. Just close.
-    close();
+    // A response is in progress: the refusal follows it (no more requests
+    // are read meanwhile).
+    if (!deferred_status_) {
+      deferred_status_ = status;
+      deferred_why_ = std::string(why);
+    }
+    parser_.reset();
+    pending_.clear();
     return;
   }
+  HttpResponse r = handler_.refused(status, why);
   r.close = true;
   std::string out = serialize_head(r, true, false);
   out += r.body;
@@ -436,6 +480,7 @@ asio::awaitable<void> ClientConnection::writer() {
   }
   writing_ = false;
   if (closing_after_ && !closed_ && !lingering_) co_await linger_close();
+  else if (drain_ && !closed_ && !current_ && pending_.empty() && !parser_) close();
 }
 
 asio::awaitable<void> ClientConnection::linger_close() {

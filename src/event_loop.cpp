@@ -99,8 +99,11 @@ void EventLoops::start() {
 void EventLoops::stop() {
   guards_.clear();
   for (auto& l : loops_) l->io().stop();
-  for (auto& t : threads_)
-    if (t.joinable() && t.get_id() != std::this_thread::get_id()) t.join();
+  for (auto& t : threads_) {
+    if (!t.joinable()) continue;
+    if (t.get_id() == std::this_thread::get_id()) t.detach();  // stopped from its own loop
+    else t.join();
+  }
   threads_.clear();
 }
 

@@ -145,11 +145,11 @@ void Listener::start() {
             }
             ErrorCode e;
             s.set_option(tcp::no_delay(true), e);
-            if (connections_.load() >= max_connections_) {
+            if (connections_.fetch_add(1) >= max_connections_) {
+              connections_.fetch_sub(1);
               refuse_connection(s, p->tls != nullptr, metrics_);
               continue;
             }
-            connections_.fetch_add(1);
             auto stream = p->tls ? std::make_unique<NetStream>(std::move(s), p->tls)
                                  : std::make_unique<NetStream>(std::move(s));
             auto c = std::make_shared<ClientConnection>(p->loop, std::move(stream), limits_,

@@ -484,10 +484,17 @@ void SessionHandler::handle_initialize(std::shared_ptr<Exchange> ex, Message ini
 boost::asio::awaitable<void> SessionHandler::initialize_call(
     std::shared_ptr<Exchange> exp, Message init, std::string params, std::string version,
     bool accepts_sse, std::string headers, std::string request_id, bool late, HttpResponse base) {
-  // Admitted by handle_initialize; given back however this ends.
+  // Admitted by handle_initialize; given back however this ends, and before
+  // the answer is sent: a client that sends its next request as soon as it
+  // reads the answer must find the slot free.
   struct Release {
     Admission& a;
-    ~Release() { a.release(); }
+    bool done = false;
+    void operator()() {
+      if (!done) a.release();
+      done = true;
+    }
+    ~Release() { (*this)(); }
   } release_slot{d_.admission};
   Exchange& ex = *exp;
   auto box = std::make_shared<CallMailbox>();
@@ -506,6 +513,7 @@ boost::asio::awaitable<void> SessionHandler::initialize_call(
     if (sink.gone()) {
       HttpResponse gone;
       gone.close = true;
+      release_slot();
       ex.respond(std::move(gone));
       co_return;
     }
@@ -567,6 +575,7 @@ boost::asio::awaitable<void> SessionHandler::initialize_call(
     base.content_type = "application/json";
     base.body = std::move(r.response);
   }
+  release_slot();
   ex.respond(std::move(base));
 }
 

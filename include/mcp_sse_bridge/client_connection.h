@@ -71,7 +71,8 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   friend class ClientExchange;
   using Parser = boost::beast::http::request_parser<boost::beast::http::string_body>;
 
-  asio::awaitable<void> run();
+  asio::awaitable<void> run();    // serve(), and close() however it ends
+  asio::awaitable<void> serve();
   void feed();            // parses buffered bytes into pending_ requests
   void next_request();    // dispatches the next pending request, if idle
   void send(std::string bytes, std::shared_ptr<WriteTicket> ticket = nullptr);
@@ -104,6 +105,8 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   bool closing_after_ = false;  // close once the output is written
   bool drain_ = false;
   bool lingering_ = false;
+  int deferred_status_ = 0;  // a refusal waiting for the response in progress
+  std::string deferred_why_;
 
   std::deque<std::pair<std::string, std::shared_ptr<WriteTicket>>> out_;
   bool writing_ = false;

@@ -291,3 +291,52 @@ TEST_CASE("initialize params too large for a session id get a clear error, never
   CHECK(r.last()["error"]["code"] == -32602);
   CHECK(r.last()["error"]["message"].get<std::string>().find("too large") != std::string::npos);
 }
+
+TEST_CASE("HEAD is answered with the head only: the next response on the connection is intact") {
+  Harness h;
+  RawConn c(h.port());
+  REQUIRE(c.connected());
+  REQUIRE(c.send("HEAD /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
+  // The HEAD answer announces the length of a body it does not send: the
+  // bytes after its head are the GET's answer.
+  bool closed = false;
+  std::string both;
+  auto until = SteadyClock::now() + 5000ms;
+  while (SteadyClock::now() < until && both.find("ok\n") == std::string::npos && !closed)
+    both += c.read_until_close(100ms, &closed);
+  auto first = both.find("HTTP/1.1 200");
+  REQUIRE(first != std::string::npos);
+  auto second = both.find("HTTP/1.1 200", first + 1);
+  REQUIRE(second != std::string::npos);
+  std::string head_answer = both.substr(first, second - first);
+  CHECK(head_answer.find("Content-Length: 3") != std::string::npos);
+  CHECK(head_answer.find("ok\n") == std::string::npos);
+  CHECK(both.substr(second).find("ok\n") != std::string::npos);
+}
+
+TEST_CASE("clients that reset right after sending a request never disturb the bridge") {
+  Harness h;
+  std::string sid = h.initialize();
+  std::string call = R"({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"x"}}})";
+  for (int i = 0; i < 60; ++i) {
+    RawConn c(h.port());
+    REQUIRE(c.connected());
+    std::string req = i % 2 ? http_request("GET", "/healthz", {}, "")
+                            : http_request("POST", "/mcp", mcp_headers(sid), call);
+    c.send(req);
+    c.reset();  // RST at once: the answer's write fails
+  }
+  // Every connection is gone, and the bridge serves as before.
+  CHECK(wait_for([&] { return series(scrape(h.port()), "mcp_bridge_client_connections") <= 1; }, 5000ms));
+  auto r = h.call_tool(sid, 2, "echo", {{"text", "still here"}});
+  CHECK(text_of(r.last()) == "still here");
+}
+
+TEST_CASE("initialize gives its --max-inflight slot back before its answer is sent") {
+  Harness h({}, [](msb::Config& c) { c.max_inflight = 1; });
+  // Back to back, each sent the moment the previous answer is read.
+  for (int i = 0; i < 20; ++i) {
+    auto r = h.post(init_body(), "");
+    CHECK_MESSAGE(r.status == 200, "initialize " << i << " got " << r.status);
+  }
+}

@@ -258,6 +258,14 @@ class RawConn {
     if (fd_ >= 0) ::close(fd_);
   }
   bool connected() const { return connected_; }
+  // Closes with a reset (SO_LINGER 0): the peer's next write fails.
+  void reset() {
+    if (fd_ < 0) return;
+    linger l{1, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    ::close(fd_);
+    fd_ = -1;
+  }
   bool send(const std::string& s) { return ::send(fd_, s.data(), s.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(s.size()); }
   // Reads until the peer closes or `within` passes; returns what came.
   std::string read_until_close(std::chrono::milliseconds within, bool* closed) {
