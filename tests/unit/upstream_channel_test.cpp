@@ -15,6 +15,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/ssl.h>
+
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -36,6 +38,7 @@
 
 #include "legacy_server.h"
 #include "mcp_sse_bridge/event_loop.h"
+#include "mcp_sse_bridge/tls.h"
 #include "mcp_sse_bridge/upstream_channel.h"
 #include "mcp_sse_bridge/upstream_connection.h"
 
@@ -924,4 +927,54 @@ TEST_CASE("upstream channel: https upstream by name, verified against its CA; an
   CHECK(err->kind == ErrorKind::kProtocol);
   CHECK(err->phase == Phase::kConnect);
   CHECK(err->detail.find("TLS handshake") != std::string::npos);
+}
+
+TEST_CASE("upstream connection: TLS sends the host name as SNI, and none for an address") {
+  std::string why;
+  auto server_ctx = TlsContext::server({kTlsDir + "server.pem", kTlsDir + "server.key", ""}, &why);
+  REQUIRE_MESSAGE(server_ctx, why);
+  std::mutex mu;
+  std::vector<std::string> names;
+  FakeUpstream f([&](int fd, const std::atomic<bool>& stop) {
+    timeval tv{2, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    SSL* ssl = SSL_new(server_ctx->get());
+    SSL_set_fd(ssl, fd);
+    if (SSL_accept(ssl) == 1) {
+      const char* sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+      {
+        std::lock_guard lk(mu);
+        names.push_back(sni ? sni : "");
+      }
+      char buf[4096];
+      (void)SSL_read(ssl, buf, sizeof buf);  // the request head
+      std::string out = kSseHead + chunk("event: endpoint\ndata: /message?sessionId=t1\n\n");
+      (void)SSL_write(ssl, out.data(), static_cast<int>(out.size()));
+      FakeUpstream::hold(fd, stop);
+    }
+    SSL_free(ssl);
+  });
+  Status by_name = Ok{}, by_ip = Ok{};
+  UpstreamConfig named = config_for(f.port(), "https", "localhost");
+  named.tls_options.ca_file = kTlsDir + "ca.pem";
+  UpstreamConfig ip = config_for(f.port(), "https", "127.0.0.1");
+  ip.tls_options.ca_file = kTlsDir + "ca.pem";
+  LoopThread lt;
+  REQUIRE(lt.run([&]() -> asio::awaitable<void> {
+    {
+      UpstreamChannel ch(co_await asio::this_coro::executor, named, "");
+      by_name = co_await ch.open(Deadline::after(2s), 1000ms, Deadline::after(5s));
+    }
+    UpstreamChannel ch(co_await asio::this_coro::executor, ip, "");
+    by_ip = co_await ch.open(Deadline::after(2s), 1000ms, Deadline::after(5s));
+  }));
+  REQUIRE_MESSAGE(by_name.ok(), by_name.error().message());
+  REQUIRE_MESSAGE(by_ip.ok(), by_ip.error().message());
+  f.stop();
+  std::lock_guard lk(mu);
+  REQUIRE(names.size() == 4);  // a GET and a POST connection each time
+  CHECK(names[0] == "localhost");
+  CHECK(names[1] == "localhost");
+  CHECK(names[2] == "");
+  CHECK(names[3] == "");
 }
