@@ -152,6 +152,7 @@ class CallRun {
   // One attempt: on `warm` (a pooled, ready session) when given, else on a
   // fresh session set up here.
   asio::awaitable<Attempt> run(ChannelPtr warm, std::string* upstream_session_id) {
+    co_await asio::this_coro::throw_if_cancelled(false);  // cancellation is a value here
     Attempt a;
     const bool is_warm = warm != nullptr;
     ChannelPtr owned = std::move(warm);
@@ -563,8 +564,7 @@ class WarmPool : public std::enable_shared_from_this<WarmPool> {
     work_.push_back(key.id());
     while (fillers_ < cfg_.pool.fillers && !work_.empty()) {
       ++fillers_;
-      asio::co_spawn(loop_.io(), [self = shared_from_this()] { return self->filler(); },
-                     asio::detached);
+      asio::co_spawn(loop_.io(), filler(shared_from_this()), asio::detached);
     }
   }
 
@@ -643,7 +643,9 @@ class WarmPool : public std::enable_shared_from_this<WarmPool> {
     return n;
   }
 
-  asio::awaitable<void> filler() {
+  // `self` keeps the pool alive while the filler runs.
+  asio::awaitable<void> filler(std::shared_ptr<WarmPool> self) {
+    (void)self;
     co_await asio::this_coro::throw_if_cancelled(false);
     while (!stopping_ && !work_.empty()) {
       std::string id = std::move(work_.front());
@@ -758,12 +760,10 @@ asio::awaitable<CallResult> Forwarder::call(EventLoop& loop, const Message& req,
     out.attempts = attempt + 1;
     bool was_warm = warm != nullptr;
     // The attempt runs as a child coroutine bound to the call's signal.
+    // (An awaitable, not a function object: Boost 1.81's co_spawn destroys a
+    // function object's captures after its caller may have resumed.)
     Attempt a = co_await asio::co_spawn(
-        ex,
-        [run, w = std::move(warm), &out]() mutable -> asio::awaitable<Attempt> {
-          co_await asio::this_coro::throw_if_cancelled(false);
-          co_return co_await run->run(std::move(w), &out.upstream_session);
-        },
+        ex, run->run(std::move(warm), &out.upstream_session),
         asio::bind_cancellation_slot(run->signal().slot(), asio::use_awaitable));
     // A pooled session that failed before taking the request is retried on a
     // fresh one without using up a retry: its death while idle must not

@@ -1,5 +1,8 @@
 #include "mcp_sse_bridge/upstream_connection.h"
 
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
 // GCC 12 with -fsanitize=address,undefined sees Beast's parser read a
 // boost::optional<uint64_t> "maybe uninitialized" (basic_parser.hpp:66, the
 // body limit): a false positive of the sanitized inliner, fatal under -Werror.
@@ -380,8 +383,15 @@ asio::awaitable<Status> UpstreamConnection::connect_impl(const Url& origin, Dead
       break;
   }
   if (hec) {
+    // The certificate's own reason ("unable to get local issuer
+    // certificate", "hostname mismatch") says what to fix.
+    long verify = X509_V_OK;
+    if (auto* ssl = stream_->ssl()) verify = SSL_get_verify_result(ssl);
     close();
-    std::string reason = is_eof(hec) || hec == asio::error::connection_reset
+    std::string reason = verify != X509_V_OK
+                             ? std::string("certificate verification failed: ") +
+                                   X509_verify_cert_error_string(verify)
+                         : is_eof(hec) || hec == asio::error::connection_reset
                              ? std::string("connection closed during the handshake")
                              : hec.message();
     co_return make_error(ErrorKind::kProtocol, Phase::kConnect,

@@ -46,6 +46,8 @@ class NetStream {
   void shutdown_send();
   bool is_open() const;
   bool is_tls() const { return tls_.has_value(); }
+  // The OpenSSL connection (nullptr on a plain stream).
+  SSL* ssl() { return tls_ ? tls_->native_handle() : nullptr; }
   int fd();
   tcp::socket& socket();
   asio::any_io_executor executor();

@@ -52,6 +52,7 @@ TEST_CASE("liveness: a client that leaves while a POST hangs ends the call at on
 
 TEST_CASE("liveness: a warm session that went silent is pinged before use; the call moves to a fresh one") {
   Harness h({}, [](msb::Config& c) {
+    c.loop_threads = 1;  // the warm pool is per loop
     c.upstream.pool.size = 4;
     c.upstream.idle_probe_after = 100ms;
     c.upstream.idle_probe_timeout = 300ms;
