@@ -29,7 +29,7 @@ struct UpstreamConfig {
   std::vector<std::string> static_headers;  // --upstream-header / --upstream-headers-file, "Name: value"
   TlsClientOptions tls_options;             // --upstream-ca, --upstream-client-cert/-key, --upstream-insecure
   std::shared_ptr<const TlsContext> tls;    // built from tls_options when an https upstream is possible
-  size_t max_sessions = 256;                // --max-upstream-sessions: open upstream sessions at once
+  size_t max_sessions = 1024;               // --max-upstream-sessions: open upstream sessions at once
   Duration connect_timeout{5000};           // TCP connect + SSE response head
   Duration endpoint_timeout{5000};          // `endpoint` event after connect
   Duration initialize_timeout{10000};       // initialize reply and each setup POST
@@ -62,7 +62,7 @@ struct Config {
   uint64_t max_body_size = 16ull << 20;      // client request body
   int loop_threads = 0;                      // event-loop threads serving connections (0 = one per core)
   int max_connections = 20000;               // client connections open at once; above: 503 + close
-  int max_inflight = 100;                    // calls at once; above: 503 + Retry-After
+  int max_inflight = 1024;                   // calls at once; above: 503 + Retry-After
   int max_calls_per_session = 32;            // calls at once per client session; above: 429
   Duration client_read_timeout{30000};       // a request's head + body must arrive within this
   Duration client_write_timeout{30000};      // each write to a client must progress within this
