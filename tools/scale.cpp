@@ -101,7 +101,10 @@ int main(int argc, char** argv) {
                "prints the bridge's threads, RSS and fds"};
   std::string bridge_bin = "./mcp-sse-bridge";
   int idle = 10000, streams = 2000, hold_ms = 60000, wait_ms = 60000;
-  std::vector<std::string> flags = {"--client-idle-timeout", "10m", "--max-calls-per-session", "100000"};
+  // Capacity, not admission, is measured: the caps are set above the load
+  // (the defaults, 1024 calls and upstream sessions, would refuse streams).
+  std::vector<std::string> flags = {"--client-idle-timeout", "10m", "--max-calls-per-session", "100000",
+                                    "--max-inflight", "100000", "--max-upstream-sessions", "100000"};
   std::vector<std::string> extra;
   app.add_option("--bridge", bridge_bin, "Path of the mcp-sse-bridge binary")->capture_default_str();
   app.add_option("--idle", idle, "Idle keep-alive client connections")->capture_default_str();
@@ -139,7 +142,9 @@ int main(int argc, char** argv) {
                 static_cast<unsigned long long>(rl.rlim_cur), need);
 
   example::Options opt;
-  opt.threads = streams + 128;  // the example server holds a thread per open SSE stream
+  // The example server holds a thread per connection: each stream has an SSE
+  // connection and a kept-alive POST connection upstream.
+  opt.threads = 2 * streams + 256;
   example::LegacyServer up(opt);
   int up_port = up.start("127.0.0.1", 0);
   if (up_port <= 0) return 2;
