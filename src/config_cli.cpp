@@ -329,6 +329,10 @@ Config parse_or_throw(int argc, char** argv, std::string* help_text) {
     std::string what = e.what();
     fail(what + " (see --help)");
   }
+  if (app.get_option("--worker-threads")->count() > 0 || ignored_workers != 0)
+    c.warnings.push_back(
+        "--worker-threads is deprecated and ignored: connections are served by --loop-threads "
+        "event loops; bound them with --max-connections and calls with --max-inflight");
 
   std::string why;
   auto url = parse_url(upstream, &why);

@@ -68,6 +68,7 @@ int main(int argc, char** argv) {
                 cfg.metrics_path.empty() ? "off" : cfg.metrics_path.c_str());
     return 0;
   }
+  for (auto& w : cfg.warnings) msb::log::warn(w);
   if (cfg.upstream.tls_options.insecure)
     msb::log::warn("--upstream-insecure: upstream TLS certificates are NOT verified; anyone on the "
                    "path can impersonate the upstream");

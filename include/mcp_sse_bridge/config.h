@@ -82,6 +82,7 @@ struct Config {
   std::string log_level = "info";
   std::string log_format = "text";
   bool check_config = false;
+  std::vector<std::string> warnings;         // said once at start (deprecated flags)
 };
 
 // Parses "250ms", "5s", "2m", "1h", "0" (a bare number means seconds).

@@ -103,3 +103,19 @@ TEST_CASE("config cli: precedence flag > config file > environment") {
   CHECK(r.config->upstream.ping_timeout.count() == 2000);      // file over environment
   CHECK(r.config->upstream.request_timeout.count() == 50000);  // flag over file
 }
+
+TEST_CASE("config_cli: --worker-threads is accepted, ignored and warned about") {
+  std::vector<std::string> args = {"mcp-sse-bridge", "--upstream", "http://h:1/sse", "--worker-threads", "64"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  auto r = msb::parse_command_line(static_cast<int>(argv.size()), argv.data());
+  REQUIRE(r.config);
+  REQUIRE(r.config->warnings.size() == 1);
+  CHECK(r.config->warnings[0].find("--worker-threads is deprecated") != std::string::npos);
+  std::vector<std::string> plain = {"mcp-sse-bridge", "--upstream", "http://h:1/sse"};
+  std::vector<char*> pargv;
+  for (auto& a : plain) pargv.push_back(a.data());
+  auto p = msb::parse_command_line(static_cast<int>(pargv.size()), pargv.data());
+  REQUIRE(p.config);
+  CHECK(p.config->warnings.empty());
+}
