@@ -100,7 +100,7 @@ namespace {
 // Above --max-connections: a 503 written straight into the new socket's
 // buffer (it does not block), then close. TLS connections are just closed:
 // a refusal is not worth a handshake.
-[[maybe_unused]] void refuse_connection(tcp::socket& s, bool tls, Metrics* metrics) {
+void refuse_connection(tcp::socket& s, bool tls, Metrics* metrics) {
   if (metrics) metrics->connection_refused();
   static log::RateLimit limit(20, 10000);
   uint64_t suppressed = 0;

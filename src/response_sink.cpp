@@ -121,17 +121,17 @@ bool SseSink::write_event(std::string_view json) {
     std::string ev;
     ev.reserve(json.size() + 24);
     ev.append("event: message\ndata: ").append(json).append("\n\n");
-    return write_raw(ev);
+    return write_raw(std::move(ev));
   }
   if (!write_raw("event: message\ndata: ")) return false;
   for (size_t off = 0; off < json.size(); off += kSlice)
-    if (!write_raw(json.substr(off, kSlice))) return false;
+    if (!write_raw(std::string(json.substr(off, kSlice)))) return false;
   return write_raw("\n\n");
 }
 
-bool SseSink::write_raw(std::string_view s) {
+bool SseSink::write_raw(std::string s) {
   if (gone_) return false;
-  if (!ex_->write(std::string(s))) gone_ = true;
+  if (!ex_->write(std::move(s))) gone_ = true;
   last_write_ = Clock::now();
   return !gone_;
 }

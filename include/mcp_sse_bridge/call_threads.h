@@ -1,12 +1,8 @@
 // CallThreads: where blocking work of the client side runs, off the event
-// loops: a call on the blocking Forwarder, and a /readyz probe. A thread is
-// started only when no idle one can take the work (up to `max`, beyond that
-// work queues), and threads above `keep` exit after `idle_exit` without
-// work. The number of calls is bounded before they get here (--max-inflight).
-//
-// Step 1 of the event-driven core (#12): the connection, its idle time and
-// its response stream cost no thread; a call still holds one while it waits
-// on the upstream, until the upstream side runs on the loops too.
+// loops: today only the /readyz probe (the blocking upstream client). A
+// thread is started only when no idle one can take the work (up to `max`,
+// beyond that work queues), and threads above `keep` exit after `idle_exit`
+// without work. Calls do not come here: they are coroutines on the loops.
 #pragma once
 
 #include <chrono>

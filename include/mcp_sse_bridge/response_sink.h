@@ -64,7 +64,7 @@ class SseSink : public ResponseSink {
   bool write_event(std::string_view json);
 
  private:
-  bool write_raw(std::string_view s);
+  bool write_raw(std::string s);  // taken by value: the event is moved, not copied
   Metrics& metrics_;
   Duration keepalive_;
   Clock::time_point last_write_;

@@ -16,7 +16,6 @@
 
 #include "mcp_sse_bridge/admission.h"
 #include "mcp_sse_bridge/call_registry.h"
-#include "mcp_sse_bridge/call_threads.h"
 #include "mcp_sse_bridge/config.h"
 #include "mcp_sse_bridge/forwarder.h"
 #include "mcp_sse_bridge/http_exchange.h"
@@ -40,7 +39,6 @@ class SessionHandler {
     Admission& admission;
     Refusals& refusals;
     const Lifecycle& life;
-    CallThreads& threads;
   };
   explicit SessionHandler(Deps d);
 
