@@ -248,7 +248,7 @@ Config parse_or_throw(int argc, char** argv, std::string* help_text) {
       "Warm pool: most idle pre-initialized upstream sessions kept ready, in all (0 = off: every "
       "call opens its own session)")->check(CLI::Range(0, 10000));
   opt("pool-max-idle-age", pool_age, "Warm pool: an idle session older than this is closed", kDur);
-  opt("pool-fillers", u.pool.fillers, "Warm pool: threads opening sessions in the background")->check(CLI::Range(1, 64));
+  opt("pool-fillers", u.pool.fillers, "Warm pool: sessions opened at once in the background, per event loop")->check(CLI::Range(1, 64));
   opt("pool-reuse", u.pool.reuse,
       "Warm pool: after a clean call (response received, nothing pending) the session waits for "
       "the next call on the same key, within --pool-max-idle-age; off = one call per session");

@@ -20,7 +20,7 @@ using Duration = std::chrono::milliseconds;
 struct PoolConfig {
   size_t size = 32;                   // --pool-size: most idle warm sessions in all (0 = off)
   Duration max_idle_age{30000};       // --pool-max-idle-age: older idle sessions are closed
-  int fillers = 2;                    // --pool-fillers: threads opening sessions
+  int fillers = 2;                    // --pool-fillers: sessions opened at once, per loop
   bool reuse = true;                  // --pool-reuse: a session serves further calls after a clean one
 };
 
