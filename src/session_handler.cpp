@@ -1,6 +1,5 @@
 #include "mcp_sse_bridge/session_handler.h"
 
-#include <openssl/sha.h>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -41,16 +40,6 @@ std::string request_id_for(const HeaderList& h) {
   char buf[17];
   std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(n));
   return buf;
-}
-
-// A short, non-reversible tag of a client session id for logs (the id itself
-// is a credential-like token).
-std::string session_tag(std::string_view sid) {
-  unsigned char d[32];
-  SHA256(reinterpret_cast<const unsigned char*>(sid.data()), sid.size(), d);
-  char out[13];
-  for (int i = 0; i < 6; ++i) std::snprintf(out + 2 * i, 3, "%02x", d[i]);
-  return out;
 }
 
 // Takes a successful upstream initialize response (parsed once) and returns
@@ -155,7 +144,7 @@ void SessionHandler::handle_delete(Exchange& ex, const HttpRequest& req) {
   auto s = require_session(req.headers, ex);
   if (!s) return;
   d_.tokens.revoke(s->id);
-  log::info("client session terminated", {{"session", session_tag(s->id)}});
+  log::info("client session terminated", {{"session", s->tag}});
   HttpResponse res;
   res.status = 200;
   ex.respond(std::move(res));
@@ -435,13 +424,13 @@ boost::asio::awaitable<CallResult> SessionHandler::run_call(EventLoop& loop, Pen
       client_cancelled ? "cancelled" : r.error ? std::string(to_string(r.error->kind)) : "ok";
   if (r.error) {
     log::warn("call failed",
-              {{"request_id", c.request_id}, {"session", session_tag(s.id)},
+              {{"request_id", c.request_id}, {"session", s.tag},
                {"upstream_session", r.upstream_session}, {"method", c.msg.method},
                {"id", c.msg.id}, {"outcome", outcome}, {"phase", std::string(to_string(r.error->phase))},
                {"cause", r.error->message()}, {"ms", std::to_string(ms)},
                {"attempts", std::to_string(r.attempts)}});
-  } else {
-    log::info("call", {{"request_id", c.request_id}, {"session", session_tag(s.id)},
+  } else if (log::enabled(log::Level::kInfo)) {
+    log::info("call", {{"request_id", c.request_id}, {"session", s.tag},
                        {"upstream_session", r.upstream_session}, {"method", c.msg.method},
                        {"id", c.msg.id}, {"outcome", outcome}, {"ms", std::to_string(ms)},
                        {"attempts", std::to_string(r.attempts)}});

@@ -4,7 +4,9 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <nlohmann/json.hpp>
@@ -113,7 +115,32 @@ std::string SessionTokens::mint(std::string_view init_params_json) {
   return id.size() > kMaxTokenLength ? std::string() : id;
 }
 
+std::string session_tag(std::string_view id) {
+  unsigned char d[32];
+  SHA256(reinterpret_cast<const unsigned char*>(id.data()), id.size(), d);
+  return hex(std::string_view(reinterpret_cast<const char*>(d), 6));
+}
+
 std::optional<ClientSession> SessionTokens::verify(std::string_view id) const {
+  uint64_t revocations;
+  {
+    std::lock_guard lk(cache_mu_);
+    if (auto it = cache_.find(id); it != cache_.end()) return it->second;
+    revocations = revocations_;
+  }
+  auto s = verify_uncached(id);
+  if (!s || id.size() > kCacheMaxId) return s;
+  std::lock_guard lk(cache_mu_);
+  if (revocations != revocations_) return s;  // it may have been revoked meanwhile
+  if (cache_.size() >= kCacheEntries || cache_bytes_ >= kCacheBytes) {
+    cache_.clear();
+    cache_bytes_ = 0;
+  }
+  if (cache_.emplace(s->id, *s).second) cache_bytes_ += 2 * s->id.size() + s->init_params.size() + 64;
+  return s;
+}
+
+std::optional<ClientSession> SessionTokens::verify_uncached(std::string_view id) const {
   if (id.empty() || id.size() > kMaxTokenLength) return std::nullopt;
   auto dot = id.find('.');
   if (dot == std::string_view::npos) return std::nullopt;
@@ -138,21 +165,35 @@ std::optional<ClientSession> SessionTokens::verify(std::string_view id) const {
   s.id = std::string(id);
   s.init_params = payload["p"].dump();
   s.issued_at = payload.value("iat", int64_t{0});
+  s.tag = session_tag(id);
   return s;
 }
 
 bool SessionTokens::revoke(std::string_view id) {
   auto dot = id.find('.');
   std::string key(dot == std::string_view::npos ? id : id.substr(dot + 1));
-  std::lock_guard lk(mu_);
-  if (!revoked_.insert(key).second) return false;
-  revoked_order_.push_back(key);
-  if (revoked_order_.size() > max_entries_) {
-    revoked_.erase(revoked_order_.front());
-    revoked_order_.pop_front();
+  bool fresh;
+  {
+    std::lock_guard lk(mu_);
+    fresh = revoked_.insert(key).second;
+    if (fresh) {
+      revoked_order_.push_back(key);
+      if (revoked_order_.size() > max_entries_) {
+        revoked_.erase(revoked_order_.front());
+        revoked_order_.pop_front();
+      }
+    }
+    log_levels_.erase(key);
   }
-  log_levels_.erase(key);
-  return true;
+  // After the revocation is recorded: a verify() that checked the set before
+  // it sees the count move and does not cache what it found.
+  std::lock_guard ck(cache_mu_);
+  ++revocations_;
+  if (auto it = cache_.find(id); it != cache_.end()) {
+    cache_bytes_ -= std::min(cache_bytes_, 2 * it->second.id.size() + it->second.init_params.size() + 64);
+    cache_.erase(it);
+  }
+  return fresh;
 }
 
 namespace {

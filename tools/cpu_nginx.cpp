@@ -37,6 +37,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -565,13 +566,17 @@ struct CellResult {
   double calls_per_s() const { return secs > 0 ? static_cast<double>(calls) / secs : 0; }
 };
 
-// Drives `nconn` keep-alive connections to 127.0.0.1:port, one tools/call in
-// flight on each, for warmup + window; counts calls and reads `cpu()` (µs)
-// at the window's two ends. With `mcp_session`, each connection first opens
-// its own MCP session (initialize + notifications/initialized).
+// Drives `nconn` keep-alive connections to 127.0.0.1:port, at most one
+// tools/call in flight on each, for warmup + window; counts calls and reads
+// `cpu()` (µs) at the window's two ends. With `rate` > 0 the calls are
+// offered at that many per second in all (a connection whose call returned
+// waits for the next slot), so that both targets do the same work per second;
+// with 0 each connection sends its next call at once (closed loop). With
+// `mcp_session`, each connection first opens its own MCP session (initialize
+// + notifications/initialized).
 template <class CpuFn>
 CellResult run_cell(int port, int nconn, bool mcp_session, CpuFn cpu, std::chrono::milliseconds warmup,
-                    std::chrono::milliseconds window) {
+                    std::chrono::milliseconds window, double rate) {
   CellResult res;
   struct C {
     int fd = -1;
@@ -669,15 +674,42 @@ CellResult run_cell(int port, int nconn, bool mcp_session, CpuFn cpu, std::chron
     c.want_out = true;  // writable once connected
     if (c.fd >= 0) arm(i, true);
   };
+  // Connections waiting for a slot (rate > 0), and the slots used so far.
+  std::deque<size_t> idle;
+  uint64_t issued = 0;
+  auto t_start = Clock::now();
+  auto next_call = [&](size_t i) -> bool {
+    if (rate > 0) {
+      idle.push_back(i);
+      return true;
+    }
+    return send_next(i);
+  };
+  auto release_slots = [&](Clock::time_point now) {
+    if (rate <= 0) return;
+    auto due = static_cast<uint64_t>(std::chrono::duration<double>(now - t_start).count() * rate) + 1;
+    while (issued < due && !idle.empty()) {
+      size_t i = idle.front();
+      idle.pop_front();
+      ++issued;
+      if (cs[i].fd >= 0 && !send_next(i)) {
+        ++errors;
+        reopen(i);
+        if (cs[i].fd >= 0) send_next(i);
+      }
+    }
+    if (idle.empty() && issued < due) issued = due - 1;  // saturated: do not bank slots for a burst later
+  };
   for (size_t i = 0; i < cs.size(); ++i) {
     arm(i, true);
-    if (!send_next(i)) {
+    if (rate > 0) {
+      idle.push_back(i);
+    } else if (!send_next(i)) {
       reopen(i);
       send_next(i);
     }
   }
 
-  auto t_start = Clock::now();
   auto t_win = t_start + warmup, t_end = t_win + window;
   Clock::time_point w0{};
   uint64_t calls0 = 0, errors0 = 0, rec0 = 0;
@@ -704,8 +736,10 @@ CellResult run_cell(int port, int nconn, bool mcp_session, CpuFn cpu, std::chron
       res.secs = std::chrono::duration<double>(w1 - w0).count();
       break;
     }
+    release_slots(now);
     auto next = in_window ? t_end : t_win;
     int wait_ms = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(next - now).count()) + 1;
+    if (!idle.empty()) wait_ms = 1;  // the next slot is at most 1 ms away at any rate worth running
     int n = ::epoll_wait(ep, evs.data(), static_cast<int>(evs.size()), std::min(wait_ms, 100));
     for (int k = 0; k < n; ++k) {
       size_t i = evs[k].data.u64;
@@ -740,7 +774,7 @@ CellResult run_cell(int port, int nconn, bool mcp_session, CpuFn cpu, std::chron
           ++errors;
         }
         if (resp.close || eof) reopen(i);
-        if (cs[i].fd >= 0 && !send_next(i)) {
+        if (cs[i].fd >= 0 && !next_call(i)) {
           ++errors;
           reopen(i);
           if (cs[i].fd >= 0) send_next(i);
@@ -778,7 +812,7 @@ int main(int argc, char** argv) {
   std::string nginx_bin = "/usr/sbin/nginx";
   std::string conc = "10,50";
   int rounds = 3, warmup_ms = 400, window_ms = 2500, max_seconds = 240;
-  double target = 1.5;
+  double target = 1.5, rate = 0;
   std::vector<std::string> bridge_flags;
   app.add_option("--bridge", bridge_bin, "Path of the mcp-sse-bridge binary")->capture_default_str();
   app.add_option("--nginx", nginx_bin, "Path of the nginx binary")->capture_default_str();
@@ -786,6 +820,11 @@ int main(int argc, char** argv) {
   app.add_option("--rounds", rounds, "Rounds (each: nginx and bridge at every concurrency)")->capture_default_str();
   app.add_option("--warmup-ms", warmup_ms, "Warm-up of each cell before the measured window")->capture_default_str();
   app.add_option("--window-ms", window_ms, "Measured window of each cell")->capture_default_str();
+  app.add_option("--rate", rate,
+                 "Calls offered per second to each target, in all (0: closed loop, each connection's next "
+                 "call as soon as its last returns)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--target", target, "Target: bridge CPU per call / nginx CPU per call at most this")
       ->capture_default_str();
   app.add_option("--max-seconds", max_seconds, "Bound on the whole run; children are killed after it")
@@ -874,10 +913,10 @@ int main(int argc, char** argv) {
   for (int round = 1; round <= rounds; ++round) {
     for (size_t li = 0; li < levels.size(); ++li) {
       int c = levels[li];
-      CellResult n = run_cell(nginx.port(), c, false, nginx_cpu, wu, win);
+      CellResult n = run_cell(nginx.port(), c, false, nginx_cpu, wu, win, rate);
       row(round, c, "nginx", n);
       if (round > 1 || li > 0) restart_bridge();
-      CellResult b = run_cell(bridge.port, c, true, bridge_cpu, wu, win);
+      CellResult b = run_cell(bridge.port, c, true, bridge_cpu, wu, win, rate);
       row(round, c, "bridge", b);
       if (!n.ok || !b.ok || n.cpu_per_call() <= 0) {
         failed = true;

@@ -7,6 +7,10 @@
 // spec requires. DELETE revokes an id on this process (bounded revocation set);
 // the revocation is not shared between replicas.
 //
+// verify() remembers the ids it accepted (bounded, see kCacheEntries), so a
+// session's later requests cost a hash lookup, not an HMAC, two base64
+// decodes and a JSON parse; revoke() forgets the id at once.
+//
 // Thread-safe.
 #pragma once
 
@@ -25,6 +29,7 @@ struct ClientSession {
   std::string id;           // the token itself
   std::string init_params;  // compact JSON of the client's initialize params
   int64_t issued_at = 0;    // unix seconds
+  std::string tag;          // short non-reversible tag of the id, for logs
 };
 
 class SessionTokens {
@@ -55,8 +60,15 @@ class SessionTokens {
 
   size_t revoked_count() const;
 
+  // Bounds of verify()'s cache of accepted ids: when either is passed the
+  // cache starts over (ids longer than kCacheMaxId are not cached).
+  static constexpr size_t kCacheEntries = 4096;
+  static constexpr size_t kCacheBytes = 8 << 20;
+  static constexpr size_t kCacheMaxId = 8 << 10;
+
  private:
   std::string mac(std::string_view data) const;
+  std::optional<ClientSession> verify_uncached(std::string_view id) const;
 
   std::string secret_;
   size_t max_entries_;
@@ -65,11 +77,23 @@ class SessionTokens {
   std::deque<std::string> revoked_order_;
   std::unordered_map<std::string, std::string> log_levels_;
   std::deque<std::string> log_level_order_;
+
+  struct StringHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  mutable std::mutex cache_mu_;
+  mutable std::unordered_map<std::string, ClientSession, StringHash, std::equal_to<>> cache_;
+  mutable size_t cache_bytes_ = 0;
+  uint64_t revocations_ = 0;  // under cache_mu_: a verify that raced a revoke does not cache
 };
 
 // Secret material helpers.
 std::string random_bytes(size_t n);
 std::string base64url_encode(std::string_view in);
 std::optional<std::string> base64url_decode(std::string_view in);
+// A short, non-reversible tag of a session id for logs (the id itself is a
+// credential-like token): 12 hex digits of its SHA-256.
+std::string session_tag(std::string_view id);
 
 }  // namespace msb

@@ -59,6 +59,15 @@ TEST_CASE("session ids: sign, verify, tamper, other secret, revoke") {
   auto s = a.verify(id);
   REQUIRE(s);
   CHECK(s->init_params == params);
+  // Logs carry a tag, never the id.
+  CHECK(s->tag.size() == 12);
+  CHECK(s->tag == session_tag(id));
+  CHECK(id.find(s->tag) == std::string::npos);
+  // A second verify (served from the cache of accepted ids) says the same.
+  auto again = a.verify(id);
+  REQUIRE(again);
+  CHECK(again->init_params == params);
+  CHECK(again->tag == s->tag);
   // Same secret, another process: accepted.
   SessionTokens b("0123456789abcdef-secret", 4);
   CHECK(b.verify(id));
