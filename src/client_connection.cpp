@@ -110,8 +110,13 @@ class ClientExchange : public Exchange, public std::enable_shared_from_this<Clie
       auto& c = *self->conn_;
       if (self->finished_ || c.closed()) return;
       self->close_after_ = self->must_close(head.close);
-      c.send(serialize_head(head, self->close_after_, true));
-      if (self->head_only_) self->finish(self->close_after_);  // HEAD: no stream follows
+      std::string bytes = serialize_head(head, self->close_after_, true);
+      if (self->head_only_) {  // HEAD: no stream follows
+        c.send(std::move(bytes));
+        return self->finish(self->close_after_);
+      }
+      if (head.defer_head) self->head_ = std::move(bytes);
+      else c.send(std::move(bytes));
     });
   }
 
@@ -122,7 +127,7 @@ class ClientExchange : public Exchange, public std::enable_shared_from_this<Clie
     on_loop([self = shared_from_this(), bytes = chunk(data), t]() mutable {
       auto& c = *self->conn_;
       if (self->finished_ || c.closed()) return t->complete(false);
-      c.send(std::move(bytes), t);
+      c.send(self->with_head(std::move(bytes)), t);
     });
     if (here) return !gone_.load();
     // Bounded: the loop's write timer closes a connection whose writes stop
@@ -130,11 +135,13 @@ class ClientExchange : public Exchange, public std::enable_shared_from_this<Clie
     return t->wait(conn_->limits_.write_timeout + Duration(2000)) && !gone_.load();
   }
 
-  void end() override {
-    on_loop([self = shared_from_this()] {
+  void end(std::string last) override {
+    on_loop([self = shared_from_this(), last = std::move(last)] {
       auto& c = *self->conn_;
       if (self->finished_ || c.closed()) return;
-      c.send("0\r\n\r\n");
+      std::string bytes = last.empty() ? std::string() : chunk(last);
+      bytes += "0\r\n\r\n";
+      c.send(self->with_head(std::move(bytes)));
       self->finish(self->close_after_);
     });
   }
@@ -163,6 +170,13 @@ class ClientExchange : public Exchange, public std::enable_shared_from_this<Clie
     if (conn_->loop().in_loop()) f();
     else asio::post(ex_, std::forward<F>(f));
   }
+  // Loop thread: a deferred head goes out with the stream's first bytes.
+  std::string with_head(std::string bytes) {
+    if (head_.empty()) return bytes;
+    std::string out = std::move(head_);
+    head_.clear();
+    return out += bytes;
+  }
   bool must_close(bool asked) const {
     return asked || !keep_alive_ || conn_->drain_ || conn_->handler_.draining() ||
            conn_->served_ + 1 >= conn_->limits_.max_requests;
@@ -180,6 +194,7 @@ class ClientExchange : public Exchange, public std::enable_shared_from_this<Clie
   std::atomic<bool> gone_{false};
   bool finished_ = false;     // loop thread
   bool close_after_ = false;  // loop thread
+  std::string head_;          // loop thread: a deferred head not yet sent
   std::vector<std::function<void()>> gone_fns_;  // loop thread
 };
 

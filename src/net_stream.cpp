@@ -40,6 +40,13 @@ asio::awaitable<std::pair<ErrorCode, size_t>> NetStream::read_some(asio::mutable
   co_return std::pair{ec, n};
 }
 
+size_t NetStream::read_now(asio::mutable_buffer b, ErrorCode& ec) {
+  ec.clear();
+  if (!plain_.non_blocking()) plain_.non_blocking(true, ec);
+  if (ec) return 0;
+  return plain_.read_some(b, ec);
+}
+
 asio::awaitable<ErrorCode> NetStream::write_all(std::string_view data) {
   if (tls_) {
     auto [ec, n] = co_await asio::async_write(*tls_, asio::buffer(data), kTok);

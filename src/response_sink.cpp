@@ -114,15 +114,16 @@ bool SseSink::forward_request(std::string_view method, std::string_view bridge_i
   return true;
 }
 
+std::string SseSink::event(std::string_view json) {
+  std::string ev;
+  ev.reserve(json.size() + 24);
+  ev.append("event: message\ndata: ").append(json).append("\n\n");
+  return ev;
+}
+
 bool SseSink::write_event(std::string_view json) {
-  // Large messages go out in 1 MiB chunks, so that no copy is large.
-  constexpr size_t kSlice = 1 << 20;
-  if (json.size() <= kSlice) {
-    std::string ev;
-    ev.reserve(json.size() + 24);
-    ev.append("event: message\ndata: ").append(json).append("\n\n");
-    return write_raw(std::move(ev));
-  }
+  // Large messages go out in kSlice chunks, so that no copy is large.
+  if (json.size() <= kSlice) return write_raw(event(json));
   if (!write_raw("event: message\ndata: ")) return false;
   for (size_t off = 0; off < json.size(); off += kSlice)
     if (!write_raw(std::string(json.substr(off, kSlice)))) return false;

@@ -240,7 +240,12 @@ void SessionHandler::handle_post(std::shared_ptr<Exchange> ex, HttpRequest& req)
   ex->on_gone([boxes] {
     for (auto& b : boxes) b->hangup();
   });
-  if (accepts_sse) ex->start_stream(sse_head(base));
+  if (accepts_sse) {
+    // A quick answer then leaves with its head in one write.
+    HttpResponse head = sse_head(base);
+    head.defer_head = true;
+    ex->start_stream(std::move(head));
+  }
   // The calls run on this connection's loop, as one coroutine.
   auto& io = ex->loop().io();
   boost::asio::co_spawn(io,
@@ -257,6 +262,7 @@ boost::asio::awaitable<void> SessionHandler::run_calls(std::shared_ptr<Exchange>
                                                        bool sse, bool batch, HttpResponse base) {
   EventLoop& loop = ex->loop();
   std::vector<std::string> out;
+  std::string tail;  // SSE: the last call's event, sent with the stream's end
   bool gone = false;
   try {
     for (auto& c : calls) {
@@ -275,7 +281,9 @@ boost::asio::awaitable<void> SessionHandler::run_calls(std::shared_ptr<Exchange>
           }
           r.response = shutdown_answer(c);
         }
-        if (!s.write_event(r.response)) {
+        if (&c == &calls.back() && r.response.size() <= SseSink::kSlice) {
+          tail = SseSink::event(r.response);
+        } else if (!s.write_event(r.response)) {
           gone = true;
           break;
         }
@@ -299,7 +307,7 @@ boost::asio::awaitable<void> SessionHandler::run_calls(std::shared_ptr<Exchange>
   }
   for (auto& c : calls) release(c);  // those never run
   if (sse) {
-    ex->end();
+    ex->end(std::move(tail));
     co_return;
   }
   if (gone) {

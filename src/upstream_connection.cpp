@@ -245,21 +245,38 @@ void UpstreamConnection::cancel_io() {
   if (stream_ && stream_->is_open()) stream_->socket().cancel(ig);
 }
 
-// One timer per connection, re-armed per operation. A firing that belongs to
-// an earlier operation is recognised by its generation and ignored.
+// One timer per connection. Re-arming an Asio timer costs a timerfd_settime
+// whenever it becomes the loop's earliest, so the timer is only moved
+// earlier, never later: when it fires before the current operation's
+// deadline (the deadline moved later, or the operation ended) it is set again
+// for what is current then. An operation is recognised by its generation.
 void UpstreamConnection::arm(Deadline d) {
   ++gen_;
   timed_out_ = false;
+  op_deadline_ = d;
   if (d.is_never()) return;
-  timer_.expires_at(d.when());
-  timer_.async_wait([this, g = gen_, alive = alive_](const ErrorCode& ec) {
-    if (ec || !*alive || g != gen_) return;
+  if (timer_set_ && timer_at_ <= d.when()) return;  // fires early; re-checked then
+  set_timer(d.when());
+}
+
+void UpstreamConnection::set_timer(Clock::time_point at) {
+  timer_at_ = at;
+  timer_set_ = true;
+  timer_.expires_at(at);  // aborts the wait it replaces (its handler sees a stale tick)
+  timer_.async_wait([this, tick = ++timer_tick_, alive = alive_](const ErrorCode& ec) {
+    if (ec || !*alive || tick != timer_tick_) return;
+    timer_set_ = false;
+    if (!op_active() || op_deadline_.is_never()) return;
+    if (!op_deadline_.reached()) return set_timer(op_deadline_.when());
     timed_out_ = true;
     cancel_io();
   });
 }
 
-void UpstreamConnection::disarm() { ++gen_; }
+void UpstreamConnection::disarm() {
+  ++gen_;
+  op_deadline_ = Deadline::never();
+}
 
 UpstreamConnection::Woke UpstreamConnection::why_aborted(bool cancelled) const {
   if (cancelled) return Woke::kCancelled;
@@ -268,15 +285,11 @@ UpstreamConnection::Woke UpstreamConnection::why_aborted(bool cancelled) const {
   return Woke::kDone;
 }
 
-bool UpstreamConnection::idle_alive() {
-  if (!connected() || parser_->buf.size() > 0) return false;
-  char c;
-  ssize_t n = ::recv(stream_->fd(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
-  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
-  // TLS 1.3 servers send session tickets after the handshake: raw bytes on an
-  // idle TLS connection are not necessarily a stale answer.
-  if (n > 0 && stream_->is_tls()) return true;
-  return false;
+bool UpstreamConnection::idle_alive() const {
+  // No look at the socket (a syscall per request): a connection the server
+  // closed while idle fails before any byte of the answer, and request()
+  // then sends once more on a fresh one.
+  return connected() && parser_->buf.size() == 0;
 }
 
 bool UpstreamConnection::maybe_readable() {
@@ -407,6 +420,16 @@ asio::awaitable<std::pair<ErrorCode, UpstreamConnection::Woke>> UpstreamConnecti
   if (MSB_CANCELLED()) co_return std::pair{ErrorCode(asio::error::operation_aborted), Woke::kCancelled};
   if (!connected()) co_return std::pair{ErrorCode(asio::error::not_connected), Woke::kDone};
   auto b = parser_->buf.prepare(kReadSize);
+  if (d.reached() && !stream_->is_tls()) {
+    // A look at what is already there (no timer: arming one that is already
+    // due costs a timerfd_settime and a loop turn).
+    ErrorCode ec;
+    size_t n = stream_->read_now(b, ec);
+    parser_->buf.commit(n);
+    if (ec == asio::error::would_block || ec == asio::error::try_again)
+      co_return std::pair{ErrorCode(asio::error::operation_aborted), Woke::kTimer};
+    co_return std::pair{ec, Woke::kDone};
+  }
   arm(d);
   auto [ec, n] = co_await stream_->read_some(b);
   disarm();

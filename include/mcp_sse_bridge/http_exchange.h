@@ -43,6 +43,10 @@ struct HttpResponse {
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;
   bool close = false;  // Connection: close after this response
+  // Streams only: the head may wait for the stream's first bytes (or its
+  // end), so that a quick answer leaves in one write. A stream whose client
+  // must see the head at once (a listen or GET stream) leaves it false.
+  bool defer_head = false;
 
   void set_header(std::string name, std::string value) {
     headers.emplace_back(std::move(name), std::move(value));
@@ -51,7 +55,8 @@ struct HttpResponse {
 
 // One request's response, owned by its connection. respond() or
 // start_stream() once, then for a stream any number of write() and one
-// end(). Thread-safe: a call running on another thread may use it; write()
+// end() (whose bytes, if any, are the stream's last: they leave in the same
+// write as the end). Thread-safe: a call running on another thread may use it; write()
 // then blocks that thread until the bytes are written (bounded by
 // --client-write-timeout). On the loop's own thread write() queues and
 // returns at once. It returns false once the client is gone.
@@ -61,7 +66,7 @@ class Exchange {
   virtual void respond(HttpResponse r) = 0;
   virtual void start_stream(HttpResponse head) = 0;
   virtual bool write(std::string data) = 0;
-  virtual void end() = 0;
+  virtual void end(std::string last = {}) = 0;
   // The client closed its connection (or it failed) before the response ended.
   virtual bool client_gone() const = 0;
   // Runs f (on the connection's loop) when the client goes away while the

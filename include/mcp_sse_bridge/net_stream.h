@@ -37,6 +37,9 @@ class NetStream {
   asio::awaitable<ErrorCode> handshake(bool server);
   // Reads what is available (at least one byte), or an error (eof at end).
   asio::awaitable<std::pair<ErrorCode, size_t>> read_some(asio::mutable_buffer b);
+  // Plain streams only: what is already there, without waiting (would_block
+  // when nothing is).
+  size_t read_now(asio::mutable_buffer b, ErrorCode& ec);
   // Writes everything: on a plain stream a direct non-blocking write first
   // (no loop round trip when the socket buffer has room), then async.
   asio::awaitable<ErrorCode> write_all(std::string_view data);

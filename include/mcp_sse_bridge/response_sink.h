@@ -63,6 +63,11 @@ class SseSink : public ResponseSink {
                        std::string* why) override;
   bool write_event(std::string_view json);
 
+  // Messages larger than this are written in slices of this size.
+  static constexpr size_t kSlice = 1 << 20;
+  // One SSE `message` event carrying `json` (at most kSlice bytes).
+  static std::string event(std::string_view json);
+
  private:
   bool write_raw(std::string s);  // taken by value: the event is moved, not copied
   Metrics& metrics_;

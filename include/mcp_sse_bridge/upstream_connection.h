@@ -94,7 +94,7 @@ class UpstreamConnection {
   // Without waiting: false when the peer closed or reset an idle connection,
   // or sent bytes nobody asked for (plain connections; a TLS connection with
   // raw bytes pending is assumed alive, see request()'s resend).
-  bool idle_alive();
+  bool idle_alive() const;
   // True when bytes of the current body may be readable without waiting
   // (buffered here, or pending on the socket; always true on TLS, whose
   // engine may hold a record): a cheap test before a zero-deadline read.
@@ -128,6 +128,8 @@ class UpstreamConnection {
   asio::awaitable<std::pair<boost::system::error_code, Woke>> fill(Deadline d);
   void arm(Deadline d);
   void disarm();
+  void set_timer(Clock::time_point at);
+  bool op_active() const { return !op_deadline_.is_never(); }
   void cancel_io();
   Woke why_aborted(bool cancelled) const;
 
@@ -136,7 +138,11 @@ class UpstreamConnection {
   TcpOptions opt_;
   Url origin_;
   asio::steady_timer timer_;
-  uint64_t gen_ = 0;         // invalidates a timer that fired for an earlier operation
+  uint64_t gen_ = 0;         // counts operations
+  Deadline op_deadline_ = Deadline::never();  // the current operation's (never: none)
+  Clock::time_point timer_at_{};  // when timer_ fires, if timer_set_
+  bool timer_set_ = false;
+  uint64_t timer_tick_ = 0;  // a wait replaced by a later set_timer is stale
   bool timed_out_ = false;   // the timer of the current operation fired
   bool closed_by_us_ = false;
   asio::ip::tcp::socket connecting_;  // the socket during connect, before the stream owns it
