@@ -374,6 +374,9 @@ TEST_CASE("upstream channel: no endpoint, a stream dropped before it, a foreign 
   srv.faults().no_endpoint = true;
   REQUIRE(lt.run(open_once));
   srv.faults().no_endpoint = false;
+  // A drop is noticed at once, far inside a long endpoint timeout (a slow
+  // sanitized build on a busy machine still tells the two apart).
+  c.endpoint_timeout = 3s;
   srv.faults().drop_before_endpoint = true;
   REQUIRE(lt.run(open_once));
   srv.faults().drop_before_endpoint = false;
@@ -387,7 +390,7 @@ TEST_CASE("upstream channel: no endpoint, a stream dropped before it, a foreign 
   CHECK(took[0] < 1000);
   CHECK(errs[1].kind == ErrorKind::kClosed);
   CHECK(errs[1].phase == Phase::kEndpoint);
-  CHECK(took[1] < 250);
+  CHECK(took[1] < 1000);
   CHECK(errs[2].kind == ErrorKind::kEndpointRefused);
   CHECK(errs[2].phase == Phase::kEndpoint);
 }
