@@ -52,6 +52,9 @@ constexpr Duration kLinger{1000};
 constexpr size_t kLingerBytes = 8u << 20;
 // Bytes of pipelined requests kept unparsed while earlier ones are answered.
 constexpr size_t kMaxReadAhead = 1u << 20;
+// A stream head deferred for the stream's first bytes waits at most this
+// long: a quick answer leaves in one write, a slow one shows its head soon.
+constexpr Duration kHeadDelay{50};
 
 std::string status_line(int status) {
   auto reason = http::obsolete_reason(static_cast<http::status>(status));
@@ -88,6 +91,8 @@ std::string chunk(std::string_view data) {
 // The response to one request. Methods may be called from any thread; the
 // connection's state is only touched on its loop.
 class ClientExchange : public Exchange, public std::enable_shared_from_this<ClientExchange> {
+  friend class ClientConnection;  // flush_head()
+
  public:
   ClientExchange(std::shared_ptr<ClientConnection> c, bool keep_alive, bool head_only)
       : conn_(std::move(c)), ex_(conn_->loop().io().get_executor()), keep_alive_(keep_alive),
@@ -115,8 +120,12 @@ class ClientExchange : public Exchange, public std::enable_shared_from_this<Clie
         c.send(std::move(bytes));
         return self->finish(self->close_after_);
       }
-      if (head.defer_head) self->head_ = std::move(bytes);
-      else c.send(std::move(bytes));
+      if (head.defer_head) {
+        self->head_ = std::move(bytes);
+        c.loop_.deadlines(kHeadDelay).arm(c.head_timer_, ClientConnection::on_head_timer, &c);
+      } else {
+        c.send(std::move(bytes));
+      }
     });
   }
 
@@ -173,9 +182,16 @@ class ClientExchange : public Exchange, public std::enable_shared_from_this<Clie
   // Loop thread: a deferred head goes out with the stream's first bytes.
   std::string with_head(std::string bytes) {
     if (head_.empty()) return bytes;
+    conn_->head_timer_.cancel();
     std::string out = std::move(head_);
     head_.clear();
     return out += bytes;
+  }
+  // Loop thread: the deferred head's wait is over.
+  void flush_head() {
+    if (head_.empty() || finished_ || conn_->closed()) return;
+    conn_->send(std::move(head_));
+    head_.clear();
   }
   bool must_close(bool asked) const {
     return asked || !keep_alive_ || conn_->drain_ || conn_->handler_.draining() ||
@@ -204,6 +220,7 @@ ClientConnection::ClientConnection(EventLoop& loop, std::unique_ptr<NetStream> s
     : loop_(loop), stream_(std::move(stream)), limits_(limits), handler_(handler), metrics_(metrics) {}
 
 ClientConnection::~ClientConnection() {
+  head_timer_.cancel();
   read_timer_.cancel();
   idle_timer_.cancel();
   write_timer_.cancel();
@@ -229,6 +246,10 @@ void ClientConnection::on_read_timeout(TimerEntry* e) {
 }
 
 void ClientConnection::on_idle_timeout(TimerEntry* e) { owner_of(e)->close(); }
+
+void ClientConnection::on_head_timer(TimerEntry* e) {
+  if (auto& cur = owner_of(e)->current_) cur->flush_head();
+}
 
 void ClientConnection::on_write_timeout(TimerEntry* e) {
   log::info("client connection closed: a write made no progress within --client-write-timeout");
@@ -518,6 +539,7 @@ void ClientConnection::close() {
   closed_ = true;
   disarm_reads();
   write_timer_.cancel();
+  head_timer_.cancel();
   stream_->close();
   for (auto& [b, t] : out_)
     if (t) t->complete(false);

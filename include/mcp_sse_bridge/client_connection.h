@@ -87,6 +87,7 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   static void on_read_timeout(TimerEntry* e);
   static void on_idle_timeout(TimerEntry* e);
   static void on_write_timeout(TimerEntry* e);
+  static void on_head_timer(TimerEntry* e);
 
   EventLoop& loop_;
   std::unique_ptr<NetStream> stream_;
@@ -112,6 +113,7 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   bool writing_ = false;
 
   TimerEntry read_timer_, idle_timer_, write_timer_;
+  TimerEntry head_timer_;  // a deferred stream head goes out when it fires
 };
 
 }  // namespace msb

@@ -340,3 +340,31 @@ TEST_CASE("initialize gives its --max-inflight slot back before its answer is se
     CHECK_MESSAGE(r.status == 200, "initialize " << i << " got " << r.status);
   }
 }
+
+TEST_CASE("a slow call's SSE head is not held back until its answer (a quick one leaves with it in one write)") {
+  Harness h;
+  std::string sid = h.initialize();
+  RawConn c(h.port());
+  REQUIRE(c.connected());
+  // Slow: the head is not held back until the answer (2 s away).
+  std::string slow = R"({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":2000}}})";
+  auto t0 = SteadyClock::now();
+  REQUIRE(c.send(http_request("POST", "/mcp", mcp_headers(sid), slow)));
+  bool closed = false;
+  std::string got;
+  auto until = t0 + 1500ms;
+  while (SteadyClock::now() < until && got.find("\r\n\r\n") == std::string::npos && !closed)
+    got += c.read_until_close(50ms, &closed);
+  auto head_ms = std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now() - t0).count();
+  REQUIRE(got.find("\r\n\r\n") != std::string::npos);
+  CHECK(got.rfind("HTTP/1.1 200", 0) == 0);
+  CHECK(got.find("text/event-stream") != std::string::npos);
+  CHECK(got.find("\"id\":7") == std::string::npos);  // the answer itself is still 2 s away
+  CHECK(head_ms < 1000);
+  // Then the answer and the stream's end.
+  until = SteadyClock::now() + 5000ms;
+  while (SteadyClock::now() < until && got.find("0\r\n\r\n") == std::string::npos && !closed)
+    got += c.read_until_close(100ms, &closed);
+  CHECK(got.find("\"id\":7") != std::string::npos);
+  CHECK(got.find("0\r\n\r\n") != std::string::npos);
+}
