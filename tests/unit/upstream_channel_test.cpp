@@ -978,3 +978,38 @@ TEST_CASE("upstream connection: TLS sends the host name as SNI, and none for an 
   CHECK(names[2] == "");
   CHECK(names[3] == "");
 }
+
+TEST_CASE("upstream connection: a TLS handshake never answered is kTimeout at the deadline, or kCancelled") {
+  FakeUpstream f([](int fd, const std::atomic<bool>& stop) { FakeUpstream::hold(fd, stop); });
+  UpstreamConfig c = config_for(f.port(), "https", "localhost");
+  c.tls_options.ca_file = kTlsDir + "ca.pem";
+  std::optional<BridgeError> timed, cancelled;
+  int64_t took_t = 0, took_c = 0;
+  LoopThread lt;
+  REQUIRE(lt.run([&]() -> asio::awaitable<void> {
+    UpstreamConnection conn(co_await asio::this_coro::executor, &c.tls_options, TcpOptions{});
+    auto t0 = Clock::now();
+    auto st = co_await conn.connect(c.sse_url, Deadline::after(300ms));
+    took_t = ms_since(t0);
+    if (!st) timed = st.error();
+  }));
+  asio::cancellation_signal sig;
+  lt.cancel_after(sig, 100ms);
+  REQUIRE(lt.run(
+      [&]() -> asio::awaitable<void> {
+        UpstreamConnection conn(co_await asio::this_coro::executor, &c.tls_options, TcpOptions{});
+        auto t0 = Clock::now();
+        auto st = co_await conn.connect(c.sse_url, Deadline::after(3s));
+        took_c = ms_since(t0);
+        if (!st) cancelled = st.error();
+      },
+      5s, &sig));
+  REQUIRE(timed);
+  CHECK(timed->kind == ErrorKind::kTimeout);
+  CHECK(timed->detail.find("TLS handshake") != std::string::npos);
+  CHECK(took_t >= 280);
+  CHECK(took_t < 1000);
+  REQUIRE(cancelled);
+  CHECK(cancelled->kind == ErrorKind::kCancelled);
+  CHECK(took_c < 600);
+}
