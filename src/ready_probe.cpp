@@ -73,8 +73,10 @@ void ReadyProbe::finish(EventLoop* loop, Answer a) {
     probed_ = true;
     last_ = Clock::now();
     if (!stopped_ && (a.ready != ready_ || !logged_)) {  // an aborted probe at stop is no news
-      if (a.ready) log::info("upstream reachable: ready");
-      else log::warn("upstream not reachable: not ready", {{"cause", a.reason}});
+      if (a.ready)
+        log::info("upstream reachable: ready");
+      else
+        log::warn("upstream not reachable: not ready", {{"cause", a.reason}});
       logged_ = true;
     }
     ready_ = a.ready;

@@ -20,8 +20,10 @@ asio::awaitable<void> get_status(const Url* url, Deadline d, std::optional<Expec
   UpstreamConnection conn(co_await asio::this_coro::executor, &insecure);
   auto head = co_await conn.request(*url, "GET", url->target, "", "", d);
   conn.close();
-  if (head) *out = head->status;
-  else *out = head.error();
+  if (head)
+    *out = head->status;
+  else
+    *out = head.error();
 }
 
 }  // namespace

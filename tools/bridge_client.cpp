@@ -42,7 +42,8 @@ asio::awaitable<void> exchange(msb::UpstreamConnection* conn, const msb::Url* or
 }
 
 std::string headers_for(const std::string& sid) {
-  std::string h = "Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n";
+  std::string h =
+      "Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n";
   if (!sid.empty()) h += "Mcp-Session-Id: " + sid + "\r\n";
   return h;
 }

@@ -75,9 +75,7 @@ struct DirectClient::Impl {
 
 DirectClient::DirectClient(const msb::UpstreamConfig& cfg) : impl_(std::make_unique<Impl>(cfg)) {}
 
-DirectClient::~DirectClient() {
-  impl_->up.abort();
-}
+DirectClient::~DirectClient() { impl_->up.abort(); }
 
 bool DirectClient::initialize() { return impl_->run(initialize_steps(&impl_->up)); }
 

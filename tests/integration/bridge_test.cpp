@@ -833,7 +833,8 @@ TEST_CASE("readyz: 200 while the upstream answers, 503 when it is down, cached b
 }
 
 TEST_CASE("readyz: concurrent first checks share one probe; ready on an endpoint; 503 with the cause when refused") {
-  Harness h({}, [](msb::Config& c) { c.ready_probe_interval = 200ms; });
+  // The interval is long enough that a late thread still finds the answer cached.
+  Harness h({}, [](msb::Config& c) { c.ready_probe_interval = 1000ms; });
   h.faults().delay_endpoint_ms = 300;  // the first probe takes a while: the checks overlap
   int opened = h.upstream().sessions_opened();
   std::vector<std::pair<int, std::string>> got(4);
@@ -841,6 +842,7 @@ TEST_CASE("readyz: concurrent first checks share one probe; ready on an endpoint
   for (size_t i = 0; i < got.size(); ++i)
     ts.emplace_back([&, i] {
       httplib::Client cli("127.0.0.1", h.port());
+      cli.set_connection_timeout(2s);
       cli.set_read_timeout(kClientTimeout);
       if (auto r = cli.Get("/readyz")) got[i] = {r->status, r->body};
     });
@@ -852,8 +854,9 @@ TEST_CASE("readyz: concurrent first checks share one probe; ready on an endpoint
   CHECK(h.upstream().sessions_opened() == opened + 1);  // one probe for all of them
   h.faults().delay_endpoint_ms = 0;
   h.stop_upstream();
-  std::this_thread::sleep_for(250ms);  // past --ready-probe-interval
+  std::this_thread::sleep_for(1100ms);  // past --ready-probe-interval
   httplib::Client cli("127.0.0.1", h.port());
+  cli.set_connection_timeout(2s);
   cli.set_read_timeout(kClientTimeout);
   auto down = cli.Get("/readyz");
   REQUIRE(down);
@@ -869,6 +872,7 @@ TEST_CASE("readyz: a probe waiting on a silent upstream never holds its loop; th
     c.upstream.endpoint_timeout = 1500ms;
   });
   httplib::Client cli("127.0.0.1", h.port());
+  cli.set_connection_timeout(2s);
   cli.set_read_timeout(kClientTimeout);
   auto first = cli.Get("/readyz");
   REQUIRE(first);
@@ -882,6 +886,7 @@ TEST_CASE("readyz: a probe waiting on a silent upstream never holds its loop; th
   std::atomic<bool> probe_done{false};
   std::thread probing([&] {
     httplib::Client c2("127.0.0.1", h.port());
+    c2.set_connection_timeout(2s);
     c2.set_read_timeout(kClientTimeout);
     auto t0 = SteadyClock::now();
     if (auto r = c2.Get("/readyz")) {
