@@ -5,7 +5,6 @@
 #include <thread>
 
 #include "mcp_sse_bridge/admission.h"
-#include "mcp_sse_bridge/call_threads.h"
 #include "mcp_sse_bridge/client_connection.h"
 #include "mcp_sse_bridge/event_loop.h"
 #include "mcp_sse_bridge/listener.h"
@@ -41,8 +40,8 @@ struct FrontServer::Impl {
   Lifecycle life;
   Admission admission;
   Refusals refusals;
-  // /readyz probes (blocking, at most one at a time) run here.
-  CallThreads threads;
+  // /readyz: probes on the loops, one at a time. Declared before the loops:
+  // a probe abandoned by a stopped loop refers to it until the loop is gone.
   ReadyProbe ready;
   SessionHandler mcp;
   Router router;
@@ -61,10 +60,9 @@ struct FrontServer::Impl {
         policy(cfg),
         admission(cfg.max_inflight, cfg.max_calls_per_session),
         refusals(metrics),
-        threads(2, 0, std::chrono::seconds(30)),
         ready(cfg, policy.static_headers()),
         mcp(SessionHandler::Deps{cfg, forwarder, tokens, policy, metrics, admission, refusals, life}),
-        router(Router::Deps{cfg, mcp, policy, refusals, metrics, ready, life, threads, forwarder,
+        router(Router::Deps{cfg, mcp, policy, refusals, metrics, ready, life, forwarder,
                             [this] { return gauges(); }}),
         limits(limits_of(cfg)),
         loops(cfg.loop_threads > 0 ? cfg.loop_threads : default_loop_count()),
@@ -161,7 +159,7 @@ void FrontServer::stop() {
     i.listener.close_all();
   }
   i.forwarder.stop();  // the warm pools close on their loops
-  i.threads.shutdown();
+  i.ready.stop();      // a probe under way is aborted on its loop
   i.loops.stop();
   i.cv.notify_all();
 }

@@ -10,9 +10,9 @@
 
 #include "mcp_sse_bridge/config_cli.h"
 #include "mcp_sse_bridge/front_server.h"
-#include "mcp_sse_bridge/http_client.h"
 #include "mcp_sse_bridge/log.h"
 #include "mcp_sse_bridge/request_policy.h"
+#include "mcp_sse_bridge/url_probe.h"
 
 namespace {
 
@@ -25,22 +25,13 @@ int probe(const char* target) {
     std::fprintf(stderr, "mcp-sse-bridge: --probe: not an http(s) URL: %s\n", target);
     return 2;
   }
-  std::shared_ptr<const msb::TlsContext> tls;
-  if (url->tls()) {
-    msb::TlsClientOptions o;
-    o.insecure = true;
-    std::string why;
-    tls = msb::TlsContext::client(o, &why);
-  }
-  msb::HttpConnection conn(*url, tls);
-  auto d = msb::Deadline::after(msb::Millis(2000));
-  auto head = conn.send("GET", url->target, "", "", d);
-  if (!head) {
-    std::fprintf(stderr, "probe %s: %s\n", target, head.error().message().c_str());
+  auto status = msb::probe_url(*url, msb::Deadline::after(msb::Millis(2000)));
+  if (!status) {
+    std::fprintf(stderr, "probe %s: %s\n", target, status.error().message().c_str());
     return 1;
   }
-  std::printf("probe %s: HTTP %d\n", target, head->status);
-  return head->status == 200 ? 0 : 1;
+  std::printf("probe %s: HTTP %d\n", target, *status);
+  return *status == 200 ? 0 : 1;
 }
 
 }  // namespace

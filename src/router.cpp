@@ -34,10 +34,11 @@ void Router::handle(std::shared_ptr<Exchange> ex, HttpRequest req) {
   if (get && req.path == "/readyz") {
     if (!authorized(d_.cfg.auth_health, req, *ex)) return;
     if (d_.life.draining.load()) return ex->respond(text(503, "not ready: draining (shutting down)\n"));
-    // The probe may block for seconds: off the loop.
-    d_.threads.post([this, ex] {
-      auto [ok, why] = d_.ready.check();
-      ex->respond(text(ok ? 200 : 503, std::string(ok ? "ready: " : "not ready: ") + why + "\n"));
+    // Answered now from the cache, or on this loop when the probe ends.
+    EventLoop& loop = ex->loop();
+    d_.ready.check(loop, [ex = std::move(ex)](ReadyProbe::Answer a) {
+      ex->respond(text(a.ready ? 200 : 503,
+                       std::string(a.ready ? "ready: " : "not ready: ") + a.reason + "\n"));
     });
     return;
   }

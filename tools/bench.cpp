@@ -40,13 +40,14 @@
 #include <thread>
 #include <vector>
 
+#include "direct_client.h"
 #include "legacy_server.h"
 #include "tool_common.h"
-#include "mcp_sse_bridge/http_client.h"
+#include "mcp_sse_bridge/config.h"
 #include "mcp_sse_bridge/jsonrpc.h"
 #include "mcp_sse_bridge/log.h"
 #include "mcp_sse_bridge/sse_parser.h"
-#include "mcp_sse_bridge/upstream_session.h"
+#include "mcp_sse_bridge/url.h"
 
 extern char** environ;
 
@@ -56,33 +57,6 @@ using namespace std::chrono_literals;
 using namespace msb_tools;
 using msb::Clock;
 using msb::Deadline;
-
-// A legacy SSE client keeping one upstream session (the direct floor).
-class DirectClient {
- public:
-  explicit DirectClient(const msb::UpstreamConfig& cfg) : up_(cfg, "") {}
-  bool initialize() {
-    if (!up_.open(Deadline::after(5s), 5000ms, Deadline::after(10s))) return false;
-    if (!up_.post(kInit, Deadline::after(5s), msb::Phase::kInitialize)) return false;
-    if (!wait_for("0", Deadline::after(5s))) return false;
-    return up_.post(R"({"jsonrpc":"2.0","method":"notifications/initialized"})", Deadline::after(5s),
-                    msb::Phase::kInitialize).ok();
-  }
-  bool call(const std::string& body, const std::string& id, Deadline d) {
-    if (!up_.post(body, d, msb::Phase::kRequest)) return false;
-    return wait_for(id, d);
-  }
-
- private:
-  bool wait_for(const std::string& id, Deadline d) {
-    for (;;) {
-      auto m = up_.next_message(d, msb::Phase::kRequest);
-      if (!m) return false;
-      if (m->kind == msb::MsgKind::kResponse && m->id == id) return true;
-    }
-  }
-  msb::UpstreamSession up_;
-};
 
 struct Cell {
   double calls_per_s = 0, p50_us = 0, p99_us = 0;

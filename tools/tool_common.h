@@ -1,5 +1,6 @@
 // What the tools (bench, soak) share: the bridge binary as a child process,
-// a keep-alive Streamable HTTP client, /proc readings of a process.
+// a keep-alive Streamable HTTP client (bridge_client.h), /proc readings of a
+// process.
 #pragma once
 
 #include <poll.h>
@@ -17,9 +18,8 @@
 #include <thread>
 #include <vector>
 
+#include "bridge_client.h"
 #include "mcp_sse_bridge/deadline.h"
-#include "mcp_sse_bridge/http_client.h"
-#include "mcp_sse_bridge/url.h"
 
 extern char** environ;
 
@@ -146,46 +146,5 @@ inline bool start_bridge(Child& c, const std::string& bin, int upstream_port,
   }).detach();
   return c.port > 0;
 }
-
-// ---- clients -------------------------------------------------------------------
-
-// A Streamable HTTP client on one keep-alive connection.
-class BridgeClient {
- public:
-  explicit BridgeClient(int port) : conn_(*msb::parse_url("http://127.0.0.1:" + std::to_string(port) + "/mcp")) {}
-
-  bool initialize() {
-    auto h = conn_.send("POST", "/mcp", headers(""), kInit, Deadline::after(10s));
-    if (!h || h->status != 200) return false;
-    sid_ = h->header("mcp-session-id");
-    auto b = conn_.read_full_body(1 << 20, Deadline::after(10s));
-    return b.ok() && !sid_.empty();
-  }
-  // Sends a request; returns the final response text ("" on failure).
-  std::string call(const std::string& body, Deadline d, size_t max = 256 << 20) {
-    auto h = conn_.send("POST", "/mcp", headers(sid_), body, d);
-    if (!h || h->status != 200) return {};
-    auto b = conn_.read_full_body(max, d);
-    if (!b) return {};
-    // Last `data:` line of the SSE body.
-    std::string& s = b.value();
-    auto pos = s.rfind("\ndata: ");
-    if (pos == std::string::npos) return s.rfind("data: ", 0) == 0 ? s.substr(6) : s;
-    auto end = s.find('\n', pos + 7);
-    return s.substr(pos + 7, end == std::string::npos ? std::string::npos : end - pos - 7);
-  }
-  const std::string& sid() const { return sid_; }
-  void set_sid(std::string s) { sid_ = std::move(s); }
-
- private:
-  static std::string headers(const std::string& sid) {
-    std::string h = "Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n";
-    if (!sid.empty()) h += "Mcp-Session-Id: " + sid + "\r\n";
-    return h;
-  }
-  msb::HttpConnection conn_;
-  std::string sid_;
-};
-
 
 }  // namespace msb_tools

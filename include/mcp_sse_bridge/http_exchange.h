@@ -77,7 +77,7 @@ class Exchange {
 };
 
 // What serves requests: called on the connection's loop thread; must not
-// block (blocking work goes to a thread of its own, see CallThreads).
+// block (work that waits runs later on the loop: a coroutine or a callback).
 class RequestHandler {
  public:
   virtual ~RequestHandler() = default;

@@ -2,14 +2,14 @@
 // (--path) goes to the session-era handler; /healthz, /readyz and /metrics
 // are answered here; anything else is a 404. Also the answer to requests the
 // connection layer refused before they were whole. Loop thread; never blocks
-// (a /readyz probe runs on a CallThreads thread).
+// (/readyz answers from ReadyProbe's cache, or later, when its probe on the
+// loop ends).
 #pragma once
 
 #include <functional>
 #include <memory>
 
 #include "mcp_sse_bridge/admission.h"
-#include "mcp_sse_bridge/call_threads.h"
 #include "mcp_sse_bridge/config.h"
 #include "mcp_sse_bridge/http_exchange.h"
 #include "mcp_sse_bridge/metrics.h"
@@ -29,7 +29,6 @@ class Router : public RequestHandler {
     Metrics& metrics;
     ReadyProbe& ready;
     const Lifecycle& life;
-    CallThreads& threads;
     const Forwarder& forwarder;
     std::function<MetricsGauges()> gauges;
   };

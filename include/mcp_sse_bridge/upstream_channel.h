@@ -1,8 +1,7 @@
 // UpstreamChannel: one legacy HTTP+SSE (2024-11-05) upstream session on an
 // event loop: a `GET <sse-url>` stream plus POSTs to the endpoint it
-// announces. The asynchronous counterpart of UpstreamSession, with the same
-// error kinds and phases; like it, it does not care whether it serves one
-// call or many.
+// announces. It does not care whether it serves one call or many: calls,
+// the warm pool, /readyz probes and tools/bench's direct client all use it.
 //
 // Every wait takes a Deadline and returns by it. The caller runs these
 // coroutines bound to its cancellation_signal slot: a terminal cancellation

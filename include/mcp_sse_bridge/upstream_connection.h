@@ -30,7 +30,8 @@
 
 #include "mcp_sse_bridge/deadline.h"
 #include "mcp_sse_bridge/error.h"
-#include "mcp_sse_bridge/http_client.h"  // HttpHead, TcpOptions (shared with the blocking client)
+#include "mcp_sse_bridge/http_head.h"
+#include "mcp_sse_bridge/tcp_options.h"
 #include "mcp_sse_bridge/tls.h"
 #include "mcp_sse_bridge/url.h"
 

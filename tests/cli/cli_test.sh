@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The real binaries end to end: --check-config verdicts (exit 0 / 2 with a
 # message), bearer auth and /metrics over HTTP (the scrape must pass
-# `promtool check metrics`), and SIGTERM draining to exit 0.
+# `promtool check metrics`), --probe, and SIGTERM draining to exit 0.
 # Usage: cli_test.sh BRIDGE_BIN EXAMPLE_BIN TLS_DIR
 set -uo pipefail
 bridge=$1 example=$2 tls=$3
@@ -118,6 +118,12 @@ fi
 grep -q 'mcp_bridge_requests_total{method="tools/call",outcome="ok"} 1' "$work/metrics.txt" \
   && ok "metrics count the call" || bad "metrics: $(grep requests_total "$work/metrics.txt" | head)"
 [ "$(curl -s -o /dev/null -w '%{http_code}' -m 5 "$base/readyz")" = 200 ] && ok "readyz 200" || bad "readyz"
+# --probe URL (the container HEALTHCHECK): exit 0 on HTTP 200, 1 otherwise.
+out=$(timeout 5 "$bridge" --probe "$base/healthz" 2>&1) && grep -q 'HTTP 200' <<<"$out" \
+  && ok "--probe healthz: exit 0" || bad "--probe healthz: $out"
+out=$(timeout 5 "$bridge" --probe "http://127.0.0.1:9/healthz" 2>&1); rc=$?
+[ "$rc" = 1 ] && grep -q 'refused' <<<"$out" && ok "--probe on a closed port: exit 1" \
+  || bad "--probe on a closed port (rc=$rc): $out"
 
 # Two bridge processes with the same session secret, no affinity: a session
 # made on one is served by the other; a third with another secret refuses it.

@@ -832,6 +832,94 @@ TEST_CASE("readyz: 200 while the upstream answers, 503 when it is down, cached b
   }, 3000ms));
 }
 
+TEST_CASE("readyz: concurrent first checks share one probe; ready on an endpoint; 503 with the cause when refused") {
+  // The interval is long enough that a late thread still finds the answer cached.
+  Harness h({}, [](msb::Config& c) { c.ready_probe_interval = 1000ms; });
+  h.faults().delay_endpoint_ms = 300;  // the first probe takes a while: the checks overlap
+  int opened = h.upstream().sessions_opened();
+  std::vector<std::pair<int, std::string>> got(4);
+  std::vector<std::thread> ts;
+  for (size_t i = 0; i < got.size(); ++i)
+    ts.emplace_back([&, i] {
+      httplib::Client cli("127.0.0.1", h.port());
+      cli.set_connection_timeout(2s);
+      cli.set_read_timeout(kClientTimeout);
+      if (auto r = cli.Get("/readyz")) got[i] = {r->status, r->body};
+    });
+  for (auto& t : ts) t.join();
+  for (auto& [status, body] : got) {
+    CHECK(status == 200);
+    CHECK(body == "ready: upstream answered with an endpoint\n");
+  }
+  CHECK(h.upstream().sessions_opened() == opened + 1);  // one probe for all of them
+  h.faults().delay_endpoint_ms = 0;
+  h.stop_upstream();
+  std::this_thread::sleep_for(1100ms);  // past --ready-probe-interval
+  httplib::Client cli("127.0.0.1", h.port());
+  cli.set_connection_timeout(2s);
+  cli.set_read_timeout(kClientTimeout);
+  auto down = cli.Get("/readyz");
+  REQUIRE(down);
+  CHECK(down->status == 503);
+  CHECK(down->body.find("not ready: ") == 0);
+  CHECK(down->body.find("refused") != std::string::npos);  // the cause
+}
+
+TEST_CASE("readyz: a probe waiting on a silent upstream never holds its loop; then 503 with the cause") {
+  Harness h({}, [](msb::Config& c) {
+    c.loop_threads = 1;  // every request below is served by the loop running the probe
+    c.ready_probe_interval = 100ms;
+    c.upstream.endpoint_timeout = 1500ms;
+  });
+  httplib::Client cli("127.0.0.1", h.port());
+  cli.set_connection_timeout(2s);
+  cli.set_read_timeout(kClientTimeout);
+  auto first = cli.Get("/readyz");
+  REQUIRE(first);
+  REQUIRE(first->status == 200);
+  h.faults().no_endpoint = true;  // the stream opens, `endpoint` never comes
+  std::this_thread::sleep_for(150ms);  // past --ready-probe-interval
+  int streams = h.upstream().open_streams();
+  int status = 0;
+  std::string body;
+  int64_t probe_ms = 0;
+  std::atomic<bool> probe_done{false};
+  std::thread probing([&] {
+    httplib::Client c2("127.0.0.1", h.port());
+    c2.set_connection_timeout(2s);
+    c2.set_read_timeout(kClientTimeout);
+    auto t0 = SteadyClock::now();
+    if (auto r = c2.Get("/readyz")) {
+      status = r->status;
+      body = r->body;
+    }
+    probe_ms = ms_since(t0);
+    probe_done = true;
+  });
+  bool waiting = wait_for([&] { return h.upstream().open_streams() > streams; }, 2000ms);
+  auto t0 = SteadyClock::now();
+  auto health = cli.Get("/healthz");
+  auto metrics = cli.Get("/metrics");
+  auto during = cli.Get("/readyz");  // a probe is under way: the previous answer, at once
+  auto others_ms = ms_since(t0);
+  bool overlapped = !probe_done.load();
+  probing.join();
+  REQUIRE(waiting);
+  CHECK(overlapped);
+  REQUIRE(health);
+  CHECK(health->status == 200);
+  REQUIRE(metrics);
+  CHECK(metrics->status == 200);
+  REQUIRE(during);
+  CHECK(during->status == 200);
+  CHECK(others_ms < 500);
+  CHECK(status == 503);
+  CHECK(body.find("not ready: ") == 0);
+  CHECK(body.find("no `endpoint` event within 1500ms") != std::string::npos);  // the cause
+  CHECK(probe_ms >= 1300);
+  CHECK(probe_ms < 3000);
+}
+
 TEST_CASE("metrics: requests by method and outcome, failures by kind and phase, gauges") {
   Harness h;
   std::string sid = h.initialize();

@@ -4,7 +4,6 @@
 #include <netinet/tcp.h>
 
 #include "harness.h"
-#include "mcp_sse_bridge/http_client.h"
 
 namespace {
 
@@ -120,27 +119,43 @@ TEST_CASE("liveness: a client that leaves during setup is a cancellation, not a 
 
 TEST_CASE("liveness: upstream sockets carry TCP keepalive and TCP_USER_TIMEOUT") {
   // The kernel notices a vanished peer only with these set; the network
-  // suite (tests/network) shows the effect on a real path.
-  int port = 0;
-  int lfd = loopback_listener(4, &port);
-  auto c = msb::TcpStream::connect("127.0.0.1", port, msb::Deadline::after(1000ms),
-                                   msb::TcpOptions{std::chrono::milliseconds(3000), std::chrono::milliseconds(7000), {}});
-  REQUIRE(c.ok());
-  int on = 0, idle = 0, cnt = 0;
-  unsigned ut = 0;
-  socklen_t l = sizeof on;
-  ::getsockopt(c->fd(), SOL_SOCKET, SO_KEEPALIVE, &on, &l);
-  l = sizeof idle;
-  ::getsockopt(c->fd(), IPPROTO_TCP, TCP_KEEPIDLE, &idle, &l);
-  l = sizeof cnt;
-  ::getsockopt(c->fd(), IPPROTO_TCP, TCP_KEEPCNT, &cnt, &l);
-  l = sizeof ut;
-  ::getsockopt(c->fd(), IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, &l);
-  CHECK(on == 1);
-  CHECK(idle == 3);
-  CHECK(cnt == 3);
-  CHECK(ut == 7000);
-  ::close(lfd);
+  // suite (tests/network) shows the effect on a real path. The bridge's
+  // upstream sockets of a warm session (its GET and POST connections) are
+  // found among this process's fds by their peer: the upstream's port.
+  Harness h({}, [](msb::Config& c) {
+    c.loop_threads = 1;
+    c.upstream.pool.size = 2;
+    c.upstream.tcp_keepalive = 3000ms;
+    c.upstream.tcp_user_timeout = 7000ms;
+  });
+  h.initialize();
+  REQUIRE(wait_for([&] { return h.bridge().forwarder().pool_stats().idle.load() >= 1; }, 3000ms));
+  const int upstream_port = h.cfg().upstream.sse_url.port;
+  int found = 0;
+  for (int fd = 0; fd < 65536; ++fd) {
+    sockaddr_in peer{};
+    socklen_t pl = sizeof peer;
+    if (::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &pl) != 0 || peer.sin_family != AF_INET ||
+        ntohs(peer.sin_port) != upstream_port)
+      continue;
+    ++found;
+    int on = 0, idle = 0, cnt = 0;
+    unsigned ut = 0;
+    socklen_t l = sizeof on;
+    ::getsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, &l);
+    l = sizeof idle;
+    ::getsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, &l);
+    l = sizeof cnt;
+    ::getsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, &l);
+    l = sizeof ut;
+    ::getsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, &l);
+    CAPTURE(fd);
+    CHECK(on == 1);
+    CHECK(idle == 3);
+    CHECK(cnt == 3);
+    CHECK(ut == 7000);
+  }
+  CHECK(found >= 2);  // the warm session's GET stream and its POST connection
 }
 
 TEST_CASE("deadlines: a batch shares one deadline from the request's arrival") {

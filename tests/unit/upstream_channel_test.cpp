@@ -981,3 +981,91 @@ TEST_CASE("upstream connection: TLS sends the host name as SNI, and none for an 
   CHECK(names[2] == "");
   CHECK(names[3] == "");
 }
+
+TEST_CASE("upstream connection: a TLS handshake never answered is kTimeout at the deadline, or kCancelled") {
+  FakeUpstream f([](int fd, const std::atomic<bool>& stop) { FakeUpstream::hold(fd, stop); });
+  UpstreamConfig c = config_for(f.port(), "https", "localhost");
+  c.tls_options.ca_file = kTlsDir + "ca.pem";
+  std::optional<BridgeError> timed, cancelled;
+  int64_t took_t = 0, took_c = 0;
+  LoopThread lt;
+  REQUIRE(lt.run([&]() -> asio::awaitable<void> {
+    UpstreamConnection conn(co_await asio::this_coro::executor, &c.tls_options, TcpOptions{});
+    auto t0 = Clock::now();
+    auto st = co_await conn.connect(c.sse_url, Deadline::after(300ms));
+    took_t = ms_since(t0);
+    if (!st) timed = st.error();
+  }));
+  asio::cancellation_signal sig;
+  lt.cancel_after(sig, 100ms);
+  REQUIRE(lt.run(
+      [&]() -> asio::awaitable<void> {
+        UpstreamConnection conn(co_await asio::this_coro::executor, &c.tls_options, TcpOptions{});
+        auto t0 = Clock::now();
+        auto st = co_await conn.connect(c.sse_url, Deadline::after(3s));
+        took_c = ms_since(t0);
+        if (!st) cancelled = st.error();
+      },
+      5s, &sig));
+  REQUIRE(timed);
+  CHECK(timed->kind == ErrorKind::kTimeout);
+  CHECK(timed->detail.find("TLS handshake") != std::string::npos);
+  CHECK(took_t >= 280);
+  CHECK(took_t < 1000);
+  REQUIRE(cancelled);
+  CHECK(cancelled->kind == ErrorKind::kCancelled);
+  CHECK(took_c < 600);
+}
+
+TEST_CASE("upstream connection: a chunked body with extensions and a trailer, split anywhere; a bad chunk size") {
+  const std::string body =
+      "4;ext=1\r\nWiki\r\n5\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nX-T: 1\r\n\r\n";
+  std::atomic<size_t> cut{0};
+  std::atomic<bool> garbage{false};
+  FakeUpstream f([&](int fd, const std::atomic<bool>& stop) {
+    (void)FakeUpstream::read_head(fd, stop);
+    std::string head = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n";
+    if (garbage) {
+      FakeUpstream::send_all(fd, head + "zz\r\n");
+    } else {
+      FakeUpstream::send_all(fd, head + body.substr(0, cut));
+      std::this_thread::sleep_for(2ms);  // the rest in a later read
+      FakeUpstream::send_all(fd, body.substr(cut));
+    }
+    FakeUpstream::hold(fd, stop);
+  });
+  UpstreamConfig c = config_for(f.port());
+  std::vector<std::string> got;
+  std::optional<BridgeError> bad;
+  LoopThread lt;
+  REQUIRE(lt.run(
+      [&]() -> asio::awaitable<void> {
+        auto ex = co_await asio::this_coro::executor;
+        for (size_t i = 0; i <= body.size(); ++i) {
+          cut = i;
+          UpstreamConnection conn(ex, nullptr, TcpOptions{});
+          auto head = co_await conn.request(c.sse_url, "GET", "/chunked", "", "", Deadline::after(2s));
+          if (!head) {
+            got.push_back("error: " + head.error().message());
+            continue;
+          }
+          auto b = co_await conn.read_full_body(1024, Deadline::after(2s));
+          got.push_back(b ? *b : "error: " + b.error().message());
+          conn.close();
+        }
+        garbage = true;
+        UpstreamConnection conn(ex, nullptr, TcpOptions{});
+        auto head = co_await conn.request(c.sse_url, "GET", "/chunked", "", "", Deadline::after(2s));
+        if (!head) co_return;
+        auto b = co_await conn.read_full_body(1024, Deadline::after(2s));
+        if (!b) bad = b.error();
+      },
+      30s));
+  REQUIRE(got.size() == body.size() + 1);
+  for (size_t i = 0; i < got.size(); ++i) {
+    CAPTURE(i);
+    CHECK(got[i] == "Wikipedia in\r\n\r\nchunks.");
+  }
+  REQUIRE(bad);
+  CHECK(bad->kind == ErrorKind::kProtocol);
+}
