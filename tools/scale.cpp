@@ -2,12 +2,15 @@
 //
 // Opens --idle keep-alive client connections (each answered once: a GET
 // /healthz, then left idle) and --streams response streams (a tools/call of the
-// example server's `sleep` tool, held open by the upstream), all at once, then
+// example server's `sleep` tool, or with --ts-server the TS SDK legacy
+// server's `slow` tool, held open by the upstream), all at once, then
 // reads the bridge process's threads, RSS and fds, and checks that a new
 // client is still served promptly. Targets from #12: every connection served,
 // at most 16 threads, at most 200 MiB RSS. The bridge runs as a child
-// process; the example legacy server runs in this process; the client side is
-// one epoll loop. Everything binds 127.0.0.1 and stops by itself.
+// process; the example legacy server runs in this process (one thread per
+// connection: with 2,000 streams it holds 4,000 upstream connections and can
+// itself become what is slow), or with --ts-server the TS SDK's legacy server
+// runs under node (one event loop); the client side is one epoll loop. Everything binds 127.0.0.1 and stops by itself.
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/epoll.h>
@@ -20,6 +23,7 @@
 #include <vector>
 
 #include "legacy_server.h"
+#include "node_child.h"
 #include "tool_common.h"
 
 namespace {
@@ -106,7 +110,12 @@ int main(int argc, char** argv) {
   std::vector<std::string> flags = {"--client-idle-timeout", "10m", "--max-calls-per-session", "100000",
                                     "--max-inflight", "100000", "--max-upstream-sessions", "100000"};
   std::vector<std::string> extra;
+  std::string ts_server, node_bin = "node";
   app.add_option("--bridge", bridge_bin, "Path of the mcp-sse-bridge binary")->capture_default_str();
+  app.add_option("--ts-server", ts_server,
+                 "legacy-ts-server.mjs of tests/interop (its node_modules installed): the upstream is the TS "
+                 "SDK's legacy server under node instead of the example server");
+  app.add_option("--node", node_bin, "Node.js binary for --ts-server")->capture_default_str();
   app.add_option("--idle", idle, "Idle keep-alive client connections")->capture_default_str();
   app.add_option("--streams", streams, "Open response streams (calls the upstream holds)")
       ->capture_default_str();
@@ -144,10 +153,22 @@ int main(int argc, char** argv) {
   example::Options opt;
   // The example server holds a thread per connection: each stream has an SSE
   // connection and a kept-alive POST connection upstream.
-  opt.threads = 2 * streams + 256;
+  opt.threads = ts_server.empty() ? 2 * streams + 256 : 4;
   example::LegacyServer up(opt);
-  int up_port = up.start("127.0.0.1", 0);
-  if (up_port <= 0) return 2;
+  NodeChild ts;
+  int up_port = -1;
+  if (ts_server.empty()) {
+    up_port = up.start("127.0.0.1", 0);
+  } else if (ts.start(node_bin, ts_server)) {
+    up_port = ts.port;
+  }
+  if (up_port <= 0) {
+    std::fprintf(stderr, "scale: the upstream did not start\n");
+    return 2;
+  }
+  std::printf("upstream: %s\n", ts_server.empty() ? "the example legacy server (a thread per connection)"
+                                                    : ("node " + ts_server + " (TS SDK legacy server)").c_str());
+  const char* hold_tool = ts_server.empty() ? "sleep" : "slow";
   Child bridge;
   if (!start_bridge(bridge, bridge_bin, up_port, flags)) {
     std::fprintf(stderr, "scale: bridge did not start (%s)\n", bridge_bin.c_str());
@@ -179,7 +200,7 @@ int main(int argc, char** argv) {
   for (size_t i = 0; i < stream_conns.size(); ++i) {
     auto& c = stream_conns[i];
     c.fd = open_nonblocking(bridge.port);
-    std::string body = call_body(static_cast<int>(i + 1), "sleep", "{\"ms\":" + std::to_string(hold_ms) + "}");
+    std::string body = call_body(static_cast<int>(i + 1), hold_tool, "{\"ms\":" + std::to_string(hold_ms) + "}");
     c.out = "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             "Accept: application/json, text/event-stream\r\nMcp-Session-Id: " + session.sid() +
             "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
@@ -231,5 +252,6 @@ int main(int argc, char** argv) {
     if (c.fd >= 0) ::close(c.fd);
   bridge.stop();
   up.stop();
+  ts.stop();
   return ok && threads_ok && rss_ok ? 0 : 1;
 }
