@@ -1,9 +1,9 @@
 // UpstreamConnection: one asynchronous HTTP/1.1 client connection to one
 // upstream origin, over NetStream (plain or TLS), on one event loop. Used for
 // the upstream SSE GET (a streamed body read piece by piece) and for the
-// upstream POSTs (kept alive between requests). The async counterpart of
-// HttpConnection (http_client.h); no MCP phases here: errors carry
-// Phase::kConnect and the caller sets its own.
+// upstream POSTs (kept alive between requests): the bridge's one upstream
+// HTTP client. No MCP phases here: errors carry Phase::kConnect and the
+// caller sets its own.
 //
 // Every operation takes the Deadline that bounds it: a timer of the loop is
 // armed for it, and when it fires first the pending connect/read/write is
