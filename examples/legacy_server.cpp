@@ -52,6 +52,12 @@ json tool_list() {
        {"inputSchema", obj({{"bytes", {{"type", "integer"}}}}, {"bytes"})}},
       {{"name", "whoami"}, {"description", "Returns the Authorization header of this session's GET"},
        {"inputSchema", obj(json::object(), json::array())}},
+      {{"name", "count"}, {"description", "Adds one to this SSE session's counter and returns it"},
+       {"inputSchema", obj(json::object(), json::array())}},
+      {{"name", "notify_later"},
+       {"description", "Answers at once; `ms` later sends notifications/tools/list_changed and a "
+                       "notifications/message (`text`) on this session's stream"},
+       {"inputSchema", obj({{"ms", {{"type", "integer"}}}, {"text", {{"type", "string"}}}}, {"ms"})}},
       {{"name", "log"}, {"description", "Emits a log message at `level`"},
        {"inputSchema", obj({{"level", {{"type", "string"}}}, {"text", {{"type", "string"}}}},
                            {"level", "text"})}},
@@ -71,6 +77,7 @@ struct Session {
   bool initialized = false;
   std::string log_level = "debug";
   std::string authorization;  // of the GET that opened the session (tool whoami)
+  long long counter = 0;      // tool count: state kept per SSE session
   std::set<std::string> cancelled;
 
   void send(const json& msg) {
@@ -442,6 +449,38 @@ struct LegacyServer::Impl {
         auth = s.authorization;
       }
       s.send(result(id, text(auth)));
+    } else if (name == "count") {
+      long long n;
+      {
+        std::lock_guard lk(s.mu);
+        n = ++s.counter;
+      }
+      s.send(result(id, text(std::to_string(n))));
+    } else if (name == "notify_later") {
+      int ms = std::max(0, std::min(args.value("ms", 0), 60000));
+      std::string what = args.value("text", std::string("later"));
+      s.send(result(id, text("scheduled")));
+      std::shared_ptr<Session> sp;
+      {
+        std::lock_guard lk(mu);
+        auto it = sessions.find(s.id);
+        if (it != sessions.end()) sp = it->second;
+      }
+      if (!sp) return;
+      workers++;
+      std::thread([this, sp, ms, what] {
+        auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+        while (std::chrono::steady_clock::now() < end && !stopping.load())
+          std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
+              20ms, end - std::chrono::steady_clock::now()));
+        if (!stopping.load()) {
+          sp->send(json{{"jsonrpc", "2.0"}, {"method", "notifications/tools/list_changed"}});
+          sp->send(json{{"jsonrpc", "2.0"},
+                        {"method", "notifications/message"},
+                        {"params", {{"level", "info"}, {"logger", "example"}, {"data", what}}}});
+        }
+        workers--;
+      }).detach();
     } else if (name == "log") {
       std::string level = args.value("level", "info");
       bool emit;
