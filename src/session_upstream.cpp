@@ -268,7 +268,12 @@ asio::awaitable<void> SessionUpstream::read_loop(std::shared_ptr<UpstreamChannel
     if (ping_id_) wake = Deadline::earliest(wake, ping_deadline_);
     else if (!calls_.empty() && cfg_.ping_interval.count() > 0)
       wake = Deadline::earliest(wake, Deadline::at(ch->last_activity() + cfg_.ping_interval));
-    wake = Deadline::earliest(wake, Deadline::at(last_used_ + cfg_.session_idle_timeout));
+    // The idle deadline only counts while nothing uses the session: with a
+    // GET stream open past it, it would be in the past on every turn.
+    if (calls_.empty() && pending_.empty() && !(stream_ && stream_->open()))
+      wake = Deadline::earliest(wake, Deadline::at(last_used_ + cfg_.session_idle_timeout));
+    // A wake-up already due must not make this loop spin without yielding.
+    if (wake.reached()) wake = Deadline::after(Millis(1));
     auto m = co_await ch->next_message(wake, Phase::kRequest);
     if (state_.load() != State::kReady) co_return;
     if (!m) {

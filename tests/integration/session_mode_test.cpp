@@ -104,6 +104,12 @@ TEST_CASE("session mode: calls of one client session share one upstream session,
   CHECK(s.last()["id"] == "slow");
   CHECK(text_of(s.last()) == "slept 300 ms");
   CHECK(count(h, sid, 20) == "7");
+  // A log message during the only call in flight goes on that call's stream.
+  auto lg = h.call_tool(sid, "log", "log", {{"level", "warning"}, {"text", "in the call"}});
+  REQUIRE(lg.messages.size() == 2);
+  CHECK(lg.messages[0]["method"] == "notifications/message");
+  CHECK(lg.messages[0]["params"]["data"] == "in the call");
+  CHECK(text_of(lg.last()) == "logged");
   CHECK(h.upstream().premature_requests() == 0);
 }
 
@@ -226,6 +232,19 @@ TEST_CASE("session mode: a session with no calls and no GET stream is closed aft
   CHECK(count(h, sid, 1) == "1");
   CHECK(wait_for([&] { return h.upstream().open_streams() == 0; }, 2000ms));
   CHECK(count(h, sid, 2) == "1");  // a fresh upstream session
+  // An open GET stream keeps the session past the idle timeout, and the
+  // session's loop keeps serving (the idle deadline once made it spin).
+  {
+    GetStream g(h.port(), sid);
+    REQUIRE(g.read_until([&](auto&) { return g.status() != 0; }, 2000ms));
+    std::this_thread::sleep_for(700ms);
+    CHECK(h.upstream().open_streams() == 1);
+    auto t0 = SteadyClock::now();
+    CHECK(count(h, sid, 3) == "2");
+    CHECK(ms_since(t0) < 500);
+  }
+  // Once the stream is gone, the idle timeout applies again.
+  CHECK(wait_for([&] { return h.upstream().open_streams() == 0; }, 3000ms));
 }
 
 TEST_CASE("session mode: stop ends calls in flight and GET streams, bounded") {
