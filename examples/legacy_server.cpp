@@ -58,6 +58,9 @@ json tool_list() {
        {"description", "Answers at once; `ms` later sends notifications/tools/list_changed and a "
                        "notifications/message (`text`) on this session's stream"},
        {"inputSchema", obj({{"ms", {{"type", "integer"}}}, {"text", {{"type", "string"}}}}, {"ms"})}},
+      {{"name", "roots"},
+       {"description", "Asks the client for its roots (roots/list) and returns the answer"},
+       {"inputSchema", obj(json::object(), json::array())}},
       {{"name", "log"}, {"description", "Emits a log message at `level`"},
        {"inputSchema", obj({{"level", {{"type", "string"}}}, {"text", {{"type", "string"}}}},
                            {"level", "text"})}},
@@ -79,6 +82,7 @@ struct Session {
   std::string authorization;  // of the GET that opened the session (tool whoami)
   long long counter = 0;      // tool count: state kept per SSE session
   std::set<std::string> cancelled;
+  std::map<std::string, std::string> answers;  // client answers to our requests, by id (JSON)
 
   void send(const json& msg) {
     std::lock_guard lk(mu);
@@ -351,7 +355,15 @@ struct LegacyServer::Impl {
 
   void handle(Session& s, const json& msg) {
     std::string method = msg.value("method", "");
-    if (method.empty()) return;  // a response to something we never send
+    if (method.empty()) {
+      // A client answer to one of our requests (tool roots).
+      if (msg.contains("id")) {
+        std::lock_guard lk(s.mu);
+        if (s.answers.size() < 64) s.answers[msg["id"].dump()] = msg.dump();
+        s.cv.notify_all();
+      }
+      return;
+    }
     if (!msg.contains("id")) {
       if (method == "notifications/initialized") {
         std::lock_guard lk(s.mu);
@@ -481,6 +493,25 @@ struct LegacyServer::Impl {
         }
         workers--;
       }).detach();
+    } else if (name == "roots") {
+      // A server-to-client request (roots/list) during the call; the result
+      // is the client's answer as received (or "no answer" after 5 s).
+      std::string rid = "srv-" + random_hex(6);
+      s.send(json{{"jsonrpc", "2.0"}, {"id", rid}, {"method", "roots/list"}});
+      std::string key = json(rid).dump(), answer = "no answer";
+      auto end = std::chrono::steady_clock::now() + 5s;
+      {
+        std::unique_lock lk(s.mu);
+        while (std::chrono::steady_clock::now() < end && !s.closed && !stopping.load()) {
+          if (auto it = s.answers.find(key); it != s.answers.end()) {
+            answer = it->second;
+            s.answers.erase(it);
+            break;
+          }
+          s.cv.wait_for(lk, 20ms);
+        }
+      }
+      s.send(result(id, text(answer)));
     } else if (name == "log") {
       std::string level = args.value("level", "info");
       bool emit;

@@ -18,6 +18,15 @@ class GetStream {
   GetStream(int port, const std::string& sid, const std::string& accept = "text/event-stream")
       : conn_(port) {
     REQUIRE(conn_.connected());
+    if (accept == "POST") {  // sid = "SESSION\nBODY": a POST whose SSE response is read as it comes
+      auto nl = sid.find('\n');
+      std::string body = sid.substr(nl + 1);
+      conn_.send("POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json, "
+                 "text/event-stream\r\nContent-Type: application/json\r\nMcp-Session-Id: " +
+                 sid.substr(0, nl) + "\r\nContent-Length: " + std::to_string(body.size()) +
+                 "\r\n\r\n" + body);
+      return;
+    }
     conn_.send("GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: " + accept + "\r\n" +
                (sid.empty() ? std::string() : "Mcp-Session-Id: " + sid + "\r\n") + "\r\n");
   }
@@ -263,4 +272,74 @@ TEST_CASE("session mode: stop ends calls in flight and GET streams, bounded") {
   auto r = call.get();
   if (!r.messages.empty()) CHECK(r.last()["error"]["data"]["bridge"]["kind"] == "shutting_down");
   CHECK(g.read_until([&](auto&) { return g.closed(); }, 2000ms));
+}
+
+namespace {
+
+std::string initialize_with_roots(Harness& h) {
+  json init = {{"jsonrpc", "2.0"},
+               {"id", 0},
+               {"method", "initialize"},
+               {"params",
+                {{"protocolVersion", "2025-06-18"},
+                 {"capabilities", {{"roots", {{"listChanged", true}}}}},
+                 {"clientInfo", {{"name", "roots-test"}, {"version", "1"}}}}}};
+  auto r = h.post(init.dump(), "");
+  REQUIRE(r.status == 200);
+  REQUIRE(!r.session_id.empty());
+  CHECK(h.post(R"({"jsonrpc":"2.0","method":"notifications/initialized"})", r.session_id).status == 202);
+  return r.session_id;
+}
+
+const json* find_method(const std::vector<json>& ms, const std::string& method) {
+  for (auto& m : ms)
+    if (m.value("method", "") == method) return &m;
+  return nullptr;
+}
+
+json roots_answer(const json& id) {
+  return {{"jsonrpc", "2.0"}, {"id", id}, {"result", {{"roots", {{{"uri", "file:///work/x"}, {"name", "x"}}}}}}};
+}
+
+}  // namespace
+
+TEST_CASE("session mode: a server request during the only call goes on its stream; the answer goes back upstream") {
+  Harness h({}, session_mode);
+  std::string sid = initialize_with_roots(h);
+  GetStream call(h.port(), sid + "\n" + R"({"jsonrpc":"2.0","id":"r1","method":"tools/call","params":{"name":"roots","arguments":{}}})", "POST");
+  REQUIRE(call.read_until([](auto& ms) { return find_method(ms, "roots/list") != nullptr; }, 2000ms));
+  json req = *find_method(call.messages(), "roots/list");
+  REQUIRE(req["id"].is_string());
+  CHECK(req["id"].get<std::string>().rfind("mcp-sse-bridge:", 0) == 0);  // not the upstream's id
+  CHECK(h.post(roots_answer(req["id"]).dump(), sid).status == 202);
+  REQUIRE(call.read_until([](auto& ms) { return !ms.empty() && ms.back().contains("result"); }, 2000ms));
+  std::string got = text_of(call.messages().back());
+  CHECK(got.find("file:///work/x") != std::string::npos);
+  CHECK(got.find(R"("id":"srv-)") != std::string::npos);  // mapped back to the upstream's id
+}
+
+TEST_CASE("session mode: a server request with two calls in flight goes to the GET stream; the answer goes back upstream") {
+  Harness h({}, session_mode);
+  std::string sid = initialize_with_roots(h);
+  GetStream g(h.port(), sid);
+  REQUIRE(g.read_until([&](auto&) { return g.status() != 0; }, 2000ms));
+  auto slow = std::async(std::launch::async, [&h, &sid] {
+    return h.call_tool(sid, "s", "sleep", {{"ms", 1500}});
+  });
+  std::this_thread::sleep_for(150ms);
+  auto roots = std::async(std::launch::async, [&h, &sid] {
+    return h.call_tool(sid, "r", "roots", json::object());
+  });
+  REQUIRE(g.read_until([](auto& ms) { return find_method(ms, "roots/list") != nullptr; }, 2000ms));
+  json req = *find_method(g.messages(), "roots/list");
+  CHECK(h.post(roots_answer(req["id"]).dump(), sid).status == 202);
+  REQUIRE(roots.wait_for(5s) == std::future_status::ready);
+  auto r = roots.get();
+  REQUIRE(!r.messages.empty());
+  CHECK(r.last()["id"] == "r");
+  std::string got = text_of(r.last());
+  CHECK(got.find("file:///work/x") != std::string::npos);
+  CHECK(got.find(R"("id":"srv-)") != std::string::npos);
+  REQUIRE(slow.wait_for(5s) == std::future_status::ready);
+  CHECK(text_of(slow.get().last()) == "slept 1500 ms");
 }
