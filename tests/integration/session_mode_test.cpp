@@ -343,3 +343,30 @@ TEST_CASE("session mode: a server request with two calls in flight goes to the G
   REQUIRE(slow.wait_for(5s) == std::future_status::ready);
   CHECK(text_of(slow.get().last()) == "slept 1500 ms");
 }
+
+TEST_CASE("session mode: a silent upstream with a call in flight is probed with ping and fails the call") {
+  Harness h({}, session_mode);  // --ping-interval 400ms, --ping-timeout 300ms
+  std::string sid = h.initialize();
+  CHECK(count(h, sid, 1) == "1");
+  auto call = std::async(std::launch::async, [&h, &sid] {
+    return h.call_tool(sid, "quiet", "sleep", {{"ms", 5000}});
+  });
+  std::this_thread::sleep_for(150ms);
+  auto t0 = SteadyClock::now();
+  h.upstream().silence_sessions();
+  REQUIRE(call.wait_for(5s) == std::future_status::ready);
+  auto r = call.get();
+  CHECK(ms_since(t0) < 1500);
+  check_bridge_error(r, "quiet", "upstream_unresponsive", "request");
+  CHECK(count(h, sid, 2) == "1");  // a new upstream session
+}
+
+TEST_CASE("call mode (the default): GET is 405 and calls do not share an upstream session") {
+  Harness h;
+  std::string sid = h.initialize();
+  GetStream g(h.port(), sid);
+  REQUIRE(g.read_until([&](auto&) { return g.status() != 0; }, 2000ms));
+  CHECK(g.status() == 405);
+  CHECK(count(h, sid, 1) == "1");  // the test config has no warm pool: one session per call
+  CHECK(count(h, sid, 2) == "1");
+}
