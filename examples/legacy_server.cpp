@@ -52,6 +52,15 @@ json tool_list() {
        {"inputSchema", obj({{"bytes", {{"type", "integer"}}}}, {"bytes"})}},
       {{"name", "whoami"}, {"description", "Returns the Authorization header of this session's GET"},
        {"inputSchema", obj(json::object(), json::array())}},
+      {{"name", "count"}, {"description", "Adds one to this SSE session's counter and returns it"},
+       {"inputSchema", obj(json::object(), json::array())}},
+      {{"name", "notify_later"},
+       {"description", "Answers at once; `ms` later sends notifications/tools/list_changed and a "
+                       "notifications/message (`text`) on this session's stream"},
+       {"inputSchema", obj({{"ms", {{"type", "integer"}}}, {"text", {{"type", "string"}}}}, {"ms"})}},
+      {{"name", "roots"},
+       {"description", "Asks the client for its roots (roots/list) and returns the answer"},
+       {"inputSchema", obj(json::object(), json::array())}},
       {{"name", "log"}, {"description", "Emits a log message at `level`"},
        {"inputSchema", obj({{"level", {{"type", "string"}}}, {"text", {{"type", "string"}}}},
                            {"level", "text"})}},
@@ -71,7 +80,9 @@ struct Session {
   bool initialized = false;
   std::string log_level = "debug";
   std::string authorization;  // of the GET that opened the session (tool whoami)
+  long long counter = 0;      // tool count: state kept per SSE session
   std::set<std::string> cancelled;
+  std::map<std::string, std::string> answers;  // client answers to our requests, by id (JSON)
 
   void send(const json& msg) {
     std::lock_guard lk(mu);
@@ -344,7 +355,15 @@ struct LegacyServer::Impl {
 
   void handle(Session& s, const json& msg) {
     std::string method = msg.value("method", "");
-    if (method.empty()) return;  // a response to something we never send
+    if (method.empty()) {
+      // A client answer to one of our requests (tool roots).
+      if (msg.contains("id")) {
+        std::lock_guard lk(s.mu);
+        if (s.answers.size() < 64) s.answers[msg["id"].dump()] = msg.dump();
+        s.cv.notify_all();
+      }
+      return;
+    }
     if (!msg.contains("id")) {
       if (method == "notifications/initialized") {
         std::lock_guard lk(s.mu);
@@ -442,6 +461,57 @@ struct LegacyServer::Impl {
         auth = s.authorization;
       }
       s.send(result(id, text(auth)));
+    } else if (name == "count") {
+      long long n;
+      {
+        std::lock_guard lk(s.mu);
+        n = ++s.counter;
+      }
+      s.send(result(id, text(std::to_string(n))));
+    } else if (name == "notify_later") {
+      int ms = std::max(0, std::min(args.value("ms", 0), 60000));
+      std::string what = args.value("text", std::string("later"));
+      s.send(result(id, text("scheduled")));
+      std::shared_ptr<Session> sp;
+      {
+        std::lock_guard lk(mu);
+        auto it = sessions.find(s.id);
+        if (it != sessions.end()) sp = it->second;
+      }
+      if (!sp) return;
+      workers++;
+      std::thread([this, sp, ms, what] {
+        auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+        while (std::chrono::steady_clock::now() < end && !stopping.load())
+          std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
+              20ms, end - std::chrono::steady_clock::now()));
+        if (!stopping.load()) {
+          sp->send(json{{"jsonrpc", "2.0"}, {"method", "notifications/tools/list_changed"}});
+          sp->send(json{{"jsonrpc", "2.0"},
+                        {"method", "notifications/message"},
+                        {"params", {{"level", "info"}, {"logger", "example"}, {"data", what}}}});
+        }
+        workers--;
+      }).detach();
+    } else if (name == "roots") {
+      // A server-to-client request (roots/list) during the call; the result
+      // is the client's answer as received (or "no answer" after 5 s).
+      std::string rid = "srv-" + random_hex(6);
+      s.send(json{{"jsonrpc", "2.0"}, {"id", rid}, {"method", "roots/list"}});
+      std::string key = json(rid).dump(), answer = "no answer";
+      auto end = std::chrono::steady_clock::now() + 5s;
+      {
+        std::unique_lock lk(s.mu);
+        while (std::chrono::steady_clock::now() < end && !s.closed && !stopping.load()) {
+          if (auto it = s.answers.find(key); it != s.answers.end()) {
+            answer = it->second;
+            s.answers.erase(it);
+            break;
+          }
+          s.cv.wait_for(lk, 20ms);
+        }
+      }
+      s.send(result(id, text(answer)));
     } else if (name == "log") {
       std::string level = args.value("level", "info");
       bool emit;

@@ -9,7 +9,12 @@
 // request has a progressToken), big {bytes} (a text result of that many
 // bytes), log {level, text} (a notifications/message filtered by the
 // session's logging/setLevel), whoami (the Authorization header that opened
-// the session).
+// the session), count (a counter per SSE session: returns the new value, so a
+// test sees whether calls share an upstream session), notify_later {ms, text}
+// (answers at once; ms later sends notifications/tools/list_changed and a
+// notifications/message with `text` on the session's stream: messages outside
+// any call), roots (sends the client a roots/list request during the call
+// and returns the client's answer as the server received it).
 //
 // Like python-sdk 1.6 it crashes a session (closes its stream) when a request
 // other than initialize/ping arrives before notifications/initialized; the

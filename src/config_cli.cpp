@@ -139,7 +139,9 @@ Config parse_or_throw(int argc, char** argv, std::string* help_text) {
               client_write_t = format_duration(c.client_write_timeout),
               client_idle_t = format_duration(c.client_idle_timeout),
               drain_t = format_duration(c.drain_timeout),
-              ready_i = format_duration(c.ready_probe_interval);
+              ready_i = format_duration(c.ready_probe_interval),
+              session_idle_t = format_duration(u.session_idle_timeout);
+  std::string upstream_mode = "call";
   std::string auth_health = "open", auth_metrics = "open";
 
   auto env = [](const char* flag) {
@@ -281,8 +283,18 @@ Config parse_or_throw(int argc, char** argv, std::string* help_text) {
                "Do not verify https upstream certificates (logs a warning; for tests only)")
       ->envname(env("upstream-insecure"));
   opt("max-upstream-sessions", u.max_sessions,
-      "Upstream SSE sessions open at once (calls plus warm pool)->check(CLI::Range(1, 100000)); a call that finds none "
-      "free fails at once");
+      "Upstream SSE sessions open at once (calls plus warm pool; in session mode, client "
+      "sessions holding one); a call that finds none free fails at once")
+      ->check(CLI::Range(1, 100000));
+  opt("upstream-mode", upstream_mode,
+      "call: each call runs on a short-lived upstream session; session: each client session "
+      "keeps one upstream session (for servers that keep state per SSE session) and gets a "
+      "standalone GET stream for server messages outside calls",
+      "call|session")
+      ->check(CLI::IsMember({"call", "session"}));
+  opt("session-idle-timeout", session_idle_t,
+      "Session mode: an upstream session with no call and no GET stream for this long is closed",
+      kDur);
   opt("tls-cert", c.tls.cert_file, "Serve HTTPS with this PEM certificate chain (with --tls-key)", kFile);
   opt("tls-key", c.tls.key_file, "PEM private key for --tls-cert", kFile);
   opt("tls-client-ca", c.tls.client_ca_file,
@@ -378,6 +390,7 @@ Config parse_or_throw(int argc, char** argv, std::string* help_text) {
       {"client-idle-timeout", &client_idle_t, &c.client_idle_timeout, false},
       {"drain-timeout", &drain_t, &c.drain_timeout, true},
       {"ready-probe-interval", &ready_i, &c.ready_probe_interval, false},
+      {"session-idle-timeout", &session_idle_t, &u.session_idle_timeout, false},
   };
   // Validated while parsing (duration_check); this only converts.
   for (auto& d : durations) {
@@ -385,6 +398,7 @@ Config parse_or_throw(int argc, char** argv, std::string* help_text) {
     if (!v || (!d.zero_ok && v->count() == 0)) fail(std::string("--") + d.flag + ": invalid duration");
     *d.out = *v;
   }
+  u.mode = upstream_mode == "session" ? UpstreamMode::kSession : UpstreamMode::kCall;
   if (u.max_request_timeout < u.request_timeout)
     fail("--max-request-timeout (" + max_request_t + ") must not be below --request-timeout (" +
          request_t + ")");

@@ -148,6 +148,7 @@ void FrontServer::stop() {
   i.life.stopping.store(true);
   i.life.draining.store(true);
   i.mcp.wake_all();  // running calls end now and answer shutting_down
+  i.mcp.stop_sessions();  // session mode: upstream sessions and GET streams end (bounded)
   if (i.started) {
     i.listener.stop_accepting();
     i.listener.drain();  // idle connections close now, busy ones after their answer

@@ -194,6 +194,14 @@ std::string Metrics::render(const MetricsGauges& g, const ForwarderStats& f,
        "initialize requests answered from the last upstream initialize result while the "
        "upstream could not be reached (--serve-stale-initialize).");
   line(out, "mcp_bridge_initialize_stale_total", "", stale_initializes_.load());
+  head(out, "mcp_bridge_session_state_lost_total", "counter",
+       "Session mode: client sessions given a fresh upstream session because this process held "
+       "none for them (after a failure, an idle close, a restart or on another replica).");
+  line(out, "mcp_bridge_session_state_lost_total", "", sessions_state_lost_.load());
+  head(out, "mcp_bridge_unattributed_dropped_total", "counter",
+       "Session mode: upstream messages that belonged to no call, dropped because the client "
+       "session had no GET stream open.");
+  line(out, "mcp_bridge_unattributed_dropped_total", "", unattributed_dropped_.load());
   head(out, "mcp_bridge_ready", "gauge", "1 when /readyz answers 200.");
   line(out, "mcp_bridge_ready", "", static_cast<uint64_t>(g.ready));
   head(out, "mcp_bridge_draining", "gauge", "1 while the bridge drains after SIGTERM/SIGINT.");

@@ -11,6 +11,8 @@
 #include "mcp_sse_bridge/log.h"
 #include "mcp_sse_bridge/metrics.h"
 #include "mcp_sse_bridge/response_sink.h"
+#include "mcp_sse_bridge/standalone_stream.h"
+#include "mcp_sse_bridge/text_util.h"
 
 namespace msb {
 
@@ -84,7 +86,7 @@ HttpResponse sse_head(HttpResponse base) {
 
 }  // namespace
 
-SessionHandler::SessionHandler(Deps d) : d_(d) {}
+SessionHandler::SessionHandler(Deps d) : d_(d), sessions_(d.cfg.upstream, d.metrics) {}
 
 void SessionHandler::refuse(Exchange& ex, const Rejection& r, std::string_view id,
                             HttpResponse* base) {
@@ -107,6 +109,7 @@ void SessionHandler::handle(std::shared_ptr<Exchange> ex, HttpRequest req) {
   if (!guard(req, *ex)) return;
   if (req.method == "POST") return handle_post(std::move(ex), req);
   if (req.method == "DELETE") return handle_delete(*ex, req);
+  if (req.method == "GET" && session_mode()) return handle_get(std::move(ex), req);
   if (req.method == "GET") {
     Rejection r{405, -32000,
                 "Method Not Allowed: this bridge has no standalone server-to-client stream "
@@ -144,10 +147,39 @@ void SessionHandler::handle_delete(Exchange& ex, const HttpRequest& req) {
   auto s = require_session(req.headers, ex);
   if (!s) return;
   d_.tokens.revoke(s->id);
+  if (session_mode()) sessions_.close(s->id);
   log::info("client session terminated", {{"session", s->tag}});
   HttpResponse res;
   res.status = 200;
   ex.respond(std::move(res));
+}
+
+// Session mode: the client session's standalone stream, carrying the
+// upstream messages that belong to no call.
+void SessionHandler::handle_get(std::shared_ptr<Exchange> ex, const HttpRequest& req) {
+  const auto& h = req.headers;
+  if (auto r = d_.policy.check_protocol_version(h)) return refuse(*ex, *r);
+  auto accept = lower(std::string(find_header(h, "Accept").value_or("")));
+  if (accept.find("text/event-stream") == std::string::npos)
+    return refuse(*ex, Rejection{406, -32000,
+                                 "Not Acceptable: the standalone stream (GET) needs Accept: "
+                                 "text/event-stream"});
+  std::string upstream_headers;
+  if (auto r = d_.policy.upstream_headers(h, &upstream_headers)) return refuse(*ex, *r);
+  auto session = require_session(h, *ex);
+  if (!session) return;
+  if (d_.life.draining.load())
+    return refuse(*ex, Rejection{503, -32000, "Service Unavailable: the bridge is shutting down"});
+  BridgeError err;
+  auto up = sessions_.acquire(ex->loop(), *session, upstream_headers,
+                              d_.tokens.log_level(session->id), false, &err);
+  if (!up) return refuse(*ex, Rejection{503, -32000, "Service Unavailable: " + err.message()});
+  HttpResponse base;
+  base.set_header("X-Request-Id", request_id_for(h));
+  auto stream = std::make_shared<StandaloneStream>(ex, d_.cfg.keepalive_interval, d_.metrics);
+  stream->start(sse_head(std::move(base)), nullptr);
+  up->attach_stream(std::move(stream));
+  log::info("standalone stream opened", {{"session", session->tag}});
 }
 
 void SessionHandler::handle_post(std::shared_ptr<Exchange> ex, HttpRequest& req) {
@@ -209,8 +241,17 @@ void SessionHandler::handle_post(std::shared_ptr<Exchange> ex, HttpRequest& req)
       // An answer to a server-to-client request forwarded by one of this
       // session's calls.
       std::string rid = m.id;
-      if (!registry_.route(session->id + "\n" + rid, std::move(m)))
+      if (registry_.route(session->id + "\n" + rid, m)) continue;
+      // Session mode: an answer to a request forwarded on the GET stream.
+      if (auto up = session_mode() ? sessions_.find(session->id) : nullptr)
+        up->client_answer(std::move(m));
+      else
         log::debug("client response matches no forwarded request", {{"id", rid}});
+    } else if (m.kind == MsgKind::kNotification && session_mode() &&
+               m.method != "notifications/initialized" && m.method != "notifications/cancelled") {
+      // Session mode: other client notifications (roots/list_changed, …)
+      // belong to the live upstream session, if there is one.
+      if (auto up = sessions_.find(session->id)) up->client_notification(std::move(m.raw));
     }
     // notifications/initialized is the bridge's to send upstream (per
     // upstream session); other client notifications have no upstream
@@ -389,6 +430,9 @@ boost::asio::awaitable<CallResult> SessionHandler::call_guarded(
     std::string headers, CallSink& sink, Clock::time_point arrival) {
   std::string what;
   try {
+    if (s && session_mode())
+      co_return co_await sessions_.call(loop, m, *s, std::move(headers), std::move(log_level), sink,
+                                        arrival);
     co_return co_await d_.forwarder.call(loop, m, s, std::move(log_level), std::move(headers),
                                          sink, arrival);
   } catch (const std::exception& ex) {
@@ -410,7 +454,16 @@ boost::asio::awaitable<CallResult> SessionHandler::run_call(EventLoop& loop, Pen
                                                            CallSink& sink) {
   auto t0 = Clock::now();
   CallResult r;
-  if (auto local = local_answer(c.msg, s)) {
+  auto local = local_answer(c.msg, s);
+  // Session mode: logging/setLevel, once remembered, also goes to the live
+  // upstream session (which filters its log messages by it).
+  if (local && session_mode() && c.msg.method == "logging/setLevel" &&
+      local->find("\"error\"") == std::string::npos) {
+    if (auto up = sessions_.find(s.id))
+      if (auto lvl = d_.tokens.log_level(s.id)) up->set_log_level(*lvl);
+    local.reset();
+  }
+  if (local) {
     r.response = std::move(*local);
   } else if (d_.life.stopping.load() || c.late) {
     BridgeError e = make_error(ErrorKind::kShuttingDown, Phase::kConnect, "bridge is shutting down");
@@ -551,8 +604,19 @@ boost::asio::awaitable<void> SessionHandler::initialize_call(
         "Invalid params: the initialize params (" + std::to_string(params.size()) +
             " bytes) are too large to be carried in a session id; send at most about 20 KiB");
   }
-  if (ok) {
+  if (ok && session_mode()) {
+    // The client session's own upstream session opens now (replaying these
+    // params), so that its first call finds it ready.
+    if (auto cs = d_.tokens.verify(sid)) {
+      BridgeError err;
+      if (!sessions_.acquire(ex.loop(), *cs, headers, std::nullopt, true, &err))
+        log::warn("no upstream session for the new client session yet",
+                  {{"session", cs->tag}, {"cause", err.message()}});
+    }
+  } else if (ok) {
     d_.forwarder.prewarm(ex.loop(), sid, params, headers, std::nullopt);
+  }
+  if (ok) {
     base.set_header(kSessionHeader, sid);
     log::info("client session initialized",
               {{"request_id", request_id}, {"session", session_tag(sid)},

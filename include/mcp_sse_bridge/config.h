@@ -24,6 +24,12 @@ struct PoolConfig {
   bool reuse = true;                  // --pool-reuse: a session serves further calls after a clean one
 };
 
+// How client calls map onto upstream SSE sessions.
+enum class UpstreamMode {
+  kCall,     // each call runs on a short-lived upstream session (warm pool per loop)
+  kSession,  // each client session owns one long-lived upstream session (stateful servers)
+};
+
 struct UpstreamConfig {
   Url sse_url;                              // --upstream
   std::vector<std::string> static_headers;  // --upstream-header / --upstream-headers-file, "Name: value"
@@ -47,6 +53,8 @@ struct UpstreamConfig {
   uint64_t max_message_size = 128ull << 20; // one upstream SSE event / message
   bool allow_foreign_endpoint = false;      // accept an endpoint on another origin
   int retries = 1;                          // fresh-session retries allowed by DESIGN §2.5
+  UpstreamMode mode = UpstreamMode::kCall;  // --upstream-mode call|session
+  Duration session_idle_timeout{1800000};   // --session-idle-timeout: session mode, unused upstream session closed
   PoolConfig pool;                          // warm sessions
 };
 

@@ -60,6 +60,11 @@ class Metrics {
   // An initialize answered from the last upstream result while the upstream
   // was unreachable (--serve-stale-initialize).
   void stale_initialize() { stale_initializes_.fetch_add(1, std::memory_order_relaxed); }
+  // Session mode: a client session got a fresh upstream session where this
+  // process held none (server-side session state lost).
+  void session_state_lost() { sessions_state_lost_.fetch_add(1, std::memory_order_relaxed); }
+  // Session mode: an upstream message for no call dropped (no GET stream open).
+  void unattributed_dropped() { unattributed_dropped_.fetch_add(1, std::memory_order_relaxed); }
 
   std::string render(const MetricsGauges& g, const ForwarderStats& f, const PoolStats& p) const;
 
@@ -75,6 +80,8 @@ class Metrics {
   std::atomic<uint64_t> slow_clients_{0};
   std::atomic<uint64_t> tls_failures_{0};
   std::atomic<uint64_t> stale_initializes_{0};
+  std::atomic<uint64_t> sessions_state_lost_{0};
+  std::atomic<uint64_t> unattributed_dropped_{0};
 };
 
 }  // namespace msb

@@ -1,8 +1,10 @@
 // SessionHandler: the MCP endpoint in the session era (2025-03-26 …
 // 2025-11-25): POST (initialize opens a client session; requests become
 // calls; notifications/cancelled and client answers are routed to running
-// calls), GET (405: no standalone stream in per-call mode) and DELETE (ends
-// a client session). Runs on the event loop that owns the client's
+// calls), GET (405 in call mode; in session mode the client session's
+// standalone stream) and DELETE (ends a client session and, in session mode,
+// its upstream session). In session mode calls run on the client session's
+// upstream session (SessionTable) instead of the Forwarder's per-call ones. Runs on the event loop that owns the client's
 // connection; each POST's calls run there as a coroutine (Forwarder::call)
 // and answer through its Exchange, as an SSE stream or one JSON body.
 #pragma once
@@ -21,6 +23,7 @@
 #include "mcp_sse_bridge/http_exchange.h"
 #include "mcp_sse_bridge/initialize_cache.h"
 #include "mcp_sse_bridge/request_policy.h"
+#include "mcp_sse_bridge/session_table.h"
 #include "mcp_sse_bridge/session_token.h"
 
 namespace msb {
@@ -46,6 +49,8 @@ class SessionHandler {
   void handle(std::shared_ptr<Exchange> ex, HttpRequest req);
   // Wakes every running call (stop: they end with shutting_down).
   void wake_all() { registry_.wake_all(); }
+  // Session mode: closes every upstream session (bounded). Loops must run.
+  void stop_sessions() { sessions_.stop(); }
 
  private:
   // A client request whose response is still to be produced.
@@ -67,6 +72,8 @@ class SessionHandler {
                                                HttpResponse* base = nullptr);
   void handle_post(std::shared_ptr<Exchange> ex, HttpRequest& req);
   void handle_delete(Exchange& ex, const HttpRequest& req);
+  void handle_get(std::shared_ptr<Exchange> ex, const HttpRequest& req);
+  bool session_mode() const { return d_.cfg.upstream.mode == UpstreamMode::kSession; }
   void handle_initialize(std::shared_ptr<Exchange> ex, Message init, bool accepts_sse,
                          std::string headers, std::string request_id, HttpResponse base);
   boost::asio::awaitable<void> initialize_call(std::shared_ptr<Exchange> ex, Message init,
@@ -93,6 +100,7 @@ class SessionHandler {
   Deps d_;
   CallRegistry registry_;
   InitializeCache init_cache_;
+  SessionTable sessions_;  // session mode only
 };
 
 }  // namespace msb

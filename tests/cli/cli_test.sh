@@ -57,7 +57,7 @@ for f in connect-timeout endpoint-timeout initialize-timeout request-timeout max
   ping-interval ping-timeout keepalive-interval pool-max-idle-age ready-probe-interval \
   client-read-timeout client-write-timeout client-idle-timeout drain-timeout post-timeout \
   upstream-tcp-keepalive upstream-tcp-user-timeout idle-probe-after idle-probe-timeout \
-  resolve-timeout resolve-cache-ttl; do
+  resolve-timeout resolve-cache-ttl session-idle-timeout; do
   grep -qE -- "--$f DURATION=" <<<"$help" || { labels_ok=0; bad "--help: --$f is not labelled DURATION"; }
 done
 for f in max-message-size max-body-size; do

@@ -119,3 +119,31 @@ TEST_CASE("config_cli: --worker-threads is accepted, ignored and warned about") 
   REQUIRE(p.config);
   CHECK(p.config->warnings.empty());
 }
+
+TEST_CASE("config cli: --upstream-mode and --session-idle-timeout") {
+  auto d = parse({"--upstream", "http://h:1/sse"});
+  REQUIRE(d.config);
+  CHECK(d.config->upstream.mode == msb::UpstreamMode::kCall);
+  CHECK(d.config->upstream.session_idle_timeout.count() == 30 * 60 * 1000);
+  auto s = parse({"--upstream", "http://h:1/sse", "--upstream-mode", "session",
+                  "--session-idle-timeout", "90s"});
+  REQUIRE(s.config);
+  CHECK(s.config->upstream.mode == msb::UpstreamMode::kSession);
+  CHECK(s.config->upstream.session_idle_timeout.count() == 90000);
+  ::setenv("MCP_BRIDGE_UPSTREAM_MODE", "session", 1);
+  auto e = parse({"--upstream", "http://h:1/sse"});
+  ::unsetenv("MCP_BRIDGE_UPSTREAM_MODE");
+  REQUIRE(e.config);
+  CHECK(e.config->upstream.mode == msb::UpstreamMode::kSession);
+  auto bad = parse({"--upstream", "http://h:1/sse", "--upstream-mode", "sessions"});
+  CHECK_FALSE(bad.config);
+  CHECK(bad.exit_code == 2);
+  CHECK(bad.output.find("--upstream-mode") != std::string::npos);
+  auto zero = parse({"--upstream", "http://h:1/sse", "--session-idle-timeout", "0"});
+  CHECK_FALSE(zero.config);
+  auto help = parse({"--help"});
+  CHECK(help.output.find("--upstream-mode call|session") != std::string::npos);
+  CHECK(help.output.find("--session-idle-timeout DURATION=30m") != std::string::npos);
+  auto range = parse({"--upstream", "http://h:1/sse", "--max-upstream-sessions", "0"});
+  CHECK_FALSE(range.config);  // its range check was once inside the help text
+}

@@ -1,0 +1,372 @@
+// Session mode (--upstream-mode session, issue #13): one upstream SSE session
+// per client session, shared by its calls; the standalone GET stream; a
+// mid-call drop fails the call at once and the next call opens a new
+// upstream session. Every wait is bounded.
+#include <future>
+#include <set>
+
+#include "harness.h"
+
+namespace {
+
+void session_mode(msb::Config& c) { c.upstream.mode = msb::UpstreamMode::kSession; }
+
+// A GET /mcp standalone stream read on a raw socket: SSE `data:` lines are
+// collected as they come (small events arrive whole in one chunk).
+class GetStream {
+ public:
+  GetStream(int port, const std::string& sid, const std::string& accept = "text/event-stream")
+      : conn_(port) {
+    REQUIRE(conn_.connected());
+    if (accept == "POST") {  // sid = "SESSION\nBODY": a POST whose SSE response is read as it comes
+      auto nl = sid.find('\n');
+      std::string body = sid.substr(nl + 1);
+      conn_.send("POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json, "
+                 "text/event-stream\r\nContent-Type: application/json\r\nMcp-Session-Id: " +
+                 sid.substr(0, nl) + "\r\nContent-Length: " + std::to_string(body.size()) +
+                 "\r\n\r\n" + body);
+      return;
+    }
+    conn_.send("GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: " + accept + "\r\n" +
+               (sid.empty() ? std::string() : "Mcp-Session-Id: " + sid + "\r\n") + "\r\n");
+  }
+  // Reads for up to `within` or until pred(messages) holds.
+  bool read_until(const std::function<bool(const std::vector<json>&)>& pred,
+                  std::chrono::milliseconds within) {
+    auto end = SteadyClock::now() + within;
+    while (!pred(messages_)) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - SteadyClock::now());
+      if (left.count() <= 0 || closed_) return pred(messages_);
+      bool closed = false;
+      raw_ += conn_.read_until_close(std::min(left, std::chrono::milliseconds(50)), &closed);
+      closed_ = closed_ || closed;
+      parse();
+    }
+    return true;
+  }
+  int status() const { return raw_.size() >= 12 ? std::atoi(raw_.c_str() + 9) : 0; }
+  bool closed() const { return closed_; }
+  const std::string& raw() const { return raw_; }
+  const std::vector<json>& messages() const { return messages_; }
+
+ private:
+  void parse() {
+    messages_.clear();
+    size_t pos = 0;
+    while ((pos = raw_.find("\ndata: ", pos)) != std::string::npos) {
+      size_t e = raw_.find('\n', pos + 1);
+      if (e == std::string::npos) break;
+      auto j = json::parse(raw_.substr(pos + 7, e - pos - 7), nullptr, false);
+      if (!j.is_discarded()) messages_.push_back(j);
+      pos = e;
+    }
+  }
+  RawConn conn_;
+  std::string raw_;
+  std::vector<json> messages_;
+  bool closed_ = false;
+};
+
+bool has_method(const std::vector<json>& ms, const std::string& method) {
+  for (auto& m : ms)
+    if (m.value("method", "") == method) return true;
+  return false;
+}
+
+std::string count(Harness& h, const std::string& sid, json id) {
+  auto r = h.call_tool(sid, id, "count", json::object());
+  if (r.messages.empty()) return "<no reply: " + r.body.substr(0, 200) + ">";
+  return text_of(r.last());
+}
+
+}  // namespace
+
+TEST_CASE("session mode: calls of one client session share one upstream session, concurrently") {
+  Harness h({}, session_mode);
+  std::string sid = h.initialize();
+  CHECK(count(h, sid, 1) == "1");
+  CHECK(count(h, sid, 2) == "2");
+  CHECK(count(h, sid, 3) == "3");
+  std::vector<std::future<std::string>> f;
+  for (int i = 0; i < 3; ++i)
+    f.push_back(std::async(std::launch::async, [&h, &sid, i] { return count(h, sid, 10 + i); }));
+  std::set<std::string> got;
+  for (auto& x : f) {
+    REQUIRE(x.wait_for(10s) == std::future_status::ready);
+    got.insert(x.get());
+  }
+  CHECK(got == std::set<std::string>{"4", "5", "6"});
+  // Concurrent calls of different lengths interleave on the same session:
+  // each gets its own response.
+  auto slow = std::async(std::launch::async, [&h, &sid] {
+    return h.call_tool(sid, "slow", "sleep", {{"ms", 300}});
+  });
+  std::this_thread::sleep_for(50ms);
+  auto fast = h.call_tool(sid, "fast", "echo", {{"text", "quick"}});
+  REQUIRE(!fast.messages.empty());
+  CHECK(fast.last()["id"] == "fast");
+  CHECK(text_of(fast.last()) == "quick");
+  CHECK(fast.ms < 250);
+  REQUIRE(slow.wait_for(10s) == std::future_status::ready);
+  auto s = slow.get();
+  REQUIRE(!s.messages.empty());
+  CHECK(s.last()["id"] == "slow");
+  CHECK(text_of(s.last()) == "slept 300 ms");
+  CHECK(count(h, sid, 20) == "7");
+  // A log message during the only call in flight goes on that call's stream.
+  auto lg = h.call_tool(sid, "log", "log", {{"level", "warning"}, {"text", "in the call"}});
+  REQUIRE(lg.messages.size() == 2);
+  CHECK(lg.messages[0]["method"] == "notifications/message");
+  CHECK(lg.messages[0]["params"]["data"] == "in the call");
+  CHECK(text_of(lg.last()) == "logged");
+  CHECK(h.upstream().premature_requests() == 0);
+}
+
+TEST_CASE("session mode: two client sessions have independent upstream sessions") {
+  Harness h({}, session_mode);
+  std::string a = h.initialize();
+  std::string b = h.initialize();
+  CHECK(count(h, a, 1) == "1");
+  CHECK(count(h, a, 2) == "2");
+  CHECK(count(h, b, 1) == "1");
+  CHECK(count(h, a, 3) == "3");
+  CHECK(count(h, b, 2) == "2");
+}
+
+TEST_CASE("session mode: messages outside calls reach the client's GET stream") {
+  Harness h({}, session_mode);
+  std::string sid = h.initialize();
+  GetStream g(h.port(), sid);
+  REQUIRE(g.read_until([&](auto&) { return g.status() != 0; }, 2000ms));
+  CHECK(g.status() == 200);
+  CHECK(g.raw().find("text/event-stream") != std::string::npos);
+  auto r = h.call_tool(sid, 1, "notify_later", {{"ms", 100}, {"text", "after the call"}});
+  REQUIRE(!r.messages.empty());
+  CHECK(text_of(r.last()) == "scheduled");
+  auto t0 = SteadyClock::now();
+  CHECK(g.read_until(
+      [](auto& ms) {
+        return has_method(ms, "notifications/tools/list_changed") &&
+               has_method(ms, "notifications/message");
+      },
+      1000ms));
+  CHECK(ms_since(t0) < 1000);
+  for (auto& m : g.messages())
+    if (m.value("method", "") == "notifications/message") CHECK(m["params"]["data"] == "after the call");
+  // A second GET replaces the first, which ends.
+  GetStream g2(h.port(), sid);
+  REQUIRE(g2.read_until([&](auto&) { return g2.status() != 0; }, 2000ms));
+  CHECK(g2.status() == 200);
+  CHECK(g.read_until([&](auto&) { return g.closed() || g.raw().find("\r\n0\r\n\r\n") != std::string::npos; },
+                     1000ms));
+  auto r2 = h.call_tool(sid, 2, "notify_later", {{"ms", 50}, {"text", "second"}});
+  REQUIRE(!r2.messages.empty());
+  CHECK(g2.read_until([](auto& ms) { return has_method(ms, "notifications/tools/list_changed"); },
+                      1000ms));
+}
+
+TEST_CASE("session mode: GET needs a session and text/event-stream; keepalives flow") {
+  Harness h({}, [](msb::Config& c) {
+    c.upstream.mode = msb::UpstreamMode::kSession;
+    c.keepalive_interval = 100ms;
+  });
+  std::string sid = h.initialize();
+  GetStream none(h.port(), "");
+  REQUIRE(none.read_until([&](auto&) { return none.status() != 0; }, 2000ms));
+  CHECK(none.status() == 400);
+  GetStream json_only(h.port(), sid, "application/json");
+  REQUIRE(json_only.read_until([&](auto&) { return json_only.status() != 0; }, 2000ms));
+  CHECK(json_only.status() == 406);
+  GetStream g(h.port(), sid);
+  CHECK(g.read_until([&](auto&) { return g.raw().find(": keepalive") != std::string::npos; }, 1000ms));
+}
+
+TEST_CASE("session mode: an upstream drop mid-call fails the call at once; the next call opens a new session") {
+  Harness h({}, session_mode);
+  std::string sid = h.initialize();
+  CHECK(count(h, sid, 1) == "1");
+  CHECK(count(h, sid, 2) == "2");
+  auto call = std::async(std::launch::async, [&h, &sid] {
+    return h.call_tool(sid, "long", "sleep", {{"ms", 5000}});
+  });
+  std::this_thread::sleep_for(200ms);
+  auto t0 = SteadyClock::now();
+  h.upstream().kill_streams();
+  REQUIRE(call.wait_for(5s) == std::future_status::ready);
+  auto r = call.get();
+  CHECK(ms_since(t0) < 1500);
+  check_bridge_error(r, "long", "upstream_closed", "request");
+  // A new upstream session: its counter starts again (state lost, counted).
+  CHECK(count(h, sid, 3) == "1");
+  CHECK(count(h, sid, 4) == "2");
+  CHECK(series(scrape(h.port()), "mcp_bridge_session_state_lost_total") >= 1);
+}
+
+TEST_CASE("session mode: DELETE closes the upstream session; an unknown valid session gets a fresh one") {
+  Harness h({}, session_mode);
+  std::string sid = h.initialize();
+  CHECK(count(h, sid, 1) == "1");
+  REQUIRE(wait_for([&] { return h.upstream().open_streams() == 1; }, 2000ms));
+  httplib::Client cli("127.0.0.1", h.port());
+  cli.set_read_timeout(kClientTimeout);
+  auto d = cli.Delete("/mcp", {{"Mcp-Session-Id", sid}});
+  REQUIRE(d);
+  CHECK(d->status == 200);
+  CHECK(wait_for([&] { return h.upstream().open_streams() == 0; }, 1000ms));
+  CHECK(h.call_tool(sid, 2, "count", json::object()).status == 404);
+}
+
+TEST_CASE("session mode: a client cancellation sends notifications/cancelled upstream and ends the call") {
+  Harness h({}, session_mode);
+  std::string sid = h.initialize();
+  auto call = std::async(std::launch::async, [&h, &sid] {
+    return h.call_tool(sid, 77, "sleep", {{"ms", 3000}});
+  });
+  std::this_thread::sleep_for(200ms);
+  auto c = h.post(R"({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":77}})", sid);
+  CHECK(c.status == 202);
+  REQUIRE(call.wait_for(2s) == std::future_status::ready);
+  CHECK(wait_for([&] { return h.upstream().cancellations() >= 1; }, 1000ms));
+  CHECK(h.upstream().last_cancelled_id() == "77");
+  // The session stays usable.
+  CHECK(count(h, sid, 78) == "1");
+}
+
+TEST_CASE("session mode: a session with no calls and no GET stream is closed after --session-idle-timeout") {
+  Harness h({}, [](msb::Config& c) {
+    c.upstream.mode = msb::UpstreamMode::kSession;
+    c.upstream.session_idle_timeout = 300ms;
+  });
+  std::string sid = h.initialize();
+  CHECK(count(h, sid, 1) == "1");
+  CHECK(wait_for([&] { return h.upstream().open_streams() == 0; }, 2000ms));
+  CHECK(count(h, sid, 2) == "1");  // a fresh upstream session
+  // An open GET stream keeps the session past the idle timeout, and the
+  // session's loop keeps serving (the idle deadline once made it spin).
+  {
+    GetStream g(h.port(), sid);
+    REQUIRE(g.read_until([&](auto&) { return g.status() != 0; }, 2000ms));
+    std::this_thread::sleep_for(700ms);
+    CHECK(h.upstream().open_streams() == 1);
+    auto t0 = SteadyClock::now();
+    CHECK(count(h, sid, 3) == "2");
+    CHECK(ms_since(t0) < 500);
+  }
+  // Once the stream is gone, the idle timeout applies again.
+  CHECK(wait_for([&] { return h.upstream().open_streams() == 0; }, 3000ms));
+}
+
+TEST_CASE("session mode: stop ends calls in flight and GET streams, bounded") {
+  auto h = std::make_unique<Harness>(example::Options{}, session_mode);
+  std::string sid = h->initialize();
+  GetStream g(h->port(), sid);
+  REQUIRE(g.read_until([&](auto&) { return g.status() != 0; }, 2000ms));
+  auto call = std::async(std::launch::async, [&h, &sid] {
+    return h->call_tool(sid, "x", "sleep", {{"ms", 8000}});
+  });
+  std::this_thread::sleep_for(200ms);
+  auto t0 = SteadyClock::now();
+  h->bridge().stop();
+  CHECK(ms_since(t0) < 4000);
+  REQUIRE(call.wait_for(3s) == std::future_status::ready);
+  auto r = call.get();
+  if (!r.messages.empty()) CHECK(r.last()["error"]["data"]["bridge"]["kind"] == "shutting_down");
+  CHECK(g.read_until([&](auto&) { return g.closed(); }, 2000ms));
+}
+
+namespace {
+
+std::string initialize_with_roots(Harness& h) {
+  json init = {{"jsonrpc", "2.0"},
+               {"id", 0},
+               {"method", "initialize"},
+               {"params",
+                {{"protocolVersion", "2025-06-18"},
+                 {"capabilities", {{"roots", {{"listChanged", true}}}}},
+                 {"clientInfo", {{"name", "roots-test"}, {"version", "1"}}}}}};
+  auto r = h.post(init.dump(), "");
+  REQUIRE(r.status == 200);
+  REQUIRE(!r.session_id.empty());
+  CHECK(h.post(R"({"jsonrpc":"2.0","method":"notifications/initialized"})", r.session_id).status == 202);
+  return r.session_id;
+}
+
+const json* find_method(const std::vector<json>& ms, const std::string& method) {
+  for (auto& m : ms)
+    if (m.value("method", "") == method) return &m;
+  return nullptr;
+}
+
+json roots_answer(const json& id) {
+  return {{"jsonrpc", "2.0"}, {"id", id}, {"result", {{"roots", {{{"uri", "file:///work/x"}, {"name", "x"}}}}}}};
+}
+
+}  // namespace
+
+TEST_CASE("session mode: a server request during the only call goes on its stream; the answer goes back upstream") {
+  Harness h({}, session_mode);
+  std::string sid = initialize_with_roots(h);
+  GetStream call(h.port(), sid + "\n" + R"({"jsonrpc":"2.0","id":"r1","method":"tools/call","params":{"name":"roots","arguments":{}}})", "POST");
+  REQUIRE(call.read_until([](auto& ms) { return find_method(ms, "roots/list") != nullptr; }, 2000ms));
+  json req = *find_method(call.messages(), "roots/list");
+  REQUIRE(req["id"].is_string());
+  CHECK(req["id"].get<std::string>().rfind("mcp-sse-bridge:", 0) == 0);  // not the upstream's id
+  CHECK(h.post(roots_answer(req["id"]).dump(), sid).status == 202);
+  REQUIRE(call.read_until([](auto& ms) { return !ms.empty() && ms.back().contains("result"); }, 2000ms));
+  std::string got = text_of(call.messages().back());
+  CHECK(got.find("file:///work/x") != std::string::npos);
+  CHECK(got.find(R"("id":"srv-)") != std::string::npos);  // mapped back to the upstream's id
+}
+
+TEST_CASE("session mode: a server request with two calls in flight goes to the GET stream; the answer goes back upstream") {
+  Harness h({}, session_mode);
+  std::string sid = initialize_with_roots(h);
+  GetStream g(h.port(), sid);
+  REQUIRE(g.read_until([&](auto&) { return g.status() != 0; }, 2000ms));
+  auto slow = std::async(std::launch::async, [&h, &sid] {
+    return h.call_tool(sid, "s", "sleep", {{"ms", 1500}});
+  });
+  std::this_thread::sleep_for(150ms);
+  auto roots = std::async(std::launch::async, [&h, &sid] {
+    return h.call_tool(sid, "r", "roots", json::object());
+  });
+  REQUIRE(g.read_until([](auto& ms) { return find_method(ms, "roots/list") != nullptr; }, 2000ms));
+  json req = *find_method(g.messages(), "roots/list");
+  CHECK(h.post(roots_answer(req["id"]).dump(), sid).status == 202);
+  REQUIRE(roots.wait_for(5s) == std::future_status::ready);
+  auto r = roots.get();
+  REQUIRE(!r.messages.empty());
+  CHECK(r.last()["id"] == "r");
+  std::string got = text_of(r.last());
+  CHECK(got.find("file:///work/x") != std::string::npos);
+  CHECK(got.find(R"("id":"srv-)") != std::string::npos);
+  REQUIRE(slow.wait_for(5s) == std::future_status::ready);
+  CHECK(text_of(slow.get().last()) == "slept 1500 ms");
+}
+
+TEST_CASE("session mode: a silent upstream with a call in flight is probed with ping and fails the call") {
+  Harness h({}, session_mode);  // --ping-interval 400ms, --ping-timeout 300ms
+  std::string sid = h.initialize();
+  CHECK(count(h, sid, 1) == "1");
+  auto call = std::async(std::launch::async, [&h, &sid] {
+    return h.call_tool(sid, "quiet", "sleep", {{"ms", 5000}});
+  });
+  std::this_thread::sleep_for(150ms);
+  auto t0 = SteadyClock::now();
+  h.upstream().silence_sessions();
+  REQUIRE(call.wait_for(5s) == std::future_status::ready);
+  auto r = call.get();
+  CHECK(ms_since(t0) < 1500);
+  check_bridge_error(r, "quiet", "upstream_unresponsive", "request");
+  CHECK(count(h, sid, 2) == "1");  // a new upstream session
+}
+
+TEST_CASE("call mode (the default): GET is 405 and calls do not share an upstream session") {
+  Harness h;
+  std::string sid = h.initialize();
+  GetStream g(h.port(), sid);
+  REQUIRE(g.read_until([&](auto&) { return g.status() != 0; }, 2000ms));
+  CHECK(g.status() == 405);
+  CHECK(count(h, sid, 1) == "1");  // the test config has no warm pool: one session per call
+  CHECK(count(h, sid, 2) == "1");
+}
