@@ -42,23 +42,6 @@ std::string internal_id(std::string_view what) {
                     std::to_string(g_internal_ids.fetch_add(1, std::memory_order_relaxed)));
 }
 
-std::string make_request(std::string_view id, std::string_view method, std::string_view params) {
-  std::string s = R"({"jsonrpc":"2.0","id":)";
-  s.append(id).append(R"(,"method":)").append(json_quote(method));
-  if (!params.empty()) s.append(R"(,"params":)").append(params);
-  s.push_back('}');
-  return s;
-}
-
-// Returns `raw` (a JSON-RPC message) with its id replaced by `id_json`.
-std::optional<std::string> with_id(const std::string& raw, std::string_view id_json) {
-  auto j = nlohmann::ordered_json::parse(raw, nullptr, false);
-  auto id = nlohmann::ordered_json::parse(id_json, nullptr, false);
-  if (j.is_discarded() || !j.is_object() || id.is_discarded()) return std::nullopt;
-  j["id"] = std::move(id);
-  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-}
-
 using ChannelPtr = std::unique_ptr<UpstreamChannel>;
 
 // How one attempt ended.

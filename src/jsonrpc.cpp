@@ -245,4 +245,20 @@ std::string json_quote(std::string_view s) {
                                              nlohmann::json::error_handler_t::replace);
 }
 
+std::string make_request(std::string_view id, std::string_view method, std::string_view params) {
+  std::string s = R"({"jsonrpc":"2.0","id":)";
+  s.append(id).append(R"(,"method":)").append(json_quote(method));
+  if (!params.empty()) s.append(R"(,"params":)").append(params);
+  s.push_back('}');
+  return s;
+}
+
+std::optional<std::string> with_id(const std::string& raw, std::string_view id_json) {
+  auto j = nlohmann::ordered_json::parse(raw, nullptr, false);
+  auto id = nlohmann::ordered_json::parse(id_json, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || id.is_discarded()) return std::nullopt;
+  j["id"] = std::move(id);
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 }  // namespace msb

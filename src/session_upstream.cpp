@@ -38,22 +38,6 @@ std::string own_id(std::string_view what) {
                     std::to_string(g_ids.fetch_add(1, std::memory_order_relaxed)));
 }
 
-std::string make_request(std::string_view id, std::string_view method, std::string_view params) {
-  std::string s = R"({"jsonrpc":"2.0","id":)";
-  s.append(id).append(R"(,"method":)").append(json_quote(method));
-  if (!params.empty()) s.append(R"(,"params":)").append(params);
-  s.push_back('}');
-  return s;
-}
-
-std::optional<std::string> with_id(const std::string& raw, std::string_view id_json) {
-  auto j = nlohmann::ordered_json::parse(raw, nullptr, false);
-  auto id = nlohmann::ordered_json::parse(id_json, nullptr, false);
-  if (j.is_discarded() || !j.is_object() || id.is_discarded()) return std::nullopt;
-  j["id"] = std::move(id);
-  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-}
-
 std::string_view capability_for(std::string_view method) {
   if (method == "sampling/createMessage") return "sampling";
   if (method == "roots/list") return "roots";

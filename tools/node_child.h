@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "mcp_sse_bridge/deadline.h"
+#include "tool_common.h"
 
 extern char** environ;
 
@@ -86,18 +87,7 @@ struct NodeChild {
       close(stdin_fd);
       stdin_fd = -1;
     }
-    if (pid <= 0) return;
-    kill(pid, SIGTERM);
-    for (int i = 0; i < 300; ++i) {  // bounded: 3 s, then SIGKILL
-      if (waitpid(pid, nullptr, WNOHANG) == pid) {
-        pid = -1;
-        return;
-      }
-      std::this_thread::sleep_for(10ms);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, nullptr, 0);
-    pid = -1;
+    stop_process(pid);
   }
 };
 

@@ -73,25 +73,28 @@ inline double cpu_us(pid_t pid) {
 
 // ---- the bridge as a child process ------------------------------------------
 
+// Ends a child process: SIGTERM, then SIGKILL after 3 s (bounded); reaps it
+// and sets `pid` to -1. No-op when pid <= 0.
+inline void stop_process(pid_t& pid) {
+  if (pid <= 0) return;
+  kill(pid, SIGTERM);
+  for (int i = 0; i < 300; ++i) {
+    if (waitpid(pid, nullptr, WNOHANG) == pid) {
+      pid = -1;
+      return;
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, nullptr, 0);
+  pid = -1;
+}
+
 struct Child {
   pid_t pid = -1;
   int port = -1;
   ~Child() { stop(); }
-  void stop() {
-    if (pid <= 0) return;
-    kill(pid, SIGTERM);
-    for (int i = 0; i < 300; ++i) {  // bounded: 3 s, then SIGKILL
-      int st;
-      if (waitpid(pid, &st, WNOHANG) == pid) {
-        pid = -1;
-        return;
-      }
-      std::this_thread::sleep_for(10ms);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, nullptr, 0);
-    pid = -1;
-  }
+  void stop() { stop_process(pid); }
 };
 
 inline bool start_bridge(Child& c, const std::string& bin, int upstream_port,

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -55,5 +56,12 @@ bool is_read_only_method(std::string_view method);
 
 // Quotes a string as a JSON string literal.
 std::string json_quote(std::string_view s);
+
+// A JSON-RPC request with id `id` (JSON text), `method` and `params` (JSON
+// text; empty: none).
+std::string make_request(std::string_view id, std::string_view method, std::string_view params);
+
+// Returns `raw` (a JSON-RPC message) with its id replaced by `id_json`.
+std::optional<std::string> with_id(const std::string& raw, std::string_view id_json);
 
 }  // namespace msb
