@@ -1,6 +1,9 @@
 // Process helpers for interop tests: every wait is bounded, every child dies
 // with the test.
 import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 
 const children = new Set();
 process.on('exit', () => { for (const c of children) c.kill('SIGKILL'); });
@@ -78,3 +81,38 @@ export async function startEverythingSse() {
   const port = Number(s.match[1]);
   return { child: s.child, port, sseUrl: `http://127.0.0.1:${port}/sse` };
 }
+
+// Runs the official conformance suite's server scenarios (the pinned
+// @modelcontextprotocol/conformance) against url with the scenario set and
+// wire a spec revision requires (`--requirements <revision>`: 2025-11-25 is
+// the session era, 2026-07-28 the stateless one). Resolves
+// {scenario: {passed, failed}} (the suite's summary lines); rejects when the
+// run takes longer than timeoutMs or prints no results.
+export function runConformance(url, requirements, timeoutMs = 120000) {
+  const here = new URL('.', import.meta.url).pathname;
+  return new Promise((resolve, reject) => {
+    const cwd = mkdtempSync(path.join(tmpdir(), 'conformance-'));
+    const child = spawn(process.execPath, ['--import', path.join(here, 'shims/register.mjs'),
+      path.join(here, 'node_modules/@modelcontextprotocol/conformance/dist/index.js'),
+      'server', '--url', url, '--requirements', requirements], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    children.add(child);
+    let out = '';
+    child.stdout.on('data', (d) => { out += d; });
+    child.stderr.on('data', (d) => { out += d; });
+    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`suite timed out:\n${out}`)); }, timeoutMs);
+    child.on('exit', () => {
+      clearTimeout(timer);
+      children.delete(child);
+      rmSync(cwd, { recursive: true, force: true });
+      const results = {};
+      for (const m of out.matchAll(/^[✓✗] ([\w/-]+): (\d+) passed, (\d+) failed/gmu)) {
+        results[m[1]] = { passed: Number(m[2]), failed: Number(m[3]) };
+      }
+      if (Object.keys(results).length === 0) reject(new Error(`no results parsed:\n${out}`));
+      else resolve(results);
+    });
+  });
+}
+
+// A scenario passes when it ran at least one check and none failed.
+export const scenarioPassed = (r) => Boolean(r && r.failed === 0 && r.passed > 0);
