@@ -1,0 +1,110 @@
+// The official conformance suite's server scenarios for the stateless era
+// (`--requirements 2026-07-28`: what that revision requires, run at its wire:
+// per-request _meta, server/discover, input_required), run twice against the
+// same fixture code (conformance-2026-fixture-server.mjs, TS SDK v2):
+// directly, served natively over Streamable HTTP (the baseline), and through
+// the bridge in front of the same tools served over legacy HTTP+SSE, where
+// the fixture's input requests become server-to-client requests mid-call and
+// the bridge must turn them back into input_required (MRTR).
+//
+// Compared scenario by scenario: a scenario passing directly must pass
+// bridged unless PENDING_BRIDGE lists it with its reason; a listed scenario
+// that passes bridged fails the test too (remove it from the list), so the
+// list only shrinks.
+//
+// Direct baseline (conformance 0.2.0-alpha.12, @modelcontextprotocol/server
+// 2.4.0): 38 of 50 scenarios pass — the 37 the revision requires plus
+// http-header-validation (not scored, pending upstream). Failing directly:
+// the 10 tasks-* scenarios (an extension the fixture does not implement;
+// tasks-status-notifications runs no check), json-schema-2020-12 and
+// http-custom-header-server-validation (not scored, pending upstream). Each
+// run takes about 5 s.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { runConformance, scenarioPassed, spawnUntil, startBridge, stop } from './helpers.mjs';
+
+const here = path.dirname(new URL(import.meta.url).pathname);
+const DIRECT_BASELINE = 38;
+// The bridge's flags for the bridged run.
+const BRIDGE_ARGS = ['--log-level', 'info'];
+
+const STATELESS = 'stateless calls: _meta envelope, resultType, no initialize (#15 item 2)';
+const MRTR = 'MRTR translation of the upstream\'s mid-call requests (#15 item 4)';
+// Passing directly, failing through the bridge until the stateless era is
+// served; the lead removes entries as the bridge learns them.
+const PENDING_BRIDGE = {
+  'server-stateless': 'server/discover, _meta validation (-32602), header rules (-32020), unsupported version (-32022), 404/-32601 for removed methods, upstream -32021 -> 400 (#15 items 1-3)',
+  'completion-complete': STATELESS,
+  'tools-list': STATELESS,
+  'tools-call-simple-text': STATELESS,
+  'tools-call-image': STATELESS,
+  'tools-call-audio': STATELESS,
+  'tools-call-embedded-resource': STATELESS,
+  'tools-call-mixed-content': STATELESS,
+  'tools-call-error': STATELESS,
+  'tools-call-with-progress': STATELESS,
+  'server-sse-multiple-streams': STATELESS,
+  'resources-list': STATELESS,
+  'resources-read-text': STATELESS,
+  'resources-read-binary': STATELESS,
+  'resources-templates-read': STATELESS,
+  'prompts-list': STATELESS,
+  'prompts-get-simple': STATELESS,
+  'prompts-get-with-args': STATELESS,
+  'prompts-get-embedded-resource': STATELESS,
+  'prompts-get-with-image': STATELESS,
+  'dns-rebinding-protection': 'its valid-Host probe is server/discover (#15 item 1)',
+  'caching': 'ttlMs and cacheScope on list results, resources/read and discover (#15 item 2)',
+  'http-header-validation': 'MCP-Protocol-Version / Mcp-Method / Mcp-Name rules, -32020 (#15 item 3)',
+  'input-required-result-basic-elicitation': `${MRTR}; also, the scenario requires the key "user_name" the suite's reference server chose, and a legacy server's elicitation/create carries no key: it passes only if the bridge's keys can match (see the report)`,
+  'input-required-result-basic-sampling': MRTR,
+  'input-required-result-basic-list-roots': MRTR,
+  'input-required-result-request-state': MRTR,
+  'input-required-result-multiple-input-requests': `${MRTR}: three concurrent upstream requests in one input_required`,
+  'input-required-result-multi-round': `${MRTR}: two rounds`,
+  'input-required-result-non-tool-request': `${MRTR}: on prompts/get`,
+  'input-required-result-result-type': MRTR,
+  'input-required-result-tampered-state': `${MRTR}: the bridge's requestState is integrity-protected`,
+  'input-required-result-capability-check': `${MRTR}: the request's clientCapabilities declared upstream`,
+};
+
+const children = [];
+after(async () => { for (const c of children) await stop(c); });
+
+async function fixture(transport) {
+  const s = await spawnUntil(process.execPath, [path.join(here, 'conformance-2026-fixture-server.mjs'),
+    '--transport', transport], /LISTENING (\d+)/);
+  children.push(s.child);
+  return Number(s.match[1]);
+}
+
+test('conformance 2026-07-28: every scenario passing directly passes through the bridge, or is pending',
+  { timeout: 300000 }, async () => {
+    const directPort = await fixture('modern');
+    const ssePort = await fixture('sse');
+    const bridge = await startBridge(`http://127.0.0.1:${ssePort}/sse`, BRIDGE_ARGS);
+    children.push(bridge.child);
+    const direct = await runConformance(`http://127.0.0.1:${directPort}/mcp`, '2026-07-28');
+    const bridged = await runConformance(bridge.url, '2026-07-28');
+
+    const rows = Object.keys(direct).map((name) => ({
+      name, d: scenarioPassed(direct[name]), b: scenarioPassed(bridged[name]), note: PENDING_BRIDGE[name] ?? '',
+    }));
+    const count = (k) => rows.filter((r) => r[k]).length;
+    console.log('# | scenario | direct (Streamable HTTP, 2026-07-28) | bridged (legacy SSE upstream) | pending |');
+    console.log('# |---|---|---|---|');
+    for (const r of rows) console.log(`# | ${r.name} | ${r.d ? 'pass' : 'FAIL'} | ${r.b ? 'pass' : 'FAIL'} | ${r.note} |`);
+    console.log(`# passing: direct ${count('d')}/${rows.length}, bridged ${count('b')}/${rows.length}, ` +
+      `pending ${Object.keys(PENDING_BRIDGE).length}`);
+
+    // The baseline itself: the fixture still serves what the suite requires.
+    assert.ok(count('d') >= DIRECT_BASELINE, `only ${count('d')} scenarios pass directly (baseline ${DIRECT_BASELINE})`);
+    const regressions = rows.filter((r) => r.d && !r.b && !(r.name in PENDING_BRIDGE)).map((r) => r.name);
+    assert.deepEqual(regressions, [], `passing directly, failing through the bridge, not pending: ${regressions}`);
+    const nowPassing = Object.keys(PENDING_BRIDGE).filter((n) => rows.find((r) => r.name === n)?.b);
+    assert.deepEqual(nowPassing, [], `pending scenarios that pass through the bridge now (remove them from PENDING_BRIDGE): ${nowPassing}`);
+    // Every pending entry names a scenario that runs and passes directly.
+    const stale = Object.keys(PENDING_BRIDGE).filter((n) => !rows.find((r) => r.name === n)?.d);
+    assert.deepEqual(stale, [], `PENDING_BRIDGE entries that do not pass directly: ${stale}`);
+  });
