@@ -48,6 +48,7 @@ struct Rejection {
   int code = -32000;  // JSON-RPC error code in the body
   std::string message;
   std::vector<std::pair<std::string, std::string>> headers;  // e.g. WWW-Authenticate
+  std::string data_json;  // JSON text of error.data (e.g. -32022's supported versions); empty: none
 };
 
 class RequestPolicy {
