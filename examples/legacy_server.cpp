@@ -64,6 +64,8 @@ json tool_list() {
       {{"name", "init_params"},
        {"description", "Returns the params of this SSE session's initialize (capabilities, clientInfo)"},
        {"inputSchema", obj(json::object(), json::array())}},
+      {{"name", "fail"}, {"description", "Answers with a JSON-RPC error: `code`, `message`"},
+       {"inputSchema", obj({{"code", {{"type", "integer"}}}, {"message", {{"type", "string"}}}}, {"code"})}},
       {{"name", "log"}, {"description", "Emits a log message at `level`"},
        {"inputSchema", obj({{"level", {{"type", "string"}}}, {"text", {{"type", "string"}}}},
                            {"level", "text"})}},
@@ -476,6 +478,8 @@ struct LegacyServer::Impl {
         p = s.init_params;
       }
       s.send(result(id, text(p)));
+    } else if (name == "fail") {
+      s.send(error(id, args.value("code", -32603), args.value("message", std::string("failed"))));
     } else if (name == "count") {
       long long n;
       {

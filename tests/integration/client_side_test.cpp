@@ -193,6 +193,7 @@ TEST_CASE("2026-07-28 requests: discover served with its id; a header-only reque
   json e = body_json(r3);
   CHECK(e["id"] == 6);  // never null where the id is known
   int code = e["error"]["code"];
+  CHECK(code == -32000);  // the session era's refusal: the header alone does not switch eras
   CHECK(code != -32020);
   CHECK(code != -32021);
   CHECK(code != -32022);

@@ -60,6 +60,12 @@ Hdrs raw_headers(const json& body) {
   return out;
 }
 
+// A field of a message by JSON pointer, "" when absent (a failed CHECK,
+// never an abort on a missing key).
+std::string at(const json& j, const std::string& pointer) {
+  return j.value(json::json_pointer(pointer), std::string());
+}
+
 json body_of_json(const std::string& body) {
   auto j = json::parse(body, nullptr, false);
   return j.is_discarded() ? json() : j;
@@ -99,7 +105,7 @@ TEST_CASE("stateless discover: built from the upstream's initialize, then from t
   auto sse = send(h, discover(3), true);
   CHECK(sse.content_type.rfind("text/event-stream", 0) == 0);
   REQUIRE(sse.messages.size() == 1);
-  CHECK(sse.last()["result"]["resultType"] == "complete");
+  CHECK(at(sse.last(), "/result/resultType") == "complete");
 }
 
 TEST_CASE("stateless discover: answered from the cache while the upstream is down, refreshed when back") {
@@ -141,16 +147,16 @@ TEST_CASE("stateless calls: JSON and SSE answers, resultType on every result, ca
   CHECK(call.content_type.rfind("application/json", 0) == 0);
   CHECK(call.last()["id"] == 7);
   CHECK(text_of(call.last()) == "hi");
-  CHECK(call.last()["result"]["resultType"] == "complete");
+  CHECK(at(call.last(), "/result/resultType") == "complete");
   CHECK_FALSE(call.last()["result"].contains("ttlMs"));
   CHECK(h.upstream().premature_requests() == 0);  // initialize + initialized went first
 
   auto list = send(h, request("l", "tools/list", {{"_meta", meta()}}));
   REQUIRE(list.status == 200);
-  CHECK(list.last()["result"]["tools"].size() == 10);
-  CHECK(list.last()["result"]["resultType"] == "complete");
-  CHECK(list.last()["result"]["ttlMs"] == 60000);
-  CHECK(list.last()["result"]["cacheScope"] == "private");
+  CHECK(list.last()["result"]["tools"].size() == 11);
+  CHECK(at(list.last(), "/result/resultType") == "complete");
+  CHECK(list.last().value(json::json_pointer("/result/ttlMs"), 0) == 60000);
+  CHECK(at(list.last(), "/result/cacheScope") == "private");
 
   // SSE: progress for this request's token, then the result; the stream
   // head says X-Accel-Buffering: no.
@@ -169,13 +175,29 @@ TEST_CASE("stateless calls: JSON and SSE answers, resultType on every result, ca
   CHECK(msgs.front()["method"] == "notifications/progress");
   CHECK(msgs.front()["params"]["progressToken"] == "p1");
   CHECK(msgs.back()["id"] == "s");
-  CHECK(msgs.back()["result"]["resultType"] == "complete");
+  CHECK(at(msgs.back(), "/result/resultType") == "complete");
   // The connection stays usable for the next request.
   json next = tool_call("after", "echo", {{"text", "again"}});
   REQUIRE(conn.send(http_request(next, raw_headers(next), false)));
   auto r2 = conn.read_response(10s);
   CHECK(r2.status == 200);
   CHECK(text_of(body_of_json(r2.body)) == "again");
+}
+
+TEST_CASE("stateless upstream errors: in-band with the id; a missing client capability (-32021) is a 400") {
+  Harness h;
+  auto plain = send(h, tool_call("e1", "fail", {{"code", -32602}, {"message", "bad args"}}));
+  CHECK(plain.status == 200);
+  REQUIRE(plain.messages.size() == 1);
+  CHECK(plain.last()["id"] == "e1");
+  CHECK(plain.last()["error"]["code"] == -32602);
+  CHECK_FALSE(plain.last().contains("result"));
+  auto cap = send(h, tool_call("e2", "fail", {{"code", -32021}, {"message", "needs sampling"}}), true);
+  CHECK(cap.status == 400);
+  CHECK(cap.content_type.rfind("application/json", 0) == 0);
+  REQUIRE(cap.messages.size() == 1);
+  CHECK(cap.last()["id"] == "e2");
+  CHECK(cap.last()["error"]["code"] == -32021);
 }
 
 TEST_CASE("stateless refusals: header rules, _meta, version, method; each with its id, counted, connection kept") {
@@ -335,6 +357,19 @@ TEST_CASE("stateless cancellation: closing the SSE response stream cancels the c
   REQUIRE(wait_for([&] { return h.upstream().cancellations() >= 1; }, 2000ms));
   CHECK(h.upstream().last_cancelled_id() == "\"cancel-me\"");
   CHECK(wait_for([&] { return h.upstream().open_streams() == 0; }, 2000ms));
+
+  // A quiet call (nothing written yet, so no failed write reveals the
+  // departure): the hang-up alone cancels it.
+  json quiet = tool_call("quiet", "sleep", {{"ms", 4000}});
+  RawConn conn2(h.port());
+  REQUIRE(conn2.connected());
+  REQUIRE(conn2.send(http_request(quiet, raw_headers(quiet), true)));
+  REQUIRE(wait_for([&] { return h.upstream().open_streams() >= 1; }, 3000ms));
+  std::this_thread::sleep_for(200ms);
+  auto t0 = SteadyClock::now();
+  conn2.reset();
+  REQUIRE(wait_for([&] { return h.upstream().last_cancelled_id() == "\"quiet\""; }, 2000ms));
+  CHECK(ms_since(t0) < 1500);
 }
 
 TEST_CASE("both eras on one endpoint: a session-era client is served as before next to stateless calls") {
