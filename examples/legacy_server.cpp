@@ -61,6 +61,11 @@ json tool_list() {
       {{"name", "roots"},
        {"description", "Asks the client for its roots (roots/list) and returns the answer"},
        {"inputSchema", obj(json::object(), json::array())}},
+      {{"name", "init_params"},
+       {"description", "Returns the params of this SSE session's initialize (capabilities, clientInfo)"},
+       {"inputSchema", obj(json::object(), json::array())}},
+      {{"name", "fail"}, {"description", "Answers with a JSON-RPC error: `code`, `message`"},
+       {"inputSchema", obj({{"code", {{"type", "integer"}}}, {"message", {{"type", "string"}}}}, {"code"})}},
       {{"name", "log"}, {"description", "Emits a log message at `level`"},
        {"inputSchema", obj({{"level", {{"type", "string"}}}, {"text", {{"type", "string"}}}},
                            {"level", "text"})}},
@@ -81,6 +86,7 @@ struct Session {
   std::string log_level = "debug";
   std::string authorization;  // of the GET that opened the session (tool whoami)
   long long counter = 0;      // tool count: state kept per SSE session
+  std::string init_params;    // of this session's initialize (tool init_params)
   std::set<std::string> cancelled;
   std::map<std::string, std::string> answers;  // client answers to our requests, by id (JSON)
 
@@ -395,6 +401,10 @@ struct LegacyServer::Impl {
       }
     }
     if (method == "initialize") {
+      {
+        std::lock_guard lk(s.mu);
+        s.init_params = params.dump();
+      }
       std::string v = params.value("protocolVersion", "2024-11-05");
       if (v != "2024-11-05" && v != "2025-03-26" && v != "2025-06-18") v = "2024-11-05";
       s.send(result(id, {{"protocolVersion", v},
@@ -461,6 +471,15 @@ struct LegacyServer::Impl {
         auth = s.authorization;
       }
       s.send(result(id, text(auth)));
+    } else if (name == "init_params") {
+      std::string p;
+      {
+        std::lock_guard lk(s.mu);
+        p = s.init_params;
+      }
+      s.send(result(id, text(p)));
+    } else if (name == "fail") {
+      s.send(error(id, args.value("code", -32603), args.value("message", std::string("failed"))));
     } else if (name == "count") {
       long long n;
       {

@@ -14,7 +14,9 @@
 // (answers at once; ms later sends notifications/tools/list_changed and a
 // notifications/message with `text` on the session's stream: messages outside
 // any call), roots (sends the client a roots/list request during the call
-// and returns the client's answer as the server received it).
+// and returns the client's answer as the server received it), init_params
+// (the params of the session's initialize, as JSON text), fail {code,
+// message} (answers with that JSON-RPC error).
 //
 // Like python-sdk 1.6 it crashes a session (closes its stream) when a request
 // other than initialize/ping arrives before notifications/initialized; the

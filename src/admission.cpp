@@ -11,7 +11,7 @@ HttpResponse Refusals::answer(const Rejection& r, std::string_view id) {
   res.status = r.status;
   for (auto& [k, v] : r.headers) res.set_header(k, v);
   res.content_type = "application/json";
-  res.body = jsonrpc_plain_error(id, r.code, r.message);
+  res.body = jsonrpc_plain_error(id, r.code, r.message, r.data_json);
   return res;
 }
 

@@ -140,7 +140,8 @@ Config parse_or_throw(int argc, char** argv, std::string* help_text) {
               client_idle_t = format_duration(c.client_idle_timeout),
               drain_t = format_duration(c.drain_timeout),
               ready_i = format_duration(c.ready_probe_interval),
-              session_idle_t = format_duration(u.session_idle_timeout);
+              session_idle_t = format_duration(u.session_idle_timeout),
+              discover_refresh = format_duration(c.discover_refresh);
   std::string upstream_mode = "call";
   std::string auth_health = "open", auth_metrics = "open";
 
@@ -321,6 +322,19 @@ Config parse_or_throw(int argc, char** argv, std::string* help_text) {
       "initialize result this process got from the upstream for the same protocol version and "
       "forwarded headers (its age is logged), so the client gets a session and its calls work "
       "once the upstream is back; false = initialize fails while the upstream is down");
+  opt("cache-ttl-ms", c.cache_ttl_ms,
+      "2026-07-28 clients: the ttlMs cache hint (milliseconds) on list results, resources/read "
+      "and server/discover (0 = do not reuse)", "MS")
+      ->check(CLI::Range(int64_t{0}, int64_t{86400000}));
+  opt("cache-scope", c.cache_scope,
+      "2026-07-28 clients: the cacheScope hint on those results: private (per user) or public "
+      "(shared caches may keep them; only when the upstream's answers do not depend on who asks)",
+      "private|public")
+      ->check(CLI::IsMember({"private", "public"}));
+  opt("discover-refresh", discover_refresh,
+      "2026-07-28 clients: server/discover reuses the upstream's last initialize result this "
+      "long before asking the upstream again (while the upstream is down the last result keeps "
+      "being served)", kDur);
   opt("drain-timeout", drain_t,
       "On SIGTERM/SIGINT: time in-flight calls get to finish before they are answered with "
       "a shutting_down error", kDur0);
@@ -391,6 +405,7 @@ Config parse_or_throw(int argc, char** argv, std::string* help_text) {
       {"drain-timeout", &drain_t, &c.drain_timeout, true},
       {"ready-probe-interval", &ready_i, &c.ready_probe_interval, false},
       {"session-idle-timeout", &session_idle_t, &u.session_idle_timeout, false},
+      {"discover-refresh", &discover_refresh, &c.discover_refresh, false},
   };
   // Validated while parsing (duration_check); this only converts.
   for (auto& d : durations) {

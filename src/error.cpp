@@ -89,10 +89,29 @@ std::string jsonrpc_error_response(std::string_view raw_id, const BridgeError& e
   return error_envelope(raw_id, err);
 }
 
-std::string jsonrpc_plain_error(std::string_view raw_id, int code, std::string_view message) {
+bool upstream_unavailable(ErrorKind k) {
+  switch (k) {
+    case ErrorKind::kUnreachable:
+    case ErrorKind::kRejected:
+    case ErrorKind::kClosed:
+    case ErrorKind::kProtocol:
+    case ErrorKind::kTimeout:
+    case ErrorKind::kUnresponsive:
+      return true;
+    default:
+      return false;
+  }
+}
+
+std::string jsonrpc_plain_error(std::string_view raw_id, int code, std::string_view message,
+                                std::string_view data_json) {
   nlohmann::ordered_json err;
   err["code"] = code;
   err["message"] = message;
+  if (!data_json.empty()) {
+    auto data = nlohmann::ordered_json::parse(data_json, nullptr, false);
+    if (!data.is_discarded()) err["data"] = std::move(data);
+  }
   return error_envelope(raw_id, err);
 }
 

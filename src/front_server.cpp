@@ -43,6 +43,8 @@ struct FrontServer::Impl {
   // /readyz: probes on the loops, one at a time. Declared before the loops:
   // a probe abandoned by a stopped loop refers to it until the loop is gone.
   ReadyProbe ready;
+  InitializeCache init_cache;  // upstream initialize results: stale initialize, server/discover
+  StatelessHandler stateless;  // the 2026-07-28 era
   SessionHandler mcp;
   Router router;
   ConnLimits limits;
@@ -61,7 +63,10 @@ struct FrontServer::Impl {
         admission(cfg.max_inflight, cfg.max_calls_per_session),
         refusals(metrics),
         ready(cfg, policy.static_headers()),
-        mcp(SessionHandler::Deps{cfg, forwarder, tokens, policy, metrics, admission, refusals, life}),
+        stateless(StatelessHandler::Deps{cfg, forwarder, metrics, admission, refusals, life,
+                                         init_cache}),
+        mcp(SessionHandler::Deps{cfg, forwarder, tokens, policy, metrics, admission, refusals, life,
+                                 init_cache, stateless}),
         router(Router::Deps{cfg, mcp, policy, refusals, metrics, ready, life, forwarder,
                             [this] { return gauges(); }}),
         limits(limits_of(cfg)),
@@ -148,6 +153,7 @@ void FrontServer::stop() {
   i.life.stopping.store(true);
   i.life.draining.store(true);
   i.mcp.wake_all();  // running calls end now and answer shutting_down
+  i.stateless.wake_all();
   i.mcp.stop_sessions();  // session mode: upstream sessions and GET streams end (bounded)
   if (i.started) {
     i.listener.stop_accepting();

@@ -2,6 +2,8 @@
 
 #include <openssl/sha.h>
 
+#include <nlohmann/json.hpp>
+
 namespace msb {
 
 std::string InitializeCache::key(std::string_view protocol_version, std::string_view upstream_headers) {
@@ -11,6 +13,18 @@ std::string InitializeCache::key(std::string_view protocol_version, std::string_
   k.push_back('\n');
   k.append(reinterpret_cast<const char*>(d), sizeof d);
   return k;
+}
+
+std::string InitializeCache::result_of(std::string& response) {
+  auto j = nlohmann::ordered_json::parse(response, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("result") || !j["result"].is_object())
+    return {};
+  auto p = nlohmann::ordered_json::json_pointer("/result/capabilities/resources");
+  if (j.contains(p) && j[p].is_object() && j[p].contains("subscribe")) {
+    j[p].erase("subscribe");
+    response = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  }
+  return j["result"].dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 void InitializeCache::store(const std::string& key, std::string result_json) {

@@ -121,6 +121,14 @@ std::string SseSink::event(std::string_view json) {
   return ev;
 }
 
+HttpResponse SseSink::head(HttpResponse base) {
+  base.status = 200;
+  base.content_type = "text/event-stream";
+  base.set_header("Cache-Control", "no-cache");
+  base.set_header("X-Accel-Buffering", "no");
+  return base;
+}
+
 bool SseSink::write_event(std::string_view json) {
   // Large messages go out in kSlice chunks, so that no copy is large.
   if (json.size() <= kSlice) return write_raw(event(json));

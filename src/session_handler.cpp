@@ -44,46 +44,6 @@ std::string request_id_for(const HeaderList& h) {
   return buf;
 }
 
-// Takes a successful upstream initialize response (parsed once) and returns
-// its `result` as JSON text, for the initialize cache. Nothing can deliver
-// resource updates (see local_answer): the upstream's result must not
-// promise them, so `resources.subscribe` is removed; other bytes of the
-// response stay as they were.
-std::string initialize_result(std::string& response) {
-  auto j = nlohmann::ordered_json::parse(response, nullptr, false);
-  if (j.is_discarded() || !j.is_object() || !j.contains("result")) return {};
-  auto p = nlohmann::ordered_json::json_pointer("/result/capabilities/resources");
-  if (j.contains(p) && j[p].is_object() && j[p].contains("subscribe")) {
-    j[p].erase("subscribe");
-    response = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  }
-  return j["result"].dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-}
-
-// Failures after which the upstream is down or unusable for now, rather than
-// refusing this client: a stale initialize result may stand in.
-bool upstream_unavailable(ErrorKind k) {
-  switch (k) {
-    case ErrorKind::kUnreachable:
-    case ErrorKind::kRejected:
-    case ErrorKind::kClosed:
-    case ErrorKind::kProtocol:
-    case ErrorKind::kTimeout:
-    case ErrorKind::kUnresponsive:
-      return true;
-    default:
-      return false;
-  }
-}
-
-HttpResponse sse_head(HttpResponse base) {
-  base.status = 200;
-  base.content_type = "text/event-stream";
-  base.set_header("Cache-Control", "no-cache");
-  base.set_header("X-Accel-Buffering", "no");
-  return base;
-}
-
 }  // namespace
 
 SessionHandler::SessionHandler(Deps d) : d_(d), sessions_(d.cfg.upstream, d.metrics) {}
@@ -177,7 +137,7 @@ void SessionHandler::handle_get(std::shared_ptr<Exchange> ex, const HttpRequest&
   HttpResponse base;
   base.set_header("X-Request-Id", request_id_for(h));
   auto stream = std::make_shared<StandaloneStream>(ex, d_.cfg.keepalive_interval, d_.metrics);
-  stream->start(sse_head(std::move(base)), nullptr);
+  stream->start(SseSink::head(std::move(base)), nullptr);
   up->attach_stream(std::move(stream));
   log::info("standalone stream opened", {{"session", session->tag}});
 }
@@ -202,11 +162,16 @@ void SessionHandler::handle_post(std::shared_ptr<Exchange> ex, HttpRequest& req)
       !parsed.batch && parsed.messages.front().kind == MsgKind::kRequest ? &parsed.messages.front()
                                                                          : nullptr;
   std::string id = single ? single->id : std::string();
-  // A 2026-07-28 request (the probe of a dual-era client) gets the answer of
-  // a session-era server, on which the client falls back to initialize.
+  // The stateless era (2026-07-28): a version in params._meta, or
+  // server/discover, without a session.
+  if (single && StatelessRules::is_stateless(h, *single))
+    return d_.stateless.handle(std::move(ex), req, std::move(parsed.messages.front()), accepts_sse,
+                               std::move(upstream_headers), std::move(request_id), std::move(base));
+  // A request with only a 2026-07-28 (or unknown) MCP-Protocol-Version
+  // header and no session: the session era's answer that makes a dual-era
+  // client fall back to initialize.
   if (single && is_modern_era_request(h, *single)) {
-    std::string_view v = single->meta_protocol_version;
-    if (v.empty()) v = find_header(h, "MCP-Protocol-Version").value_or("");
+    std::string_view v = find_header(h, "MCP-Protocol-Version").value_or("");
     return refuse(*ex, modern_era_refusal(v), id, &base);
   }
   if (auto r = d_.policy.check_protocol_version(h)) return refuse(*ex, *r, id, &base);
@@ -283,7 +248,7 @@ void SessionHandler::handle_post(std::shared_ptr<Exchange> ex, HttpRequest& req)
   });
   if (accepts_sse) {
     // A quick answer then leaves with its head in one write.
-    HttpResponse head = sse_head(base);
+    HttpResponse head = SseSink::head(base);
     head.defer_head = true;
     ex->start_stream(std::move(head));
   }
@@ -577,12 +542,12 @@ boost::asio::awaitable<void> SessionHandler::initialize_call(
   bool ok = !r.error && parse_message(r.response, m) && m.kind == MsgKind::kResponse && !m.is_error;
   std::string cache_key = InitializeCache::key(version, headers);
   if (ok) {
-    if (std::string result = initialize_result(r.response); !result.empty())
-      init_cache_.store(cache_key, std::move(result));
+    if (std::string result = InitializeCache::result_of(r.response); !result.empty())
+      d_.init_cache.store(cache_key, std::move(result));
   } else if (r.error && d_.cfg.serve_stale_initialize && upstream_unavailable(r.error->kind)) {
     // The client gets a session now; its calls fail fast while the upstream
     // is down and work once it is back, with no reconnect.
-    if (auto hit = init_cache_.find(cache_key)) {
+    if (auto hit = d_.init_cache.find(cache_key)) {
       d_.metrics.stale_initialize();
       log::warn("initialize answered from the last upstream initialize result: the upstream "
                 "cannot be reached",

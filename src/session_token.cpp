@@ -61,13 +61,18 @@ std::string base64url_encode(std::string_view in) {
   return out;
 }
 
-std::optional<std::string> base64url_decode(std::string_view in) {
-  static const auto table = [] {
-    std::array<int8_t, 256> t{};
-    t.fill(-1);
-    for (int k = 0; k < 64; ++k) t[static_cast<unsigned char>(kAlphabet[k])] = static_cast<int8_t>(k);
-    return t;
-  }();
+namespace {
+
+// Decodes base64 in `alphabet` (64 characters); '=' padding is accepted only
+// when `padded` (standard base64), and then only at the end.
+std::optional<std::string> base64_decode_with(std::string_view in, const char* alphabet, bool padded) {
+  std::array<int8_t, 256> table{};
+  table.fill(-1);
+  for (int k = 0; k < 64; ++k) table[static_cast<unsigned char>(alphabet[k])] = static_cast<int8_t>(k);
+  if (padded) {
+    if (in.size() % 4 != 0) return std::nullopt;
+    for (int k = 0; k < 2 && !in.empty() && in.back() == '='; ++k) in.remove_suffix(1);
+  }
   if (in.size() % 4 == 1) return std::nullopt;
   std::string out;
   out.reserve(in.size() * 3 / 4);
@@ -86,6 +91,17 @@ std::optional<std::string> base64url_decode(std::string_view in) {
   // Non-canonical trailing bits would let two ids decode alike.
   if (bits > 0 && (acc & ((1u << bits) - 1)) != 0) return std::nullopt;
   return out;
+}
+
+}  // namespace
+
+std::optional<std::string> base64url_decode(std::string_view in) {
+  return base64_decode_with(in, kAlphabet, false);
+}
+
+std::optional<std::string> base64_decode(std::string_view in) {
+  static constexpr char kStd[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  return base64_decode_with(in, kStd, true);
 }
 
 SessionTokens::SessionTokens(std::string secret, size_t max_revoked)

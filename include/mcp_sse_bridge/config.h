@@ -84,6 +84,12 @@ struct Config {
   Duration ready_probe_interval{5000};       // /readyz re-probes the upstream at most this often
   Duration drain_timeout{20000};             // SIGTERM: in-flight calls get this long to finish
   bool serve_stale_initialize = true;        // upstream down: answer initialize from its last result
+  // The stateless era (2026-07-28): cache hints put on list results,
+  // resources/read and server/discover, and how long server/discover reuses
+  // the upstream's last initialize result before asking it again.
+  int64_t cache_ttl_ms = 0;                  // --cache-ttl-ms: ttlMs (0 = clients re-ask every time)
+  std::string cache_scope = "private";       // --cache-scope: public or private
+  Duration discover_refresh{60000};          // --discover-refresh
   size_t max_revoked_sessions = 100000;
   std::string session_secret;                // from --session-secret-file or env
   bool session_secret_generated = false;

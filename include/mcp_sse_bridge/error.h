@@ -36,6 +36,10 @@ enum class Phase {
 };
 
 std::string_view to_string(ErrorKind k);
+// Failures after which the upstream is down or unusable for now, rather than
+// refusing this client: what the bridge last learnt from it may stand in
+// (a stale initialize result, server/discover from the cache).
+bool upstream_unavailable(ErrorKind k);
 std::string_view to_string(Phase p);
 
 struct BridgeError {
@@ -82,7 +86,9 @@ std::string jsonrpc_error_response(std::string_view raw_id, const BridgeError& e
                                    int64_t elapsed_ms, std::string_view upstream);
 
 // A JSON-RPC error response for errors that are not transport failures
-// (parse error, invalid request, method not found...).
-std::string jsonrpc_plain_error(std::string_view raw_id, int code, std::string_view message);
+// (parse error, invalid request, method not found...). `data_json`, when
+// given, is the JSON text of `error.data`.
+std::string jsonrpc_plain_error(std::string_view raw_id, int code, std::string_view message,
+                                std::string_view data_json = {});
 
 }  // namespace msb

@@ -1,7 +1,8 @@
 // The last initialize result the upstream gave, per compatible request, so
 // that a client can start while the upstream is briefly down
 // (--serve-stale-initialize): agents that cannot initialize a server at start
-// run without its tools for their whole session (DESIGN §5).
+// run without its tools for their whole session (DESIGN §5). The stateless
+// era's server/discover is built from the same results (StatelessHandler).
 //
 // Compatible = the same requested protocolVersion and the same headers sent
 // upstream (forwarded credentials may select another tenant, whose server
@@ -25,6 +26,13 @@ class InitializeCache {
 
   // The cache key of an initialize request.
   static std::string key(std::string_view protocol_version, std::string_view upstream_headers);
+
+  // Takes a successful upstream initialize response and returns its `result`
+  // as JSON text, to be stored ("" when it is not one). Nothing can deliver
+  // resource updates through the bridge: `capabilities.resources.subscribe`
+  // is removed from the result and, when present, from `response` (other
+  // bytes of the response stay as they were).
+  static std::string result_of(std::string& response);
 
   // Remembers a successful upstream result (the JSON text of `result`).
   void store(const std::string& key, std::string result_json);

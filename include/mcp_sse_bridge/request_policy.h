@@ -48,6 +48,7 @@ struct Rejection {
   int code = -32000;  // JSON-RPC error code in the body
   std::string message;
   std::vector<std::pair<std::string, std::string>> headers;  // e.g. WWW-Authenticate
+  std::string data_json;  // JSON text of error.data (e.g. -32022's supported versions); empty: none
 };
 
 class RequestPolicy {
@@ -89,8 +90,10 @@ bool is_modern_protocol_version(std::string_view v);
 
 // A request in the 2026-07-28 form: no Mcp-Session-Id, not initialize, and
 // server/discover, or a version in params._meta, or an MCP-Protocol-Version
-// header that the session era does not know. Until the bridge serves that
-// era itself, such a request gets modern_era_refusal().
+// header that the session era does not know. The first two are served by
+// the stateless era (StatelessRules::is_stateless decides, first); what is
+// left here — a header alone, with no session and no _meta — gets
+// modern_era_refusal(), on which dual-era clients send initialize.
 bool is_modern_era_request(const HeaderList& h, const Message& m);
 // The answer a session-era server gives a modern request, as the 2026-07-28
 // spec's backward-compatibility rule expects (transports/streamable-http,

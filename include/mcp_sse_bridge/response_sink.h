@@ -67,6 +67,9 @@ class SseSink : public ResponseSink {
   static constexpr size_t kSlice = 1 << 20;
   // One SSE `message` event carrying `json` (at most kSlice bytes).
   static std::string event(std::string_view json);
+  // The head of an SSE response: 200, text/event-stream, no caching, and
+  // X-Accel-Buffering: no (so that proxies such as nginx do not hold events).
+  static HttpResponse head(HttpResponse base);
 
  private:
   bool write_raw(std::string s);  // taken by value: the event is moved, not copied

@@ -4,7 +4,10 @@
 // calls), GET (405 in call mode; in session mode the client session's
 // standalone stream) and DELETE (ends a client session and, in session mode,
 // its upstream session). In session mode calls run on the client session's
-// upstream session (SessionTable) instead of the Forwarder's per-call ones. Runs on the event loop that owns the client's
+// upstream session (SessionTable) instead of the Forwarder's per-call ones.
+// A POSTed 2026-07-28 request (a protocol version in params._meta, or
+// server/discover; never initialize or a request with Mcp-Session-Id) is
+// handed to the StatelessHandler. Runs on the event loop that owns the client's
 // connection; each POST's calls run there as a coroutine (Forwarder::call)
 // and answer through its Exchange, as an SSE stream or one JSON body.
 #pragma once
@@ -25,6 +28,7 @@
 #include "mcp_sse_bridge/request_policy.h"
 #include "mcp_sse_bridge/session_table.h"
 #include "mcp_sse_bridge/session_token.h"
+#include "mcp_sse_bridge/stateless_handler.h"
 
 namespace msb {
 
@@ -42,6 +46,8 @@ class SessionHandler {
     Admission& admission;
     Refusals& refusals;
     const Lifecycle& life;
+    InitializeCache& init_cache;  // shared with the stateless era (server/discover)
+    StatelessHandler& stateless;  // 2026-07-28 requests go there (StatelessRules::is_stateless)
   };
   explicit SessionHandler(Deps d);
 
@@ -99,7 +105,6 @@ class SessionHandler {
 
   Deps d_;
   CallRegistry registry_;
-  InitializeCache init_cache_;
   SessionTable sessions_;  // session mode only
 };
 

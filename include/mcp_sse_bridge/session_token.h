@@ -92,6 +92,8 @@ class SessionTokens {
 std::string random_bytes(size_t n);
 std::string base64url_encode(std::string_view in);
 std::optional<std::string> base64url_decode(std::string_view in);
+// Standard base64 (RFC 4648 §4, '=' padding), e.g. an `=?base64?…?=` header value.
+std::optional<std::string> base64_decode(std::string_view in);
 // A short, non-reversible tag of a session id for logs (the id itself is a
 // credential-like token): 12 hex digits of its SHA-256.
 std::string session_tag(std::string_view id);

@@ -1,6 +1,7 @@
 // TS SDK v2 client (@modelcontextprotocol/client) with versionNegotiation
-// {mode: 'auto'}: it first POSTs a 2026-07-28 `server/discover` probe on the
-// connection it then uses for the `initialize` fallback.
+// {mode: 'auto'}: it first POSTs a 2026-07-28 `server/discover` probe; the
+// bridge serves that era (#15), so the client stays on 2026-07-28: no
+// `initialize`, no session.
 // client -> bridge -> legacy TS SDK SSE server.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -22,7 +23,7 @@ after(async () => {
   await upstream?.stop();
 });
 
-test('auto mode: connect (discover probe, then initialize fallback), list, call', async () => {
+test('auto mode: connect (discover probe answered: 2026-07-28), list, call', async () => {
   client = new Client({ name: 'clients-v2-auto', version: '1.0.0' },
     { versionNegotiation: { mode: 'auto', probe: { timeoutMs: 5000 } } });
   try {
@@ -32,15 +33,13 @@ test('auto mode: connect (discover probe, then initialize fallback), list, call'
     console.log(`# connect: ${JSON.stringify(wire)}`);
   }
   connected = true;
-  // The probe went first and was refused in a form the SDK classifies as
-  // "not a modern server": a JSON-RPC error carrying the probe's id.
-  const [probe, init] = wire;
+  // The probe went first and was answered with the upstream's server info:
+  // the client adopts the stateless era and never sends initialize.
+  const [probe] = wire;
   assert.equal(probe.rpc, 'server/discover');
-  assert.ok(probe.status >= 400 && probe.status < 500, JSON.stringify(probe));
-  assert.equal(JSON.parse(probe.body).id, probe.id, JSON.stringify(probe));
-  assert.equal(init.rpc, 'initialize');
-  assert.equal(init.status, 200);
-  assert.equal(client.getServerVersion()?.name, 'ts-legacy-server');
+  assert.equal(probe.status, 200, JSON.stringify(probe));
+  assert.ok(!wire.some((w) => w.rpc === 'initialize'), JSON.stringify(wire));
+  assert.equal(client.getNegotiatedProtocolVersion(), '2026-07-28');
   const { tools } = await client.listTools(undefined, { timeout: 10000 });
   for (const name of ['add', 'slow', 'progress']) assert.ok(tools.some((t) => t.name === name), name);
   const r = await client.callTool({ name: 'add', arguments: { a: 2, b: 3 } }, { timeout: 10000 });
@@ -58,10 +57,8 @@ test('auto mode: a call with progress notifications', async () => {
   assert.equal(seen[2].message, 'step 3');
 });
 
-test('auto mode: upstream killed mid-call rejects within 1 s; next call works, same session', async () => {
+test('auto mode: upstream killed mid-call rejects within 1 s; next call works', async () => {
   assert.ok(connected, 'the client connected');
-  const sessionBefore = client.transport?.sessionId;
-  assert.ok(sessionBefore, 'the client holds a session id');
   const pending = client.callTool({ name: 'slow', arguments: { ms: 20000 } }, { timeout: 25000 })
     .then(() => null, (e) => e);
   await upstream.waitRunning();
@@ -77,5 +74,5 @@ test('auto mode: upstream killed mid-call rejects within 1 s; next call works, s
   await upstream.restart();
   const r = await client.callTool({ name: 'add', arguments: { a: 40, b: 2 } }, { timeout: 10000 });
   assert.equal(r.content[0].text, '42');
-  assert.equal(client.transport?.sessionId, sessionBefore, 'same client session');
+  assert.equal(client.transport?.sessionId, undefined, 'no session in the stateless era');
 });

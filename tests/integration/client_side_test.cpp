@@ -30,13 +30,13 @@ json body_json(const RawConn::Response& r) {
 }
 
 // A server/discover probe as the TS SDK v2 (auto) and Claude Code send it.
-std::string discover_probe(const json& id) {
+std::string discover_probe(const json& id, const std::string& version = "2026-07-28") {
   return json{{"jsonrpc", "2.0"},
               {"id", id},
               {"method", "server/discover"},
               {"params",
                {{"_meta",
-                 {{"io.modelcontextprotocol/protocolVersion", "2026-07-28"},
+                 {{"io.modelcontextprotocol/protocolVersion", version},
                   {"io.modelcontextprotocol/clientCapabilities", json::object()},
                   {"io.modelcontextprotocol/clientInfo", {{"name", "probe"}, {"version", "1"}}}}}}}}
       .dump();
@@ -78,7 +78,7 @@ TEST_CASE("refusals never poison a keep-alive connection: each refusal, then a v
     int status;
   };
   std::vector<Case> cases = {
-      {"2026-07-28 probe", http_request("POST", "/mcp", mcp_headers("", {auth, kModernHeaders[0], kModernHeaders[1]}), discover_probe(7)), 400},
+      {"stateless probe, unsupported version", http_request("POST", "/mcp", mcp_headers("", {auth, {"MCP-Protocol-Version", "2030-01-01"}, kModernHeaders[1]}), discover_probe(7, "2030-01-01")), 400},
       {"no session id", http_request("POST", "/mcp", mcp_headers("", {auth}), call), 400},
       {"unknown MCP-Protocol-Version", http_request("POST", "/mcp", mcp_headers(other_sid, {auth, {"MCP-Protocol-Version", "1999-01-01"}}), call), 400},
       {"malformed JSON", http_request("POST", "/mcp", mcp_headers(other_sid, {auth}), "{\"jsonrpc\":"), 400},
@@ -160,32 +160,44 @@ TEST_CASE("refusals never poison a keep-alive connection: each refusal, then a v
                   "refusal " << code << " not counted");
 }
 
-TEST_CASE("2026-07-28 probe: session-era answer with its id; fallback on the same connection; modern header accepted") {
+TEST_CASE("2026-07-28 requests: discover served with its id; a header-only request falls back; session era keeps the modern header") {
   Harness h;
   RawConn conn(h.port());
   REQUIRE(conn.connected());
   REQUIRE(conn.send(http_request("POST", "/mcp", mcp_headers("", kModernHeaders), discover_probe("probe-1"))));
   auto r = conn.read_response(10s);
-  CHECK(r.status == 400);
-  json e = body_json(r);
-  REQUIRE(e.contains("error"));
-  CHECK(e["id"] == "probe-1");  // never null where the id is known
-  int code = e["error"]["code"];
-  // Not a recognized modern error: clients fall back instead of retrying.
-  CHECK(code != -32020);
-  CHECK(code != -32021);
-  CHECK(code != -32022);
-  CHECK(code != -32001);
-  CHECK(e["error"]["message"].get<std::string>().find("initialize") != std::string::npos);
-  CHECK(h.upstream().sessions_opened() == 0);  // no upstream work for a probe
+  CHECK(r.status == 200);
+  json d = body_json(r);
+  if (d.empty()) d = parse_sse_messages(r.body).empty() ? json() : parse_sse_messages(r.body).back();
+  CHECK(d["id"] == "probe-1");
+  REQUIRE(d.contains("result"));
+  CHECK(d["result"]["supportedVersions"][0] == "2026-07-28");
 
-  // A modern tools/list without the probe method is the same era.
+  // A modern tools/list whose _meta lacks clientCapabilities: refused with
+  // its id (-32602), on a connection that stays usable.
   json modern_list = {{"jsonrpc", "2.0"}, {"id", 5}, {"method", "tools/list"},
                       {"params", {{"_meta", {{"io.modelcontextprotocol/protocolVersion", "2026-07-28"}}}}}};
   REQUIRE(conn.send(http_request("POST", "/mcp", mcp_headers("", {kModernHeaders[0], {"Mcp-Method", "tools/list"}}), modern_list.dump())));
   auto r2 = conn.read_response(10s);
   CHECK(r2.status == 400);
   CHECK(body_json(r2)["id"] == 5);
+  CHECK(body_json(r2)["error"]["code"] == -32602);
+
+  // Only the MCP-Protocol-Version header (no _meta, no session): the
+  // session era's answer, not a recognized modern error, so that a client
+  // falls back to initialize.
+  json header_only = {{"jsonrpc", "2.0"}, {"id", 6}, {"method", "tools/list"}};
+  REQUIRE(conn.send(http_request("POST", "/mcp", mcp_headers("", {kModernHeaders[0]}), header_only.dump())));
+  auto r3 = conn.read_response(10s);
+  CHECK(r3.status == 400);
+  json e = body_json(r3);
+  CHECK(e["id"] == 6);  // never null where the id is known
+  int code = e["error"]["code"];
+  CHECK(code == -32000);  // the session era's refusal: the header alone does not switch eras
+  CHECK(code != -32020);
+  CHECK(code != -32021);
+  CHECK(code != -32022);
+  CHECK(e["error"]["message"].get<std::string>().find("initialize") != std::string::npos);
 
   // Claude Code's fallback: initialize, then session-era requests that still
   // carry MCP-Protocol-Version: 2026-07-28 (anthropics/claude-code#92835).

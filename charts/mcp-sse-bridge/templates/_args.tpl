@@ -74,6 +74,9 @@ tests/chart/chart_test.mjs runs the real binary with these args
 - {{ printf "--drain-timeout=%vs" $s.drainTimeoutSeconds | quote }}
 - {{ printf "--ready-probe-interval=%v" $s.readyProbeInterval | quote }}
 - {{ printf "--metrics-path=%v" $s.metricsPath | quote }}
+- {{ printf "--cache-ttl-ms=%v" $s.cacheTtlMs | quote }}
+- {{ printf "--cache-scope=%v" $s.cacheScope | quote }}
+- {{ printf "--discover-refresh=%v" $s.discoverRefresh | quote }}
 {{- if .Values.tls.enabled }}
 - --tls-cert=/etc/mcp-sse-bridge/tls/tls.crt
 - --tls-key=/etc/mcp-sse-bridge/tls/tls.key

@@ -1,0 +1,93 @@
+// StatelessHandler: the MCP endpoint in the stateless era (2026-07-28), on
+// the same path as the session era. SessionHandler hands it every POSTed
+// request that StatelessRules::is_stateless() picks (a protocol version in
+// params._meta, or server/discover; never initialize, never a request with
+// Mcp-Session-Id).
+//
+// - Refusals (StatelessRules::check): 400 -32020 / -32022 / -32602, 404
+//   -32601, each with the request's id, counted and logged (Refusals). The
+//   body has been read whole, so the connection stays usable.
+// - server/discover: answered by the bridge from the upstream's initialize
+//   result (InitializeCache, shared with the session era): reused for
+//   --discover-refresh, then asked again; while the upstream is down the
+//   last result is served; with none ever cached, a JSON-RPC error with the
+//   id.
+// - subscriptions/listen: THE LISTEN SEAM (listen_unsupported()): 404 -32601
+//   until the listen stream exists (#15 item 5).
+// - Every other request is a call: Forwarder::call on an upstream session
+//   initialized with the request's own capabilities and clientInfo (the
+//   warm pool's key holds them: see StatelessRules::init_params), logLevel
+//   replayed as logging/setLevel; answered through a StatelessSink (JSON or
+//   a per-request SSE stream; closing it cancels the call upstream); every
+//   result decorated by StatelessRules::decorate_result; an upstream -32021
+//   becomes HTTP 400.
+//
+// Runs on the event loop that owns the client's connection (coroutines);
+// never blocks. Thread-safe as SessionHandler is.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+
+#include <memory>
+#include <string>
+
+#include "mcp_sse_bridge/admission.h"
+#include "mcp_sse_bridge/call_registry.h"
+#include "mcp_sse_bridge/config.h"
+#include "mcp_sse_bridge/forwarder.h"
+#include "mcp_sse_bridge/http_exchange.h"
+#include "mcp_sse_bridge/initialize_cache.h"
+#include "mcp_sse_bridge/stateless_rules.h"
+
+namespace msb {
+
+class Metrics;
+class StatelessSink;
+
+class StatelessHandler {
+ public:
+  struct Deps {
+    const Config& cfg;
+    Forwarder& forwarder;
+    Metrics& metrics;
+    Admission& admission;
+    Refusals& refusals;
+    const Lifecycle& life;
+    InitializeCache& init_cache;
+  };
+  explicit StatelessHandler(Deps d) : d_(d) {}
+
+  // One stateless request (already past Host/Origin, auth, Accept and
+  // Content-Type). `upstream_headers`: the lines sent upstream; `base`: the
+  // response's common headers (X-Request-Id). Loop thread; never blocks.
+  void handle(std::shared_ptr<Exchange> ex, const HttpRequest& req, Message m, bool accepts_sse,
+              std::string upstream_headers, std::string request_id, HttpResponse base);
+  // Wakes every running call (stop: they end with shutting_down).
+  void wake_all() { registry_.wake_all(); }
+
+  // The protocol version sent in the initialize that stands in for a
+  // stateless request's missing handshake, when the upstream's own choice is
+  // not known yet.
+  static constexpr std::string_view kUpstreamVersion = "2025-06-18";
+
+ private:
+  struct Call;
+  void refuse(Exchange& ex, const Rejection& r, std::string_view id, const HttpResponse& base);
+  Rejection listen_unsupported() const;
+  boost::asio::awaitable<void> discover(std::shared_ptr<Exchange> ex, Message m, bool sse,
+                                        std::string headers, std::string request_id,
+                                        HttpResponse base);
+  boost::asio::awaitable<void> run_call(std::shared_ptr<Exchange> ex, std::shared_ptr<Call> c);
+  boost::asio::awaitable<CallResult> call_guarded(EventLoop& loop, const Message& m,
+                                                  const ClientSession* s,
+                                                  std::optional<std::string> log_level,
+                                                  std::string headers, CallSink& sink,
+                                                  Clock::time_point arrival);
+  std::string discover_answer(std::string_view id, const std::string& init_result) const;
+  std::string upstream_version(const std::string& headers) const;
+
+  Deps d_;
+  CallRegistry registry_;
+};
+
+}  // namespace msb

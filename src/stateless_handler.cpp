@@ -1,0 +1,304 @@
+#include "mcp_sse_bridge/stateless_handler.h"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+
+#include <atomic>
+#include <nlohmann/json.hpp>
+
+#include "mcp_sse_bridge/event_loop.h"
+#include "mcp_sse_bridge/log.h"
+#include "mcp_sse_bridge/metrics.h"
+#include "mcp_sse_bridge/stateless_sink.h"
+
+namespace msb {
+
+namespace {
+
+using ojson = nlohmann::ordered_json;
+
+// The upstream's "missing client capability" error: HTTP 400 in this era.
+constexpr int kMissingCapability = -32021;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+std::string next_key(std::string_view what) {
+  static std::atomic<uint64_t> n{0};
+  return "stateless\n" + std::string(what) + "\n" + std::to_string(n.fetch_add(1));
+}
+
+// The JSON-RPC error code of a response, 0 when it is not an error.
+int error_code_of(const std::string& response) {
+  Message m;
+  if (!parse_message(response, m) || !m.is_error) return 0;
+  auto j = ojson::parse(response, nullptr, false);
+  if (j.is_discarded() || !j.contains("error") || !j["error"].is_object() ||
+      !j["error"].contains("code") || !j["error"]["code"].is_number_integer())
+    return 0;
+  return j["error"]["code"].get<int>();
+}
+
+}  // namespace
+
+// One stateless call, from admission to its answer.
+struct StatelessHandler::Call {
+  Message msg;  // the request as the upstream gets it (client's id, envelope removed)
+  StatelessEnvelope env;
+  ClientSession session;  // synthesized: the request's own initialize params
+  std::string key;        // in registry_, for wake_all
+  MailboxPtr box;
+  std::string request_id;
+  Clock::time_point arrival;
+  bool late = false;  // arrived during the drain: answered shutting_down
+  bool sse = false;
+  std::string headers;
+  HttpResponse base;
+};
+
+void StatelessHandler::refuse(Exchange& ex, const Rejection& r, std::string_view id,
+                              const HttpResponse& base) {
+  HttpResponse res = d_.refusals.answer(r, id);
+  for (auto& h : base.headers) res.headers.push_back(h);
+  ex.respond(std::move(res));
+}
+
+// THE LISTEN SEAM: subscriptions/listen (#15 item 5) is not served yet.
+Rejection StatelessHandler::listen_unsupported() const {
+  return Rejection{404, -32601,
+                   "Method not found: subscriptions/listen is not served by mcp-sse-bridge yet "
+                   "(change notifications from the legacy upstream are not delivered)"};
+}
+
+std::string StatelessHandler::upstream_version(const std::string& headers) const {
+  auto hit = d_.init_cache.find(InitializeCache::key(kUpstreamVersion, headers));
+  if (hit) {
+    auto j = ojson::parse(hit->result_json, nullptr, false);
+    if (!j.is_discarded() && j.is_object() && j.contains("protocolVersion") &&
+        j["protocolVersion"].is_string()) {
+      std::string v = j["protocolVersion"].get<std::string>();
+      if (is_supported_protocol_version(v)) return v;
+    }
+  }
+  return std::string(kUpstreamVersion);
+}
+
+void StatelessHandler::handle(std::shared_ptr<Exchange> ex, const HttpRequest& req, Message m,
+                              bool accepts_sse, std::string upstream_headers,
+                              std::string request_id, HttpResponse base) {
+  auto checked = StatelessRules::check(req.headers, m);
+  if (auto* r = std::get_if<Rejection>(&checked)) return refuse(*ex, *r, m.id, base);
+  auto& env = std::get<StatelessEnvelope>(checked);
+  if (m.method == "subscriptions/listen") return refuse(*ex, listen_unsupported(), m.id, base);
+  auto& io = ex->loop().io();
+  if (m.method == "server/discover") {
+    boost::asio::co_spawn(io,
+                          discover(std::move(ex), std::move(m), accepts_sse,
+                                   std::move(upstream_headers), std::move(request_id),
+                                   std::move(base)),
+                          boost::asio::detached);
+    return;
+  }
+  auto c = std::make_shared<Call>();
+  if (!parse_message(env.upstream_request, c->msg))  // it was valid JSON-RPC a moment ago
+    return refuse(*ex, Rejection{400, -32600, "Invalid Request"}, m.id, base);
+  if (!d_.admission.admit(1)) return refuse(*ex, d_.admission.inflight_refusal(), m.id, base);
+  c->session.id = "stateless";  // one marker for the era: the params below tell requests apart
+  c->session.tag = "stateless";
+  c->session.init_params = StatelessRules::init_params(env, upstream_version(upstream_headers));
+  c->env = std::move(env);
+  c->key = next_key("call");
+  c->box = std::make_shared<CallMailbox>();
+  c->request_id = std::move(request_id);
+  c->arrival = req.arrival;
+  c->late = d_.life.draining.load();
+  c->sse = accepts_sse;
+  c->headers = std::move(upstream_headers);
+  c->base = std::move(base);
+  registry_.add_call(c->key, c->box);
+  // Closing the response (stream) is the cancellation of this era.
+  ex->on_gone([box = c->box] { box->hangup(); });
+  boost::asio::co_spawn(io, run_call(std::move(ex), std::move(c)), boost::asio::detached);
+}
+
+boost::asio::awaitable<CallResult> StatelessHandler::call_guarded(
+    EventLoop& loop, const Message& m, const ClientSession* s, std::optional<std::string> log_level,
+    std::string headers, CallSink& sink, Clock::time_point arrival) {
+  std::string what;
+  try {
+    co_return co_await d_.forwarder.call(loop, m, s, std::move(log_level), std::move(headers),
+                                         sink, arrival);
+  } catch (const std::exception& ex) {
+    what = ex.what();
+  }
+  sink.set_waker(nullptr);
+  CallResult r;
+  r.error = make_error(ErrorKind::kInternal, Phase::kRequest,
+                       "internal error in mcp-sse-bridge: " + what);
+  r.response = jsonrpc_error_response(m.id, *r.error, elapsed_ms(arrival),
+                                      d_.cfg.upstream.sse_url.str());
+  log::error("call failed with an exception", {{"method", m.method}, {"id", m.id}, {"what", what}});
+  co_return r;
+}
+
+boost::asio::awaitable<void> StatelessHandler::run_call(std::shared_ptr<Exchange> ex,
+                                                        std::shared_ptr<Call> c) {
+  StatelessSink sink(registry_, d_.life, ex, c->box, d_.metrics, d_.cfg.keepalive_interval, c->base,
+                     StatelessSink::Options{c->sse, c->msg.progress_token,
+                                            c->env.log_level_params.has_value()});
+  auto t0 = Clock::now();
+  const std::string upstream = d_.cfg.upstream.sse_url.str();
+  CallResult r;
+  if (d_.life.stopping.load() || c->late) {
+    r.error = make_error(ErrorKind::kShuttingDown, Phase::kConnect, "bridge is shutting down");
+    r.response = jsonrpc_error_response(c->msg.id, *r.error, 0, upstream);
+  } else {
+    r = co_await call_guarded(ex->loop(), c->msg, &c->session, c->env.log_level_params, c->headers,
+                              sink, c->arrival);
+  }
+  registry_.remove_call(c->key, c->box);
+  d_.admission.release();
+  bool gone = r.cancelled && (sink.gone() || c->box->gone.load() || ex->client_gone());
+  if (r.cancelled && !gone) {
+    // Cut short by the drain: the client is still owed an answer.
+    r.error = make_error(ErrorKind::kShuttingDown, Phase::kRequest,
+                         "bridge is shutting down; the call was abandoned");
+    r.response = jsonrpc_error_response(c->msg.id, *r.error, elapsed_ms(c->arrival), upstream);
+    r.cancelled = false;
+  }
+  d_.metrics.call_done(c->msg.method, r.error ? &*r.error : nullptr, gone, seconds_since(t0));
+  auto ms = std::to_string(elapsed_ms(t0));
+  if (gone) {
+    log::info("stateless call cancelled: the client closed its response",
+              {{"request_id", c->request_id}, {"method", c->msg.method}, {"id", c->msg.id},
+               {"ms", ms}});
+    sink.abandon();
+    co_return;
+  }
+  int status = 200;
+  if (!r.error) {
+    int code = error_code_of(r.response);
+    if (code == kMissingCapability) status = 400;
+    if (code == 0)
+      r.response = StatelessRules::decorate_result(c->msg.method, r.response, d_.cfg.cache_ttl_ms,
+                                                   d_.cfg.cache_scope);
+  }
+  if (r.error) {
+    log::warn("stateless call failed",
+              {{"request_id", c->request_id}, {"upstream_session", r.upstream_session},
+               {"method", c->msg.method}, {"id", c->msg.id},
+               {"outcome", std::string(to_string(r.error->kind))},
+               {"phase", std::string(to_string(r.error->phase))}, {"cause", r.error->message()},
+               {"ms", ms}, {"attempts", std::to_string(r.attempts)}});
+  } else if (log::enabled(log::Level::kInfo)) {
+    log::info("stateless call", {{"request_id", c->request_id},
+                                 {"upstream_session", r.upstream_session},
+                                 {"method", c->msg.method}, {"id", c->msg.id},
+                                 {"outcome", "ok"}, {"ms", ms},
+                                 {"attempts", std::to_string(r.attempts)}});
+  }
+  sink.finish(status, r.response);
+}
+
+std::string StatelessHandler::discover_answer(std::string_view id,
+                                              const std::string& init_result) const {
+  auto init = ojson::parse(init_result, nullptr, false);
+  if (init.is_discarded() || !init.is_object()) init = ojson::object();
+  ojson res;
+  res["resultType"] = "complete";
+  res["supportedVersions"] = ojson::parse(StatelessRules::supported_versions_json());
+  res["capabilities"] = init.contains("capabilities") && init["capabilities"].is_object()
+                            ? init["capabilities"]
+                            : ojson::object();
+  if (init.contains("instructions") && init["instructions"].is_string())
+    res["instructions"] = init["instructions"];
+  if (init.contains("serverInfo") && init["serverInfo"].is_object())
+    res["_meta"]["io.modelcontextprotocol/serverInfo"] = init["serverInfo"];
+  res["ttlMs"] = d_.cfg.cache_ttl_ms;
+  res["cacheScope"] = d_.cfg.cache_scope;
+  return R"({"jsonrpc":"2.0","id":)" + std::string(id) + R"(,"result":)" +
+         res.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "}";
+}
+
+// server/discover: from the upstream's initialize result, fresh, cached or
+// (upstream down) stale; an error with the id when none was ever had.
+boost::asio::awaitable<void> StatelessHandler::discover(std::shared_ptr<Exchange> ex, Message m,
+                                                        bool sse, std::string headers,
+                                                        std::string request_id,
+                                                        HttpResponse base) {
+  auto t0 = Clock::now();
+  const std::string cache_key = InitializeCache::key(kUpstreamVersion, headers);
+  auto hit = d_.init_cache.find(cache_key);
+  auto box = std::make_shared<CallMailbox>();
+  StatelessSink sink(registry_, d_.life, ex, box, d_.metrics, d_.cfg.keepalive_interval, base,
+                     StatelessSink::Options{sse, {}, false});
+  if (hit && hit->age < d_.cfg.discover_refresh) {
+    sink.finish(200, discover_answer(m.id, hit->result_json));
+    co_return;
+  }
+  const std::string upstream = d_.cfg.upstream.sse_url.str();
+  CallResult r;
+  bool admitted = !d_.life.draining.load() && d_.admission.admit(1);
+  if (!admitted) {
+    r.error = d_.life.draining.load()
+                  ? make_error(ErrorKind::kShuttingDown, Phase::kConnect, "bridge is shutting down")
+                  : make_error(ErrorKind::kOverloaded, Phase::kConnect,
+                               "--max-inflight calls are running; server/discover could not ask "
+                               "the upstream");
+  } else {
+    std::string key = next_key("discover");
+    registry_.add_call(key, box);
+    ex->on_gone([box] { box->hangup(); });
+    static std::atomic<uint64_t> n{0};
+    std::string id = json_quote("mcp-sse-bridge:discover:" + std::to_string(n.fetch_add(1)));
+    std::string params = R"({"protocolVersion":)" + json_quote(kUpstreamVersion) +
+                         R"(,"capabilities":{},"clientInfo":{"name":"mcp-sse-bridge","version":"1"}})";
+    Message init;
+    parse_message(make_request(id, "initialize", params), init);
+    r = co_await call_guarded(ex->loop(), init, nullptr, std::nullopt, headers, sink, t0);
+    registry_.remove_call(key, box);
+    d_.admission.release();
+    if (r.cancelled && (sink.gone() || box->gone.load() || ex->client_gone())) {
+      sink.abandon();
+      co_return;
+    }
+    if (r.cancelled) {
+      r.cancelled = false;
+      r.error = make_error(ErrorKind::kShuttingDown, Phase::kRequest, "bridge is shutting down");
+    }
+  }
+  std::string answer;
+  if (!r.error) {
+    Message resp;
+    if (parse_message(r.response, resp) && resp.kind == MsgKind::kResponse && !resp.is_error) {
+      std::string result = InitializeCache::result_of(r.response);
+      if (!result.empty()) {
+        d_.init_cache.store(cache_key, result);
+        answer = discover_answer(m.id, result);
+      }
+    }
+    if (answer.empty())
+      r.error = make_error(ErrorKind::kRejected, Phase::kInitialize,
+                           "upstream refused the initialize that server/discover is built from: " +
+                               r.response.substr(0, 300));
+  }
+  if (answer.empty() && hit &&
+      (upstream_unavailable(r.error->kind) || r.error->kind == ErrorKind::kOverloaded)) {
+    d_.metrics.stale_initialize();
+    log::warn("server/discover answered from the last upstream initialize result: the upstream "
+              "cannot be reached",
+              {{"request_id", request_id}, {"age_ms", std::to_string(hit->age.count())},
+               {"cause", r.error->message()}});
+    answer = discover_answer(m.id, hit->result_json);
+  } else if (answer.empty()) {
+    r.error->detail = "server/discover is built from the upstream's initialize result, and none "
+                      "could be obtained: " + r.error->detail;
+    log::warn("server/discover failed", {{"request_id", request_id}, {"id", m.id},
+                                         {"cause", r.error->message()}});
+    answer = jsonrpc_error_response(m.id, *r.error, elapsed_ms(t0), upstream);
+  }
+  sink.finish(200, answer);
+}
+
+}  // namespace msb

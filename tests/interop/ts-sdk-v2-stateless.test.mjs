@@ -1,0 +1,86 @@
+// TS SDK v2 client (@modelcontextprotocol/client 2.4.0) speaking the
+// stateless era (2026-07-28) to the bridge, in front of the TS SDK v1 legacy
+// SSE server: pinned (`versionNegotiation: {mode: {pin: '2026-07-28'}}`: the
+// connect-time server/discover must offer it, no fallback) and `auto` (the
+// probe's answer is modern evidence, so the client stays on 2026-07-28).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client';
+import { startBridge, startTsLegacyServer, stop } from './helpers.mjs';
+
+let upstream, bridge;
+const clients = [];
+
+// A fetch that records each POST's JSON-RPC method, status and headers.
+function recordingFetch(wire) {
+  return async (url, init) => {
+    const res = await fetch(url, init);
+    let rpc;
+    try { rpc = JSON.parse(init?.body ?? 'null')?.method; } catch { rpc = undefined; }
+    wire.push({ rpc, status: res.status, version: new Headers(init?.headers).get('mcp-protocol-version'),
+                session: new Headers(init?.headers).get('mcp-session-id') });
+    return res;
+  };
+}
+
+before(async () => {
+  upstream = await startTsLegacyServer();
+  bridge = await startBridge(upstream.sseUrl, ['--request-timeout', '20s']);
+});
+
+after(async () => {
+  for (const c of clients) await c.close().catch(() => {});
+  await stop(bridge?.child);
+  await stop(upstream?.child);
+});
+
+async function connect(mode, wire) {
+  const client = new Client({ name: 'interop-v2-stateless', version: '2.0.0' },
+    { versionNegotiation: { mode, probe: { timeoutMs: 5000 } } });
+  clients.push(client);
+  await client.connect(new StreamableHTTPClientTransport(new URL(bridge.url), { fetch: recordingFetch(wire) }),
+    { timeout: 10000 });
+  return client;
+}
+
+test('pinned 2026-07-28: discover, list tools, call one; no initialize, no session', async () => {
+  const wire = [];
+  const client = await connect({ pin: '2026-07-28' }, wire);
+  assert.equal(client.getNegotiatedProtocolVersion(), '2026-07-28');
+  const discover = client.getDiscoverResult();
+  assert.ok(discover?.supportedVersions.includes('2026-07-28'), JSON.stringify(discover));
+  const { tools } = await client.listTools(undefined, { timeout: 10000 });
+  for (const name of ['add', 'echo', 'slow']) assert.ok(tools.some((t) => t.name === name), name);
+  const r = await client.callTool({ name: 'add', arguments: { a: 2, b: 3 } }, { timeout: 10000 });
+  assert.equal(r.content[0].text, '5');
+  console.log(`# wire: ${JSON.stringify(wire)}`);
+  assert.ok(!wire.some((w) => w.rpc === 'initialize'), 'no initialize in the stateless era');
+  assert.ok(wire.every((w) => !w.session), 'no Mcp-Session-Id');
+  assert.ok(wire.every((w) => w.version === '2026-07-28'), 'every POST says 2026-07-28');
+});
+
+test('auto: the discover probe is answered, so the client ends on 2026-07-28', async () => {
+  const wire = [];
+  const client = await connect('auto', wire);
+  assert.equal(client.getNegotiatedProtocolVersion(), '2026-07-28');
+  assert.equal(wire[0].rpc, 'server/discover');
+  assert.equal(wire[0].status, 200);
+  assert.ok(!wire.some((w) => w.rpc === 'initialize'), JSON.stringify(wire));
+  const r = await client.callTool({ name: 'echo', arguments: { text: 'auto' } }, { timeout: 10000 });
+  assert.equal(r.content[0].text, 'auto');
+});
+
+test('pinned: a transport failure mid-call rejects the pending call at once', async () => {
+  const client = await connect({ pin: '2026-07-28' }, []);
+  const pending = client.callTool({ name: 'slow', arguments: { ms: 20000 } }, { timeout: 25000 })
+    .then(() => null, (e) => e);
+  await new Promise((r) => setTimeout(r, 300));
+  const t0 = performance.now();
+  await upstream.control('/control/kill-streams');
+  const err = await pending;
+  assert.ok(err instanceof Error, 'the call should have failed');
+  assert.ok(performance.now() - t0 < 1000);
+  assert.match(String(err.message), /upstream closed/);
+  const r = await client.callTool({ name: 'add', arguments: { a: 1, b: 1 } }, { timeout: 10000 });
+  assert.equal(r.content[0].text, '2');
+});
