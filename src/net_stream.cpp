@@ -75,8 +75,10 @@ asio::awaitable<ErrorCode> NetStream::write_all(std::string_view data) {
 }
 
 void NetStream::close() {
+  // close() alone: the descriptor is ours only, so a shutdown before it is
+  // a syscall that changes nothing (the FIN, or the RST for unread bytes, is
+  // the close's). Asio ends pending operations with operation_aborted.
   ErrorCode ec;
-  socket().shutdown(tcp::socket::shutdown_both, ec);
   socket().close(ec);
 }
 
