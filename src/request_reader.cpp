@@ -42,7 +42,8 @@ void RequestReader::on_header_impl(error_code&) {
   req_.headers.reserve(16);
   while (!rest.empty()) {
     size_t n = rest.find('\0');
-    size_t v = rest.find('\0', n + 1);
+    size_t v = n == std::string_view::npos ? n : rest.find('\0', n + 1);
+    if (v == std::string_view::npos) break;  // (cannot happen: every field adds two)
     req_.headers.push_back(HeaderView{rest.substr(0, n), rest.substr(n + 1, v - n - 1)});
     rest.remove_prefix(v + 1);
   }

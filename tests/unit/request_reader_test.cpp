@@ -90,3 +90,14 @@ TEST_CASE("RequestReader: 100-continue only for HTTP/1.1") {
   CHECK_FALSE(get.keep_alive);
   CHECK(get.headers.size() == 1);
 }
+
+TEST_CASE("RequestReader: a NUL or another control byte in a header is a parse error (the buffer's separator)") {
+  for (std::string bad : {std::string("X-A: a\0b\r\n", 11), std::string("X-\0A: ab\r\n", 11), std::string("X-A: a\x01b\r\n")}) {
+    std::string in = "POST /mcp HTTP/1.1\r\nHost: h\r\n" + bad + "Content-Length: 0\r\n\r\n";
+    RequestReader r(8192, 1 << 20, 1 << 20);
+    boost::beast::error_code ec;
+    r.put(boost::asio::const_buffer(in.data(), in.size()), ec);
+    CHECK(ec);
+    CHECK_FALSE(r.is_done());
+  }
+}
