@@ -6,6 +6,7 @@
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/status.hpp>
 
+#include <charconv>
 #include <condition_variable>
 #include <cstdio>
 #include <mutex>
@@ -56,34 +57,45 @@ constexpr size_t kMaxReadAhead = 1u << 20;
 // long: a quick answer leaves in one write, a slow one shows its head soon.
 constexpr Duration kHeadDelay{50};
 
-std::string status_line(int status) {
-  auto reason = http::obsolete_reason(static_cast<http::status>(status));
-  std::string s = "HTTP/1.1 ";
-  s += std::to_string(status);
-  s += ' ';
-  s.append(reason.data(), reason.size());
-  s += "\r\n";
-  return s;
-}
-
 std::string serialize_head(const HttpResponse& r, bool close, bool chunked) {
-  std::string s = status_line(r.status);
+  // Sized once: a head is written a few hundred bytes at a time otherwise.
+  size_t size = 128 + r.content_type.size() + (close ? 19 : 0);
+  for (auto& [k, v] : r.headers) size += k.size() + v.size() + 4;
+  std::string s;
+  s.reserve(size + (chunked ? 0 : r.body.size()));
+  char num[24];
+  auto n = std::to_chars(num, num + sizeof num, r.status);
+  auto reason = http::obsolete_reason(static_cast<http::status>(r.status));
+  s.append("HTTP/1.1 ").append(num, n.ptr).append(" ").append(reason.data(), reason.size()).append("\r\n");
   for (auto& [k, v] : r.headers) s.append(k).append(": ").append(v).append("\r\n");
   if (!r.content_type.empty()) s.append("Content-Type: ").append(r.content_type).append("\r\n");
-  if (chunked) s.append("Transfer-Encoding: chunked\r\n");
-  else s.append("Content-Length: ").append(std::to_string(r.body.size())).append("\r\n");
+  if (chunked) {
+    s.append("Transfer-Encoding: chunked\r\n");
+  } else {
+    n = std::to_chars(num, num + sizeof num, r.body.size());
+    s.append("Content-Length: ").append(num, n.ptr).append("\r\n");
+  }
   if (close) s.append("Connection: close\r\n");
   s.append("\r\n");
   return s;
 }
 
-std::string chunk(std::string_view data) {
-  char hex[24];
-  int n = std::snprintf(hex, sizeof hex, "%zx\r\n", data.size());
-  std::string s;
-  s.reserve(data.size() + static_cast<size_t>(n) + 2);
-  s.append(hex, static_cast<size_t>(n)).append(data).append("\r\n");
-  return s;
+// Appends `data` as one chunk of a chunked body (nothing when it is empty)
+// and, when `last`, the body's end.
+void append_chunk(std::string& out, std::string_view data, bool last) {
+  if (!data.empty()) {
+    char hex[20];
+    auto r = std::to_chars(hex, hex + sizeof hex, data.size(), 16);
+    out.append(hex, r.ptr).append("\r\n").append(data).append("\r\n");
+  }
+  if (last) out.append("0\r\n\r\n");
+}
+
+// `head` (a deferred stream head, or empty) followed by `data` as a chunk.
+std::string framed(std::string head, std::string_view data, bool last) {
+  head.reserve(head.size() + data.size() + 32);
+  append_chunk(head, data, last);
+  return head;
 }
 
 }  // namespace
@@ -133,10 +145,10 @@ class ClientExchange : public Exchange, public std::enable_shared_from_this<Clie
     if (gone_.load() || data.empty()) return !gone_.load();
     auto t = std::make_shared<WriteTicket>();
     bool here = conn_->loop().in_loop();
-    on_loop([self = shared_from_this(), bytes = chunk(data), t]() mutable {
+    on_loop([self = shared_from_this(), data = std::move(data), t]() mutable {
       auto& c = *self->conn_;
       if (self->finished_ || c.closed()) return t->complete(false);
-      c.send(self->with_head(std::move(bytes)), t);
+      c.send(self->with_head(data, false), t);
     });
     if (here) return !gone_.load();
     // Bounded: the loop's write timer closes a connection whose writes stop
@@ -148,9 +160,7 @@ class ClientExchange : public Exchange, public std::enable_shared_from_this<Clie
     on_loop([self = shared_from_this(), last = std::move(last)] {
       auto& c = *self->conn_;
       if (self->finished_ || c.closed()) return;
-      std::string bytes = last.empty() ? std::string() : chunk(last);
-      bytes += "0\r\n\r\n";
-      c.send(self->with_head(std::move(bytes)));
+      c.send(self->with_head(last, true));
       self->finish(self->close_after_);
     });
   }
@@ -179,13 +189,13 @@ class ClientExchange : public Exchange, public std::enable_shared_from_this<Clie
     if (conn_->loop().in_loop()) f();
     else asio::post(ex_, std::forward<F>(f));
   }
-  // Loop thread: a deferred head goes out with the stream's first bytes.
-  std::string with_head(std::string bytes) {
-    if (head_.empty()) return bytes;
-    conn_->head_timer_.cancel();
-    std::string out = std::move(head_);
+  // Loop thread: `data` as a chunk (and the end when `last`), after the
+  // deferred head if it has not gone out yet: one buffer, one write.
+  std::string with_head(std::string_view data, bool last) {
+    if (!head_.empty()) conn_->head_timer_.cancel();
+    std::string out = framed(std::move(head_), data, last);
     head_.clear();
-    return out += bytes;
+    return out;
   }
   // Loop thread: the deferred head's wait is over.
   void flush_head() {
@@ -323,43 +333,77 @@ asio::awaitable<void> ClientConnection::serve() {
       if (rec == asio::error::would_block || rec == asio::error::try_again) continue;
       if (rec) break;
       if (lingering_) continue;
-      auto dst = buf_.prepare(n);
-      std::memcpy(dst.data(), scratch.data(), n);
-      buf_.commit(n);
     }
     if (lingering_ || closing_after_ || deferred_status_) {
       buf_.consume(buf_.size());  // nothing more is answered on this connection
       continue;
     }
-    if (n > 0) feed();
+    if (n == 0) continue;
+    if (stream_->is_tls() || buf_.size() > 0) {
+      if (!stream_->is_tls()) {
+        auto dst = buf_.prepare(n);
+        std::memcpy(dst.data(), scratch.data(), n);
+        buf_.commit(n);
+      }
+      feed();
+      continue;
+    }
+    // Nothing buffered: parse straight from the scratch buffer and keep
+    // only what is left (a partial or read-ahead request).
+    size_t used = parse(scratch.data(), n);
+    if (used < n && !closed_ && !closing_after_ && !lingering_ && !deferred_status_) {
+      auto dst = buf_.prepare(n - used);
+      std::memcpy(dst.data(), scratch.data() + used, n - used);
+      buf_.commit(n - used);
+    }
   }
 }
 
 void ClientConnection::feed() {
-  // Bounded: every pass consumes bytes or stops.
+  // parse() may re-enter feed() (a response finished at once): take the
+  // buffered bytes out first.
   while (buf_.size() > 0 && !closed_ && !closing_after_) {
+    std::string held(static_cast<const char*>(buf_.data().data()), buf_.size());
+    buf_.consume(buf_.size());
+    size_t used = parse(held.data(), held.size());
+    if (used < held.size() && !closed_ && !closing_after_ && !deferred_status_) {
+      // Keep the rest in front of anything buffered meanwhile.
+      std::string rest = held.substr(used);
+      rest.append(static_cast<const char*>(buf_.data().data()), buf_.size());
+      buf_.consume(buf_.size());
+      auto dst = buf_.prepare(rest.size());
+      std::memcpy(dst.data(), rest.data(), rest.size());
+      buf_.commit(rest.size());
+      if (used == 0) return;
+    }
+  }
+}
+
+size_t ClientConnection::parse(const char* in, size_t n) {
+  size_t pos = 0;
+  // Bounded: every pass consumes bytes or stops.
+  while (pos < n && !closed_ && !closing_after_) {
     if (!parser_) {
       if (static_cast<int>(pending_.size()) >= limits_.max_pipelined) {
         // Read ahead far enough: the rest waits in the buffer (bounded)
         // until the requests before it are answered.
-        if (buf_.size() > kMaxReadAhead) refuse_and_close(429, "too many pipelined requests");
-        return;
+        if (buf_.size() + (n - pos) > kMaxReadAhead) refuse_and_close(429, "too many pipelined requests");
+        return pos;
       }
-      parser_.emplace();
-      parser_->header_limit(limits_.max_header_size);
       // Above --max-body-size the request is refused (413); a body up to
       // one more such size (at least 1 MiB) is still read and dropped so
       // that the connection stays usable, a larger one closes it.
-      parser_->body_limit(limits_.max_body_size + std::max<uint64_t>(limits_.max_body_size, 1u << 20));
-      parser_->eager(true);
+      parser_.emplace(limits_.max_header_size,
+                      limits_.max_body_size + std::max<uint64_t>(limits_.max_body_size, 1u << 20),
+                      limits_.max_body_size);
       request_start_ = Clock::now();
       idle_timer_.cancel();
       arm_read();
     }
     ErrorCode ec;
     bool header_was_done = parser_->is_header_done();
-    size_t used = parser_->put(buf_.data(), ec);
-    buf_.consume(used);
+    size_t used = parser_->put(asio::const_buffer(in + pos, n - pos), ec);
+    pos += used;
     if (ec == http::error::need_more) {
       if (!header_was_done && parser_->is_header_done()) continue;
       break;
@@ -371,53 +415,42 @@ void ClientConnection::feed() {
         refuse_and_close(431, "request head too large");
       else
         refuse_and_close(400, "malformed request: " + ec.message());
-      return;
+      return n;
     }
     if (!header_was_done && parser_->is_header_done() && !parser_->is_done()) {
-      auto& h = parser_->get();
-      auto it = h.find(http::field::expect);
       // Only when nothing else is being answered on this connection (it
-      // would land inside that response) and only to HTTP/1.1 clients.
-      if (it != h.end() && iequals(it->value(), "100-continue") && h.version() == 11 &&
-          !current_ && pending_.empty() && !writing_)
+      // would land inside that response).
+      if (parser_->expects_continue() && !current_ && pending_.empty() && !writing_)
         send("HTTP/1.1 100 Continue\r\n\r\n");
     }
     if (parser_->is_done()) {
-      auto msg = parser_->release();
+      HttpRequest req = std::move(parser_->request());
       parser_.reset();
       read_timer_.cancel();
-      HttpRequest req;
-      req.method = std::string(msg.method_string());
-      req.target = std::string(msg.target());
-      req.path = req.target.substr(0, req.target.find('?'));
-      req.keep_alive = msg.keep_alive();
-      req.header_store.reserve(16);
-      for (auto& f : msg) req.header_store.emplace_back(std::string(f.name_string()), std::string(f.value()));
-      req.index_headers();
-      req.body = std::move(msg.body());
       req.arrival = request_start_;
       // A body on a method that takes none is a client (or smuggling)
       // mistake: answer, then close.
       static constexpr std::string_view kBodied[] = {"POST", "PUT", "PATCH", "DELETE"};
       bool bodied = false;
       for (auto m : kBodied) bodied = bodied || req.method == m;
-      if (!bodied && !req.body.empty()) req.keep_alive = false;
-      if (req.body.size() > limits_.max_body_size) {
-        req.body.clear();
-        req.too_large = true;
-      }
-      pending_.push_back(std::move(req));
-      next_request();
+      if (!bodied && (!req.body.empty() || req.too_large)) req.keep_alive = false;
+      if (!current_ && pending_.empty()) dispatch(std::move(req));  // the usual case: no queue
+      else pending_.push_back(std::move(req));
       continue;
     }
     if (used == 0) break;
   }
+  return pos;
 }
 
 void ClientConnection::next_request() {
   if (current_ || closed_ || closing_after_ || pending_.empty()) return;
   HttpRequest req = std::move(pending_.front());
   pending_.pop_front();
+  dispatch(std::move(req));
+}
+
+void ClientConnection::dispatch(HttpRequest&& req) {
   bool keep_alive = req.keep_alive;
   current_ = std::make_shared<ClientExchange>(shared_from_this(), keep_alive, req.method == "HEAD");
   auto ex = current_;
@@ -484,6 +517,21 @@ void ClientConnection::send(std::string bytes, std::shared_ptr<WriteTicket> tick
   if (closed_) {
     if (ticket) ticket->complete(false);
     return;
+  }
+  if (!writing_ && out_.empty() && !stream_->is_tls()) {
+    // Straight into the socket when it takes it all: no writer coroutine,
+    // no write timer.
+    ErrorCode ec;
+    size_t n = stream_->write_now(bytes, ec);
+    if (ec) {
+      if (ticket) ticket->complete(false);
+      return close();
+    }
+    if (n == bytes.size()) {
+      if (ticket) ticket->complete(true);
+      return;
+    }
+    bytes.erase(0, n);
   }
   out_.emplace_back(std::move(bytes), std::move(ticket));
   if (!writing_) {

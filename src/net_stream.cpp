@@ -47,19 +47,25 @@ size_t NetStream::read_now(asio::mutable_buffer b, ErrorCode& ec) {
   return plain_.read_some(b, ec);
 }
 
+size_t NetStream::write_now(std::string_view data, ErrorCode& ec) {
+  ec.clear();
+  if (!plain_.non_blocking()) plain_.non_blocking(true, ec);
+  if (ec) return 0;
+  size_t n = plain_.write_some(asio::buffer(data), ec);
+  if (ec == asio::error::would_block || ec == asio::error::try_again) {
+    ec.clear();
+    n = 0;
+  }
+  return n;
+}
+
 asio::awaitable<ErrorCode> NetStream::write_all(std::string_view data) {
   if (tls_) {
     auto [ec, n] = co_await asio::async_write(*tls_, asio::buffer(data), kTok);
     co_return ec;
   }
   ErrorCode ec;
-  size_t n = 0;
-  if (!plain_.non_blocking()) plain_.non_blocking(true, ec);
-  n = plain_.write_some(asio::buffer(data), ec);
-  if (ec == asio::error::would_block || ec == asio::error::try_again) {
-    ec.clear();
-    n = 0;
-  }
+  size_t n = write_now(data, ec);
   if (ec) co_return ec;
   if (n < data.size()) {
     auto [e2, m] = co_await asio::async_write(plain_, asio::buffer(data.substr(n)), kTok);
@@ -69,8 +75,10 @@ asio::awaitable<ErrorCode> NetStream::write_all(std::string_view data) {
 }
 
 void NetStream::close() {
+  // close() alone: the descriptor is ours only, so a shutdown before it is
+  // a syscall that changes nothing (the FIN, or the RST for unread bytes, is
+  // the close's). Asio ends pending operations with operation_aborted.
   ErrorCode ec;
-  socket().shutdown(tcp::socket::shutdown_both, ec);
   socket().close(ec);
 }
 

@@ -4,7 +4,7 @@
 
 namespace msb {
 
-bool SseParser::feed(std::string_view in, const EventFn& on_event) {
+bool SseParser::feed_to(std::string_view in, Sink& sink) {
   if (failed_) return false;
   if (!bom_checked_) {
     // The BOM may itself be split across slices: hold back up to 3 bytes.
@@ -17,7 +17,7 @@ bool SseParser::feed(std::string_view in, const EventFn& on_event) {
     line_.clear();
     bom_checked_ = true;
     if (joined.compare(0, kBom.size(), kBom) == 0) joined.erase(0, kBom.size());
-    return feed(joined, on_event);
+    return feed_to(joined, sink);
   }
   if (after_cr_ && !in.empty()) {
     after_cr_ = false;
@@ -67,7 +67,7 @@ bool SseParser::feed(std::string_view in, const EventFn& on_event) {
       data_.push_back('\n');
       saw_data_ = true;
     } else {
-      process_line(line, on_event);
+      process_line(line, sink);
     }
     line_.clear();
     if (*eol == '\r') {
@@ -84,7 +84,7 @@ bool SseParser::feed(std::string_view in, const EventFn& on_event) {
   return true;
 }
 
-void SseParser::process_line(std::string_view line, const EventFn& on_event) {
+void SseParser::process_line(std::string_view line, Sink& sink) {
   if (line.empty()) {  // dispatch
     if (!saw_data_) {
       type_.clear();
@@ -102,7 +102,7 @@ void SseParser::process_line(std::string_view line, const EventFn& on_event) {
     retry_.reset();
     saw_data_ = false;
     ++events_;
-    on_event(ev);
+    sink.on_event(ev);
     return;
   }
   if (line.front() == ':') {
@@ -116,6 +116,8 @@ void SseParser::process_line(std::string_view line, const EventFn& on_event) {
     if (!value.empty() && value.front() == ' ') value.remove_prefix(1);
   }
   if (field == "data") {
+    // (Sized once: the buffer was handed over with the last event.)
+    if (data_.empty()) data_.reserve(value.size() + 1);
     data_.append(value);
     data_.push_back('\n');
     saw_data_ = true;

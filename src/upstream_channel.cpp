@@ -52,6 +52,7 @@ UpstreamChannel::UpstreamChannel(asio::any_io_executor ex, const UpstreamConfig&
     : ex_(ex),
       cfg_(cfg),
       extra_headers_(std::move(extra_headers)),
+      post_headers_("Content-Type: application/json\r\n" + extra_headers_),
       sse_(ex, &cfg.tls_options, tcp_options(cfg)),
       post_(ex, &cfg.tls_options, tcp_options(cfg)),
       parser_(cfg.max_message_size),
@@ -231,22 +232,19 @@ asio::awaitable<Status> UpstreamChannel::read_more(Deadline d, Phase phase) {
 }
 
 asio::awaitable<Expected<Message>> UpstreamChannel::next_message(Deadline d, Phase phase) {
+  // (One coroutine: a wrapper with the try would cost a frame per call.)
   try {
-    co_return co_await next_message_impl(d, phase);
+    while (inbox_.empty()) {
+      auto st = co_await read_more(d, phase);
+      if (!st) co_return st.error();
+    }
+    Message m = std::move(inbox_.front());
+    inbox_.pop_front();
+    co_return m;
   } catch (const std::exception& e) {
     reading_ = false;
     co_return from_exception(e, phase);
   }
-}
-
-asio::awaitable<Expected<Message>> UpstreamChannel::next_message_impl(Deadline d, Phase phase) {
-  while (inbox_.empty()) {
-    auto st = co_await read_more(d, phase);
-    if (!st) co_return st.error();
-  }
-  Message m = std::move(inbox_.front());
-  inbox_.pop_front();
-  co_return m;
 }
 
 asio::awaitable<bool> UpstreamChannel::refresh_idle() {
@@ -263,60 +261,59 @@ asio::awaitable<bool> UpstreamChannel::refresh_idle() {
   if (failed_) co_return false;
   // Notifications that arrived before the call are not the call's to relay;
   // requests (an upstream ping) still want an answer.
-  std::deque<Message> keep;
-  for (auto& m : inbox_)
-    if (m.kind == MsgKind::kRequest) keep.push_back(std::move(m));
-  inbox_.swap(keep);
+  if (!inbox_.empty()) {  // (no deque built for an empty inbox: the usual case)
+    std::deque<Message> keep;
+    for (auto& m : inbox_)
+      if (m.kind == MsgKind::kRequest) keep.push_back(std::move(m));
+    inbox_.swap(keep);
+  }
   co_return true;
 }
 
 // ---- POST -------------------------------------------------------------------------
 
 asio::awaitable<Status> UpstreamChannel::post(std::string_view json, Deadline d, Phase phase) {
+  // (One coroutine: a wrapper with the try would cost a frame per call.)
   try {
-    co_return co_await post_impl(json, d, phase);
+    if (aborted_) co_return with_phase(*failed_, phase);
+    if (!have_endpoint_)
+      co_return make_error(ErrorKind::kInternal, phase, "POST before the upstream session was open");
+    auto head = co_await post_.request(endpoint_, "POST", endpoint_.target, post_headers_, json, d,
+                                       cfg_.post_timeout);
+    if (!head) {
+      auto e = with_phase(head.error(), phase);
+      e.detail = "POST " + endpoint_.target + ": " + e.detail;
+      if (e.kind == ErrorKind::kUnresponsive) e.detail += " (--post-timeout)";
+      co_return e;
+    }
+    auto body = co_await post_.read_full_body(
+        kMaxPostReplyBody,
+        cfg_.post_timeout.count() > 0 ? Deadline::earliest(d, Deadline::after(cfg_.post_timeout)) : d);
+    if (!body && body.error().kind == ErrorKind::kCancelled) co_return with_phase(body.error(), phase);
+    if (head->status < 200 || head->status > 299) {
+      // A 404 usually means the session died with its stream: say so if the
+      // stream has ended (a look without waiting, unless a reader is on it).
+      if (head->status == 404 && !failed_ && !reading_ && sse_.maybe_readable())
+        (void)co_await read_more(Deadline::after(Millis(0)), phase);
+      if (head->status == 404 && failed_ && failed_->kind == ErrorKind::kClosed) {
+        auto e = with_phase(*failed_, phase);
+        e.detail += "; POST " + endpoint_.target + " answered HTTP 404";
+        e.http_status = 404;
+        co_return e;
+      }
+      std::string detail = "POST " + endpoint_.target + " answered HTTP " + std::to_string(head->status);
+      if (head->status == 404) detail += " (upstream session gone)";
+      if (body && !body->empty()) detail += ": " + body->substr(0, 200);
+      co_return make_error(ErrorKind::kRejected, phase, detail, head->status);
+    }
+    // A broken reply body after a 2xx only costs the keep-alive connection
+    // (read_full_body closed it).
+    co_return Ok{};
   } catch (const std::exception& e) {
     post_.close();
     co_return from_exception(e, phase);
   }
 }
 
-asio::awaitable<Status> UpstreamChannel::post_impl(std::string_view json, Deadline d, Phase phase) {
-  if (aborted_) co_return with_phase(*failed_, phase);
-  if (!have_endpoint_)
-    co_return make_error(ErrorKind::kInternal, phase, "POST before the upstream session was open");
-  const std::string headers = "Content-Type: application/json\r\n" + extra_headers_;
-  auto head = co_await post_.request(endpoint_, "POST", endpoint_.target, headers, json, d,
-                                     cfg_.post_timeout);
-  if (!head) {
-    auto e = with_phase(head.error(), phase);
-    e.detail = "POST " + endpoint_.target + ": " + e.detail;
-    if (e.kind == ErrorKind::kUnresponsive) e.detail += " (--post-timeout)";
-    co_return e;
-  }
-  auto body = co_await post_.read_full_body(
-      kMaxPostReplyBody,
-      cfg_.post_timeout.count() > 0 ? Deadline::earliest(d, Deadline::after(cfg_.post_timeout)) : d);
-  if (!body && body.error().kind == ErrorKind::kCancelled) co_return with_phase(body.error(), phase);
-  if (head->status < 200 || head->status > 299) {
-    // A 404 usually means the session died with its stream: say so if the
-    // stream has ended (a look without waiting, unless a reader is on it).
-    if (head->status == 404 && !failed_ && !reading_ && sse_.maybe_readable())
-      (void)co_await read_more(Deadline::after(Millis(0)), phase);
-    if (head->status == 404 && failed_ && failed_->kind == ErrorKind::kClosed) {
-      auto e = with_phase(*failed_, phase);
-      e.detail += "; POST " + endpoint_.target + " answered HTTP 404";
-      e.http_status = 404;
-      co_return e;
-    }
-    std::string detail = "POST " + endpoint_.target + " answered HTTP " + std::to_string(head->status);
-    if (head->status == 404) detail += " (upstream session gone)";
-    if (body && !body->empty()) detail += ": " + body->substr(0, 200);
-    co_return make_error(ErrorKind::kRejected, phase, detail, head->status);
-  }
-  // A broken reply body after a 2xx only costs the keep-alive connection
-  // (read_full_body closed it).
-  co_return Ok{};
-}
 
 }  // namespace msb

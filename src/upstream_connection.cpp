@@ -22,16 +22,17 @@
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/basic_parser.hpp>
 #include <boost/beast/http/error.hpp>
-#include <boost/beast/http/parser.hpp>
 
 #include <algorithm>
+#include <charconv>
 #include <cerrno>
 #include <cstring>
 #include <map>
 #include <mutex>
 #include <optional>
+#include <tuple>
 #include <vector>
 
 #include "mcp_sse_bridge/net_stream.h"
@@ -208,16 +209,49 @@ BridgeError from_exception(const std::exception& e, std::string_view what) {
 
 }  // namespace
 
-struct UpstreamConnection::Parser {
-  Parser() : scratch(new char[kReadSize]) { reset(); }
-  void reset() {
-    p.emplace();
-    p->header_limit(static_cast<std::uint32_t>(kMaxHeadBytes));
-    p->body_limit(boost::none);  // streamed bodies have no end; callers bound what they keep
+// Beast's response parser without its header container: the status and
+// headers go straight into an HttpHead, decoded body bytes straight into the
+// caller's string (no intermediate body buffer).
+class ResponseReader : public http::basic_parser<false> {
+ public:
+  ResponseReader() {
+    header_limit(static_cast<std::uint32_t>(kMaxHeadBytes));
+    body_limit(boost::none);  // streamed bodies have no end; callers bound what they keep
   }
+  HttpHead head;
+  std::string* out = nullptr;  // where decoded body bytes go (set around put())
+
+ private:
+  using sv = boost::beast::string_view;
+  void on_request_impl(http::verb, sv, sv, int, ErrorCode&) override {}
+  void on_response_impl(int code, sv, int, ErrorCode&) override {
+    head.status = code;
+    head.fields.reserve(256);  // a usual head's headers in one allocation
+  }
+  void on_field_impl(http::field, sv name, sv value, ErrorCode&) override {
+    head.add({name.data(), name.size()}, {value.data(), value.size()});
+  }
+  void on_header_impl(ErrorCode&) override {}
+  void on_body_init_impl(const boost::optional<std::uint64_t>&, ErrorCode&) override {}
+  size_t on_body_impl(sv body, ErrorCode& ec) override { return take(body, ec); }
+  void on_chunk_header_impl(std::uint64_t, sv, ErrorCode&) override {}
+  size_t on_chunk_body_impl(std::uint64_t, sv body, ErrorCode& ec) override { return take(body, ec); }
+  void on_finish_impl(ErrorCode&) override {}
+  size_t take(sv body, ErrorCode& ec) {
+    if (!out) {  // not reading a body now: leave the bytes buffered
+      ec = http::error::need_buffer;
+      return 0;
+    }
+    out->append(body.data(), body.size());
+    return body.size();
+  }
+};
+
+struct UpstreamConnection::Parser {
+  Parser() { reset(); }
+  void reset() { p.emplace(); }
   boost::beast::flat_buffer buf;  // raw bytes read but not yet parsed
-  std::optional<http::response_parser<http::buffer_body>> p;
-  std::unique_ptr<char[]> scratch;  // decoded body bytes land here first
+  std::optional<ResponseReader> p;
 };
 
 UpstreamConnection::UpstreamConnection(asio::any_io_executor ex, const TlsClientOptions* tls,
@@ -431,7 +465,15 @@ asio::awaitable<std::pair<ErrorCode, UpstreamConnection::Woke>> UpstreamConnecti
     co_return std::pair{ec, Woke::kDone};
   }
   arm(d);
-  auto [ec, n] = co_await stream_->read_some(b);
+  // A plain socket's read is awaited here, not through NetStream's
+  // coroutine: a frame less per read.
+  ErrorCode ec;
+  size_t n = 0;
+  if (stream_->is_tls()) {
+    std::tie(ec, n) = co_await stream_->read_some(b);
+  } else {
+    std::tie(ec, n) = co_await stream_->socket().async_read_some(b, kTok);
+  }
   disarm();
   parser_->buf.commit(n);
   if (!ec) co_return std::pair{ec, Woke::kDone};
@@ -441,212 +483,208 @@ asio::awaitable<std::pair<ErrorCode, UpstreamConnection::Woke>> UpstreamConnecti
 asio::awaitable<Expected<HttpHead>> UpstreamConnection::request(
     const Url& origin, std::string_view method, std::string_view target,
     std::string_view extra_headers, std::string_view body, Deadline d, Millis head_timeout) {
+  // (One coroutine: a wrapper with the try would cost a frame per call.)
   try {
-    co_return co_await request_impl(origin, method, target, extra_headers, body, d, head_timeout);
+    // The connection's own buffer, reused request after request.
+    std::string& req = req_;
+    req.clear();
+    const bool small = body.size() < 16384;
+    req.reserve(256 + extra_headers.size() + (small ? body.size() : 0));
+    req.append(method).append(" ").append(target).append(" HTTP/1.1\r\nHost: ");
+    if (host_header_.empty() || !same_origin(host_origin_, origin)) {
+      host_origin_ = origin;
+      host_header_ = origin.host_header();
+    }
+    req.append(host_header_).append("\r\n");
+    req.append(extra_headers);
+    if (method != "GET" || !body.empty()) {
+      char len[24];
+      auto r = std::to_chars(len, len + sizeof len, body.size());
+      req.append("Content-Length: ").append(len, r.ptr).append("\r\n");
+    }
+    req.append("\r\n");
+    if (small) req.append(body);
+
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      bool reused = false;
+      if (reusable_ && body_done_ && same_origin(origin_, origin) && idle_alive()) {
+        reused = true;
+      } else {
+        auto st = co_await connect_impl(origin, d);
+        if (!st) co_return st.error();
+      }
+      reusable_ = false;
+      body_done_ = false;
+      parser_->buf.clear();
+      parser_->reset();
+
+      if (MSB_CANCELLED()) {
+        close();
+        co_return make_error(ErrorKind::kCancelled, Phase::kConnect, "cancelled before sending the request");
+      }
+      arm(d);
+      // Straight into the socket when it takes it all (the usual case): no
+      // write coroutine.
+      ErrorCode wec;
+      size_t wrote = stream_->is_tls() ? 0 : stream_->write_now(req, wec);
+      if (!wec && wrote < req.size()) wec = co_await stream_->write_all(std::string_view(req).substr(wrote));
+      if (!wec && !small) wec = co_await stream_->write_all(body);
+      disarm();
+      if (wec) {
+        Woke w = why_aborted(MSB_CANCELLED());
+        close();
+        if (w == Woke::kCancelled)
+          co_return make_error(ErrorKind::kCancelled, Phase::kConnect, "cancelled while sending the request");
+        if (w == Woke::kTimer)
+          co_return make_error(ErrorKind::kTimeout, Phase::kConnect, "sending request: deadline exceeded");
+        if (reused && w == Woke::kDone) continue;  // stale keep-alive connection: resend once
+        co_return make_error(ErrorKind::kClosed, Phase::kConnect, "sending request: " + wec.message());
+      }
+
+      // A live server answers at once; head_timeout (--post-timeout) names the
+      // wait when it does not.
+      const Deadline head_d =
+          head_timeout.count() > 0 ? Deadline::earliest(d, Deadline::after(head_timeout)) : d;
+      bool got_any = false;
+      for (;;) {
+        auto& p = *parser_->p;
+        if (parser_->buf.size() > 0) {
+          ErrorCode pec;
+          size_t n = p.put(parser_->buf.data(), pec);
+          parser_->buf.consume(n);
+          if (pec && pec != http::error::need_more) {
+            close();
+            co_return make_error(ErrorKind::kProtocol, Phase::kConnect,
+                                 pec == http::error::header_limit
+                                     ? std::string("upstream HTTP head too large")
+                                     : "upstream HTTP: " + pec.message());
+          }
+          if (p.is_header_done()) {
+            int status = p.head.status;
+            if (status >= 100 && status < 200) {  // 1xx: read the real head
+              parser_->reset();
+              continue;
+            }
+            HttpHead h = std::move(p.head);
+            h.chunked = p.chunked();
+            if (auto cl = p.content_length()) h.content_length = *cl;
+            h.keep_alive = p.keep_alive();
+            p.eager(true);
+            body_done_ = p.is_done();
+            if (body_done_) reusable_ = h.keep_alive;
+            co_return h;
+          }
+          if (n > 0) continue;
+        }
+        auto [ec, woke] = co_await fill(head_d);
+        if (!ec) {
+          got_any = true;
+          continue;
+        }
+        switch (woke) {
+          case Woke::kCancelled:
+            close();  // the request is abandoned mid-exchange
+            co_return make_error(ErrorKind::kCancelled, Phase::kConnect,
+                                 "cancelled while the upstream had not answered");
+          case Woke::kClosed:
+            co_return make_error(ErrorKind::kClosed, Phase::kConnect, "connection closed by the bridge");
+          case Woke::kTimer:
+            close();
+            if (head_timeout.count() > 0 && !d.reached())
+              co_return make_error(ErrorKind::kUnresponsive, Phase::kConnect,
+                                   "no response head within " + std::to_string(head_timeout.count()) +
+                                       "ms of sending the request");
+            co_return make_error(ErrorKind::kTimeout, Phase::kConnect,
+                                 "waiting for the response head: deadline exceeded");
+          case Woke::kDone:
+            break;
+        }
+        close();
+        if (reused && !got_any) break;  // stale keep-alive connection: resend once
+        co_return make_error(ErrorKind::kClosed, Phase::kConnect,
+                             is_eof(ec) ? std::string("connection closed before the response head")
+                                        : "reading response head: " + ec.message());
+      }
+    }
+    co_return make_error(ErrorKind::kClosed, Phase::kConnect, "connection closed before the response");
   } catch (const std::exception& e) {
     close();
     co_return from_exception(e, std::string(method) + " " + std::string(target));
   }
 }
 
-asio::awaitable<Expected<HttpHead>> UpstreamConnection::request_impl(
-    const Url& origin, std::string_view method, std::string_view target,
-    std::string_view extra_headers, std::string_view body, Deadline d, Millis head_timeout) {
-  std::string req;
-  const bool small = body.size() < 16384;
-  req.reserve(256 + extra_headers.size() + (small ? body.size() : 0));
-  req.append(method).append(" ").append(target).append(" HTTP/1.1\r\nHost: ");
-  req.append(origin.host_header()).append("\r\n");
-  req.append(extra_headers);
-  if (method != "GET" || !body.empty())
-    req.append("Content-Length: ").append(std::to_string(body.size())).append("\r\n");
-  req.append("\r\n");
-  if (small) req.append(body);
-
-  for (int attempt = 0; attempt < 2; ++attempt) {
-    bool reused = false;
-    if (reusable_ && body_done_ && origin_.origin() == origin.origin() && idle_alive()) {
-      reused = true;
-    } else {
-      auto st = co_await connect_impl(origin, d);
-      if (!st) co_return st.error();
-    }
-    reusable_ = false;
-    body_done_ = false;
-    parser_->buf.clear();
-    parser_->reset();
-
-    if (MSB_CANCELLED()) {
-      close();
-      co_return make_error(ErrorKind::kCancelled, Phase::kConnect, "cancelled before sending the request");
-    }
-    arm(d);
-    ErrorCode wec = co_await stream_->write_all(req);
-    if (!wec && !small) wec = co_await stream_->write_all(body);
-    disarm();
-    if (wec) {
-      Woke w = why_aborted(MSB_CANCELLED());
-      close();
-      if (w == Woke::kCancelled)
-        co_return make_error(ErrorKind::kCancelled, Phase::kConnect, "cancelled while sending the request");
-      if (w == Woke::kTimer)
-        co_return make_error(ErrorKind::kTimeout, Phase::kConnect, "sending request: deadline exceeded");
-      if (reused && w == Woke::kDone) continue;  // stale keep-alive connection: resend once
-      co_return make_error(ErrorKind::kClosed, Phase::kConnect, "sending request: " + wec.message());
-    }
-
-    // A live server answers at once; head_timeout (--post-timeout) names the
-    // wait when it does not.
-    const Deadline head_d =
-        head_timeout.count() > 0 ? Deadline::earliest(d, Deadline::after(head_timeout)) : d;
-    bool got_any = false;
-    for (;;) {
-      auto& p = *parser_->p;
-      if (parser_->buf.size() > 0) {
-        ErrorCode pec;
-        size_t n = p.put(parser_->buf.data(), pec);
-        parser_->buf.consume(n);
-        if (pec && pec != http::error::need_more) {
-          close();
-          co_return make_error(ErrorKind::kProtocol, Phase::kConnect,
-                               pec == http::error::header_limit
-                                   ? std::string("upstream HTTP head too large")
-                                   : "upstream HTTP: " + pec.message());
-        }
-        if (p.is_header_done()) {
-          const auto& res = p.get();
-          int status = static_cast<int>(res.result_int());
-          if (status >= 100 && status < 200) {  // 1xx: read the real head
-            parser_->reset();
-            continue;
-          }
-          HttpHead h;
-          h.status = status;
-          for (const auto& f : res)
-            h.headers.emplace_back(lower(std::string_view(f.name_string().data(), f.name_string().size())),
-                                     std::string(f.value().data(), f.value().size()));
-          h.chunked = p.chunked();
-          if (auto cl = p.content_length()) h.content_length = *cl;
-          h.keep_alive = p.keep_alive();
-          p.eager(true);
-          body_done_ = p.is_done();
-          if (body_done_) reusable_ = h.keep_alive;
-          co_return h;
-        }
-        if (n > 0) continue;
-      }
-      auto [ec, woke] = co_await fill(head_d);
-      if (!ec) {
-        got_any = true;
-        continue;
-      }
-      switch (woke) {
-        case Woke::kCancelled:
-          close();  // the request is abandoned mid-exchange
-          co_return make_error(ErrorKind::kCancelled, Phase::kConnect,
-                               "cancelled while the upstream had not answered");
-        case Woke::kClosed:
-          co_return make_error(ErrorKind::kClosed, Phase::kConnect, "connection closed by the bridge");
-        case Woke::kTimer:
-          close();
-          if (head_timeout.count() > 0 && !d.reached())
-            co_return make_error(ErrorKind::kUnresponsive, Phase::kConnect,
-                                 "no response head within " + std::to_string(head_timeout.count()) +
-                                     "ms of sending the request");
-          co_return make_error(ErrorKind::kTimeout, Phase::kConnect,
-                               "waiting for the response head: deadline exceeded");
-        case Woke::kDone:
-          break;
-      }
-      close();
-      if (reused && !got_any) break;  // stale keep-alive connection: resend once
-      co_return make_error(ErrorKind::kClosed, Phase::kConnect,
-                           is_eof(ec) ? std::string("connection closed before the response head")
-                                      : "reading response head: " + ec.message());
-    }
-  }
-  co_return make_error(ErrorKind::kClosed, Phase::kConnect, "connection closed before the response");
-}
-
 // ---- body -------------------------------------------------------------------
 
 asio::awaitable<Expected<bool>> UpstreamConnection::read_body(std::string& out, Deadline d) {
+  // (One coroutine: a wrapper with the try would cost a frame per call.)
   try {
-    co_return co_await read_body_impl(out, d);
+    if (pending_error_) {
+      auto e = std::move(*pending_error_);
+      pending_error_.reset();
+      co_return e;
+    }
+    if (body_done_) co_return true;
+    for (;;) {
+      auto& p = *parser_->p;
+      if (parser_->buf.size() > 0) {
+        const size_t before = out.size();
+        p.out = &out;
+        ErrorCode pec;
+        size_t n = p.put(parser_->buf.data(), pec);
+        p.out = nullptr;
+        parser_->buf.consume(n);
+        size_t got = out.size() - before;
+        if (pec == http::error::need_buffer || pec == http::error::need_more) pec = {};
+        if (pec) {
+          close();
+          auto e = make_error(ErrorKind::kProtocol, Phase::kConnect, "upstream HTTP body: " + pec.message());
+          if (got == 0) co_return e;
+          pending_error_ = std::move(e);  // hand over the good bytes first
+          co_return false;
+        }
+        if (p.is_done()) {
+          body_done_ = true;
+          reusable_ = p.keep_alive();
+          co_return true;
+        }
+        if (got > 0) co_return false;
+        if (n > 0) continue;  // framing consumed (a chunk header), no data yet
+      }
+      auto [ec, woke] = co_await fill(d);
+      if (!ec) continue;
+      switch (woke) {
+        case Woke::kCancelled:  // the connection stays usable: the read resumes later
+          co_return make_error(ErrorKind::kCancelled, Phase::kConnect, "cancelled while reading the body");
+        case Woke::kTimer:
+          co_return make_error(ErrorKind::kTimeout, Phase::kConnect, "reading body: deadline exceeded");
+        case Woke::kClosed:
+          co_return make_error(ErrorKind::kClosed, Phase::kConnect, "connection closed by the bridge");
+        case Woke::kDone:
+          break;
+      }
+      if (is_eof(ec)) {
+        peer_closed_ = true;
+        ErrorCode eec;
+        p.put_eof(eec);
+        close();
+        if (!eec && p.is_done()) {  // a body delimited by the close
+          body_done_ = true;
+          co_return true;
+        }
+        co_return make_error(ErrorKind::kClosed, Phase::kConnect, "connection closed in the middle of the body");
+      }
+      close();
+      // ETIMEDOUT on a read: TCP keepalive probes or sent data went
+      // unacknowledged (TcpOptions): the peer or the path vanished without a
+      // FIN or RST.
+      if (ec == asio::error::timed_out)
+        co_return make_error(ErrorKind::kUnresponsive, Phase::kConnect,
+                             "reading body: " + ec.message() +
+                                 " (the upstream stopped acknowledging: the host or the path to it is down)");
+      co_return make_error(ErrorKind::kClosed, Phase::kConnect, "reading body: " + ec.message());
+    }
   } catch (const std::exception& e) {
     co_return from_exception(e, "reading body");
-  }
-}
-
-asio::awaitable<Expected<bool>> UpstreamConnection::read_body_impl(std::string& out, Deadline d) {
-  if (pending_error_) {
-    auto e = std::move(*pending_error_);
-    pending_error_.reset();
-    co_return e;
-  }
-  if (body_done_) co_return true;
-  for (;;) {
-    auto& p = *parser_->p;
-    if (parser_->buf.size() > 0) {
-      auto& b = p.get().body();
-      b.data = parser_->scratch.get();
-      b.size = kReadSize;
-      b.more = true;
-      ErrorCode pec;
-      size_t n = p.put(parser_->buf.data(), pec);
-      parser_->buf.consume(n);
-      size_t got = kReadSize - b.size;
-      out.append(parser_->scratch.get(), got);
-      b.data = nullptr;
-      b.size = 0;
-      if (pec == http::error::need_buffer || pec == http::error::need_more) pec = {};
-      if (pec) {
-        close();
-        auto e = make_error(ErrorKind::kProtocol, Phase::kConnect, "upstream HTTP body: " + pec.message());
-        if (got == 0) co_return e;
-        pending_error_ = std::move(e);  // hand over the good bytes first
-        co_return false;
-      }
-      if (p.is_done()) {
-        body_done_ = true;
-        reusable_ = p.keep_alive();
-        co_return true;
-      }
-      if (got > 0) co_return false;
-      if (n > 0) continue;  // framing consumed (a chunk header), no data yet
-    }
-    auto [ec, woke] = co_await fill(d);
-    if (!ec) continue;
-    switch (woke) {
-      case Woke::kCancelled:  // the connection stays usable: the read resumes later
-        co_return make_error(ErrorKind::kCancelled, Phase::kConnect, "cancelled while reading the body");
-      case Woke::kTimer:
-        co_return make_error(ErrorKind::kTimeout, Phase::kConnect, "reading body: deadline exceeded");
-      case Woke::kClosed:
-        co_return make_error(ErrorKind::kClosed, Phase::kConnect, "connection closed by the bridge");
-      case Woke::kDone:
-        break;
-    }
-    if (is_eof(ec)) {
-      peer_closed_ = true;
-      ErrorCode eec;
-      p.put_eof(eec);
-      close();
-      if (!eec && p.is_done()) {  // a body delimited by the close
-        body_done_ = true;
-        co_return true;
-      }
-      co_return make_error(ErrorKind::kClosed, Phase::kConnect, "connection closed in the middle of the body");
-    }
-    close();
-    // ETIMEDOUT on a read: TCP keepalive probes or sent data went
-    // unacknowledged (TcpOptions): the peer or the path vanished without a
-    // FIN or RST.
-    if (ec == asio::error::timed_out)
-      co_return make_error(ErrorKind::kUnresponsive, Phase::kConnect,
-                           "reading body: " + ec.message() +
-                               " (the upstream stopped acknowledging: the host or the path to it is down)");
-    co_return make_error(ErrorKind::kClosed, Phase::kConnect, "reading body: " + ec.message());
   }
 }
 

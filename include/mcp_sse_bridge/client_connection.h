@@ -7,16 +7,14 @@
 //   --client-write-timeout  each write must progress within it
 // Requests are answered in order; while one is being answered the socket is
 // still read, so a client that hangs up cancels its call at once. An idle
-// connection costs its buffers, not a thread.
+// connection costs its buffers, not a thread. Requests are parsed by
+// RequestReader (Beast's parser, headers as views into one buffer).
 #pragma once
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/http/message.hpp>
-#include <boost/beast/http/parser.hpp>
-#include <boost/beast/http/string_body.hpp>
 
 #include <atomic>
 #include <deque>
@@ -27,6 +25,7 @@
 #include "mcp_sse_bridge/event_loop.h"
 #include "mcp_sse_bridge/http_exchange.h"
 #include "mcp_sse_bridge/net_stream.h"
+#include "mcp_sse_bridge/request_reader.h"
 
 namespace msb {
 
@@ -69,12 +68,14 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
 
  private:
   friend class ClientExchange;
-  using Parser = boost::beast::http::request_parser<boost::beast::http::string_body>;
 
   asio::awaitable<void> run();    // serve(), and close() however it ends
   asio::awaitable<void> serve();
-  void feed();            // parses buffered bytes into pending_ requests
+  void feed();            // parses buffered bytes (buf_) into pending_ requests
+  // Parses `in` into pending_ requests; returns how many bytes it used.
+  size_t parse(const char* in, size_t n);
   void next_request();    // dispatches the next pending request, if idle
+  void dispatch(HttpRequest&& req);  // hands a request to the handler (none in progress)
   void send(std::string bytes, std::shared_ptr<WriteTicket> ticket = nullptr);
   asio::awaitable<void> writer();
   void response_done(bool close);
@@ -96,7 +97,7 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   Metrics* metrics_;
 
   boost::beast::flat_buffer buf_;
-  std::optional<Parser> parser_;
+  std::optional<RequestReader> parser_;
   Clock::time_point request_start_{};
   std::deque<HttpRequest> pending_;
   std::shared_ptr<ClientExchange> current_;  // the request being answered

@@ -23,8 +23,13 @@ struct HttpRequest {
   std::string method;  // "POST"
   std::string target;  // as sent: path and query
   std::string path;    // target without the query
+  // The headers' bytes ("name\0value\0"...), viewed by `headers`
+  // (RequestReader fills it; kept above the short-string size, so that a
+  // moved request keeps them in place). Never copy a request: move it.
+  std::string head_bytes;
+  // Or owned pairs, indexed by index_headers() (tests, hand-made requests).
   std::vector<std::pair<std::string, std::string>> header_store;
-  HeaderList headers;  // views into header_store
+  HeaderList headers;  // views into head_bytes or header_store
   std::string body;
   Clock::time_point arrival{};  // when its first byte came: a call's deadline starts here
   bool keep_alive = true;       // HTTP/1.1 without Connection: close

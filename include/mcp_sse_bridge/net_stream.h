@@ -40,6 +40,9 @@ class NetStream {
   // Plain streams only: what is already there, without waiting (would_block
   // when nothing is).
   size_t read_now(asio::mutable_buffer b, ErrorCode& ec);
+  // Plain streams only: writes what the socket takes now, without waiting
+  // (0 when it takes nothing; ec only for a real failure).
+  size_t write_now(std::string_view data, ErrorCode& ec);
   // Writes everything: on a plain stream a direct non-blocking write first
   // (no loop round trip when the socket buffer has room), then async.
   asio::awaitable<ErrorCode> write_all(std::string_view data);

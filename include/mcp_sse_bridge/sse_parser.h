@@ -10,7 +10,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -26,21 +25,38 @@ struct SseEvent {
 
 class SseParser {
  public:
-  using EventFn = std::function<void(SseEvent&)>;
+  // Where completed events go (feed_to); feed() adapts any callable.
+  class Sink {
+   public:
+    virtual void on_event(SseEvent& ev) = 0;
+
+   protected:
+    ~Sink() = default;
+  };
 
   // max_event_bytes bounds one event (its data plus the line being read).
   explicit SseParser(size_t max_event_bytes) : max_event_(max_event_bytes) {}
 
-  // Feeds a slice. Calls on_event for every event completed by it, in order.
-  // Returns false once an event exceeded the limit (then and on every later call).
-  bool feed(std::string_view bytes, const EventFn& on_event);
+  // Feeds a slice. Calls on_event(SseEvent&) for every event completed by
+  // it, in order. Returns false once an event exceeded the limit (then and on
+  // every later call).
+  template <class Fn>
+  bool feed(std::string_view bytes, Fn&& on_event) {
+    struct Adapter final : Sink {
+      explicit Adapter(Fn& f) : f(f) {}
+      void on_event(SseEvent& ev) override { f(ev); }
+      Fn& f;
+    } sink(on_event);
+    return feed_to(bytes, sink);
+  }
+  bool feed_to(std::string_view bytes, Sink& sink);
 
   bool failed() const { return failed_; }
   uint64_t comments() const { return comments_; }
   uint64_t events() const { return events_; }
 
  private:
-  void process_line(std::string_view line, const EventFn& on_event);
+  void process_line(std::string_view line, Sink& sink);
 
   size_t max_event_;
   std::string line_;        // partial line carried between slices

@@ -97,8 +97,6 @@ class UpstreamChannel {
   asio::awaitable<std::optional<BridgeError>> open_stream(Deadline connect_deadline,
                                                           Duration endpoint_timeout, Deadline outer);
   asio::awaitable<bool> preconnect_post(Deadline d);
-  asio::awaitable<Status> post_impl(std::string_view json, Deadline d, Phase phase);
-  asio::awaitable<Expected<Message>> next_message_impl(Deadline d, Phase phase);
   // Reads one more piece of the SSE stream and parses it (inbox_, endpoint_).
   asio::awaitable<Status> read_more(Deadline d, Phase phase);
   void on_event(SseEvent& ev, Phase phase);
@@ -106,6 +104,7 @@ class UpstreamChannel {
   asio::any_io_executor ex_;
   const UpstreamConfig& cfg_;
   std::string extra_headers_;
+  std::string post_headers_;  // every POST's header lines (made once)
   UpstreamConnection sse_;
   UpstreamConnection post_;
   SseParser parser_;

@@ -119,12 +119,6 @@ class UpstreamConnection {
   enum class Woke { kDone, kTimer, kCancelled, kClosed };
 
   asio::awaitable<Status> connect_impl(const Url& origin, Deadline d);
-  asio::awaitable<Expected<HttpHead>> request_impl(const Url& origin, std::string_view method,
-                                                   std::string_view target,
-                                                   std::string_view extra_headers,
-                                                   std::string_view body, Deadline d,
-                                                   Millis head_timeout);
-  asio::awaitable<Expected<bool>> read_body_impl(std::string& out, Deadline d);
   // Reads more raw bytes into the parser's buffer, bounded by d.
   asio::awaitable<std::pair<boost::system::error_code, Woke>> fill(Deadline d);
   void arm(Deadline d);
@@ -149,6 +143,9 @@ class UpstreamConnection {
   asio::ip::tcp::socket connecting_;  // the socket during connect, before the stream owns it
   std::unique_ptr<NetStream> stream_;
   std::unique_ptr<Parser> parser_;
+  std::string req_;          // the request being sent (its buffer reused)
+  Url host_origin_;          // the origin host_header_ was made for
+  std::string host_header_;  // "host[:port]" of host_origin_
   bool reusable_ = false;
   bool body_done_ = true;
   bool peer_closed_ = false;

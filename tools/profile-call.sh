@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Repeatable per-call costs of the bridge (#12), for steering on a busy
+# machine where timed figures are noisy. Both run build-release/tools/mcp-bridge-cpu
+# (c10, equal offered load) with the bridge wrapped:
+#
+#   tools/profile-call.sh instructions [BRIDGE]   valgrind --tool=callgrind: two runs
+#       (3 s and 6 s windows at 100 calls/s); instructions per warm call = the
+#       difference of the totals / the difference of the calls (start-up,
+#       warm-up and pool filling cancel out). Prints the top functions per call.
+#   tools/profile-call.sh syscalls [BRIDGE] [RATE]   strace -f -c attached to the
+#       bridge for 3 s in the middle of its cell (default 1000 calls/s):
+#       syscalls per call by name, with the failed ones (EAGAIN).
+#
+# BRIDGE defaults to build-release/mcp-sse-bridge. Output files stay in a temp
+# dir (printed). Needs valgrind / strace; every child is bounded by timeout.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+mode=${1:-}
+bridge=$(realpath "${2:-build-release/mcp-sse-bridge}")
+cpu=$root/build-release/tools/mcp-bridge-cpu
+[ -x "$cpu" ] || { echo "profile-call: build $cpu first (tools/bench-core.sh builds it)" >&2; exit 2; }
+out=$(mktemp -d /tmp/msb-profile.XXXXXX)
+case "$mode" in
+  instructions)
+    cat >"$out/wrap.sh" <<W
+#!/bin/sh
+exec valgrind --tool=callgrind --log-file=$out/vg.%p.log --callgrind-out-file=$out/\${CG_TAG}.%p.out "$bridge" "\$@"
+W
+    chmod +x "$out/wrap.sh"
+    for w in 3000 6000; do
+      CG_TAG=w$w timeout 180 "$cpu" --bridge "$out/wrap.sh" --rounds 1 --concurrency 10 --rate 100 \
+        --warmup-ms 1500 --window-ms $w >"$out/w$w.txt" 2>&1
+    done
+    python3 - "$out" <<'PY'
+import glob, re, subprocess, sys
+out = sys.argv[1]
+def totals(w):
+    f = glob.glob(f"{out}/w{w}.*.out")[0]
+    ir = next(int(l.split()[1]) for l in open(f) if l.startswith(("summary:", "totals:")))
+    calls = next(int(l.split()[6]) for l in open(f"{out}/w{w}.txt") if len(l.split()) > 7 and l.split()[2] == "bridge")
+    prof = {}
+    for line in subprocess.run(["callgrind_annotate", "--threshold=100", f], capture_output=True, text=True).stdout.splitlines():
+        m = re.match(r"\s*([\d,]+) \([^)]*\)\s+(.*)", line)
+        if m and "PROGRAM TOTALS" not in line:
+            k = re.sub(r"\[.*\]$", "", m.group(2)).strip()
+            prof[k] = prof.get(k, 0) + int(m.group(1).replace(",", ""))
+    return ir, calls, prof
+a, ca, pa = totals(3000)
+b, cb, pb = totals(6000)
+n = cb - ca
+print(f"instructions per warm call: {(b - a) / n:.0f}  (totals {a} / {b}, window calls {ca} / {cb})")
+print("top functions (self), instructions per call:")
+for v, k in sorted((((pb.get(k, 0) - pa.get(k, 0)) / n, k) for k in set(pa) | set(pb)), reverse=True)[:25]:
+    print(f"  {v:8.0f}  {k[:140]}")
+PY
+    ;;
+  syscalls)
+    rate=${3:-1000}
+    timeout 120 "$cpu" --bridge "$bridge" --rounds 1 --concurrency 10 --rate "$rate" --warmup-ms 1000 \
+      --window-ms 6000 >"$out/cell.txt" 2>&1 &
+    tool=$!
+    pid=""
+    for _ in $(seq 1 300); do  # the bridge cell starts after nginx's row is printed
+      if grep -q "nginx" "$out/cell.txt" 2>/dev/null && grep -Eq "^1 +10 +nginx" "$out/cell.txt"; then
+        pid=$(pgrep -n -f "^$bridge --upstream") && break
+      fi
+      sleep 0.1
+    done
+    [ -n "$pid" ] || { echo "profile-call: the bridge did not start" >&2; wait $tool; exit 1; }
+    sleep 2.5
+    timeout -s INT 3 strace -f -c -p "$pid" -o "$out/strace.txt" >/dev/null 2>&1
+    wait $tool
+    r=$(awk '$3=="bridge"{print $4}' "$out/cell.txt")
+    n=$(python3 -c "print($r*3)")
+    echo "syscalls per warm call ($r calls/s, ~$n calls in the 3 s traced):"
+    awk -v n="$n" 'NR>2 && $NF!="total" && $4 ~ /^[0-9]+$/ {e=($5 ~ /^[0-9]+$/ ? $5 : 0); printf "  %-16s %6.2f (%.2f failed)\n", $NF, $4/n, e/n}' \
+      "$out/strace.txt" | sort -k2 -nr
+    awk -v n="$n" '$NF=="total"{printf "  total            %6.2f\n", $4/n}' "$out/strace.txt"
+    ;;
+  *) sed -n '2,16p' "$0"; exit 2 ;;
+esac
+echo "(files in $out)"
