@@ -64,8 +64,11 @@ const std::string& StatelessRules::supported_versions_json() {
 }
 
 bool StatelessRules::is_stateless(const HeaderList& h, const Message& m) {
-  if (m.kind != MsgKind::kRequest || m.method == "initialize") return false;
+  if (m.kind != MsgKind::kRequest) return false;
   if (find_header(h, "Mcp-Session-Id")) return false;
+  // initialize opens the session era, unless it says it is a 2026-07-28
+  // request: that era removed it, and the client must hear 404 / -32601.
+  if (m.method == "initialize") return m.meta_protocol_version == kVersion;
   return !m.meta_protocol_version.empty() || m.method == "server/discover";
 }
 

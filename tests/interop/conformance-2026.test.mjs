@@ -29,35 +29,11 @@ const DIRECT_BASELINE = 39;
 // The bridge's flags for the bridged run.
 const BRIDGE_ARGS = ['--log-level', 'info'];
 
-const STATELESS = 'stateless calls: _meta envelope, resultType, no initialize (#15 item 2)';
 const MRTR = 'MRTR translation of the upstream\'s mid-call requests (#15 item 4)';
 // Passing directly, failing through the bridge until the stateless era is
 // served; the lead removes entries as the bridge learns them.
 const PENDING_BRIDGE = {
   'server-stateless': 'server/discover, _meta validation (-32602), header rules (-32020), unsupported version (-32022), 404/-32601 for removed methods, upstream -32021 -> 400 (#15 items 1-3)',
-  'completion-complete': STATELESS,
-  'tools-list': STATELESS,
-  'tools-call-simple-text': STATELESS,
-  'tools-call-image': STATELESS,
-  'tools-call-audio': STATELESS,
-  'tools-call-embedded-resource': STATELESS,
-  'tools-call-mixed-content': STATELESS,
-  'tools-call-error': STATELESS,
-  'tools-call-with-progress': STATELESS,
-  'server-sse-multiple-streams': STATELESS,
-  'resources-list': STATELESS,
-  'resources-read-text': STATELESS,
-  'resources-read-binary': STATELESS,
-  'resources-templates-read': STATELESS,
-  'prompts-list': STATELESS,
-  'prompts-get-simple': STATELESS,
-  'prompts-get-with-args': STATELESS,
-  'prompts-get-embedded-resource': STATELESS,
-  'prompts-get-with-image': STATELESS,
-  'dns-rebinding-protection': 'its valid-Host probe is server/discover (#15 item 1)',
-  'caching': 'ttlMs and cacheScope on list results, resources/read and discover (#15 item 2)',
-  'http-header-validation': 'MCP-Protocol-Version / Mcp-Method / Mcp-Name rules, -32020 (#15 item 3)',
-  'json-schema-2020-12': STATELESS,
   'input-required-result-basic-elicitation': `${MRTR}; also, the scenario requires the key "user_name" the suite's reference server chose, and a legacy server's elicitation/create carries no key: it passes only if the bridge's keys can match (see the report)`,
   'input-required-result-basic-sampling': MRTR,
   'input-required-result-basic-list-roots': MRTR,

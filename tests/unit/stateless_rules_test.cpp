@@ -65,19 +65,23 @@ StatelessEnvelope accepted(const Heads& h, const json& body) {
 
 }  // namespace
 
-TEST_CASE("era choice: _meta version or server/discover without a session; never initialize") {
+TEST_CASE("era choice: _meta version or server/discover without a session; initialize only with a 2026-07-28 _meta") {
   HeaderList none;
   HeaderList with_session = {{"Mcp-Session-Id", "abc"}};
   HeaderList modern_header = {{"MCP-Protocol-Version", "2026-07-28"}};
   auto modern = one(request("tools/list", {{"_meta", meta()}}));
   auto discover_bare = one(json{{"jsonrpc", "2.0"}, {"id", 1}, {"method", "server/discover"}});
   auto plain = one(request("tools/list", json::object()));
-  auto init = one(request("initialize", {{"protocolVersion", "2025-06-18"}, {"_meta", meta()}}));
+  auto init = one(request("initialize", {{"protocolVersion", "2025-06-18"}}));
+  // A 2026-07-28 client that sends initialize hears that the method is gone.
+  auto init_modern = one(request("initialize", {{"protocolVersion", "2025-06-18"}, {"_meta", meta()}}));
   CHECK(StatelessRules::is_stateless(none, modern));
   CHECK(StatelessRules::is_stateless(none, discover_bare));
   CHECK_FALSE(StatelessRules::is_stateless(with_session, modern));  // a session keeps its era
   CHECK_FALSE(StatelessRules::is_stateless(modern_header, plain));  // the header alone does not switch
   CHECK_FALSE(StatelessRules::is_stateless(none, init));
+  CHECK(StatelessRules::is_stateless(none, init_modern));
+  CHECK_FALSE(StatelessRules::is_stateless(with_session, init_modern));
   auto note = one(json{{"jsonrpc", "2.0"}, {"method", "notifications/x"}, {"params", {{"_meta", meta()}}}});
   CHECK_FALSE(StatelessRules::is_stateless(none, note));
 }
