@@ -61,6 +61,10 @@ json tool_list() {
       {{"name", "roots"},
        {"description", "Asks the client for its roots (roots/list) and returns the answer"},
        {"inputSchema", obj(json::object(), json::array())}},
+      {{"name", "touch"},
+       {"description", "Changes resource `uri`: every session subscribed to it gets "
+                       "notifications/resources/updated"},
+       {"inputSchema", obj({{"uri", {{"type", "string"}}}}, {"uri"})}},
       {{"name", "log"}, {"description", "Emits a log message at `level`"},
        {"inputSchema", obj({{"level", {{"type", "string"}}}, {"text", {{"type", "string"}}}},
                            {"level", "text"})}},
@@ -83,6 +87,7 @@ struct Session {
   long long counter = 0;      // tool count: state kept per SSE session
   std::set<std::string> cancelled;
   std::map<std::string, std::string> answers;  // client answers to our requests, by id (JSON)
+  std::set<std::string> subscriptions;  // resources/subscribe URIs of this session
 
   void send(const json& msg) {
     std::lock_guard lk(mu);
@@ -123,6 +128,7 @@ struct LegacyServer::Impl {
   std::mutex mu;
   std::map<std::string, std::shared_ptr<Session>> sessions;
   std::atomic<int> sessions_opened{0}, premature{0}, cancellations{0}, open_streams{0};
+  std::atomic<int> sse_requests{0};  // every GET /sse, refused ones included
   std::atomic<int> workers{0};
   msb::PeerSockets peers;  // to notice clients that closed their SSE stream
   std::string last_cancelled;
@@ -159,6 +165,7 @@ struct LegacyServer::Impl {
   std::string eol() const { return opt.python_style ? "\r\n" : "\n"; }
 
   void on_sse(const httplib::Request& req, httplib::Response& res) {
+    sse_requests++;
     if (int st = faults.sse_status.load()) {
       res.status = st;
       res.set_content("sse refused by fault switch", "text/plain");
@@ -398,7 +405,9 @@ struct LegacyServer::Impl {
       std::string v = params.value("protocolVersion", "2024-11-05");
       if (v != "2024-11-05" && v != "2025-03-26" && v != "2025-06-18") v = "2024-11-05";
       s.send(result(id, {{"protocolVersion", v},
-                         {"capabilities", {{"tools", json::object()}, {"logging", json::object()}}},
+                         {"capabilities", {{"tools", json::object()},
+                                           {"logging", json::object()},
+                                           {"resources", {{"subscribe", true}}}}},
                          {"serverInfo", {{"name", "example-legacy-server"}, {"version", "0.1.0"}}}}));
     } else if (method == "ping") {
       s.send(result(id, json::object()));
@@ -412,9 +421,59 @@ struct LegacyServer::Impl {
       s.send(result(id, json::object()));
     } else if (method == "tools/call") {
       call_tool(s, id, params);
+    } else if (method.rfind("resources/", 0) == 0) {
+      resources_request(s, id, method, params);
     } else {
       s.send(error(id, -32601, "Method not found: " + method));
     }
+  }
+
+  // Resources: example://counter (this session's counter) and any example://
+  // URI (its text is the URI); subscriptions per session (tool touch).
+  void resources_request(Session& s, const json& id, const std::string& method, const json& params) {
+    std::string uri = params.value("uri", std::string());
+    if (method == "resources/list") {
+      s.send(result(id, {{"resources", json::array({{{"uri", "example://counter"},
+                                                     {"name", "counter"},
+                                                     {"mimeType", "text/plain"}}})}}));
+    } else if (method == "resources/read") {
+      std::string text = uri;
+      if (uri == "example://counter") {
+        std::lock_guard lk(s.mu);
+        text = std::to_string(s.counter);
+      }
+      s.send(result(id, {{"contents", json::array({{{"uri", uri}, {"mimeType", "text/plain"}, {"text", text}}})}}));
+    } else if ((method == "resources/subscribe" || method == "resources/unsubscribe") && !uri.empty()) {
+      {
+        std::lock_guard lk(s.mu);
+        if (method == "resources/unsubscribe") s.subscriptions.erase(uri);
+        else if (s.subscriptions.size() < 1024) s.subscriptions.insert(uri);
+      }
+      s.send(result(id, json::object()));
+    } else {
+      s.send(error(id, -32602, "Invalid params: " + method + " needs params.uri"));
+    }
+  }
+
+  // Sends notifications/resources/updated to every session subscribed to `uri`.
+  void touch_resource(Session& s, const json& id, const std::string& uri) {
+    std::vector<std::shared_ptr<Session>> all;
+    {
+      std::lock_guard lk(mu);
+      for (auto& [sid, sp] : sessions) all.push_back(sp);
+    }
+    int n = 0;
+    for (auto& sp : all) {
+      bool sub;
+      {
+        std::lock_guard lk(sp->mu);
+        sub = sp->subscriptions.count(uri) > 0;
+      }
+      if (!sub) continue;
+      sp->send(json{{"jsonrpc", "2.0"}, {"method", "notifications/resources/updated"}, {"params", {{"uri", uri}}}});
+      ++n;
+    }
+    s.send(result(id, text("notified " + std::to_string(n))));
   }
 
   void call_tool(Session& s, const json& id, const json& params) {
@@ -512,6 +571,8 @@ struct LegacyServer::Impl {
         }
       }
       s.send(result(id, text(answer)));
+    } else if (name == "touch") {
+      touch_resource(s, id, args.value("uri", std::string()));
     } else if (name == "log") {
       std::string level = args.value("level", "info");
       bool emit;
@@ -580,6 +641,7 @@ void LegacyServer::silence_sessions() {
 int LegacyServer::port() const { return impl_->port; }
 Faults& LegacyServer::faults() { return impl_->faults; }
 int LegacyServer::sessions_opened() const { return impl_->sessions_opened.load(); }
+int LegacyServer::sse_requests() const { return impl_->sse_requests.load(); }
 int LegacyServer::premature_requests() const { return impl_->premature.load(); }
 int LegacyServer::cancellations() const { return impl_->cancellations.load(); }
 int LegacyServer::open_streams() const { return impl_->open_streams.load(); }

@@ -14,7 +14,10 @@
 // (answers at once; ms later sends notifications/tools/list_changed and a
 // notifications/message with `text` on the session's stream: messages outside
 // any call), roots (sends the client a roots/list request during the call
-// and returns the client's answer as the server received it).
+// and returns the client's answer as the server received it), touch {uri}
+// (sends notifications/resources/updated to every session subscribed to uri).
+// Resources: resources/list, resources/read, resources/subscribe and
+// unsubscribe (remembered per SSE session; resources.subscribe advertised).
 //
 // Like python-sdk 1.6 it crashes a session (closes its stream) when a request
 // other than initialize/ping arrives before notifications/initialized; the
@@ -76,6 +79,7 @@ class LegacyServer {
   Faults& faults();
   // Counters since start.
   int sessions_opened() const;
+  int sse_requests() const;    // GET /sse received, refused ones included
   int premature_requests() const;
   int cancellations() const;   // notifications/cancelled received
   int open_streams() const;    // SSE streams currently open
