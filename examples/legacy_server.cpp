@@ -61,10 +61,6 @@ json tool_list() {
       {{"name", "roots"},
        {"description", "Asks the client for its roots (roots/list) and returns the answer"},
        {"inputSchema", obj(json::object(), json::array())}},
-      {{"name", "touch"},
-       {"description", "Changes resource `uri`: every session subscribed to it gets "
-                       "notifications/resources/updated"},
-       {"inputSchema", obj({{"uri", {{"type", "string"}}}}, {"uri"})}},
       {{"name", "log"}, {"description", "Emits a log message at `level`"},
        {"inputSchema", obj({{"level", {{"type", "string"}}}, {"text", {{"type", "string"}}}},
                            {"level", "text"})}},
@@ -455,8 +451,9 @@ struct LegacyServer::Impl {
     }
   }
 
-  // Sends notifications/resources/updated to every session subscribed to `uri`.
-  void touch_resource(Session& s, const json& id, const std::string& uri) {
+  // Sends notifications/resources/updated to every session subscribed to
+  // `uri`; returns how many.
+  int touch_resource(const std::string& uri) {
     std::vector<std::shared_ptr<Session>> all;
     {
       std::lock_guard lk(mu);
@@ -473,7 +470,7 @@ struct LegacyServer::Impl {
       sp->send(json{{"jsonrpc", "2.0"}, {"method", "notifications/resources/updated"}, {"params", {{"uri", uri}}}});
       ++n;
     }
-    s.send(result(id, text("notified " + std::to_string(n))));
+    return n;
   }
 
   void call_tool(Session& s, const json& id, const json& params) {
@@ -571,8 +568,6 @@ struct LegacyServer::Impl {
         }
       }
       s.send(result(id, text(answer)));
-    } else if (name == "touch") {
-      touch_resource(s, id, args.value("uri", std::string()));
     } else if (name == "log") {
       std::string level = args.value("level", "info");
       bool emit;
@@ -641,6 +636,7 @@ void LegacyServer::silence_sessions() {
 int LegacyServer::port() const { return impl_->port; }
 Faults& LegacyServer::faults() { return impl_->faults; }
 int LegacyServer::sessions_opened() const { return impl_->sessions_opened.load(); }
+int LegacyServer::touch_resource(const std::string& uri) { return impl_->touch_resource(uri); }
 int LegacyServer::sse_requests() const { return impl_->sse_requests.load(); }
 int LegacyServer::premature_requests() const { return impl_->premature.load(); }
 int LegacyServer::cancellations() const { return impl_->cancellations.load(); }

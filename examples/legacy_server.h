@@ -14,10 +14,10 @@
 // (answers at once; ms later sends notifications/tools/list_changed and a
 // notifications/message with `text` on the session's stream: messages outside
 // any call), roots (sends the client a roots/list request during the call
-// and returns the client's answer as the server received it), touch {uri}
-// (sends notifications/resources/updated to every session subscribed to uri).
+// and returns the client's answer as the server received it).
 // Resources: resources/list, resources/read, resources/subscribe and
-// unsubscribe (remembered per SSE session; resources.subscribe advertised).
+// unsubscribe (remembered per SSE session; resources.subscribe advertised);
+// touch_resource() changes one (notifications/resources/updated).
 //
 // Like python-sdk 1.6 it crashes a session (closes its stream) when a request
 // other than initialize/ping arrives before notifications/initialized; the
@@ -72,6 +72,9 @@ class LegacyServer {
   // nothing more, POSTs still get 202 (a path that died under a proxy that
   // still acknowledges, or a wedged server).
   void silence_sessions();
+  // A resource changes: every session subscribed to `uri` gets
+  // notifications/resources/updated. Returns how many sessions.
+  int touch_resource(const std::string& uri);
   // Closes every session and stops; joins. Idempotent.
   void stop();
   int port() const;
