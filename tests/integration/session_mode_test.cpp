@@ -430,7 +430,9 @@ TEST_CASE("session mode: resources/subscribe is forwarded; updates flow to the G
   REQUIRE(init.status == 200);
   REQUIRE(!init.messages.empty());
   // Session mode keeps the upstream's resources.subscribe (call mode strips it).
-  CHECK(init.last()["result"]["capabilities"]["resources"]["subscribe"] == true);
+  const json::json_pointer subscribe_cap("/result/capabilities/resources/subscribe");
+  REQUIRE(init.last().contains(subscribe_cap));
+  CHECK(init.last()[subscribe_cap] == true);
   std::string sid = h.initialize();
   GetStream g(h.port(), sid);
   REQUIRE(g.read_until([&](auto&) { return g.status() != 0; }, 2000ms));
@@ -455,7 +457,8 @@ TEST_CASE("session mode: call mode still refuses resources/subscribe and strips 
   Harness h;
   auto init = h.post(init_body(), "");
   REQUIRE(!init.messages.empty());
-  CHECK_FALSE(init.last()["result"]["capabilities"]["resources"].contains("subscribe"));
+  CHECK(init.last().contains(json::json_pointer("/result/capabilities/resources")));
+  CHECK_FALSE(init.last().contains(json::json_pointer("/result/capabilities/resources/subscribe")));
   std::string sid = h.initialize();
   auto sub = h.post(rpc(1, "resources/subscribe", {{"uri", "example://a"}}).dump(), sid);
   REQUIRE(!sub.messages.empty());
