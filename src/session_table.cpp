@@ -34,7 +34,7 @@ std::shared_ptr<SessionUpstream> SessionTable::acquire(EventLoop& loop, const Cl
                             " client sessions hold an upstream session (--max-upstream-sessions)");
       return nullptr;
     }
-    SessionUpstream::Params p{s.id, s.tag, s.init_params, headers, log_level};
+    SessionUpstream::Params p{s.id, s.tag, s.init_params, headers, log_level, !after_initialize};
     std::string sid = s.id;
     up = std::make_shared<SessionUpstream>(loop, cfg_, metrics_, std::move(p),
                                            [this, sid](SessionUpstream* self) { forget(sid, self); });

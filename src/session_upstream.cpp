@@ -206,11 +206,14 @@ asio::awaitable<void> SessionUpstream::run(std::shared_ptr<SessionUpstream> self
     }
     state_.store(State::kReady);
     backoff_.reset();
-    if (++opens_ == 1)
+    if (++opens_ > 1) {
+      announce_state_lost();
+    } else {
       log::info("upstream session open (session mode)",
                 {{"session", p_.tag}, {"upstream_session", upstream_session_id()}});
-    else
-      announce_state_lost();
+      warn_pending_ = p_.state_lost;
+      tell_state_lost();
+    }
     auto waiting = std::move(pending_);
     pending_.clear();
     for (auto& p : waiting) begin(std::move(p));
@@ -648,7 +651,13 @@ void SessionUpstream::announce_state_lost() {
             "initialize, log level and subscriptions replayed",
             {{"session", p_.tag}, {"upstream_session", upstream_session_id()},
              {"subscriptions", std::to_string(subscriptions_.size())}});
-  if (!stream_) return;
+  warn_pending_ = true;
+  tell_state_lost();
+}
+
+void SessionUpstream::tell_state_lost() {
+  if (!warn_pending_ || !stream_ || !stream_->open()) return;
+  warn_pending_ = false;
   // Below the client's log level the warning is not sent (it asked not to).
   if (p_.log_level) {
     auto j = nlohmann::json::parse(*p_.log_level, nullptr, false);
@@ -664,7 +673,7 @@ void SessionUpstream::announce_state_lost() {
         {"logger", "mcp-sse-bridge"},
         {"data",
          {{"message",
-           "the upstream session was lost and has been re-opened: server-side session state "
+           "the upstream session was lost and a new one was opened: server-side session state "
            "(anything the server kept for this session) is gone; log level and " +
                std::to_string(subscriptions_.size()) + " resource subscription(s) were restored"},
           {"event", "upstream_session_reopened"},
@@ -715,6 +724,7 @@ void SessionUpstream::attach_stream(std::shared_ptr<StandaloneStream> s) {
     if (self->stream_) self->stream_->end();  // one per session: the newer wins
     self->stream_ = std::move(s);
     self->last_used_ = Clock::now();
+    if (self->state_.load() == State::kReady) self->tell_state_lost();
   });
 }
 

@@ -31,7 +31,8 @@
 //     "mcp-sse-bridge") on the GET stream, a log line, and
 //     mcp_bridge_session_state_lost_total.
 //   not held: the session fails; the table forgets it and the next call
-//     opens a new one (state lost: logged and counted by the table).
+//     opens a new one (state lost: logged and counted by the table; the
+//     warning goes to the GET stream once one is attached).
 //
 // Threading: the channel, the id maps and the GET stream pointer live on the
 // owner loop. Calls run on their own loops (call()); everything they ask of
@@ -100,6 +101,10 @@ class SessionUpstream : public std::enable_shared_from_this<SessionUpstream> {
     std::string init_params;     // the client's initialize params (JSON)
     std::string headers;         // "Name: value\r\n" lines sent upstream
     std::optional<std::string> log_level;  // the latest logging/setLevel params
+    // Opened for a client session whose upstream session was lost (another
+    // replica's, a restart, a failed one), not by its initialize: the client
+    // is warned on its GET stream (the table logs and counts it).
+    bool state_lost = false;
   };
 
   // `on_end` runs on the owner loop once the session has failed or closed.
@@ -190,6 +195,8 @@ class SessionUpstream : public std::enable_shared_from_this<SessionUpstream> {
   // Held for listeners: a re-open is worth it without a call.
   bool held() const;
   void announce_state_lost();
+  // Sends the pending state-lost warning to the GET stream, if one is open.
+  void tell_state_lost();
   // resources/subscribe and unsubscribe: remembered for the re-open. False
   // (and the call answered with an error) past kMaxSubscriptions.
   bool note_subscription(const Pending& p);
@@ -226,6 +233,7 @@ class SessionUpstream : public std::enable_shared_from_this<SessionUpstream> {
   std::string init_response_;  // the upstream's answer to the first initialize
   bool init_refused_ = false;  // ... a JSON-RPC error: the client gets it as is
   int opens_ = 0;              // successful opens (> 1: re-opened, state lost)
+  bool warn_pending_ = false;  // state lost, the client's GET stream not told yet
   ReopenBackoff backoff_;
   std::unique_ptr<boost::asio::steady_timer> backoff_timer_;  // while waiting to re-open
 

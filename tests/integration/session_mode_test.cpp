@@ -609,6 +609,9 @@ TEST_CASE("session mode: another replica (same secret) opens a fresh upstream se
   CHECK(text_of(j) == "1");  // a fresh upstream session: state lost
   CHECK(series(scrape(other.port()), "mcp_bridge_session_state_lost_total") == 1);
   CHECK(series(scrape(h.port()), "mcp_bridge_session_state_lost_total") == 0);
+  // The client is told on its GET stream there, once it opens one.
+  GetStream g(other.port(), sid);
+  CHECK(g.read_until([](auto& ms) { return state_lost_warning(ms) != nullptr; }, 1000ms));
   CHECK(count(h, sid, 4) == "3");  // the first replica's session is untouched
   other.stop();
 }
