@@ -369,6 +369,7 @@ struct LegacyServer::Impl {
     }
     if (!msg.contains("id")) {
       if (method == "notifications/initialized") {
+        if (faults.drop_after_initialized.load()) return s.close();
         std::lock_guard lk(s.mu);
         s.initialized = true;
       } else if (method == "notifications/cancelled") {

@@ -48,6 +48,7 @@ struct Faults {
   std::atomic<int> delay_endpoint_ms{0};     // wait before sending `endpoint`
   std::atomic<bool> post_hang{false};        // tools/call POST: never answered (held until stop)
   std::atomic<int> drop_then_404{0};         // next N tools/call POSTs: end the stream, answer 404
+  std::atomic<bool> drop_after_initialized{false};  // end the stream once a session is initialized
 };
 
 struct Options {

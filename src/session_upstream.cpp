@@ -31,6 +31,10 @@ constexpr Millis kReaderSlice{1000};
 // Re-opening a held session: at once, then 500 ms doubling up to 15 s.
 constexpr Millis kReopenFirst{500};
 constexpr Millis kReopenCap{15000};
+// A session that stayed up this long resets the backoff (its next drop
+// re-opens at once); one that drops sooner (a flapping upstream that accepts
+// and closes) keeps backing off.
+constexpr Millis kStableAfter{10000};
 // Resource subscriptions remembered per session (a hostile client must not
 // grow the state without bound).
 constexpr size_t kMaxSubscriptions = 256;
@@ -179,8 +183,8 @@ asio::awaitable<void> SessionUpstream::run(std::shared_ptr<SessionUpstream> self
     ch_ = ch;
     std::optional<BridgeError> err;
     try {
-      if (!co_await open_steps(*ch, &err) && !err)
-        co_return;  // closed meanwhile
+      bool opened = co_await open_steps(*ch, &err);
+      if (!opened && !err) co_return;  // closed meanwhile
     } catch (const std::exception& e) {
       err = make_error(ErrorKind::kInternal, Phase::kConnect,
                        std::string("session setup: ") + e.what());
@@ -201,11 +205,13 @@ asio::awaitable<void> SessionUpstream::run(std::shared_ptr<SessionUpstream> self
       log::warn("re-opening the upstream session failed (session mode); trying again",
                 {{"session", p_.tag}, {"attempt", std::to_string(backoff_.attempts())},
                  {"in_ms", std::to_string(wait.count())}, {"cause", err->message()}});
-      if (!co_await wait_before_reopen(wait, *err)) co_return;
+      BridgeError cause = *err;
+      bool go_on = co_await wait_before_reopen(wait, cause);
+      if (!go_on) co_return;
       continue;
     }
     state_.store(State::kReady);
-    backoff_.reset();
+    const auto up_since = Clock::now();
     if (++opens_ > 1) {
       announce_state_lost();
     } else {
@@ -223,9 +229,15 @@ asio::awaitable<void> SessionUpstream::run(std::shared_ptr<SessionUpstream> self
     if (ch_ == ch) ch_.reset();
     ch->abort();
     if (state_.load() == State::kOpening) {
-      Millis wait = backoff_.next(jitter());  // zero: the first attempt goes at once
-      if (wait.count() > 0 && !co_await wait_before_reopen(wait, failure_.value_or(BridgeError{})))
-        co_return;
+      if (Clock::now() - up_since >= kStableAfter) backoff_.reset();
+      Millis wait = backoff_.next(jitter());  // zero after a reset: at once
+      // A named cause and a plain statement: GCC 12 mishandles temporaries
+      // in a co_await inside a short-circuit condition (a double free).
+      BridgeError cause = failure_.value_or(BridgeError{});
+      if (wait.count() > 0) {
+        bool go_on = co_await wait_before_reopen(wait, cause);
+        if (!go_on) co_return;
+      }
     }
   }
 }
@@ -284,10 +296,8 @@ asio::awaitable<bool> SessionUpstream::open_steps(UpstreamChannel& ch,
   // Every remembered subscription, again (a refused one is forgotten).
   for (auto it = subscriptions_.begin(); it != subscriptions_.end();) {
     std::string id = own_id("subscribe");
-    auto sr = co_await roundtrip(ch,
-                                 make_request(id, "resources/subscribe",
-                                              R"({"uri":)" + json_quote(*it) + "}"),
-                                 id, Deadline::after(cfg_.initialize_timeout));
+    std::string body = make_request(id, "resources/subscribe", R"({"uri":)" + json_quote(*it) + "}");
+    auto sr = co_await roundtrip(ch, body, id, Deadline::after(cfg_.initialize_timeout));
     if (!sr) co_return fail(sr.error());
     if (sr->is_error) {
       log::warn("upstream refused a replayed resources/subscribe; forgotten",

@@ -16,7 +16,7 @@ class ReopenBackoff {
   ReopenBackoff(Millis first, Millis cap) : first_(first), cap_(cap) {}
   // The wait before the next attempt; `jitter01` in [0, 1) (a random draw).
   Millis next(double jitter01);
-  // After a successful open: the next drop re-opens at once again.
+  // After a session that stayed up: the next drop re-opens at once again.
   void reset() { attempts_ = 0; }
   int attempts() const { return attempts_; }
 

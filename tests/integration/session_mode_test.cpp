@@ -615,3 +615,22 @@ TEST_CASE("session mode: another replica (same secret) opens a fresh upstream se
   CHECK(count(h, sid, 4) == "3");  // the first replica's session is untouched
   other.stop();
 }
+
+TEST_CASE("session mode: an upstream that accepts and drops at once is not hammered (the backoff carries over)") {
+  Harness h({}, session_mode);
+  std::string sid = h.initialize();
+  GetStream g(h.port(), sid);
+  REQUIRE(g.read_until([&](auto&) { return g.status() != 0; }, 2000ms));
+  int opened = h.upstream().sse_requests();
+  // Every new session is dropped right after its setup (the re-open
+  // succeeds, then the stream ends), for 1.2 s.
+  h.faults().drop_after_initialized = true;
+  h.upstream().kill_streams();
+  std::this_thread::sleep_for(1200ms);
+  h.faults().drop_after_initialized = false;
+  int attempts = h.upstream().sse_requests() - opened;
+  MESSAGE("re-open attempts in 1.2 s against an upstream that drops every session: " << attempts);
+  CHECK(attempts >= 2);
+  CHECK(attempts <= 4);
+  CHECK(g.read_until([](auto& ms) { return state_lost_warning(ms) != nullptr; }, 4000ms));
+}
