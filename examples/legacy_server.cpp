@@ -89,6 +89,7 @@ struct Session {
   std::string init_params;    // of this session's initialize (tool init_params)
   std::set<std::string> cancelled;
   std::map<std::string, std::string> answers;  // client answers to our requests, by id (JSON)
+  std::set<std::string> subscriptions;  // resources/subscribe URIs of this session
 
   void send(const json& msg) {
     std::lock_guard lk(mu);
@@ -129,6 +130,7 @@ struct LegacyServer::Impl {
   std::mutex mu;
   std::map<std::string, std::shared_ptr<Session>> sessions;
   std::atomic<int> sessions_opened{0}, premature{0}, cancellations{0}, open_streams{0};
+  std::atomic<int> sse_requests{0};  // every GET /sse, refused ones included
   std::atomic<int> workers{0};
   msb::PeerSockets peers;  // to notice clients that closed their SSE stream
   std::string last_cancelled;
@@ -165,6 +167,7 @@ struct LegacyServer::Impl {
   std::string eol() const { return opt.python_style ? "\r\n" : "\n"; }
 
   void on_sse(const httplib::Request& req, httplib::Response& res) {
+    sse_requests++;
     if (int st = faults.sse_status.load()) {
       res.status = st;
       res.set_content("sse refused by fault switch", "text/plain");
@@ -372,6 +375,7 @@ struct LegacyServer::Impl {
     }
     if (!msg.contains("id")) {
       if (method == "notifications/initialized") {
+        if (faults.drop_after_initialized.load()) return s.close();
         std::lock_guard lk(s.mu);
         s.initialized = true;
       } else if (method == "notifications/cancelled") {
@@ -408,7 +412,9 @@ struct LegacyServer::Impl {
       std::string v = params.value("protocolVersion", "2024-11-05");
       if (v != "2024-11-05" && v != "2025-03-26" && v != "2025-06-18") v = "2024-11-05";
       s.send(result(id, {{"protocolVersion", v},
-                         {"capabilities", {{"tools", json::object()}, {"logging", json::object()}}},
+                         {"capabilities", {{"tools", json::object()},
+                                           {"logging", json::object()},
+                                           {"resources", {{"subscribe", true}}}}},
                          {"serverInfo", {{"name", "example-legacy-server"}, {"version", "0.1.0"}}}}));
     } else if (method == "ping") {
       s.send(result(id, json::object()));
@@ -422,9 +428,60 @@ struct LegacyServer::Impl {
       s.send(result(id, json::object()));
     } else if (method == "tools/call") {
       call_tool(s, id, params);
+    } else if (method.rfind("resources/", 0) == 0) {
+      resources_request(s, id, method, params);
     } else {
       s.send(error(id, -32601, "Method not found: " + method));
     }
+  }
+
+  // Resources: example://counter (this session's counter) and any example://
+  // URI (its text is the URI); subscriptions per session (tool touch).
+  void resources_request(Session& s, const json& id, const std::string& method, const json& params) {
+    std::string uri = params.value("uri", std::string());
+    if (method == "resources/list") {
+      s.send(result(id, {{"resources", json::array({{{"uri", "example://counter"},
+                                                     {"name", "counter"},
+                                                     {"mimeType", "text/plain"}}})}}));
+    } else if (method == "resources/read") {
+      std::string text = uri;
+      if (uri == "example://counter") {
+        std::lock_guard lk(s.mu);
+        text = std::to_string(s.counter);
+      }
+      s.send(result(id, {{"contents", json::array({{{"uri", uri}, {"mimeType", "text/plain"}, {"text", text}}})}}));
+    } else if ((method == "resources/subscribe" || method == "resources/unsubscribe") && !uri.empty()) {
+      {
+        std::lock_guard lk(s.mu);
+        if (method == "resources/unsubscribe") s.subscriptions.erase(uri);
+        else if (s.subscriptions.size() < 1024) s.subscriptions.insert(uri);
+      }
+      s.send(result(id, json::object()));
+    } else {
+      s.send(error(id, -32602, "Invalid params: " + method + " needs params.uri"));
+    }
+  }
+
+  // Sends notifications/resources/updated to every session subscribed to
+  // `uri`; returns how many.
+  int touch_resource(const std::string& uri) {
+    std::vector<std::shared_ptr<Session>> all;
+    {
+      std::lock_guard lk(mu);
+      for (auto& [sid, sp] : sessions) all.push_back(sp);
+    }
+    int n = 0;
+    for (auto& sp : all) {
+      bool sub;
+      {
+        std::lock_guard lk(sp->mu);
+        sub = sp->subscriptions.count(uri) > 0;
+      }
+      if (!sub) continue;
+      sp->send(json{{"jsonrpc", "2.0"}, {"method", "notifications/resources/updated"}, {"params", {{"uri", uri}}}});
+      ++n;
+    }
+    return n;
   }
 
   void call_tool(Session& s, const json& id, const json& params) {
@@ -599,6 +656,8 @@ void LegacyServer::silence_sessions() {
 int LegacyServer::port() const { return impl_->port; }
 Faults& LegacyServer::faults() { return impl_->faults; }
 int LegacyServer::sessions_opened() const { return impl_->sessions_opened.load(); }
+int LegacyServer::touch_resource(const std::string& uri) { return impl_->touch_resource(uri); }
+int LegacyServer::sse_requests() const { return impl_->sse_requests.load(); }
 int LegacyServer::premature_requests() const { return impl_->premature.load(); }
 int LegacyServer::cancellations() const { return impl_->cancellations.load(); }
 int LegacyServer::open_streams() const { return impl_->open_streams.load(); }

@@ -17,6 +17,9 @@
 // and returns the client's answer as the server received it), init_params
 // (the params of the session's initialize, as JSON text), fail {code,
 // message} (answers with that JSON-RPC error).
+// Resources: resources/list, resources/read, resources/subscribe and
+// unsubscribe (remembered per SSE session; resources.subscribe advertised);
+// touch_resource() changes one (notifications/resources/updated).
 //
 // Like python-sdk 1.6 it crashes a session (closes its stream) when a request
 // other than initialize/ping arrives before notifications/initialized; the
@@ -47,6 +50,7 @@ struct Faults {
   std::atomic<int> delay_endpoint_ms{0};     // wait before sending `endpoint`
   std::atomic<bool> post_hang{false};        // tools/call POST: never answered (held until stop)
   std::atomic<int> drop_then_404{0};         // next N tools/call POSTs: end the stream, answer 404
+  std::atomic<bool> drop_after_initialized{false};  // end the stream once a session is initialized
 };
 
 struct Options {
@@ -71,6 +75,9 @@ class LegacyServer {
   // nothing more, POSTs still get 202 (a path that died under a proxy that
   // still acknowledges, or a wedged server).
   void silence_sessions();
+  // A resource changes: every session subscribed to `uri` gets
+  // notifications/resources/updated. Returns how many sessions.
+  int touch_resource(const std::string& uri);
   // Closes every session and stops; joins. Idempotent.
   void stop();
   int port() const;
@@ -78,6 +85,7 @@ class LegacyServer {
   Faults& faults();
   // Counters since start.
   int sessions_opened() const;
+  int sse_requests() const;    // GET /sse received, refused ones included
   int premature_requests() const;
   int cancellations() const;   // notifications/cancelled received
   int open_streams() const;    // SSE streams currently open

@@ -203,7 +203,8 @@ Config parse_or_throw(int argc, char** argv, std::string* help_text) {
   opt("max-request-timeout", max_request_t,
       "Hard cap on a call, however much progress the upstream reports", kDur);
   opt("ping-interval", ping_i,
-      "Upstream silence while a call waits before the bridge sends an MCP ping (0 = off)", kDur0);
+      "Upstream silence before the bridge sends an MCP ping: while a call waits, and in session "
+      "mode also on an idle upstream session (0 = off)", kDur0);
   opt("ping-timeout", ping_t, "Deadline for the reply to that ping; none = the upstream is dead", kDur);
   opt("post-timeout", post_t,
       "Deadline for the response head of each upstream POST once sent (a live legacy server "

@@ -15,12 +15,12 @@ std::string InitializeCache::key(std::string_view protocol_version, std::string_
   return k;
 }
 
-std::string InitializeCache::result_of(std::string& response) {
+std::string InitializeCache::result_of(std::string& response, bool keep_subscribe) {
   auto j = nlohmann::ordered_json::parse(response, nullptr, false);
   if (j.is_discarded() || !j.is_object() || !j.contains("result") || !j["result"].is_object())
     return {};
   auto p = nlohmann::ordered_json::json_pointer("/result/capabilities/resources");
-  if (j.contains(p) && j[p].is_object() && j[p].contains("subscribe")) {
+  if (!keep_subscribe && j.contains(p) && j[p].is_object() && j[p].contains("subscribe")) {
     j[p].erase("subscribe");
     response = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   }

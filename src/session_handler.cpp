@@ -346,7 +346,8 @@ boost::asio::awaitable<void> SessionHandler::run_calls(std::shared_ptr<Exchange>
 // Answers requests the bridge serves itself; returns nullopt for the rest.
 std::optional<std::string> SessionHandler::local_answer(const Message& m, const ClientSession& s) {
   if (m.method == "ping") return R"({"jsonrpc":"2.0","id":)" + m.id + R"(,"result":{}})";
-  if (m.method == "resources/subscribe" || m.method == "resources/unsubscribe")
+  // Session mode forwards them (SessionUpstream remembers and replays them).
+  if (!session_mode() && (m.method == "resources/subscribe" || m.method == "resources/unsubscribe"))
     return jsonrpc_plain_error(
         m.id, -32601,
         m.method + " is not supported through mcp-sse-bridge: resource updates need a "
@@ -517,11 +518,23 @@ boost::asio::awaitable<void> SessionHandler::initialize_call(
   ex.on_gone([box] { box->hangup(); });
   auto t0 = Clock::now();
   CallResult r;
+  // Session mode: the client session is minted first, and the open of its
+  // own upstream session answers this initialize (one upstream connect).
+  std::string sid;
+  std::optional<ClientSession> minted;
+  if (session_mode()) {
+    sid = d_.tokens.mint(params);
+    if (!sid.empty()) minted = d_.tokens.verify(sid);
+  }
   if (d_.life.stopping.load() || late) {
     r.error = make_error(ErrorKind::kShuttingDown, Phase::kConnect, "bridge is shutting down");
     r.response = jsonrpc_error_response(init.id, *r.error, 0, d_.cfg.upstream.sse_url.str());
+  } else if (session_mode() && !minted) {
+    r.error = make_error(ErrorKind::kInternal, Phase::kInitialize, "initialize params too large");
+    r.response = params_too_large(init.id, params.size());
   } else {
-    r = co_await call_guarded(ex.loop(), init, nullptr, std::nullopt, headers, sink, Clock::now());
+    r = co_await call_guarded(ex.loop(), init, minted ? &*minted : nullptr, std::nullopt, headers,
+                              sink, Clock::now());
   }
   if (r.cancelled) {
     d_.metrics.call_done("initialize", nullptr, true, seconds_since(t0));
@@ -542,7 +555,8 @@ boost::asio::awaitable<void> SessionHandler::initialize_call(
   bool ok = !r.error && parse_message(r.response, m) && m.kind == MsgKind::kResponse && !m.is_error;
   std::string cache_key = InitializeCache::key(version, headers);
   if (ok) {
-    if (std::string result = InitializeCache::result_of(r.response); !result.empty())
+    if (std::string result = InitializeCache::result_of(r.response, session_mode());
+        !result.empty())
       d_.init_cache.store(cache_key, std::move(result));
   } else if (r.error && d_.cfg.serve_stale_initialize && upstream_unavailable(r.error->kind)) {
     // The client gets a session now; its calls fail fast while the upstream
@@ -560,25 +574,15 @@ boost::asio::awaitable<void> SessionHandler::initialize_call(
       ok = true;
     }
   }
-  std::string sid = ok ? d_.tokens.mint(params) : std::string();
+  if (!session_mode()) sid = ok ? d_.tokens.mint(params) : std::string();
   if (ok && sid.empty()) {
     ok = false;
     r.error = make_error(ErrorKind::kInternal, Phase::kInitialize, "initialize params too large");
-    r.response = jsonrpc_plain_error(
-        init.id, -32602,
-        "Invalid params: the initialize params (" + std::to_string(params.size()) +
-            " bytes) are too large to be carried in a session id; send at most about 20 KiB");
+    r.response = params_too_large(init.id, params.size());
   }
-  if (ok && session_mode()) {
-    // The client session's own upstream session opens now (replaying these
-    // params), so that its first call finds it ready.
-    if (auto cs = d_.tokens.verify(sid)) {
-      BridgeError err;
-      if (!sessions_.acquire(ex.loop(), *cs, headers, std::nullopt, true, &err))
-        log::warn("no upstream session for the new client session yet",
-                  {{"session", cs->tag}, {"cause", err.message()}});
-    }
-  } else if (ok) {
+  if (!ok && minted) {
+    sessions_.close(minted->id);  // the client never learns this session id
+  } else if (ok && !session_mode()) {
     d_.forwarder.prewarm(ex.loop(), sid, params, headers, std::nullopt);
   }
   if (ok) {

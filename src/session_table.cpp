@@ -34,7 +34,7 @@ std::shared_ptr<SessionUpstream> SessionTable::acquire(EventLoop& loop, const Cl
                             " client sessions hold an upstream session (--max-upstream-sessions)");
       return nullptr;
     }
-    SessionUpstream::Params p{s.id, s.tag, s.init_params, headers, log_level};
+    SessionUpstream::Params p{s.id, s.tag, s.init_params, headers, log_level, !after_initialize};
     std::string sid = s.id;
     up = std::make_shared<SessionUpstream>(loop, cfg_, metrics_, std::move(p),
                                            [this, sid](SessionUpstream* self) { forget(sid, self); });
@@ -67,9 +67,11 @@ boost::asio::awaitable<CallResult> SessionTable::call(EventLoop& loop, const Mes
                                                       std::optional<std::string> log_level,
                                                       CallSink& sink, Clock::time_point arrival) {
   CallResult out;
+  // The client's initialize opens the session and is answered by its open.
+  const bool init = req.method == "initialize";
   for (int attempt = 0;; ++attempt) {
     BridgeError err;
-    auto up = acquire(loop, s, headers, log_level, false, &err);
+    auto up = acquire(loop, s, headers, log_level, init, &err);
     if (!up) {
       out.error = err;
       out.response = jsonrpc_error_response(req.id, err, elapsed_ms(arrival), cfg_.sse_url.str());

@@ -8,6 +8,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include <nlohmann/json.hpp>
+#include <random>
 #include <set>
 
 #include "mcp_sse_bridge/event_loop.h"
@@ -27,6 +28,39 @@ namespace {
 constexpr Millis kPollSlice{1000};
 // The reader's housekeeping (ping probe, idle timeout) runs at least this often.
 constexpr Millis kReaderSlice{1000};
+// Re-opening a held session: at once, then 500 ms doubling up to 15 s.
+constexpr Millis kReopenFirst{500};
+constexpr Millis kReopenCap{15000};
+// A session that stayed up this long resets the backoff (its next drop
+// re-opens at once); one that drops sooner (a flapping upstream that accepts
+// and closes) keeps backing off.
+constexpr Millis kStableAfter{10000};
+// Resource subscriptions remembered per session (a hostile client must not
+// grow the state without bound).
+constexpr size_t kMaxSubscriptions = 256;
+
+double jitter() {
+  static thread_local std::mt19937 rng{std::random_device{}()};
+  return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+}
+
+// params.uri of a resources/subscribe or unsubscribe request, or "".
+std::string uri_of(const std::string& raw) {
+  auto j = nlohmann::json::parse(raw, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("params") || !j["params"].is_object())
+    return {};
+  auto& u = j["params"];
+  return u.contains("uri") && u["uri"].is_string() ? u["uri"].get<std::string>() : std::string();
+}
+
+// The log levels, lowest first (RFC 5424 as MCP orders them).
+int level_rank(std::string_view l) {
+  static constexpr std::string_view kLevels[] = {"debug", "info",     "notice", "warning",
+                                                 "error", "critical", "alert",  "emergency"};
+  for (int i = 0; i < 8; ++i)
+    if (l == kLevels[i]) return i;
+  return 0;
+}
 
 std::atomic<uint64_t> g_ids{0};
 std::atomic<size_t> g_running{0};
@@ -120,7 +154,8 @@ SessionUpstream::SessionUpstream(EventLoop& owner, const UpstreamConfig& cfg, Me
       metrics_(metrics),
       p_(std::move(p)),
       on_end_(std::move(on_end)),
-      last_used_(Clock::now()) {}
+      last_used_(Clock::now()),
+      backoff_(kReopenFirst, kReopenCap) {}
 
 SessionUpstream::~SessionUpstream() {
   // The channel is destroyed on the owner loop (its sockets live there).
@@ -142,29 +177,92 @@ void SessionUpstream::start() {
 asio::awaitable<void> SessionUpstream::run(std::shared_ptr<SessionUpstream> self) {
   (void)self;  // keeps the session alive while it runs
   Running running;
-  if (state_.load() != State::kOpening) co_return;  // closed before it started
-  auto ch = std::make_shared<UpstreamChannel>(ex_, cfg_, p_.headers);
-  ch_ = ch;
-  bool ok = false;
-  try {
-    ok = co_await open_steps(*ch);
-  } catch (const std::exception& e) {
-    finish(State::kFailed, make_error(ErrorKind::kInternal, Phase::kConnect,
-                                      std::string("session setup: ") + e.what()));
+  // One turn per open: the first, then one per re-open of a held session.
+  while (state_.load() == State::kOpening) {
+    auto ch = std::make_shared<UpstreamChannel>(ex_, cfg_, p_.headers);
+    ch_ = ch;
+    std::optional<BridgeError> err;
+    try {
+      bool opened = co_await open_steps(*ch, &err);
+      if (!opened && !err) co_return;  // closed meanwhile
+    } catch (const std::exception& e) {
+      err = make_error(ErrorKind::kInternal, Phase::kConnect,
+                       std::string("session setup: ") + e.what());
+    }
+    if (err) {
+      if (state_.load() != State::kOpening) co_return;  // closed meanwhile
+      // The first open's failure is the client's initialize's; a re-open
+      // retries while the session is held.
+      if (opens_ == 0 || !held()) {
+        finish(State::kFailed, std::move(*err));
+        co_return;
+      }
+      ch->abort();
+      if (ch_ == ch) ch_.reset();
+      for (auto& p : pending_) p.port->fail(*err);
+      pending_.clear();
+      Millis wait = backoff_.next(jitter());
+      log::warn("re-opening the upstream session failed (session mode); trying again",
+                {{"session", p_.tag}, {"attempt", std::to_string(backoff_.attempts())},
+                 {"in_ms", std::to_string(wait.count())}, {"cause", err->message()}});
+      BridgeError cause = *err;
+      bool go_on = co_await wait_before_reopen(wait, cause);
+      if (!go_on) co_return;
+      continue;
+    }
+    state_.store(State::kReady);
+    const auto up_since = Clock::now();
+    if (++opens_ > 1) {
+      announce_state_lost();
+    } else {
+      log::info("upstream session open (session mode)",
+                {{"session", p_.tag}, {"upstream_session", upstream_session_id()}});
+      warn_pending_ = p_.state_lost;
+      tell_state_lost();
+    }
+    auto waiting = std::move(pending_);
+    pending_.clear();
+    for (auto& p : waiting) begin(std::move(p));
+    co_await read_loop(ch);
+    // The reader ends when the session is no longer ready: closed, failed,
+    // or dropped while held (kOpening: re-open at once).
+    if (ch_ == ch) ch_.reset();
+    ch->abort();
+    if (state_.load() == State::kOpening) {
+      if (Clock::now() - up_since >= kStableAfter) backoff_.reset();
+      Millis wait = backoff_.next(jitter());  // zero after a reset: at once
+      // A named cause and a plain statement: GCC 12 mishandles temporaries
+      // in a co_await inside a short-circuit condition (a double free).
+      BridgeError cause = failure_.value_or(BridgeError{});
+      if (wait.count() > 0) {
+        bool go_on = co_await wait_before_reopen(wait, cause);
+        if (!go_on) co_return;
+      }
+    }
   }
-  if (!ok) co_return;
-  state_.store(State::kReady);
-  log::info("upstream session open (session mode)",
-            {{"session", p_.tag}, {"upstream_session", upstream_session_id()}});
-  auto waiting = std::move(pending_);
-  pending_.clear();
-  for (auto& p : waiting) begin(std::move(p));
-  co_await read_loop(std::move(ch));
 }
 
-asio::awaitable<bool> SessionUpstream::open_steps(UpstreamChannel& ch) {
+asio::awaitable<bool> SessionUpstream::wait_before_reopen(Millis d, const BridgeError& cause) {
+  auto until = Deadline::after(d);
+  backoff_timer_ = std::make_unique<asio::steady_timer>(ex_);
+  while (state_.load() == State::kOpening && pending_.empty() && !until.reached()) {
+    if (!held()) {
+      backoff_timer_.reset();
+      finish(State::kFailed, cause);
+      co_return false;
+    }
+    // Re-checked every slice: a GET stream that went away ends the wait.
+    backoff_timer_->expires_at(Deadline::earliest(until, Deadline::after(kReaderSlice)).when());
+    (void)co_await backoff_timer_->async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+  backoff_timer_.reset();
+  co_return state_.load() == State::kOpening;
+}
+
+asio::awaitable<bool> SessionUpstream::open_steps(UpstreamChannel& ch,
+                                                  std::optional<BridgeError>* err) {
   auto fail = [&](BridgeError e) {
-    finish(State::kFailed, std::move(e));
+    *err = std::move(e);
     return false;
   };
   auto st = co_await ch.open(Deadline::after(cfg_.connect_timeout), cfg_.endpoint_timeout,
@@ -179,6 +277,10 @@ asio::awaitable<bool> SessionUpstream::open_steps(UpstreamChannel& ch) {
   std::string init_id = own_id("init");
   auto r = co_await roundtrip(ch, make_request(init_id, "initialize", p_.init_params), init_id, d);
   if (!r) co_return fail(r.error());
+  if (opens_ == 0) {
+    init_response_ = r->raw;
+    init_refused_ = r->is_error;
+  }
   if (r->is_error)
     co_return fail(make_error(ErrorKind::kRejected, Phase::kInitialize,
                               "upstream refused the replayed initialize: " + r->raw.substr(0, 300)));
@@ -190,6 +292,20 @@ asio::awaitable<bool> SessionUpstream::open_steps(UpstreamChannel& ch) {
     auto lr = co_await roundtrip(ch, make_request(id, "logging/setLevel", *p_.log_level), id,
                                  Deadline::after(cfg_.initialize_timeout));
     if (!lr) co_return fail(lr.error());
+  }
+  // Every remembered subscription, again (a refused one is forgotten).
+  for (auto it = subscriptions_.begin(); it != subscriptions_.end();) {
+    std::string id = own_id("subscribe");
+    std::string body = make_request(id, "resources/subscribe", R"({"uri":)" + json_quote(*it) + "}");
+    auto sr = co_await roundtrip(ch, body, id, Deadline::after(cfg_.initialize_timeout));
+    if (!sr) co_return fail(sr.error());
+    if (sr->is_error) {
+      log::warn("upstream refused a replayed resources/subscribe; forgotten",
+                {{"session", p_.tag}, {"uri", it->substr(0, 200)}, {"answer", sr->raw.substr(0, 200)}});
+      it = subscriptions_.erase(it);
+    } else {
+      ++it;
+    }
   }
   co_return state_.load() == State::kOpening;
 }
@@ -226,14 +342,15 @@ asio::awaitable<void> SessionUpstream::read_loop(std::shared_ptr<UpstreamChannel
   while (state_.load() == State::kReady) {
     auto now = Clock::now();
     if (ping_id_ && ping_deadline_.reached()) {
-      finish(State::kFailed,
-             make_error(ErrorKind::kUnresponsive, Phase::kRequest,
+      drop(make_error(ErrorKind::kUnresponsive, Phase::kRequest,
                         "stream silent for " +
                             format_duration(std::chrono::duration_cast<Millis>(now - ch->last_activity())) +
                             " and ping unanswered within " + format_duration(cfg_.ping_timeout)));
       co_return;
     }
-    if (!ping_id_ && !calls_.empty() && cfg_.ping_interval.count() > 0 &&
+    // Probed whether or not a call waits: an idle session's dead path is
+    // found before the next call (or, when held, re-opened before it).
+    if (!ping_id_ && cfg_.ping_interval.count() > 0 &&
         now - ch->last_activity() >= cfg_.ping_interval) {
       ping_id_ = own_id("ping");
       ping_deadline_ = Deadline::after(cfg_.ping_timeout);
@@ -250,7 +367,7 @@ asio::awaitable<void> SessionUpstream::read_loop(std::shared_ptr<UpstreamChannel
     }
     auto wake = Deadline::after(kReaderSlice);
     if (ping_id_) wake = Deadline::earliest(wake, ping_deadline_);
-    else if (!calls_.empty() && cfg_.ping_interval.count() > 0)
+    else if (cfg_.ping_interval.count() > 0)
       wake = Deadline::earliest(wake, Deadline::at(ch->last_activity() + cfg_.ping_interval));
     // The idle deadline only counts while nothing uses the session: with a
     // GET stream open past it, it would be in the past on every turn.
@@ -262,7 +379,7 @@ asio::awaitable<void> SessionUpstream::read_loop(std::shared_ptr<UpstreamChannel
     if (state_.load() != State::kReady) co_return;
     if (!m) {
       if (m.error().kind == ErrorKind::kTimeout || m.error().kind == ErrorKind::kCancelled) continue;
-      finish(State::kFailed, m.error());
+      drop(m.error());
       co_return;
     }
     dispatch(*m);
@@ -304,11 +421,17 @@ void SessionUpstream::begin(Pending p) {
   auto st = state_.load();
   if (st == State::kOpening) {
     pending_.push_back(std::move(p));
+    if (backoff_timer_) backoff_timer_->cancel();  // a call needs it: try now
     return;
   }
   if (st != State::kReady) {
     p.port->fail(failure_ ? *failure_
                           : make_error(ErrorKind::kClosed, Phase::kConnect, "upstream session closed"));
+    return;
+  }
+  if (p.open_only) {  // the client's initialize: the open answered it
+    if (auto r = with_id(init_response_, p.id)) answer_call(p.port, *r);
+    else p.port->fail(make_error(ErrorKind::kProtocol, Phase::kInitialize, "bad initialize answer"));
     return;
   }
   if (calls_.count(p.id)) {
@@ -317,13 +440,15 @@ void SessionUpstream::begin(Pending p) {
                                 " is already in flight on this client session"));
     return;
   }
+  if (!note_subscription(p)) return;
   calls_[p.id] = p.port;
   if (!p.token.empty()) tokens_[p.token] = p.id;
   p.port->sent.store(true);
   std::weak_ptr<SessionUpstream> weak = weak_from_this();
   auto port = p.port;
   std::string id = p.id;
-  enqueue(std::move(p.raw), p.deadline, [weak, port, id](const Status& s) {
+  int opens = opens_;
+  enqueue(std::move(p.raw), p.deadline, [weak, port, id, opens](const Status& s) {
     if (s) return;
     auto self = weak.lock();
     const BridgeError& e = s.error();
@@ -331,8 +456,10 @@ void SessionUpstream::begin(Pending p) {
     port->fail(e);
     if (!self) return;
     self->end_call(port, id);
-    // The session is gone (404) or its stream ended: every call fails.
-    if (e.kind == ErrorKind::kClosed || e.http_status == 404) self->finish(State::kFailed, e);
+    // The session is gone (404) or its stream ended: every call fails (not
+    // a session re-opened since this POST was queued).
+    if ((e.kind == ErrorKind::kClosed || e.http_status == 404) && self->opens_ == opens)
+      self->drop(e);
   });
 }
 
@@ -346,6 +473,7 @@ void SessionUpstream::end_call(const std::shared_ptr<SessionCallPort>& port, con
   auto it = calls_.find(id);
   if (it == calls_.end() || it->second != port) return;
   calls_.erase(it);
+  subscribing_.erase(id);
   for (auto t = tokens_.begin(); t != tokens_.end();)
     t = t->second == id ? tokens_.erase(t) : std::next(t);
 }
@@ -371,6 +499,10 @@ void SessionUpstream::dispatch(Message& m) {
       ping_deadline_ = Deadline::never();
       return;
     case SessionRoute::kCall:
+      if (auto sub = subscribing_.find(m.id); id_is_call && sub != subscribing_.end()) {
+        if (!m.is_error) subscriptions_.insert(sub->second);
+        subscribing_.erase(sub);
+      }
       if (id_is_call) calls_[m.id]->push(std::move(m));
       else calls_[tokens_[m.progress_token]]->push(std::move(m));
       return;
@@ -464,12 +596,20 @@ void SessionUpstream::finish(State st, BridgeError e) {
   state_.store(st);
   failure_ = e;
   for (auto& [id, port] : calls_) port->fail(e);
-  for (auto& p : pending_) p.port->fail(e);
+  for (auto& p : pending_) {
+    // The upstream refused the client's initialize: the client gets that answer.
+    std::optional<std::string> refusal;
+    if (p.open_only && init_refused_) refusal = with_id(init_response_, p.id);
+    if (refusal) answer_call(p.port, *refusal);
+    else p.port->fail(e);
+  }
   size_t n = calls_.size() + pending_.size();
   calls_.clear();
   tokens_.clear();
   pending_.clear();
   server_requests_.clear();
+  subscribing_.clear();
+  if (backoff_timer_) backoff_timer_->cancel();
   // The reader and writer end; they hold the channel until then (so it is
   // destroyed on this loop).
   if (ch_) ch_->abort();
@@ -487,6 +627,102 @@ void SessionUpstream::finish(State st, BridgeError e) {
   if (on_end_) on_end_(this);
 }
 
+// Owner loop: the stream is gone. Calls in flight fail at once; a held
+// session re-opens (run() sees kOpening), any other fails.
+void SessionUpstream::drop(BridgeError e) {
+  if (state_.load() != State::kReady) return;
+  if (!held()) return finish(State::kFailed, std::move(e));
+  state_.store(State::kOpening);
+  failure_ = e;
+  for (auto& [id, port] : calls_) port->fail(e);
+  size_t n = calls_.size();
+  calls_.clear();
+  tokens_.clear();
+  subscribing_.clear();
+  // Server requests of the old session cannot be answered any more.
+  server_requests_.clear();
+  ping_id_.reset();
+  ping_deadline_ = Deadline::never();
+  if (ch_) ch_->abort();
+  log::warn("upstream session dropped (session mode): its calls fail; re-opening it for the "
+            "client's GET stream and subscriptions",
+            {{"session", p_.tag}, {"upstream_session", upstream_session_id()},
+             {"calls", std::to_string(n)}, {"subscriptions", std::to_string(subscriptions_.size())},
+             {"cause", e.message()}});
+}
+
+bool SessionUpstream::held() const {
+  return (stream_ && stream_->open()) || !subscriptions_.empty();
+}
+
+void SessionUpstream::announce_state_lost() {
+  metrics_.session_state_lost();
+  log::warn("upstream session re-opened (session mode): server-side session state was lost; "
+            "initialize, log level and subscriptions replayed",
+            {{"session", p_.tag}, {"upstream_session", upstream_session_id()},
+             {"subscriptions", std::to_string(subscriptions_.size())}});
+  warn_pending_ = true;
+  tell_state_lost();
+}
+
+void SessionUpstream::tell_state_lost() {
+  if (!warn_pending_ || !stream_ || !stream_->open()) return;
+  warn_pending_ = false;
+  // Below the client's log level the warning is not sent (it asked not to).
+  if (p_.log_level) {
+    auto j = nlohmann::json::parse(*p_.log_level, nullptr, false);
+    if (!j.is_discarded() && j.is_object() && j.contains("level") && j["level"].is_string() &&
+        level_rank(j["level"].get<std::string>()) > level_rank("warning"))
+      return;
+  }
+  nlohmann::ordered_json n = {
+      {"jsonrpc", "2.0"},
+      {"method", "notifications/message"},
+      {"params",
+       {{"level", "warning"},
+        {"logger", "mcp-sse-bridge"},
+        {"data",
+         {{"message",
+           "the upstream session was lost and a new one was opened: server-side session state "
+           "(anything the server kept for this session) is gone; log level and " +
+               std::to_string(subscriptions_.size()) + " resource subscription(s) were restored"},
+          {"event", "upstream_session_reopened"},
+          {"subscriptions", subscriptions_.size()}}}}}};
+  stream_->deliver(n.dump());
+}
+
+bool SessionUpstream::note_subscription(const Pending& p) {
+  bool sub = p.raw.find("resources/subscribe") != std::string::npos;
+  bool unsub = p.raw.find("resources/unsubscribe") != std::string::npos;
+  if (!sub && !unsub) return true;
+  Message m;
+  if (!parse_message(p.raw, m) || m.kind != MsgKind::kRequest) return true;
+  if (m.method == "resources/unsubscribe") {
+    // Forgotten at once: the client wants no more updates, whatever the answer.
+    subscriptions_.erase(uri_of(p.raw));
+    return true;
+  }
+  if (m.method != "resources/subscribe") return true;
+  std::string uri = uri_of(p.raw);
+  if (uri.empty()) return true;  // the upstream answers the bad params
+  if (!subscriptions_.count(uri) && subscriptions_.size() + subscribing_.size() >= kMaxSubscriptions) {
+    answer_call(p.port, jsonrpc_plain_error(p.id, -32000,
+                                            "mcp-sse-bridge keeps at most " +
+                                                std::to_string(kMaxSubscriptions) +
+                                                " resource subscriptions per session"));
+    return false;
+  }
+  subscribing_[p.id] = std::move(uri);
+  return true;
+}
+
+void SessionUpstream::answer_call(const std::shared_ptr<SessionCallPort>& port,
+                                  const std::string& raw) {
+  Message m;
+  if (parse_message(raw, m)) port->push(std::move(m));
+  else port->fail(make_error(ErrorKind::kProtocol, Phase::kRequest, "bad answer"));
+}
+
 // ---- any thread -------------------------------------------------------------------
 
 void SessionUpstream::attach_stream(std::shared_ptr<StandaloneStream> s) {
@@ -498,6 +734,7 @@ void SessionUpstream::attach_stream(std::shared_ptr<StandaloneStream> s) {
     if (self->stream_) self->stream_->end();  // one per session: the newer wins
     self->stream_ = std::move(s);
     self->last_used_ = Clock::now();
+    if (self->state_.load() == State::kReady) self->tell_state_lost();
   });
 }
 
@@ -547,7 +784,8 @@ asio::awaitable<CallResult> SessionUpstream::call(EventLoop& loop, const Message
   out.attempts = 1;
   Deadline deadline = Deadline::at(arrival + cfg_.request_timeout);
   const Deadline hard = Deadline::at(arrival + cfg_.max_request_timeout);
-  asio::post(ex_, [self, p = Pending{port, req.id, req.progress_token, req.raw, deadline}]() mutable {
+  asio::post(ex_, [self, p = Pending{port, req.id, req.progress_token, req.raw, deadline,
+                                     req.method == "initialize"}]() mutable {
     self->begin(std::move(p));
   });
   std::set<std::string> forwarded;  // bridge ids of server requests on this call's stream

@@ -28,11 +28,12 @@ class InitializeCache {
   static std::string key(std::string_view protocol_version, std::string_view upstream_headers);
 
   // Takes a successful upstream initialize response and returns its `result`
-  // as JSON text, to be stored ("" when it is not one). Nothing can deliver
-  // resource updates through the bridge: `capabilities.resources.subscribe`
-  // is removed from the result and, when present, from `response` (other
-  // bytes of the response stay as they were).
-  static std::string result_of(std::string& response);
+  // as JSON text, to be stored ("" when it is not one). Unless
+  // `keep_subscribe` (session mode, which forwards subscriptions), nothing can
+  // deliver resource updates through the bridge: `capabilities.resources.
+  // subscribe` is removed from the result and, when present, from `response`
+  // (other bytes of the response stay as they were).
+  static std::string result_of(std::string& response, bool keep_subscribe = false);
 
   // Remembers a successful upstream result (the JSON text of `result`).
   void store(const std::string& key, std::string result_json);

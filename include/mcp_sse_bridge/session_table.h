@@ -45,7 +45,9 @@ class SessionTable {
 
   // Runs one request of client session `s` on its upstream session (see
   // SessionUpstream::call). A call whose session failed before its request
-  // could reach the upstream is tried once more on a fresh session.
+  // could reach the upstream is tried once more on a fresh session. The
+  // client's initialize (with `s` minted from its params) opens the session
+  // and gets the upstream's own initialize answer: one upstream connect.
   boost::asio::awaitable<CallResult> call(EventLoop& loop, const Message& req,
                                           const ClientSession& s, std::string headers,
                                           std::optional<std::string> log_level, CallSink& sink,

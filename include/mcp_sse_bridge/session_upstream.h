@@ -1,8 +1,11 @@
 // SessionUpstream (session mode): the one upstream SSE session of one client
 // session, shared by all of its calls at once. Opened on the event loop that
-// creates it (its owner loop) by replaying the client's initialize params,
-// notifications/initialized and the remembered logging/setLevel; then a
-// reader coroutine reads the stream continuously and dispatches each message
+// creates it (its owner loop) by the client's initialize itself (the
+// upstream's answer is the client's answer: one upstream connect per client
+// session), followed by notifications/initialized; a re-open replays the
+// client's initialize params, notifications/initialized, the remembered
+// logging/setLevel and every resources/subscribe. Then a reader coroutine
+// reads the stream continuously and dispatches each message
 // (route_upstream_message):
 //   a response                  → the call waiting for that id (client ids are
 //                                 unique within a client session, so requests
@@ -13,10 +16,23 @@
 //   server→client requests        else the session's GET stream
 //   other notifications         → the GET stream (dropped and counted if none)
 //   an upstream ping            → answered by the bridge
-// A silent stream with calls in flight is probed with an MCP ping
-// (--ping-interval / --ping-timeout). When the stream ends or fails, every
-// call in flight gets its error at once and the session is failed; the table
-// then forgets it and the next call opens a new one (state lost).
+// A stream silent for --ping-interval is probed with an MCP ping, with or
+// without calls in flight (so a dead path is found before the next call);
+// no reply within --ping-timeout is a drop.
+//
+// Drops. When the stream ends or fails (or the probe goes unanswered), every
+// call in flight gets its error at once. Then:
+//   held (a GET stream is open or a subscription is remembered): the session
+//     re-opens itself at once and then with capped backoff (ReopenBackoff)
+//     until it is back, closed, or no longer held; calls that arrive
+//     meanwhile wait for the next attempt (they start it at once) and fail
+//     with its error. After a re-open the client is told that server-side
+//     state was lost: a notifications/message warning (logger
+//     "mcp-sse-bridge") on the GET stream, a log line, and
+//     mcp_bridge_session_state_lost_total.
+//   not held: the session fails; the table forgets it and the next call
+//     opens a new one (state lost: logged and counted by the table; the
+//     warning goes to the GET stream once one is attached).
 //
 // Threading: the channel, the id maps and the GET stream pointer live on the
 // owner loop. Calls run on their own loops (call()); everything they ask of
@@ -27,6 +43,7 @@
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include <atomic>
 #include <deque>
@@ -34,6 +51,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -43,6 +61,7 @@
 #include "mcp_sse_bridge/error.h"
 #include "mcp_sse_bridge/forwarder.h"
 #include "mcp_sse_bridge/jsonrpc.h"
+#include "mcp_sse_bridge/reopen_backoff.h"
 
 namespace msb {
 
@@ -70,7 +89,8 @@ SessionRoute route_upstream_message(const Message& m, size_t calls_in_flight, bo
 class SessionUpstream : public std::enable_shared_from_this<SessionUpstream> {
  public:
   enum class State {
-    kOpening,  // connect, endpoint, replayed initialize: calls queue
+    kOpening,  // connect, endpoint, (replayed) setup; also a re-open after a
+               // drop while held: calls queue
     kReady,    // calls are forwarded
     kFailed,   // the stream ended or failed: calls fail, the table forgets it
     kClosed,   // closed by DELETE, idle timeout or stop
@@ -81,6 +101,10 @@ class SessionUpstream : public std::enable_shared_from_this<SessionUpstream> {
     std::string init_params;     // the client's initialize params (JSON)
     std::string headers;         // "Name: value\r\n" lines sent upstream
     std::optional<std::string> log_level;  // the latest logging/setLevel params
+    // Opened for a client session whose upstream session was lost (another
+    // replica's, a restart, a failed one), not by its initialize: the client
+    // is warned on its GET stream (the table logs and counts it).
+    bool state_lost = false;
   };
 
   // `on_end` runs on the owner loop once the session has failed or closed.
@@ -93,7 +117,9 @@ class SessionUpstream : public std::enable_shared_from_this<SessionUpstream> {
   void start();
 
   // Runs one client request on this session; the coroutine runs on `loop`
-  // (the caller's). Ends with the response, the session's failure (at once,
+  // (the caller's). The client's initialize (the one whose params opened
+  // the session) is not sent again: it waits for the open and gets the
+  // upstream's initialize answer with its own id. Ends with the response, the session's failure (at once,
   // with the stream's error kind and phase), the call's deadline
   // (request_timeout from `arrival`, extended by progress up to
   // max_request_timeout) or the client's departure/cancellation (then
@@ -130,6 +156,7 @@ class SessionUpstream : public std::enable_shared_from_this<SessionUpstream> {
     std::shared_ptr<SessionCallPort> port;
     std::string id, token, raw;
     Deadline deadline;
+    bool open_only = false;  // the client's initialize: answered by the open
   };
   struct Write {
     std::string body;
@@ -140,7 +167,13 @@ class SessionUpstream : public std::enable_shared_from_this<SessionUpstream> {
 
   // Owner loop only, below.
   boost::asio::awaitable<void> run(std::shared_ptr<SessionUpstream> self);
-  boost::asio::awaitable<bool> open_steps(UpstreamChannel& ch);
+  // Between re-open attempts: sleeps the backoff, cut short by a call that
+  // needs the session or by close(). False when the session ended (closed,
+  // or no longer held: then failed with `cause`).
+  boost::asio::awaitable<bool> wait_before_reopen(Millis d, const BridgeError& cause);
+  // The setup steps; false with *err set on failure (false without it:
+  // closed meanwhile).
+  boost::asio::awaitable<bool> open_steps(UpstreamChannel& ch, std::optional<BridgeError>* err);
   boost::asio::awaitable<Expected<Message>> roundtrip(UpstreamChannel& ch, const std::string& body,
                                                       const std::string& id, Deadline d);
   boost::asio::awaitable<void> read_loop(std::shared_ptr<UpstreamChannel> ch);
@@ -156,6 +189,18 @@ class SessionUpstream : public std::enable_shared_from_this<SessionUpstream> {
   void answer(const Message& m);
   void enqueue(std::string body, Deadline d, std::function<void(const Status&)> done = {});
   void finish(State st, BridgeError e);
+  // The stream is gone: calls fail with `e` at once; a held session re-opens
+  // (state kOpening), any other fails.
+  void drop(BridgeError e);
+  // Held for listeners: a re-open is worth it without a call.
+  bool held() const;
+  void announce_state_lost();
+  // Sends the pending state-lost warning to the GET stream, if one is open.
+  void tell_state_lost();
+  // resources/subscribe and unsubscribe: remembered for the re-open. False
+  // (and the call answered with an error) past kMaxSubscriptions.
+  bool note_subscription(const Pending& p);
+  void answer_call(const std::shared_ptr<SessionCallPort>& port, const std::string& raw);
   bool client_has_capability(std::string_view method, std::string* why);
   bool idle(Clock::time_point now) const;
 
@@ -183,6 +228,14 @@ class SessionUpstream : public std::enable_shared_from_this<SessionUpstream> {
   bool writing_ = false;
   Clock::time_point last_used_;
   std::optional<std::string> caps_;  // the client's capabilities (JSON), parsed once
+  std::set<std::string> subscriptions_;  // resource URIs, replayed on a re-open
+  std::unordered_map<std::string, std::string> subscribing_;  // request id -> URI, until answered
+  std::string init_response_;  // the upstream's answer to the first initialize
+  bool init_refused_ = false;  // ... a JSON-RPC error: the client gets it as is
+  int opens_ = 0;              // successful opens (> 1: re-opened, state lost)
+  bool warn_pending_ = false;  // state lost, the client's GET stream not told yet
+  ReopenBackoff backoff_;
+  std::unique_ptr<boost::asio::steady_timer> backoff_timer_;  // while waiting to re-open
 
   mutable std::mutex id_mu_;
   std::string upstream_session_id_;  // for logs

@@ -126,6 +126,27 @@ test('every option on: all resources, args for every feature, TCP probes under m
   assert.equal(sm.spec.endpoints[0].authorization.type, 'Bearer');
 });
 
+test('session affinity: the Ingress hashes on Mcp-Session-Id only when asked; needs an Ingress', () => {
+  const hashKey = 'nginx.ingress.kubernetes.io/upstream-hash-by';
+  const ingressOf = (docs) => docs.find((d) => d.kind === 'Ingress');
+  const on = render(['--set', 'upstream.url=http://u:1/sse', '--set', 'upstream.mode=session',
+    '--set', 'ingress.enabled=true', '--set', 'sessionAffinity.byMcpSessionId=true']);
+  const ann = ingressOf(on).metadata.annotations;
+  assert.equal(ann[hashKey], '$http_mcp_session_id');
+  // The SSE-friendly annotations stay.
+  assert.equal(ann['nginx.ingress.kubernetes.io/proxy-buffering'], 'off');
+  const off = render(['--set', 'upstream.mode=session', '--set', 'ingress.enabled=true']);
+  assert.equal(ingressOf(off).metadata.annotations[hashKey], undefined);
+  assert.equal(ingressOf(render(['-f', allValues])).metadata.annotations[hashKey], '$http_mcp_session_id');
+  // Without an Ingress the option would silently do nothing: refused.
+  const r = helmRun(['template', 'rel', chart, '--set', 'sessionAffinity.byMcpSessionId=true']);
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /sessionAffinity.byMcpSessionId needs ingress.enabled/);
+  // A typo in the option is refused by the schema.
+  const typo = helmRun(['template', 'rel', chart, '--set', 'sessionAffinity.byMcpSesionId=true']);
+  assert.notEqual(typo.status, 0);
+});
+
 test('the binary accepts the rendered args (--check-config), default and every option on', () => {
   for (const extra of [[], ['-f', allValues]]) {
     const { args } = localArgs(render(extra));

@@ -370,3 +370,270 @@ TEST_CASE("call mode (the default): GET is 405 and calls do not share an upstrea
   CHECK(count(h, sid, 1) == "1");  // the test config has no warm pool: one session per call
   CHECK(count(h, sid, 2) == "1");
 }
+
+namespace {
+
+json rpc(json id, const std::string& method, json params) {
+  return {{"jsonrpc", "2.0"}, {"id", id}, {"method", method}, {"params", std::move(params)}};
+}
+
+bool has_update(const std::vector<json>& ms, const std::string& uri, size_t from = 0) {
+  for (size_t i = from; i < ms.size(); ++i)
+    if (ms[i].value("method", "") == "notifications/resources/updated" &&
+        ms[i]["params"].value("uri", "") == uri)
+      return true;
+  return false;
+}
+
+const json* state_lost_warning(const std::vector<json>& ms) {
+  for (auto& m : ms)
+    if (m.value("method", "") == "notifications/message" &&
+        m["params"].value("logger", "") == "mcp-sse-bridge" &&
+        m["params"].value("level", "") == "warning")
+      return &m;
+  return nullptr;
+}
+
+// The upstream changes resource `uri`; "notified N" (N subscribed sessions).
+std::string touch(Harness& h, const std::string&, json, const std::string& uri) {
+  return "notified " + std::to_string(h.upstream().touch_resource(uri));
+}
+
+}  // namespace
+
+TEST_CASE("session mode: initialize goes over the client session's own upstream session (one connect)") {
+  Harness h({}, [](msb::Config& c) {
+    c.upstream.mode = msb::UpstreamMode::kSession;
+    c.serve_stale_initialize = false;
+  });
+  std::string sid = h.initialize();
+  CHECK(h.upstream().sessions_opened() == 1);
+  CHECK(count(h, sid, 1) == "1");
+  CHECK(count(h, sid, 2) == "2");
+  CHECK(h.upstream().sessions_opened() == 1);
+  CHECK(h.upstream().premature_requests() == 0);
+  // The upstream unreachable: the client gets the error with its id, and no
+  // session id.
+  h.faults().sse_status = 503;
+  auto r = h.post(init_body(), "");
+  CHECK(r.status == 200);
+  CHECK(r.session_id.empty());
+  REQUIRE(!r.messages.empty());
+  CHECK(r.last().contains("error"));
+  h.faults().sse_status = 0;
+  CHECK(count(h, sid, 3) == "3");  // the first session is untouched
+}
+
+TEST_CASE("session mode: resources/subscribe is forwarded; updates flow to the GET stream until unsubscribe") {
+  Harness h({}, session_mode);
+  auto init = h.post(init_body(), "");
+  REQUIRE(init.status == 200);
+  REQUIRE(!init.messages.empty());
+  // Session mode keeps the upstream's resources.subscribe (call mode strips it).
+  const json::json_pointer subscribe_cap("/result/capabilities/resources/subscribe");
+  REQUIRE(init.last().contains(subscribe_cap));
+  CHECK(init.last()[subscribe_cap] == true);
+  std::string sid = h.initialize();
+  GetStream g(h.port(), sid);
+  REQUIRE(g.read_until([&](auto&) { return g.status() != 0; }, 2000ms));
+  auto sub = h.post(rpc(1, "resources/subscribe", {{"uri", "example://a"}}).dump(), sid);
+  REQUIRE(!sub.messages.empty());
+  CHECK(sub.last()["id"] == 1);
+  CHECK(sub.last().contains("result"));
+  CHECK(touch(h, sid, 2, "example://a") == "notified 1");
+  auto t0 = SteadyClock::now();
+  CHECK(g.read_until([](auto& ms) { return has_update(ms, "example://a"); }, 1000ms));
+  CHECK(ms_since(t0) < 1000);
+  CHECK(touch(h, sid, 3, "example://b") == "notified 0");  // not subscribed
+  auto un = h.post(rpc(4, "resources/unsubscribe", {{"uri", "example://a"}}).dump(), sid);
+  REQUIRE(!un.messages.empty());
+  CHECK(un.last().contains("result"));
+  size_t seen = g.messages().size();
+  CHECK(touch(h, sid, 5, "example://a") == "notified 0");
+  CHECK_FALSE(g.read_until([&](auto& ms) { return has_update(ms, "example://a", seen); }, 300ms));
+}
+
+TEST_CASE("session mode: call mode still refuses resources/subscribe and strips the capability") {
+  Harness h;
+  auto init = h.post(init_body(), "");
+  REQUIRE(!init.messages.empty());
+  CHECK(init.last().contains(json::json_pointer("/result/capabilities/resources")));
+  CHECK_FALSE(init.last().contains(json::json_pointer("/result/capabilities/resources/subscribe")));
+  std::string sid = h.initialize();
+  auto sub = h.post(rpc(1, "resources/subscribe", {{"uri", "example://a"}}).dump(), sid);
+  REQUIRE(!sub.messages.empty());
+  CHECK(sub.last()["error"]["code"] == -32601);
+}
+
+TEST_CASE("session mode: after a drop a held session re-opens at once, replays its state and says so") {
+  Harness h({}, session_mode);
+  std::string sid = h.initialize();
+  auto lvl = h.post(rpc("lvl", "logging/setLevel", {{"level", "warning"}}).dump(), sid);
+  REQUIRE(!lvl.messages.empty());
+  CHECK(lvl.last().contains("result"));
+  GetStream g(h.port(), sid);
+  REQUIRE(g.read_until([&](auto&) { return g.status() != 0; }, 2000ms));
+  auto sub = h.post(rpc(1, "resources/subscribe", {{"uri", "example://a"}}).dump(), sid);
+  REQUIRE(!sub.messages.empty());
+  CHECK(count(h, sid, 2) == "1");
+  CHECK(count(h, sid, 3) == "2");
+  int opened = h.upstream().sessions_opened();
+  auto call = std::async(std::launch::async, [&h, &sid] {
+    return h.call_tool(sid, "long", "sleep", {{"ms", 5000}});
+  });
+  std::this_thread::sleep_for(200ms);
+  auto t0 = SteadyClock::now();
+  h.upstream().kill_streams();
+  REQUIRE(call.wait_for(5s) == std::future_status::ready);
+  auto r = call.get();
+  auto fail_ms = ms_since(t0);
+  MESSAGE("mid-call drop failed the call in " << fail_ms << " ms");
+  CHECK(fail_ms < 1500);
+  check_bridge_error(r, "long", "upstream_closed", "request");
+  // Re-opened without a call: the warning reaches the GET stream.
+  CHECK(g.read_until([](auto& ms) { return state_lost_warning(ms) != nullptr; }, 2000ms));
+  auto reopen_ms = ms_since(t0);
+  MESSAGE("state-lost warning on the GET stream " << reopen_ms << " ms after the drop");
+  CHECK(reopen_ms < 1500);
+  CHECK(h.upstream().sessions_opened() == opened + 1);
+  if (auto* w = state_lost_warning(g.messages()))
+    CHECK(w->dump().find("upstream_session_reopened") != std::string::npos);
+  CHECK(series(scrape(h.port()), "mcp_bridge_session_state_lost_total") == 1);
+  // The next call succeeds on the new upstream session (its state is new),
+  // the subscription resumed and the log level was replayed.
+  t0 = SteadyClock::now();
+  CHECK(count(h, sid, 4) == "1");
+  CHECK(ms_since(t0) < 500);
+  size_t seen = g.messages().size();
+  CHECK(touch(h, sid, 5, "example://a") == "notified 1");
+  CHECK(g.read_until([&](auto& ms) { return has_update(ms, "example://a", seen); }, 1000ms));
+  auto lg = h.call_tool(sid, 6, "log", {{"level", "info"}, {"text", "below warning"}});
+  REQUIRE(!lg.messages.empty());
+  CHECK(text_of(lg.last()) == "filtered");
+  CHECK(h.upstream().premature_requests() == 0);
+}
+
+TEST_CASE("session mode: a held session re-opens with backoff while the upstream is down") {
+  Harness h({}, session_mode);
+  std::string sid = h.initialize();
+  GetStream g(h.port(), sid);
+  REQUIRE(g.read_until([&](auto&) { return g.status() != 0; }, 2000ms));
+  int opened = h.upstream().sse_requests();
+  h.faults().sse_status = 503;
+  h.upstream().kill_streams();
+  // At once, then 500 ms, then 1 s: about three attempts in 1.2 s, not a storm.
+  std::this_thread::sleep_for(1200ms);
+  int attempts = h.upstream().sse_requests() - opened;
+  MESSAGE("re-open attempts in 1.2 s while the upstream refuses: " << attempts);
+  CHECK(attempts >= 2);
+  CHECK(attempts <= 4);
+  // A call meanwhile does not wait for the backoff: it starts an attempt
+  // and fails fast with its error.
+  auto t0 = SteadyClock::now();
+  auto r = h.call_tool(sid, 1, "count", json::object());
+  CHECK(ms_since(t0) < 1000);
+  REQUIRE(!r.messages.empty());
+  CHECK(r.last().contains("error"));
+  h.faults().sse_status = 0;
+  // Back without any call.
+  CHECK(g.read_until([](auto& ms) { return state_lost_warning(ms) != nullptr; }, 4000ms));
+  CHECK(count(h, sid, 2) == "1");
+}
+
+TEST_CASE("session mode: a session with no GET stream and no subscription re-opens on the next call") {
+  Harness h({}, session_mode);
+  std::string sid = h.initialize();
+  CHECK(count(h, sid, 1) == "1");
+  int opened = h.upstream().sessions_opened();
+  h.upstream().kill_streams();
+  std::this_thread::sleep_for(500ms);
+  CHECK(h.upstream().sessions_opened() == opened);  // nobody listens: no re-open yet
+  CHECK(count(h, sid, 2) == "1");
+  CHECK(h.upstream().sessions_opened() == opened + 1);
+  CHECK(series(scrape(h.port()), "mcp_bridge_session_state_lost_total") == 1);
+}
+
+TEST_CASE("session mode: an idle upstream session is probed with ping, so a dead path is found before the next call") {
+  Harness h({}, session_mode);  // --ping-interval 400ms, --ping-timeout 300ms
+  std::string sid = h.initialize();
+  CHECK(count(h, sid, 1) == "1");
+  h.upstream().silence_sessions();
+  // Found dead (and forgotten) within ping interval + timeout (0.7 s; the
+  // bound leaves room for sanitizer builds), with no call.
+  CHECK(wait_for([&] { return h.upstream().open_streams() == 0; }, 3000ms));
+  auto t0 = SteadyClock::now();
+  // Straight to a fresh session: a call sent to the dead one would fail
+  // (upstream_unresponsive after the probe, not retried) instead of "1".
+  CHECK(count(h, sid, 2) == "1");
+  CHECK(ms_since(t0) < 1000);
+}
+
+TEST_CASE("session mode: a held idle session found dead by the ping is re-opened before the next call") {
+  Harness h({}, session_mode);
+  std::string sid = h.initialize();
+  GetStream g(h.port(), sid);
+  REQUIRE(g.read_until([&](auto&) { return g.status() != 0; }, 2000ms));
+  h.upstream().silence_sessions();
+  CHECK(g.read_until([](auto& ms) { return state_lost_warning(ms) != nullptr; }, 3000ms));
+  auto t0 = SteadyClock::now();
+  CHECK(count(h, sid, 1) == "1");  // on the re-opened session, no probe to wait for
+  CHECK(ms_since(t0) < 1000);
+}
+
+TEST_CASE("session mode: ping interval 0 disables the idle probe") {
+  Harness h({}, [](msb::Config& c) {
+    c.upstream.mode = msb::UpstreamMode::kSession;
+    c.upstream.ping_interval = 0ms;
+  });
+  std::string sid = h.initialize();
+  CHECK(count(h, sid, 1) == "1");
+  h.upstream().silence_sessions();
+  std::this_thread::sleep_for(1000ms);
+  CHECK(h.upstream().open_streams() == 1);
+}
+
+TEST_CASE("session mode: another replica (same secret) opens a fresh upstream session for a session it does not hold") {
+  Harness h({}, session_mode);
+  std::string sid = h.initialize();
+  CHECK(count(h, sid, 1) == "1");
+  CHECK(count(h, sid, 2) == "2");
+  msb::FrontServer other(h.cfg());
+  std::string why;
+  REQUIRE_MESSAGE(other.start(&why), why);
+  httplib::Client cli("127.0.0.1", other.port());
+  cli.set_read_timeout(kClientTimeout);
+  json req = {{"jsonrpc", "2.0"}, {"id", 3}, {"method", "tools/call"},
+              {"params", {{"name", "count"}, {"arguments", json::object()}}}};
+  auto res = cli.Post("/mcp", {{"Accept", "application/json"}, {"Mcp-Session-Id", sid}}, req.dump(),
+                      "application/json");
+  REQUIRE(res);
+  CHECK(res->status == 200);
+  auto j = json::parse(res->body, nullptr, false);
+  CHECK(text_of(j) == "1");  // a fresh upstream session: state lost
+  CHECK(series(scrape(other.port()), "mcp_bridge_session_state_lost_total") == 1);
+  CHECK(series(scrape(h.port()), "mcp_bridge_session_state_lost_total") == 0);
+  // The client is told on its GET stream there, once it opens one.
+  GetStream g(other.port(), sid);
+  CHECK(g.read_until([](auto& ms) { return state_lost_warning(ms) != nullptr; }, 1000ms));
+  CHECK(count(h, sid, 4) == "3");  // the first replica's session is untouched
+  other.stop();
+}
+
+TEST_CASE("session mode: an upstream that accepts and drops at once is not hammered (the backoff carries over)") {
+  Harness h({}, session_mode);
+  std::string sid = h.initialize();
+  GetStream g(h.port(), sid);
+  REQUIRE(g.read_until([&](auto&) { return g.status() != 0; }, 2000ms));
+  int opened = h.upstream().sse_requests();
+  // Every new session is dropped right after its setup (the re-open
+  // succeeds, then the stream ends), for 1.2 s.
+  h.faults().drop_after_initialized = true;
+  h.upstream().kill_streams();
+  std::this_thread::sleep_for(1200ms);
+  h.faults().drop_after_initialized = false;
+  int attempts = h.upstream().sse_requests() - opened;
+  MESSAGE("re-open attempts in 1.2 s against an upstream that drops every session: " << attempts);
+  CHECK(attempts >= 2);
+  CHECK(attempts <= 4);
+  CHECK(g.read_until([](auto& ms) { return state_lost_warning(ms) != nullptr; }, 4000ms));
+}

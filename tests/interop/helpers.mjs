@@ -72,14 +72,14 @@ export async function waitFor(pred, timeoutMs) {
 }
 
 // @modelcontextprotocol/server-everything in its legacy SSE mode, on loopback.
-export async function startEverythingSse() {
+export async function startEverythingSse(port = 0) {
   const entry = new URL('./node_modules/@modelcontextprotocol/server-everything/dist/index.js',
     import.meta.url).pathname;
   const s = await spawnUntil(process.execPath,
     ['--import', new URL('./loopback-only.mjs', import.meta.url).pathname, entry, 'sse'],
-    /LISTENING (\d+)/, 15000, { env: { ...process.env, PORT: '0' } });
-  const port = Number(s.match[1]);
-  return { child: s.child, port, sseUrl: `http://127.0.0.1:${port}/sse` };
+    /LISTENING (\d+)/, 15000, { env: { ...process.env, PORT: String(port) } });
+  const bound = Number(s.match[1]);
+  return { child: s.child, port: bound, sseUrl: `http://127.0.0.1:${bound}/sse` };
 }
 
 // Runs the official conformance suite's server scenarios (the pinned

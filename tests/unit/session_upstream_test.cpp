@@ -48,3 +48,26 @@ TEST_CASE("session dispatch: other notifications always go to the GET stream") {
     CHECK(route_upstream_message(n, 1, false, false, false) == SessionRoute::kStream);
   }
 }
+
+#include "mcp_sse_bridge/reopen_backoff.h"
+
+TEST_CASE("reopen backoff: at once, then doubling from `first` up to the cap, with jitter below") {
+  using std::chrono::milliseconds;
+  msb::ReopenBackoff b(milliseconds(500), milliseconds(15000));
+  CHECK(b.next(0.0) == milliseconds(0));
+  CHECK(b.next(0.0) == milliseconds(500));
+  CHECK(b.next(0.0) == milliseconds(1000));
+  CHECK(b.next(0.0) == milliseconds(2000));
+  CHECK(b.next(0.0) == milliseconds(4000));
+  CHECK(b.next(0.0) == milliseconds(8000));
+  CHECK(b.next(0.0) == milliseconds(15000));
+  for (int i = 0; i < 100; ++i) CHECK(b.next(0.0) == milliseconds(15000));  // no overflow
+  auto j = b.next(0.999);
+  CHECK(j >= milliseconds(12000));
+  CHECK(j < milliseconds(15000));
+  CHECK(b.next(5.0) >= milliseconds(12000));  // a bad draw is clamped
+  b.reset();
+  CHECK(b.attempts() == 0);
+  CHECK(b.next(0.5) == milliseconds(0));  // after a success, the next drop re-opens at once
+  CHECK(b.next(0.5) == milliseconds(450));
+}
