@@ -44,6 +44,13 @@ std::string request_id_for(const HeaderList& h) {
   return buf;
 }
 
+std::string params_too_large(std::string_view id, size_t bytes) {
+  return jsonrpc_plain_error(
+      id, -32602,
+      "Invalid params: the initialize params (" + std::to_string(bytes) +
+          " bytes) are too large to be carried in a session id; send at most about 20 KiB");
+}
+
 }  // namespace
 
 SessionHandler::SessionHandler(Deps d) : d_(d), sessions_(d.cfg.upstream, d.metrics) {}
