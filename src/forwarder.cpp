@@ -772,7 +772,10 @@ asio::awaitable<CallResult> Forwarder::call(EventLoop& loop, const Message& req,
     if (a.response) {
       out.response = std::move(*a.response);
       if (pool && cfg_.pool.reuse && a.reusable) pool->give_back(key_id, std::move(a.reusable), make_key);
-      else if (a.reusable) a.reusable->abort();
+      else if (a.reusable)
+        // Closed once the caller has sent the response (it does so before
+        // this runs): the client does not wait for the close.
+        asio::post(ex, [ch = std::move(a.reusable)] { ch->abort(); });
       break;
     }
     if (a.cancelled) {
