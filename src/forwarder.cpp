@@ -64,8 +64,13 @@ struct PoolKey {
   std::string init_params;
   std::string headers;
   std::optional<std::string> log_level;
-  std::string id() const {
+  std::string id() const { return make_id(client_session, init_params, headers, log_level); }
+  // The id without a PoolKey (a warm call needs only this; one allocation).
+  static std::string make_id(std::string_view client_session, std::string_view init_params,
+                             std::string_view headers, const std::optional<std::string>& log_level) {
     std::string k;
+    k.reserve(client_session.size() + init_params.size() + headers.size() + 3 +
+              (log_level ? log_level->size() : 0));
     k.append(client_session).push_back('\0');
     k.append(init_params).push_back('\0');
     k.append(headers).push_back('\0');
@@ -505,9 +510,9 @@ class WarmPool : public std::enable_shared_from_this<WarmPool> {
       : loop_(loop), cfg_(cfg), fstats_(fstats), stats_(stats), idle_total_(idle_total),
         sweep_(loop.io()) {}
 
-  ChannelPtr take(const PoolKey& key) {
+  ChannelPtr take(const std::string& key_id) {
     expire(Clock::now());
-    auto it = buckets_.find(key.id());
+    auto it = buckets_.find(key_id);
     if (it == buckets_.end() || it->second.idle.empty()) return nullptr;
     while (!it->second.idle.empty()) {
       Entry e = std::move(it->second.idle.front());
@@ -523,12 +528,16 @@ class WarmPool : public std::enable_shared_from_this<WarmPool> {
     return nullptr;
   }
 
-  void give_back(const PoolKey& key, ChannelPtr ch) {
+  // make_key() builds the PoolKey of key_id, needed only when its bucket is gone.
+  template <class MakeKey>
+  void give_back(const std::string& key_id, ChannelPtr ch, MakeKey&& make_key) {
     if (stopping_ || idle_total_.load() >= cfg_.pool.size || ch->failed()) {
       ch->abort();
       return;
     }
-    auto& b = bucket(key);
+    auto [it, fresh] = buckets_.try_emplace(key_id);
+    if (fresh) it->second.key = make_key();
+    auto& b = it->second;
     b.idle.push_back(Entry{std::move(ch), Clock::now()});
     add_idle_count();
     stats_.reused.fetch_add(1, std::memory_order_relaxed);
@@ -715,17 +724,20 @@ asio::awaitable<CallResult> Forwarder::call(EventLoop& loop, const Message& req,
   });
   CallResult out;
   ChannelPtr warm;
-  std::optional<PoolKey> key;
+  std::string key_id;
+  auto make_key = [&] {
+    return PoolKey{session->id, session->init_params, extra_headers, log_level_params};
+  };
   WarmPool* pool = nullptr;
   if (session && cfg_.pool.size > 0) {
     pool = pool_for(loop);
-    key = PoolKey{session->id, session->init_params, extra_headers, log_level_params};
-    warm = pool->take(*key);
+    key_id = PoolKey::make_id(session->id, session->init_params, extra_headers, log_level_params);
+    warm = pool->take(key_id);
     if (warm) pool_stats_.hits.fetch_add(1, std::memory_order_relaxed);
     else pool_stats_.misses.fetch_add(1, std::memory_order_relaxed);
     // With reuse a session comes back after its call; without, or on a
     // miss, ask for one more for the next call on this key.
-    if (!warm || !cfg_.pool.reuse) pool->want(*key);
+    if (!warm || !cfg_.pool.reuse) pool->want(make_key());
   }
   if (run->deadline().reached()) {
     // A later call of a batch whose shared deadline has passed.
@@ -759,8 +771,11 @@ asio::awaitable<CallResult> Forwarder::call(EventLoop& loop, const Message& req,
     }
     if (a.response) {
       out.response = std::move(*a.response);
-      if (key && cfg_.pool.reuse && a.reusable) pool->give_back(*key, std::move(a.reusable));
-      else if (a.reusable) a.reusable->abort();
+      if (pool && cfg_.pool.reuse && a.reusable) pool->give_back(key_id, std::move(a.reusable), make_key);
+      else if (a.reusable)
+        // Closed once the caller has sent the response (it does so before
+        // this runs): the client does not wait for the close.
+        asio::post(ex, [ch = std::move(a.reusable)] { ch->abort(); });
       break;
     }
     if (a.cancelled) {

@@ -198,9 +198,12 @@ void SessionHandler::handle_post(std::shared_ptr<Exchange> ex, HttpRequest& req)
   if (!session) return;
 
   std::vector<PendingCall> calls;
+  calls.reserve(parsed.messages.size());
   for (auto& m : parsed.messages) {
     if (m.kind == MsgKind::kRequest) {
-      std::string key = session->id + "\n" + m.id;
+      std::string key;
+      key.reserve(session->id.size() + 1 + m.id.size());
+      key.append(session->id).append(1, '\n').append(m.id);
       calls.push_back(PendingCall{std::move(m), std::move(key), nullptr, true, request_id, arrival,
                                   d_.life.draining.load()});
       continue;
@@ -244,13 +247,14 @@ void SessionHandler::handle_post(std::shared_ptr<Exchange> ex, HttpRequest& req)
     return refuse(*ex, d_.admission.inflight_refusal(), first_id, &base);
   }
   std::vector<MailboxPtr> boxes;
+  boxes.reserve(calls.size());
   for (auto& c : calls) {
     c.mailbox = std::make_shared<CallMailbox>();
     registry_.add_call(c.key, c.mailbox);
     boxes.push_back(c.mailbox);
   }
   // A client that hangs up ends its calls at once.
-  ex->on_gone([boxes] {
+  ex->on_gone([boxes = std::move(boxes)] {
     for (auto& b : boxes) b->hangup();
   });
   if (accepts_sse) {
