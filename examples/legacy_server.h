@@ -14,7 +14,13 @@
 // (answers at once; ms later sends notifications/tools/list_changed and a
 // notifications/message with `text` on the session's stream: messages outside
 // any call), roots (sends the client a roots/list request during the call
-// and returns the client's answer as the server received it).
+// and returns the client's answer as the server received it). The asking
+// tools (MRTR tests) ask mid-call and wait up to `wait_ms` (default 30 s):
+// ask_name (elicitation/create → "hello <name>"), ask_model
+// (sampling/createMessage → "model said: <text>"), ask_roots (roots/list →
+// "roots: <uris>"), ask_twice (elicits, then samples: two rounds), ask_both
+// (elicits and samples at once); an error answer becomes an isError result
+// "<what> failed: error <code>: <message>".
 //
 // Like python-sdk 1.6 it crashes a session (closes its stream) when a request
 // other than initialize/ping arrives before notifications/initialized; the

@@ -85,6 +85,8 @@ struct Config {
   Duration drain_timeout{20000};             // SIGTERM: in-flight calls get this long to finish
   bool serve_stale_initialize = true;        // upstream down: answer initialize from its last result
   size_t max_revoked_sessions = 100000;
+  Duration mrtr_park_timeout{120000};        // 2026-07-28: a call waiting for its client's MRTR retry
+  size_t mrtr_max_parked = 1024;             // calls waiting for an MRTR retry at once; more: error
   std::string session_secret;                // from --session-secret-file or env
   bool session_secret_generated = false;
   std::string log_level = "info";
