@@ -88,8 +88,9 @@ json asking_tool_list() {
        {"description", "Asks the user's name, then the model to greet it (two rounds)"},
        {"inputSchema", obj(json::object())}},
       {{"name", "ask_both"},
-       {"description", "Asks the user's name and the model at once (two requests, one round)"},
-       {"inputSchema", obj(json::object())}},
+       {"description", "Asks the user's name and the model at once (two requests `gap_ms` apart, "
+                       "one round)"},
+       {"inputSchema", obj({{"gap_ms", {{"type", "integer"}}}})}},
   });
 }
 
@@ -648,6 +649,9 @@ struct LegacyServer::Impl {
       s.send(json{{"jsonrpc", "2.0"}, {"id", r1}, {"method", "elicitation/create"},
                   {"params", {{"message", "What is your name?"},
                               {"requestedSchema", {{"type", "object"}, {"properties", {{"name", {{"type", "string"}}}}}}}}}});
+      // `gap_ms` apart: what a tool's two awaits in separate ticks look like.
+      int gap = std::clamp(args.value("gap_ms", 0), 0, 1000);
+      if (gap > 0) std::this_thread::sleep_for(std::chrono::milliseconds(gap));
       s.send(json{{"jsonrpc", "2.0"}, {"id", r2}, {"method", "sampling/createMessage"},
                   {"params", sample_params("Say hi")}});
       json a, b;

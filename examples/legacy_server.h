@@ -19,7 +19,7 @@
 // ask_name (elicitation/create → "hello <name>"), ask_model
 // (sampling/createMessage → "model said: <text>"), ask_roots (roots/list →
 // "roots: <uris>"), ask_twice (elicits, then samples: two rounds), ask_both
-// (elicits and samples at once); an error answer becomes an isError result
+// (elicits and samples at once, `gap_ms` apart); an error answer becomes an isError result
 // "<what> failed: error <code>: <message>".
 //
 // Like python-sdk 1.6 it crashes a session (closes its stream) when a request

@@ -292,9 +292,10 @@ TEST_CASE("mrtr: two rounds (elicit, then sample); an old round's state cannot r
 }
 
 TEST_CASE("mrtr: requests sent together share one input_required; missing inputs are asked again") {
+  // The tool sends its two requests 10 ms apart: inside the collection window.
   Harness h;
   Outcomes out;
-  h.start("ask_both", json::object(), kAllCaps, std::make_shared<FakeFront>(), out, 1);
+  h.start("ask_both", {{"gap_ms", 10}}, kAllCaps, std::make_shared<FakeFront>(), out, 1);
   json r1 = input_required(out, 1);
   auto reqs = r1["result"]["inputRequests"];
   REQUIRE(reqs.size() == 2);
@@ -304,7 +305,7 @@ TEST_CASE("mrtr: requests sent together share one input_required; missing inputs
   REQUIRE(!ks.empty());
   // Only the elicitation answered (plus a key nobody asked for, and a
   // non-object answer for the sampling request).
-  CHECK_FALSE(h.retry("ask_both", json::object(), r1["result"]["requestState"],
+  CHECK_FALSE(h.retry("ask_both", {{"gap_ms", 10}}, r1["result"]["requestState"],
                       {{ke, kAda}, {"made-up", {{"x", 1}}}, {ks, "not an object"}}, kAllCaps,
                       std::make_shared<FakeFront>(), out, 2));
   json r2 = input_required(out, 2);
@@ -312,7 +313,7 @@ TEST_CASE("mrtr: requests sent together share one input_required; missing inputs
   REQUIRE(again.size() == 1);
   CHECK(again.contains(ks));  // asked again under the same key
   CHECK(again[ks]["method"] == "sampling/createMessage");
-  CHECK_FALSE(h.retry("ask_both", json::object(), r2["result"]["requestState"],
+  CHECK_FALSE(h.retry("ask_both", {{"gap_ms", 10}}, r2["result"]["requestState"],
                       {{ks, model_says("hi")}}, kAllCaps, std::make_shared<FakeFront>(), out, 3));
   CHECK(text_of(complete(out, 3)) == "name=Ada; model=hi");
 }
