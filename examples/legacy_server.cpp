@@ -553,7 +553,7 @@ struct LegacyServer::Impl {
                     {"method", "notifications/message"},
                     {"params", {{"level", level}, {"logger", "example"}, {"data", args.value("text", "")}}}});
       s.send(result(id, text(emit ? "logged" : "filtered")));
-    } else if (asking_tool(s, id, name, args)) {
+    } else if (asking_tool(s, id, name, args, params.value("_meta", json::object()))) {
     } else {
       s.send(result(id, {{"content", json::array({{{"type", "text"}, {"text", "unknown tool: " + name}}})},
                          {"isError", true}}));
@@ -585,7 +585,8 @@ struct LegacyServer::Impl {
   }
 
   // The MRTR test tools (asking_tool_list()). False: not one of them.
-  bool asking_tool(Session& s, const json& id, const std::string& name, const json& args) {
+  bool asking_tool(Session& s, const json& id, const std::string& name, const json& args,
+                   const json& params_meta) {
     auto wait = std::chrono::milliseconds(std::clamp(args.value("wait_ms", 30000), 0, 120000));
     // An answer's text, or why there is none (error answer, no answer).
     auto failed = [](const json& a) -> std::optional<std::string> {
@@ -640,6 +641,9 @@ struct LegacyServer::Impl {
       json a = elicit();
       if (auto e = failed(a)) return fail("elicitation", *e), true;
       std::string who = name_of(a["result"]);
+      if (auto m = params_meta.find("progressToken"); m != params_meta.end())
+        s.send(json{{"jsonrpc", "2.0"}, {"method", "notifications/progress"},
+                    {"params", {{"progressToken", *m}, {"progress", 1}, {"total", 2}}}});
       json b = ask(s, id, "sampling/createMessage", sample_params("Greet " + who), wait);
       if (auto e = failed(b)) return fail("sampling", *e), true;
       s.send(result(id, text("name=" + who + "; model=" + text_of(b["result"]))));

@@ -18,7 +18,8 @@
 // tools (MRTR tests) ask mid-call and wait up to `wait_ms` (default 30 s):
 // ask_name (elicitation/create → "hello <name>"), ask_model
 // (sampling/createMessage → "model said: <text>"), ask_roots (roots/list →
-// "roots: <uris>"), ask_twice (elicits, then samples: two rounds), ask_both
+// "roots: <uris>"), ask_twice (elicits, reports progress 1/2 when asked, then
+// samples: two rounds), ask_both
 // (elicits and samples at once, `gap_ms` apart); an error answer becomes an isError result
 // "<what> failed: error <code>: <message>".
 //

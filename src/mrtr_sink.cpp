@@ -75,6 +75,8 @@ void MrtrSink::start(Forwarder& forwarder, Message req, std::optional<ClientSess
                      std::optional<std::string> log_level_params, std::string extra_headers,
                      Clock::time_point arrival, Front front) {
   request_id_ = req.id;
+  request_progress_token_ = req.progress_token;
+  front.progress_token = req.progress_token;  // round 1 is the request itself
   attach(std::move(front));
   asio::co_spawn(loop_.io(),
                  Impl::run(shared_from_this(), &forwarder, std::move(req), std::move(session),
@@ -174,6 +176,21 @@ std::string MrtrSink::error_for_client(std::string_view message) const {
 bool MrtrSink::deliver(std::string_view json) {
   // While parked there is no stream to carry the call's notifications.
   if (state_ != State::kAttached || !front_ || !front_->sink) return !cancelled_;
+  std::string retagged;
+  if (!request_progress_token_.empty() && front_->progress_token != request_progress_token_ &&
+      json.find("notifications/progress") != std::string_view::npos) {
+    // A later round: its client knows the call by its own progressToken.
+    auto j = nlohmann::ordered_json::parse(json, nullptr, false);
+    if (!j.is_discarded() && j.is_object() && j.value("method", "") == "notifications/progress") {
+      if (front_->progress_token.empty()) return !front_gone_;  // that client asked for none
+      auto t = nlohmann::ordered_json::parse(front_->progress_token, nullptr, false);
+      if (j.contains("params") && j["params"].is_object() && !t.is_discarded()) {
+        j["params"]["progressToken"] = std::move(t);
+        retagged = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+        json = retagged;
+      }
+    }
+  }
   if (front_local()) return front_->sink->deliver(json);
   asio::post(front_->loop->io(), [s = front_->sink, j = std::string(json)] { s->deliver(j); });
   return !front_gone_;

@@ -21,7 +21,8 @@
 // `front_sink` is the round's client-facing sink (SseSink/JsonSink-like:
 // deliver() writes the call's notifications, alive() tells a hang-up); it
 // is used on `&loop` only. on_outcome(Outcome) is called once per round, on
-// the CALL's loop (post to the handler's loop if it differs):
+// the CALL's loop (post it to the front's loop: notifications for a front on
+// another loop are posted there, so a posted outcome follows them):
 //   kInputRequired: write o.response (already carries the round's id and the
 //                   sealed requestState; no ttlMs/cacheScope on it) and END
 //                   the response. The call stays parked.
@@ -64,6 +65,9 @@
 //   full ParkedCalls (--mrtr-max-parked) answers the client with an error
 //   and cancels the call. Time parked does not count against the call's
 //   --request-timeout (CallSink::client_wait()).
+// - Progress: the upstream reports progress under the first request's
+//   progressToken; a later round's notifications/progress are re-tagged with
+//   that round's Front::progress_token, or dropped when it has none.
 // - If the call ends while parked (the upstream died, or answered without
 //   waiting), the result is kept and the retry gets it (with its own id).
 // - Another replica: the sealed replica tag makes the retry fail with
@@ -122,6 +126,7 @@ class MrtrSink : public CallSink, public std::enable_shared_from_this<MrtrSink> 
     std::string client_id;           // the round's request id (JSON text)
     std::string caps_json;           // the round's _meta clientCapabilities (JSON object)
     OutcomeFn on_outcome;            // once per round, on the call's loop
+    std::string progress_token;      // the round's params._meta.progressToken (JSON text; "" none)
   };
 
   // `loop` runs the call (and the forwarder's coroutine); `parked` and
@@ -211,6 +216,7 @@ class MrtrSink : public CallSink, public std::enable_shared_from_this<MrtrSink> 
   Clock::time_point parked_since_{};
   bool window_open_ = false;
   std::string request_id_;  // the original request's id (the upstream's response carries it)
+  std::string request_progress_token_;  // the original request's (the upstream's progress carries it)
 };
 
 }  // namespace msb

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <deque>
 #include <future>
 #include <mutex>
@@ -122,8 +123,9 @@ struct Harness {
 
   // Starts tools/call `tool` (client request id `id`) on loop 0.
   void start(const std::string& tool, json args, const std::string& caps,
-             std::shared_ptr<FakeFront> front, Outcomes& out, int id = 1) {
+             std::shared_ptr<FakeFront> front, Outcomes& out, int id = 1, json meta = nullptr) {
     json p = params_of(tool, std::move(args));
+    if (!meta.is_null()) p["_meta"] = std::move(meta);
     std::string raw = json{{"jsonrpc", "2.0"}, {"id", id}, {"method", "tools/call"}, {"params", p}}.dump();
     auto parsed = parse_body(raw);
     REQUIRE(parsed.ok);
@@ -149,18 +151,19 @@ struct Harness {
   std::optional<Refusal> retry(const std::string& tool, json args, const std::string& state,
                                json responses, const std::string& caps,
                                std::shared_ptr<FakeFront> front, Outcomes& out, int id,
-                               int loop_index = 1) {
+                               int loop_index = 1, std::string progress_token = "") {
     json p = params_of(tool, std::move(args));
     p["inputResponses"] = responses;
     p["requestState"] = state;
+    if (!progress_token.empty()) p["_meta"] = {{"progressToken", json::parse(progress_token)}};
     auto b = RequestBinding::of("tools/call", p.dump());
     REQUIRE(b);
     auto o = sealer.open(state, *b, RequestStateSealer::now_ms());
     if (!o.claims) return o.refusal;
     auto m = parked.take(o.claims->call_key);
     if (!m) return Refusal::kNotParked;
-    m->resume(responses.dump(),
-              MrtrSink::Front{front, &loops.at(loop_index), std::to_string(id), caps, out.fn()});
+    m->resume(responses.dump(), MrtrSink::Front{front, &loops.at(loop_index), std::to_string(id),
+                                                caps, out.fn(), progress_token});
     return std::nullopt;
   }
 
@@ -210,8 +213,10 @@ TEST_CASE("mrtr: a mid-call elicitation becomes input_required; the retry on ano
   Harness h;
   Outcomes out;
   auto f1 = std::make_shared<FakeFront>();
+  auto t0 = std::chrono::steady_clock::now();
   h.start("ask_name", json::object(), kAllCaps, f1, out, 1);
   json r1 = input_required(out, 1);
+  auto to_input_required = std::chrono::steady_clock::now() - t0;
   auto& reqs = r1["result"]["inputRequests"];
   REQUIRE(reqs.size() == 1);
   std::string key = reqs.begin().key();
@@ -222,9 +227,18 @@ TEST_CASE("mrtr: a mid-call elicitation becomes input_required; the retry on ano
   std::string state = r1["result"]["requestState"];
 
   auto f2 = std::make_shared<FakeFront>();
+  auto t1 = std::chrono::steady_clock::now();
   CHECK_FALSE(h.retry("ask_name", json::object(), state, {{key, kAda}}, kAllCaps, f2, out, 2));
   json r2 = complete(out, 2);
+  auto resume_to_result = std::chrono::steady_clock::now() - t1;
   CHECK(text_of(r2) == "hello Ada");
+  // Resuming costs one POST upstream and the tool's answer: no waiting on
+  // timers (the bound is far above the few ms it takes).
+  CHECK(resume_to_result < 1000ms);
+  if (getenv("MRTR_TIMING"))
+    MESSAGE("start -> input_required " << std::chrono::duration<double, std::milli>(to_input_required).count()
+            << " ms; retry -> result " << std::chrono::duration<double, std::milli>(resume_to_result).count()
+            << " ms");
   CHECK(h.parked.size() == 0);
   CHECK(eventually([] { return Forwarder::open_sessions() == 0; }));
   // The same state again: the call is gone (take-once).
@@ -259,13 +273,25 @@ TEST_CASE("mrtr: sampling and roots round trips") {
 TEST_CASE("mrtr: two rounds (elicit, then sample); an old round's state cannot resume the next") {
   Harness h;
   Outcomes out;
-  h.start("ask_twice", json::object(), kAllCaps, std::make_shared<FakeFront>(), out, 1);
+  h.start("ask_twice", json::object(), kAllCaps, std::make_shared<FakeFront>(), out, 1,
+          {{"progressToken", "p-first"}});
   json r1 = input_required(out, 1);
   std::string k1 = r1["result"]["inputRequests"].begin().key();
   std::string s1 = r1["result"]["requestState"];
-  CHECK_FALSE(h.retry("ask_twice", json::object(), s1, {{k1, kAda}}, kAllCaps,
-                      std::make_shared<FakeFront>(), out, 2));
+  auto f2 = std::make_shared<FakeFront>();
+  CHECK_FALSE(h.retry("ask_twice", json::object(), s1, {{k1, kAda}}, kAllCaps, f2, out, 2, 1,
+                      R"("p-retry")"));
   json r2 = input_required(out, 2);
+  {
+    // The progress the tool reported between the rounds reached the retry's
+    // client under the retry's own progressToken.
+    std::lock_guard lk(f2->mu);
+    REQUIRE(f2->delivered.size() == 1);
+    json n = json::parse(f2->delivered[0]);
+    CHECK(n["method"] == "notifications/progress");
+    CHECK(n["params"]["progressToken"] == "p-retry");
+    CHECK(n["params"]["progress"] == 1);
+  }
   auto& reqs = r2["result"]["inputRequests"];
   REQUIRE(reqs.size() == 1);
   std::string k2 = reqs.begin().key();
