@@ -2,11 +2,13 @@
 
 #include <httplib.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <set>
@@ -69,6 +71,31 @@ json tool_list() {
       {{"name", "log"}, {"description", "Emits a log message at `level`"},
        {"inputSchema", obj({{"level", {{"type", "string"}}}, {"text", {{"type", "string"}}}},
                            {"level", "text"})}},
+  });
+}
+
+// Tools that ask the client mid-call (server-to-client requests), for the
+// bridge's MRTR translation. Each waits up to `wait_ms` (default 30 s) per
+// answer; an error answer becomes an isError result naming it.
+json asking_tool_list() {
+  auto obj = [](json props) {
+    props["wait_ms"] = {{"type", "integer"}};
+    return json{{"type", "object"}, {"properties", props}, {"required", json::array()}};
+  };
+  return json::array({
+      {{"name", "ask_name"}, {"description", "Asks the user's name (elicitation/create)"},
+       {"inputSchema", obj(json::object())}},
+      {{"name", "ask_model"}, {"description", "Asks the client's model (sampling/createMessage)"},
+       {"inputSchema", obj({{"prompt", {{"type", "string"}}}})}},
+      {{"name", "ask_roots"}, {"description", "Asks the client's roots (roots/list)"},
+       {"inputSchema", obj(json::object())}},
+      {{"name", "ask_twice"},
+       {"description", "Asks the user's name, then the model to greet it (two rounds)"},
+       {"inputSchema", obj(json::object())}},
+      {{"name", "ask_both"},
+       {"description", "Asks the user's name and the model at once (two requests `gap_ms` apart, "
+                       "one round)"},
+       {"inputSchema", obj({{"gap_ms", {{"type", "integer"}}}})}},
   });
 }
 
@@ -419,7 +446,9 @@ struct LegacyServer::Impl {
     } else if (method == "ping") {
       s.send(result(id, json::object()));
     } else if (method == "tools/list") {
-      s.send(result(id, {{"tools", tool_list()}}));
+      json tools = tool_list();
+      for (auto& t : asking_tool_list()) tools.push_back(t);
+      s.send(result(id, {{"tools", tools}}));
     } else if (method == "logging/setLevel") {
       {
         std::lock_guard lk(s.mu);
@@ -600,10 +629,133 @@ struct LegacyServer::Impl {
                     {"method", "notifications/message"},
                     {"params", {{"level", level}, {"logger", "example"}, {"data", args.value("text", "")}}}});
       s.send(result(id, text(emit ? "logged" : "filtered")));
+    } else if (asking_tool(s, id, name, args, params.value("_meta", json::object()))) {
     } else {
       s.send(result(id, {{"content", json::array({{{"type", "text"}, {"text", "unknown tool: " + name}}})},
                          {"isError", true}}));
     }
+  }
+
+  // Sends the client a request during call `call_id` and waits for its
+  // answer (the whole JSON-RPC response), or null after `wait`, on the
+  // call's cancellation, the session's end or stop().
+  json ask(Session& s, const json& call_id, const std::string& method, json params,
+           std::chrono::milliseconds wait) {
+    std::string rid = "ask-" + random_hex(8);
+    json req{{"jsonrpc", "2.0"}, {"id", rid}, {"method", method}};
+    if (!params.is_null()) req["params"] = std::move(params);
+    s.send(req);
+    std::string key = json(rid).dump();
+    auto end = std::chrono::steady_clock::now() + wait;
+    std::unique_lock lk(s.mu);
+    while (std::chrono::steady_clock::now() < end && !s.closed && !stopping.load() &&
+           !s.cancelled.count(call_id.dump())) {
+      if (auto it = s.answers.find(key); it != s.answers.end()) {
+        json a = json::parse(it->second, nullptr, false);
+        s.answers.erase(it);
+        return a.is_discarded() ? json() : a;
+      }
+      s.cv.wait_for(lk, 20ms);
+    }
+    return json();
+  }
+
+  // The MRTR test tools (asking_tool_list()). False: not one of them.
+  bool asking_tool(Session& s, const json& id, const std::string& name, const json& args,
+                   const json& params_meta) {
+    auto wait = std::chrono::milliseconds(std::clamp(args.value("wait_ms", 30000), 0, 120000));
+    // An answer's text, or why there is none (error answer, no answer).
+    auto failed = [](const json& a) -> std::optional<std::string> {
+      if (a.is_null()) return "no answer";
+      if (a.contains("error"))
+        return "error " + a["error"].value("code", json(0)).dump() + ": " +
+               a["error"].value("message", std::string());
+      if (!a.contains("result") || !a["result"].is_object()) return "malformed answer";
+      return std::nullopt;
+    };
+    auto fail = [&](const std::string& what, const std::string& why) {
+      s.send(result(id, {{"content", json::array({{{"type", "text"}, {"text", what + " failed: " + why}}})},
+                         {"isError", true}}));
+    };
+    auto elicit = [&]() {
+      return ask(s, id, "elicitation/create",
+                 {{"message", "What is your name?"},
+                  {"requestedSchema",
+                   {{"type", "object"},
+                    {"properties", {{"name", {{"type", "string"}}}}},
+                    {"required", {"name"}}}}},
+                 wait);
+    };
+    auto name_of = [](const json& r) {
+      std::string action = r.value("action", "");
+      if (action != "accept") return "(" + action + ")";
+      return r.value("content", json::object()).value("name", std::string("?"));
+    };
+    auto sample_params = [](const std::string& prompt) {
+      return json{{"messages", json::array({{{"role", "user"}, {"content", {{"type", "text"}, {"text", prompt}}}}})},
+                  {"maxTokens", 50}};
+    };
+    auto text_of = [](const json& r) {
+      return r.value("content", json::object()).value("text", std::string("?"));
+    };
+    if (name == "ask_name") {
+      json a = elicit();
+      if (auto e = failed(a)) return fail("elicitation", *e), true;
+      s.send(result(id, text("hello " + name_of(a["result"]))));
+    } else if (name == "ask_model") {
+      json a = ask(s, id, "sampling/createMessage", sample_params(args.value("prompt", std::string("Say hi"))), wait);
+      if (auto e = failed(a)) return fail("sampling", *e), true;
+      s.send(result(id, text("model said: " + text_of(a["result"]))));
+    } else if (name == "ask_roots") {
+      json a = ask(s, id, "roots/list", json(), wait);
+      if (auto e = failed(a)) return fail("roots", *e), true;
+      std::string uris;
+      for (auto& r : a["result"].value("roots", json::array()))
+        uris += (uris.empty() ? "" : ",") + r.value("uri", std::string());
+      s.send(result(id, text("roots: " + uris)));
+    } else if (name == "ask_twice") {
+      json a = elicit();
+      if (auto e = failed(a)) return fail("elicitation", *e), true;
+      std::string who = name_of(a["result"]);
+      if (auto m = params_meta.find("progressToken"); m != params_meta.end())
+        s.send(json{{"jsonrpc", "2.0"}, {"method", "notifications/progress"},
+                    {"params", {{"progressToken", *m}, {"progress", 1}, {"total", 2}}}});
+      json b = ask(s, id, "sampling/createMessage", sample_params("Greet " + who), wait);
+      if (auto e = failed(b)) return fail("sampling", *e), true;
+      s.send(result(id, text("name=" + who + "; model=" + text_of(b["result"]))));
+    } else if (name == "ask_both") {
+      // Both requests go out before either answer is awaited.
+      std::string r1 = "ask-" + random_hex(8), r2 = "ask-" + random_hex(8);
+      s.send(json{{"jsonrpc", "2.0"}, {"id", r1}, {"method", "elicitation/create"},
+                  {"params", {{"message", "What is your name?"},
+                              {"requestedSchema", {{"type", "object"}, {"properties", {{"name", {{"type", "string"}}}}}}}}}});
+      // `gap_ms` apart: what a tool's two awaits in separate ticks look like.
+      int gap = std::clamp(args.value("gap_ms", 0), 0, 1000);
+      if (gap > 0) std::this_thread::sleep_for(std::chrono::milliseconds(gap));
+      s.send(json{{"jsonrpc", "2.0"}, {"id", r2}, {"method", "sampling/createMessage"},
+                  {"params", sample_params("Say hi")}});
+      json a, b;
+      auto end = std::chrono::steady_clock::now() + wait;
+      {
+        std::unique_lock lk(s.mu);
+        while (std::chrono::steady_clock::now() < end && !s.closed && !stopping.load() &&
+               !s.cancelled.count(id.dump()) && (a.is_null() || b.is_null())) {
+          for (auto [rid, slot] : {std::pair{&r1, &a}, std::pair{&r2, &b}}) {
+            if (auto it = s.answers.find(json(*rid).dump()); it != s.answers.end()) {
+              *slot = json::parse(it->second, nullptr, false);
+              s.answers.erase(it);
+            }
+          }
+          s.cv.wait_for(lk, 20ms);
+        }
+      }
+      if (auto e = failed(a)) return fail("elicitation", *e), true;
+      if (auto e = failed(b)) return fail("sampling", *e), true;
+      s.send(result(id, text("name=" + name_of(a["result"]) + "; model=" + text_of(b["result"]))));
+    } else {
+      return false;
+    }
+    return true;
   }
 };
 

@@ -20,6 +20,13 @@
 // Resources: resources/list, resources/read, resources/subscribe and
 // unsubscribe (remembered per SSE session; resources.subscribe advertised);
 // touch_resource() changes one (notifications/resources/updated).
+// The asking tools (MRTR tests) ask mid-call and wait up to `wait_ms` (default 30 s):
+// ask_name (elicitation/create → "hello <name>"), ask_model
+// (sampling/createMessage → "model said: <text>"), ask_roots (roots/list →
+// "roots: <uris>"), ask_twice (elicits, reports progress 1/2 when asked, then
+// samples: two rounds), ask_both
+// (elicits and samples at once, `gap_ms` apart); an error answer becomes an isError result
+// "<what> failed: error <code>: <message>".
 //
 // Like python-sdk 1.6 it crashes a session (closes its stream) when a request
 // other than initialize/ping arrives before notifications/initialized; the

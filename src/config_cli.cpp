@@ -141,7 +141,8 @@ Config parse_or_throw(int argc, char** argv, std::string* help_text) {
               drain_t = format_duration(c.drain_timeout),
               ready_i = format_duration(c.ready_probe_interval),
               session_idle_t = format_duration(u.session_idle_timeout),
-              discover_refresh = format_duration(c.discover_refresh);
+              discover_refresh = format_duration(c.discover_refresh),
+              mrtr_park_t = format_duration(c.mrtr_park_timeout);
   std::string upstream_mode = "call";
   std::string auth_health = "open", auth_metrics = "open";
 
@@ -269,6 +270,15 @@ Config parse_or_throw(int argc, char** argv, std::string* help_text) {
       "Calls in progress at once, initialize included; more get HTTP 503 with Retry-After")->check(CLI::Range(1, 1000000));
   opt("max-revoked-sessions", c.max_revoked_sessions,
       "Bound on the DELETEd-session set kept by this process");
+  opt("mrtr-park-timeout", mrtr_park_t,
+      "2026-07-28 clients: a call whose upstream asked for input (elicitation, sampling, roots) "
+      "was answered input_required and waits this long for the client's retry; then it is "
+      "cancelled upstream",
+      kDur);
+  opt("mrtr-max-parked", c.mrtr_max_parked,
+      "2026-07-28 clients: calls waiting for their client's input at once; one more is answered "
+      "with an error and cancelled upstream")
+      ->check(CLI::Range(size_t{1}, size_t{1000000}));
   opt("session-secret-file", secret_file,
       "File holding the HMAC secret for session ids (share it across replicas); env "
       "MCP_BRIDGE_SESSION_SECRET holds the secret itself; random when neither is given",
@@ -407,6 +417,7 @@ Config parse_or_throw(int argc, char** argv, std::string* help_text) {
       {"ready-probe-interval", &ready_i, &c.ready_probe_interval, false},
       {"session-idle-timeout", &session_idle_t, &u.session_idle_timeout, false},
       {"discover-refresh", &discover_refresh, &c.discover_refresh, false},
+      {"mrtr-park-timeout", &mrtr_park_t, &c.mrtr_park_timeout, false},
   };
   // Validated while parsing (duration_check); this only converts.
   for (auto& d : durations) {

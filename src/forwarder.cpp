@@ -44,6 +44,10 @@ std::string internal_id(std::string_view what) {
 
 using ChannelPtr = std::unique_ptr<UpstreamChannel>;
 
+Deadline shifted(Deadline d, Clock::duration by) {
+  return d.is_never() ? d : Deadline::at(d.when() + by);
+}
+
 // How one attempt ended.
 struct Attempt {
   std::optional<std::string> response;  // the upstream's final response
@@ -344,6 +348,12 @@ class CallRun {
         a.cancelled = true;
         co_return std::nullopt;
       }
+      if (auto w = sink_.client_wait(); w != client_wait_) {
+        // Time spent waiting on the client (MRTR rounds) does not count.
+        deadline_ = shifted(deadline_, w - client_wait_);
+        hard_deadline_ = shifted(hard_deadline_, w - client_wait_);
+        client_wait_ = w;
+      }
       auto now = Clock::now();
       if (deadline_.reached()) {
         a.error = make_error(ErrorKind::kTimeout, Phase::kRequest,
@@ -479,6 +489,7 @@ class CallRun {
   State state_ = State::kSetup;
   bool waiting_message_ = false;
   bool woken_ = false;
+  Clock::duration client_wait_{};  // sink_.client_wait() already added to the deadlines
   asio::cancellation_signal sig_;
   std::map<std::string, std::string> server_requests_;  // bridge id -> upstream id
 };

@@ -91,6 +91,8 @@ struct Config {
   std::string cache_scope = "private";       // --cache-scope: public or private
   Duration discover_refresh{60000};          // --discover-refresh
   size_t max_revoked_sessions = 100000;
+  Duration mrtr_park_timeout{120000};        // 2026-07-28: a call waiting for its client's MRTR retry
+  size_t mrtr_max_parked = 1024;             // calls waiting for an MRTR retry at once; more: error
   std::string session_secret;                // from --session-secret-file or env
   bool session_secret_generated = false;
   std::string log_level = "info";

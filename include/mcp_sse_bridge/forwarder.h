@@ -64,6 +64,10 @@ class CallSink {
   virtual std::optional<Message> take_response() { return std::nullopt; }
   // Stops routing client responses for bridge_id to this call.
   virtual void end_request(std::string_view bridge_id) { (void)bridge_id; }
+  // Time the call has spent waiting on its client between rounds (MRTR: parked
+  // after an `input_required` answer until the client's retry); it does not
+  // count against the call's deadlines. Grows while the call waits.
+  virtual Clock::duration client_wait() { return Clock::duration::zero(); }
 };
 
 struct CallResult {

@@ -59,6 +59,8 @@ tests/chart/chart_test.mjs runs the real binary with these args
 - {{ printf "--max-inflight=%v" $s.maxInflight | quote }}
 - {{ printf "--max-calls-per-session=%v" $s.maxCallsPerSession | quote }}
 - {{ printf "--max-revoked-sessions=%v" $s.maxRevokedSessions | quote }}
+- {{ printf "--mrtr-park-timeout=%v" $s.mrtrParkTimeout | quote }}
+- {{ printf "--mrtr-max-parked=%v" $s.mrtrMaxParked | quote }}
 - {{ printf "--client-read-timeout=%v" $s.clientReadTimeout | quote }}
 - {{ printf "--client-write-timeout=%v" $s.clientWriteTimeout | quote }}
 - {{ printf "--client-idle-timeout=%v" $s.clientIdleTimeout | quote }}
