@@ -154,6 +154,7 @@ void FrontServer::stop() {
   i.life.draining.store(true);
   i.mcp.wake_all();  // running calls end now and answer shutting_down
   i.stateless.wake_all();
+  i.stateless.stop_parked();  // calls parked for an MRTR retry are cancelled upstream
   i.mcp.stop_sessions();  // session mode: upstream sessions and GET streams end (bounded)
   if (i.started) {
     i.listener.stop_accepting();

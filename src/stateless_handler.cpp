@@ -9,6 +9,7 @@
 #include "mcp_sse_bridge/event_loop.h"
 #include "mcp_sse_bridge/log.h"
 #include "mcp_sse_bridge/metrics.h"
+#include "mcp_sse_bridge/session_token.h"
 #include "mcp_sse_bridge/stateless_sink.h"
 
 namespace msb {
@@ -40,7 +41,20 @@ int error_code_of(const std::string& response) {
   return j["error"]["code"].get<int>();
 }
 
+bool mrtr_method(std::string_view m) {
+  return m == "tools/call" || m == "prompts/get" || m == "resources/read";
+}
+
 }  // namespace
+
+StatelessHandler::StatelessHandler(Deps d)
+    : d_(d),
+      parked_(d.cfg.mrtr_max_parked),
+      sealer_(d.cfg.session_secret, RequestStateSealer::new_replica_tag()) {}
+
+void StatelessHandler::stop_parked() {
+  for (auto& c : parked_.stop()) c->cancel("mcp-sse-bridge is shutting down");
+}
 
 // One stateless call, from admission to its answer.
 struct StatelessHandler::Call {
@@ -119,6 +133,9 @@ void StatelessHandler::handle(std::shared_ptr<Exchange> ex, const HttpRequest& r
   registry_.add_call(c->key, c->box);
   // Closing the response (stream) is the cancellation of this era.
   ex->on_gone([box = c->box] { box->hangup(); });
+  if (!c->late && !d_.life.stopping.load() && mrtr_method(c->msg.method) &&
+      start_mrtr(ex, c, m, req))
+    return;
   boost::asio::co_spawn(io, run_call(std::move(ex), std::move(c)), boost::asio::detached);
 }
 
@@ -199,6 +216,111 @@ boost::asio::awaitable<void> StatelessHandler::run_call(std::shared_ptr<Exchange
                                  {"attempts", std::to_string(r.attempts)}});
   }
   sink.finish(status, r.response);
+}
+
+// A round of an MRTR-capable call ends (on the front's loop): input_required
+// (no decoration: never ttlMs/cacheScope), the final answer (decorated like
+// any stateless result; an upstream -32021 is a 400), or the client's
+// departure.
+void StatelessHandler::finish_round(const std::shared_ptr<Call>& c,
+                                    const std::shared_ptr<StatelessSink>& sink,
+                                    Clock::time_point t0, MrtrSink::Outcome o) {
+  using Kind = MrtrSink::Outcome::Kind;
+  registry_.remove_call(c->key, c->box);
+  d_.admission.release();
+  auto ms = std::to_string(elapsed_ms(t0));
+  if (o.kind == Kind::kCancelled && (sink->gone() || c->box->gone.load() || o.response.empty())) {
+    d_.metrics.call_done(c->msg.method, nullptr, true, seconds_since(t0));
+    log::info("stateless call cancelled: the client closed its response",
+              {{"request_id", c->request_id}, {"method", c->msg.method}, {"ms", ms}});
+    sink->abandon();
+    return;
+  }
+  int status = 200;
+  if (o.kind == Kind::kComplete) {
+    int code = error_code_of(o.response);
+    if (code == kMissingCapability) status = 400;
+    if (code == 0)
+      o.response = StatelessRules::decorate_result(c->msg.method, o.response, d_.cfg.cache_ttl_ms,
+                                                   d_.cfg.cache_scope);
+  }
+  d_.metrics.call_done(c->msg.method, nullptr, false, seconds_since(t0));
+  if (log::enabled(log::Level::kInfo))
+    log::info(o.kind == Kind::kInputRequired ? "stateless call needs client input (input_required)"
+                                             : "stateless call",
+              {{"request_id", c->request_id}, {"method", c->msg.method},
+               {"round", std::to_string(o.round)}, {"ms", ms}});
+  sink->finish(status, o.response);
+}
+
+bool StatelessHandler::start_mrtr(const std::shared_ptr<Exchange>& ex,
+                                  const std::shared_ptr<Call>& c, const Message& client_msg,
+                                  const HttpRequest& req) {
+  auto j = ojson::parse(client_msg.raw, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("params") || !j["params"].is_object())
+    return false;
+  const auto& params = j["params"];
+  std::string state;
+  if (params.contains("requestState") && params["requestState"].is_string())
+    state = params["requestState"].get<std::string>();
+  // Someone else's requestState (an upstream that speaks MRTR itself):
+  // passes through unchanged, on the plain path.
+  if (!state.empty() && !RequestStateSealer::is_ours(state)) return false;
+  // Who may resume the call: a tag of the client's credentials.
+  std::string principal;
+  if (auto a = find_header(req.headers, "Authorization")) principal = session_tag(*a);
+  auto binding = RequestBinding::of(client_msg.method,
+                                    params.dump(-1, ' ', false,
+                                                nlohmann::json::error_handler_t::replace),
+                                    principal);
+  if (!binding) return false;
+
+  auto sink = std::make_shared<StatelessSink>(
+      registry_, d_.life, ex, c->box, d_.metrics, d_.cfg.keepalive_interval, c->base,
+      StatelessSink::Options{c->sse, c->msg.progress_token, c->env.log_level_params.has_value()});
+  EventLoop* front_loop = &ex->loop();
+  auto t0 = Clock::now();
+  MrtrSink::OutcomeFn on_outcome = [this, c, sink, front_loop, t0](MrtrSink::Outcome o) {
+    boost::asio::post(front_loop->io(), [this, c, sink, t0, o = std::move(o)]() mutable {
+      finish_round(c, sink, t0, std::move(o));
+    });
+  };
+  MrtrSink::Front front{sink, front_loop, c->msg.id, c->env.capabilities, std::move(on_outcome),
+                        c->msg.progress_token};
+  if (!state.empty()) {
+    // A retry: the sealed state names the parked call; it resumes there with
+    // this request's inputResponses, and this exchange becomes its front.
+    auto opened = sealer_.open(state, *binding, RequestStateSealer::now_ms());
+    std::shared_ptr<MrtrSink> call;
+    auto refusal = opened.refusal;
+    if (opened.claims) {
+      call = parked_.take(opened.claims->call_key);
+      if (!call) refusal = RequestStateSealer::Refusal::kNotParked;
+    }
+    if (!call) {
+      log::warn("MRTR retry refused",
+                {{"request_id", c->request_id}, {"method", c->msg.method}, {"id", c->msg.id},
+                 {"why", std::string(RequestStateSealer::to_string(refusal))}});
+      finish_round(c, sink, t0,
+                   MrtrSink::Outcome{MrtrSink::Outcome::Kind::kComplete,
+                                     RequestStateSealer::error_response(
+                                         c->msg.id, refusal,
+                                         format_duration(d_.cfg.mrtr_park_timeout)),
+                                     {}, 0});
+      return true;
+    }
+    std::string responses = "{}";
+    if (params.contains("inputResponses") && params["inputResponses"].is_object())
+      responses = params["inputResponses"].dump(-1, ' ', false,
+                                                nlohmann::json::error_handler_t::replace);
+    call->resume(std::move(responses), std::move(front));
+    return true;
+  }
+  auto call = MrtrSink::create(ex->loop(), parked_, sealer_, std::move(*binding),
+                               MrtrSink::Options{d_.cfg.mrtr_park_timeout});
+  call->start(d_.forwarder, c->msg, c->session, c->env.log_level_params, c->headers, c->arrival,
+              std::move(front));
+  return true;
 }
 
 std::string StatelessHandler::discover_answer(std::string_view id,

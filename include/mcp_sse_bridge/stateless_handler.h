@@ -14,6 +14,13 @@
 //   id.
 // - subscriptions/listen: THE LISTEN SEAM (listen_unsupported()): 404 -32601
 //   until the listen stream exists (#15 item 5).
+// - tools/call, prompts/get and resources/read run through an MrtrSink
+//   (MRTR, basic/patterns/mrtr): a legacy upstream's mid-call
+//   elicitation/create, sampling/createMessage or roots/list becomes an
+//   `input_required` result with a sealed requestState; the upstream call
+//   stays parked (ParkedCalls, --mrtr-park-timeout, --mrtr-max-parked) and
+//   the client's retry (requestState + inputResponses) resumes it, on any
+//   loop. A requestState that is not the bridge's passes through upstream.
 // - Every other request is a call: Forwarder::call on an upstream session
 //   initialized with the request's own capabilities and clientInfo (the
 //   warm pool's key holds them: see StatelessRules::init_params), logLevel
@@ -37,6 +44,9 @@
 #include "mcp_sse_bridge/forwarder.h"
 #include "mcp_sse_bridge/http_exchange.h"
 #include "mcp_sse_bridge/initialize_cache.h"
+#include "mcp_sse_bridge/parked_calls.h"
+#include "mcp_sse_bridge/request_state.h"
+#include "mcp_sse_bridge/mrtr_sink.h"
 #include "mcp_sse_bridge/stateless_rules.h"
 
 namespace msb {
@@ -55,7 +65,7 @@ class StatelessHandler {
     const Lifecycle& life;
     InitializeCache& init_cache;
   };
-  explicit StatelessHandler(Deps d) : d_(d) {}
+  explicit StatelessHandler(Deps d);
 
   // One stateless request (already past Host/Origin, auth, Accept and
   // Content-Type). `upstream_headers`: the lines sent upstream; `base`: the
@@ -64,6 +74,9 @@ class StatelessHandler {
               std::string upstream_headers, std::string request_id, HttpResponse base);
   // Wakes every running call (stop: they end with shutting_down).
   void wake_all() { registry_.wake_all(); }
+  // Stop: every call parked for an MRTR retry is cancelled upstream.
+  void stop_parked();
+  const ParkedCalls& parked() const { return parked_; }
 
   // The protocol version sent in the initialize that stands in for a
   // stateless request's missing handshake, when the upstream's own choice is
@@ -78,6 +91,12 @@ class StatelessHandler {
                                         std::string headers, std::string request_id,
                                         HttpResponse base);
   boost::asio::awaitable<void> run_call(std::shared_ptr<Exchange> ex, std::shared_ptr<Call> c);
+  // The MRTR path of tools/call, prompts/get, resources/read: false when the
+  // request cannot take it (then run_call serves it).
+  bool start_mrtr(const std::shared_ptr<Exchange>& ex, const std::shared_ptr<Call>& c,
+                  const Message& client_msg, const HttpRequest& req);
+  void finish_round(const std::shared_ptr<Call>& c, const std::shared_ptr<StatelessSink>& sink,
+                    Clock::time_point t0, MrtrSink::Outcome o);
   boost::asio::awaitable<CallResult> call_guarded(EventLoop& loop, const Message& m,
                                                   const ClientSession* s,
                                                   std::optional<std::string> log_level,
@@ -88,6 +107,8 @@ class StatelessHandler {
 
   Deps d_;
   CallRegistry registry_;
+  ParkedCalls parked_;
+  RequestStateSealer sealer_;
 };
 
 }  // namespace msb

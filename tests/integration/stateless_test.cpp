@@ -153,7 +153,7 @@ TEST_CASE("stateless calls: JSON and SSE answers, resultType on every result, ca
 
   auto list = send(h, request("l", "tools/list", {{"_meta", meta()}}));
   REQUIRE(list.status == 200);
-  CHECK(list.last()["result"]["tools"].size() == 11);
+  CHECK(list.last()["result"]["tools"].size() == 16);
   CHECK(at(list.last(), "/result/resultType") == "complete");
   CHECK(list.last().value(json::json_pointer("/result/ttlMs"), 0) == 60000);
   CHECK(at(list.last(), "/result/cacheScope") == "private");
