@@ -84,3 +84,33 @@ test('pinned: a transport failure mid-call rejects the pending call at once', as
   const r = await client.callTool({ name: 'add', arguments: { a: 1, b: 1 } }, { timeout: 10000 });
   assert.equal(r.content[0].text, '2');
 });
+
+// MRTR (#15 item 4): the legacy server asks mid-call (sampling/createMessage,
+// roots/list); a 2026-07-28 client has no server-to-client requests, so the
+// bridge answers input_required and the SDK's own MRTR driver answers with
+// its registered handlers and retries; the call completes.
+test('pinned 2026-07-28: a legacy server\'s mid-call sampling and roots reach the client as MRTR', async () => {
+  const wire = [];
+  const client = new Client({ name: 'interop-v2-mrtr', version: '2.0.0' },
+    { capabilities: { sampling: {}, roots: {} },
+      versionNegotiation: { mode: { pin: '2026-07-28' }, probe: { timeoutMs: 5000 } } });
+  clients.push(client);
+  let sampled = 0;
+  client.setRequestHandler('sampling/createMessage', async (req) => {
+    sampled++;
+    return { model: 'mrtr-model', role: 'assistant',
+             content: { type: 'text', text: `echo ${req.params.messages[0].content.text}` } };
+  });
+  client.setRequestHandler('roots/list', async () => ({ roots: [{ uri: 'file:///mrtr', name: 'mrtr' }] }));
+  await client.connect(new StreamableHTTPClientTransport(new URL(bridge.url), { fetch: recordingFetch(wire) }),
+    { timeout: 10000 });
+  assert.equal(client.getNegotiatedProtocolVersion(), '2026-07-28');
+  const r = await client.callTool({ name: 'sample', arguments: { prompt: 'hi' } }, { timeout: 15000 });
+  assert.equal(r.content[0].text, 'model mrtr-model said: echo hi');
+  assert.equal(sampled, 1);
+  const roots = await client.callTool({ name: 'roots', arguments: {} }, { timeout: 15000 });
+  assert.equal(roots.content[0].text, 'file:///mrtr');
+  const calls = wire.filter((w) => w.rpc === 'tools/call');
+  console.log(`# tools/call POSTs: ${calls.length} (first rounds + retries)`);
+  assert.equal(calls.length, 4, 'each call: one input_required round, then the retry that completes it');
+});
