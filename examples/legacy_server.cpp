@@ -513,6 +513,17 @@ struct LegacyServer::Impl {
     return n;
   }
 
+  // Sends `note` (a notification) on every open SSE session; returns how many.
+  int broadcast(const json& note) {
+    std::vector<std::shared_ptr<Session>> all;
+    {
+      std::lock_guard lk(mu);
+      for (auto& [sid, sp] : sessions) all.push_back(sp);
+    }
+    for (auto& sp : all) sp->send(note);
+    return static_cast<int>(all.size());
+  }
+
   void call_tool(Session& s, const json& id, const json& params) {
     std::string name = params.value("name", "");
     json args = params.value("arguments", json::object());
@@ -809,6 +820,9 @@ int LegacyServer::port() const { return impl_->port; }
 Faults& LegacyServer::faults() { return impl_->faults; }
 int LegacyServer::sessions_opened() const { return impl_->sessions_opened.load(); }
 int LegacyServer::touch_resource(const std::string& uri) { return impl_->touch_resource(uri); }
+int LegacyServer::broadcast(const std::string& method) {
+  return impl_->broadcast(json{{"jsonrpc", "2.0"}, {"method", method}});
+}
 int LegacyServer::sse_requests() const { return impl_->sse_requests.load(); }
 int LegacyServer::premature_requests() const { return impl_->premature.load(); }
 int LegacyServer::cancellations() const { return impl_->cancellations.load(); }

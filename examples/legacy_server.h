@@ -85,6 +85,9 @@ class LegacyServer {
   // A resource changes: every session subscribed to `uri` gets
   // notifications/resources/updated. Returns how many sessions.
   int touch_resource(const std::string& uri);
+  // Sends the notification `method` (no params) on every open SSE session, as
+  // a server announcing a server-wide change does; returns how many.
+  int broadcast(const std::string& method);
   // Closes every session and stops; joins. Idempotent.
   void stop();
   int port() const;

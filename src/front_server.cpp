@@ -155,6 +155,7 @@ void FrontServer::stop() {
   i.mcp.wake_all();  // running calls end now and answer shutting_down
   i.stateless.wake_all();
   i.stateless.stop_parked();  // calls parked for an MRTR retry are cancelled upstream
+  i.stateless.stop_listen();  // subscriptions/listen streams end, their upstream sessions close
   i.mcp.stop_sessions();  // session mode: upstream sessions and GET streams end (bounded)
   if (i.started) {
     i.listener.stop_accepting();

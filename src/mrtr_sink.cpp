@@ -164,7 +164,14 @@ void MrtrSink::give(Outcome::Kind kind, std::string response, std::string state)
   if (!front_) return;
   auto fn = std::move(front_->on_outcome);
   detach();
-  if (fn) fn(Outcome{kind, std::move(response), std::move(state), round_});
+  if (!fn) return;
+  Outcome o{kind, std::move(response), std::move(state), round_};
+  if (kind == Outcome::Kind::kComplete && final_) {
+    o.error = final_->error;
+    o.attempts = final_->attempts;
+    o.upstream_session = final_->upstream_session;
+  }
+  fn(std::move(o));
 }
 
 std::string MrtrSink::error_for_client(std::string_view message) const {
@@ -411,6 +418,7 @@ void MrtrSink::finish(CallResult r) {
     return;
   }
   std::string resp = with_id(r.response, front_->client_id).value_or(r.response);
+  final_ = std::move(r);
   give(Outcome::Kind::kComplete, std::move(resp));
 }
 

@@ -171,9 +171,20 @@ void SessionHandler::handle_post(std::shared_ptr<Exchange> ex, HttpRequest& req)
   std::string id = single ? single->id : std::string();
   // The stateless era (2026-07-28): a version in params._meta, or
   // server/discover, without a session.
-  if (single && StatelessRules::is_stateless(h, *single))
+  if (single && StatelessRules::is_stateless(h, *single)) {
+    // Session mode exists for servers that keep state per SSE session; the
+    // stateless era has no session to keep it in. Such requests get the
+    // session era's answer, on which dual-era clients (Claude Code, the SDK
+    // v2 in auto) send initialize and get a client session.
+    if (session_mode()) {
+      Rejection r = modern_era_refusal(single->meta_protocol_version);
+      r.message += " (--upstream-mode session serves the session era only: the 2026-07-28 era "
+                   "has no session to keep the upstream's per-session state in)";
+      return refuse(*ex, r, id, &base);
+    }
     return d_.stateless.handle(std::move(ex), req, std::move(parsed.messages.front()), accepts_sse,
                                std::move(upstream_headers), std::move(request_id), std::move(base));
+  }
   // A request with only a 2026-07-28 (or unknown) MCP-Protocol-Version
   // header and no session: the session era's answer that makes a dual-era
   // client fall back to initialize.

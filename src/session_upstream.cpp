@@ -725,7 +725,7 @@ void SessionUpstream::answer_call(const std::shared_ptr<SessionCallPort>& port,
 
 // ---- any thread -------------------------------------------------------------------
 
-void SessionUpstream::attach_stream(std::shared_ptr<StandaloneStream> s) {
+void SessionUpstream::attach_stream(std::shared_ptr<SessionStreamSink> s) {
   asio::post(ex_, [self = shared_from_this(), s = std::move(s)]() mutable {
     if (!self->usable()) {
       s->end();

@@ -50,7 +50,8 @@ bool mrtr_method(std::string_view m) {
 StatelessHandler::StatelessHandler(Deps d)
     : d_(d),
       parked_(d.cfg.mrtr_max_parked),
-      sealer_(d.cfg.session_secret, RequestStateSealer::new_replica_tag()) {}
+      sealer_(d.cfg.session_secret, RequestStateSealer::new_replica_tag()),
+      listen_(d.cfg.upstream, d.metrics, d.cfg.keepalive_interval) {}
 
 void StatelessHandler::stop_parked() {
   for (auto& c : parked_.stop()) c->cancel("mcp-sse-bridge is shutting down");
@@ -78,13 +79,6 @@ void StatelessHandler::refuse(Exchange& ex, const Rejection& r, std::string_view
   ex.respond(std::move(res));
 }
 
-// THE LISTEN SEAM: subscriptions/listen (#15 item 5) is not served yet.
-Rejection StatelessHandler::listen_unsupported() const {
-  return Rejection{404, -32601,
-                   "Method not found: subscriptions/listen is not served by mcp-sse-bridge yet "
-                   "(change notifications from the legacy upstream are not delivered)"};
-}
-
 std::string StatelessHandler::upstream_version(const std::string& headers) const {
   auto hit = d_.init_cache.find(InitializeCache::key(kUpstreamVersion, headers));
   if (hit) {
@@ -104,7 +98,13 @@ void StatelessHandler::handle(std::shared_ptr<Exchange> ex, const HttpRequest& r
   auto checked = StatelessRules::check(req.headers, m);
   if (auto* r = std::get_if<Rejection>(&checked)) return refuse(*ex, *r, m.id, base);
   auto& env = std::get<StatelessEnvelope>(checked);
-  if (m.method == "subscriptions/listen") return refuse(*ex, listen_unsupported(), m.id, base);
+  if (m.method == "subscriptions/listen") {
+    // Always an SSE stream, acknowledged at once (a client that waits for
+    // the acknowledgement must not wait for a JSON body that never comes).
+    listen_.listen(std::move(ex), SseSink::head(std::move(base)), m.id,
+                   ListenHub::filter_of(m.raw), std::move(upstream_headers));
+    return;
+  }
   auto& io = ex->loop().io();
   if (m.method == "server/discover") {
     boost::asio::co_spawn(io,
@@ -163,7 +163,7 @@ boost::asio::awaitable<void> StatelessHandler::run_call(std::shared_ptr<Exchange
                                                         std::shared_ptr<Call> c) {
   StatelessSink sink(registry_, d_.life, ex, c->box, d_.metrics, d_.cfg.keepalive_interval, c->base,
                      StatelessSink::Options{c->sse, c->msg.progress_token,
-                                            c->env.log_level_params.has_value()});
+                                            c->env.log_level_params.has_value(), &listen_});
   auto t0 = Clock::now();
   const std::string upstream = d_.cfg.upstream.sse_url.str();
   CallResult r;
@@ -244,12 +244,23 @@ void StatelessHandler::finish_round(const std::shared_ptr<Call>& c,
       o.response = StatelessRules::decorate_result(c->msg.method, o.response, d_.cfg.cache_ttl_ms,
                                                    d_.cfg.cache_scope);
   }
-  d_.metrics.call_done(c->msg.method, nullptr, false, seconds_since(t0));
-  if (log::enabled(log::Level::kInfo))
-    log::info(o.kind == Kind::kInputRequired ? "stateless call needs client input (input_required)"
-                                             : "stateless call",
-              {{"request_id", c->request_id}, {"method", c->msg.method},
-               {"round", std::to_string(o.round)}, {"ms", ms}});
+  d_.metrics.call_done(c->msg.method, o.error ? &*o.error : nullptr, false, seconds_since(t0));
+  if (o.error) {
+    log::warn("stateless call failed",
+              {{"request_id", c->request_id}, {"upstream_session", o.upstream_session},
+               {"method", c->msg.method}, {"id", c->msg.id},
+               {"outcome", std::string(to_string(o.error->kind))},
+               {"phase", std::string(to_string(o.error->phase))}, {"cause", o.error->message()},
+               {"ms", ms}, {"attempts", std::to_string(o.attempts)},
+               {"round", std::to_string(o.round)}});
+  } else if (log::enabled(log::Level::kInfo)) {
+    bool more = o.kind == Kind::kInputRequired;
+    log::info(more ? "stateless call needs client input (input_required)" : "stateless call",
+              {{"request_id", c->request_id}, {"upstream_session", o.upstream_session},
+               {"method", c->msg.method}, {"id", c->msg.id},
+               {"outcome", more ? "input_required" : "ok"}, {"ms", ms},
+               {"attempts", std::to_string(o.attempts)}, {"round", std::to_string(o.round)}});
+  }
   sink->finish(status, o.response);
 }
 
@@ -277,7 +288,8 @@ bool StatelessHandler::start_mrtr(const std::shared_ptr<Exchange>& ex,
 
   auto sink = std::make_shared<StatelessSink>(
       registry_, d_.life, ex, c->box, d_.metrics, d_.cfg.keepalive_interval, c->base,
-      StatelessSink::Options{c->sse, c->msg.progress_token, c->env.log_level_params.has_value()});
+      StatelessSink::Options{c->sse, c->msg.progress_token, c->env.log_level_params.has_value(),
+                             &listen_});
   EventLoop* front_loop = &ex->loop();
   auto t0 = Clock::now();
   MrtrSink::OutcomeFn on_outcome = [this, c, sink, front_loop, t0](MrtrSink::Outcome o) {

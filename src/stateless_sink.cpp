@@ -1,5 +1,7 @@
 #include "mcp_sse_bridge/stateless_sink.h"
 
+#include "mcp_sse_bridge/listen_hub.h"
+
 namespace msb {
 
 StatelessSink::StatelessSink(CallRegistry& registry, const Lifecycle& life,
@@ -24,6 +26,10 @@ bool StatelessSink::deliver(std::string_view json) {
       (m.method == "notifications/progress" && !opt_.progress_token.empty() &&
        m.progress_token == opt_.progress_token) ||
       (m.method == "notifications/message" && opt_.logs);
+  // A change the legacy server announced on this call's session belongs to
+  // the subscriptions/listen streams.
+  if (!about_this_request && opt_.listen && m.method.ends_with("/list_changed"))
+    opt_.listen->publish(json);
   if (!about_this_request || !opt_.sse) return alive();
   if (!ResponseSink::alive()) return false;
   start();

@@ -116,6 +116,10 @@ class MrtrSink : public CallSink, public std::enable_shared_from_this<MrtrSink> 
     std::string response;       // JSON-RPC response carrying the round's client id
     std::string request_state;  // kInputRequired: the sealed requestState
     int round = 0;              // kInputRequired: 1 for the first
+    // kComplete: the call's own account, for logs and metrics.
+    std::optional<BridgeError> error;  // set when the bridge minted the response
+    int attempts = 0;
+    std::string upstream_session;
   };
   using OutcomeFn = std::function<void(Outcome)>;
 
@@ -198,6 +202,7 @@ class MrtrSink : public CallSink, public std::enable_shared_from_this<MrtrSink> 
   std::unique_ptr<Impl> impl_;  // the loop's timers (keeps Asio out of this header)
 
   State state_ = State::kAttached;
+  std::optional<CallResult> final_;  // the call's result, once it has one (for give())
   std::optional<Front> front_;
   uint64_t front_gen_ = 0;     // which front a posted reply concerns
   bool front_gone_ = false;    // a remote front reported a hang-up

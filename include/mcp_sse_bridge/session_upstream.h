@@ -67,7 +67,7 @@ namespace msb {
 
 class EventLoop;
 class Metrics;
-class StandaloneStream;
+class SessionStreamSink;
 class UpstreamChannel;
 struct SessionCallPort;
 
@@ -129,7 +129,7 @@ class SessionUpstream : public std::enable_shared_from_this<SessionUpstream> {
                                           Clock::time_point arrival, bool* request_sent);
 
   // Makes `s` the session's GET stream; a previous one is ended. Any thread.
-  void attach_stream(std::shared_ptr<StandaloneStream> s);
+  void attach_stream(std::shared_ptr<SessionStreamSink> s);
   // The client's answer to a server request forwarded on the GET stream
   // (its id is the bridge id). Any thread.
   void client_answer(Message m);
@@ -221,7 +221,7 @@ class SessionUpstream : public std::enable_shared_from_this<SessionUpstream> {
   std::unordered_map<std::string, std::string> tokens_;  // progress token -> request id
   // Server requests forwarded to the client: bridge id -> upstream id.
   std::unordered_map<std::string, std::string> server_requests_;
-  std::shared_ptr<StandaloneStream> stream_;
+  std::shared_ptr<SessionStreamSink> stream_;
   std::optional<std::string> ping_id_;
   Deadline ping_deadline_ = Deadline::never();
   std::deque<Write> writes_;

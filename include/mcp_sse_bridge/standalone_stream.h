@@ -24,7 +24,20 @@ namespace msb {
 
 class Metrics;
 
-class StandaloneStream : public std::enable_shared_from_this<StandaloneStream> {
+// Where an upstream session sends the messages that belong to no call: a
+// client session's GET stream (StandaloneStream) or the feed of the
+// subscriptions/listen streams (ListenHub). Any thread.
+class SessionStreamSink {
+ public:
+  virtual ~SessionStreamSink() = default;
+  // Takes one JSON-RPC message; false once the sink has ended.
+  virtual bool deliver(std::string json) = 0;
+  virtual void end() = 0;
+  virtual bool open() const = 0;
+};
+
+class StandaloneStream : public SessionStreamSink,
+                         public std::enable_shared_from_this<StandaloneStream> {
  public:
   StandaloneStream(std::shared_ptr<Exchange> ex, Duration keepalive, Metrics& metrics);
   ~StandaloneStream();
@@ -36,10 +49,10 @@ class StandaloneStream : public std::enable_shared_from_this<StandaloneStream> {
   void start(HttpResponse head, std::function<void()> on_gone);
   // Queues one JSON-RPC message as an SSE event. False once the stream has
   // ended (the message is then not sent). Any thread; never blocks.
-  bool deliver(std::string json);
+  bool deliver(std::string json) override;
   // Ends the stream (its last chunk). Idempotent. Any thread.
-  void end();
-  bool open() const { return open_.load(); }
+  void end() override;
+  bool open() const override { return open_.load(); }
 
  private:
   void arm_keepalive();

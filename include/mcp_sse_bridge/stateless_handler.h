@@ -12,8 +12,7 @@
 //   --discover-refresh, then asked again; while the upstream is down the
 //   last result is served; with none ever cached, a JSON-RPC error with the
 //   id.
-// - subscriptions/listen: THE LISTEN SEAM (listen_unsupported()): 404 -32601
-//   until the listen stream exists (#15 item 5).
+// - subscriptions/listen: a long-lived SSE stream per request (ListenHub).
 // - tools/call, prompts/get and resources/read run through an MrtrSink
 //   (MRTR, basic/patterns/mrtr): a legacy upstream's mid-call
 //   elicitation/create, sampling/createMessage or roots/list becomes an
@@ -44,6 +43,7 @@
 #include "mcp_sse_bridge/forwarder.h"
 #include "mcp_sse_bridge/http_exchange.h"
 #include "mcp_sse_bridge/initialize_cache.h"
+#include "mcp_sse_bridge/listen_hub.h"
 #include "mcp_sse_bridge/parked_calls.h"
 #include "mcp_sse_bridge/request_state.h"
 #include "mcp_sse_bridge/mrtr_sink.h"
@@ -76,6 +76,8 @@ class StatelessHandler {
   void wake_all() { registry_.wake_all(); }
   // Stop: every call parked for an MRTR retry is cancelled upstream.
   void stop_parked();
+  // Stop: every subscriptions/listen stream ends, their upstream sessions close.
+  void stop_listen() { listen_.stop(); }
   const ParkedCalls& parked() const { return parked_; }
 
   // The protocol version sent in the initialize that stands in for a
@@ -86,7 +88,6 @@ class StatelessHandler {
  private:
   struct Call;
   void refuse(Exchange& ex, const Rejection& r, std::string_view id, const HttpResponse& base);
-  Rejection listen_unsupported() const;
   boost::asio::awaitable<void> discover(std::shared_ptr<Exchange> ex, Message m, bool sse,
                                         std::string headers, std::string request_id,
                                         HttpResponse base);
@@ -109,6 +110,7 @@ class StatelessHandler {
   CallRegistry registry_;
   ParkedCalls parked_;
   RequestStateSealer sealer_;
+  ListenHub listen_;
 };
 
 }  // namespace msb

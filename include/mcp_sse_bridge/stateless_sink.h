@@ -19,12 +19,15 @@
 
 namespace msb {
 
+class ListenHub;
+
 class StatelessSink : public SseSink {
  public:
   struct Options {
     bool sse = false;            // the client accepts text/event-stream
     std::string progress_token;  // the request's params._meta.progressToken (raw JSON), if any
     bool logs = false;           // the request set _meta logLevel
+    ListenHub* listen = nullptr;  // takes the list_changed notifications of the session
   };
   StatelessSink(CallRegistry& registry, const Lifecycle& life, std::shared_ptr<Exchange> ex,
                 MailboxPtr box, Metrics& metrics, Duration keepalive, HttpResponse base,

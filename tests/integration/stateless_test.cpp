@@ -227,7 +227,6 @@ TEST_CASE("stateless refusals: header rules, _meta, version, method; each with i
   json no_caps = call;
   no_caps["params"]["_meta"].erase("io.modelcontextprotocol/clientCapabilities");
   json ping = request(13, "ping", {{"_meta", meta()}});
-  json listen = request(14, "subscriptions/listen", {{"_meta", meta()}});
   std::vector<Case> cases = {
       {"no Mcp-Method", call, without("Mcp-Method"), 400, -32020},
       {"Mcp-Method differs", call, with("Mcp-Method", "tools/list"), 400, -32020},
@@ -238,7 +237,6 @@ TEST_CASE("stateless refusals: header rules, _meta, version, method; each with i
       {"unsupported version", old, with("MCP-Protocol-Version", "2030-01-01"), 400, -32022},
       {"no clientCapabilities", no_caps, ok, 400, -32602},
       {"ping (not in this era)", ping, raw_headers(ping), 404, -32601},
-      {"subscriptions/listen (not yet)", listen, raw_headers(listen), 404, -32601},
   };
   double before = series(scrape(h.port()), R"(mcp_bridge_http_refused_total{code="400"})");
   RawConn conn(h.port());
@@ -370,6 +368,45 @@ TEST_CASE("stateless cancellation: closing the SSE response stream cancels the c
   conn2.reset();
   REQUIRE(wait_for([&] { return h.upstream().last_cancelled_id() == "\"quiet\""; }, 2000ms));
   CHECK(ms_since(t0) < 1500);
+}
+
+TEST_CASE("subscriptions/listen: acknowledged at once, then only the asked-for changes, tagged; closed with the last listener") {
+  Harness h;
+  json listen = request("sub-1", "subscriptions/listen",
+                        {{"_meta", meta()},
+                         {"notifications", {{"toolsListChanged", true}, {"resourceSubscriptions", {"file:///x"}}}}});
+  RawConn conn(h.port());
+  REQUIRE(conn.connected());
+  int streams_before = h.upstream().open_streams();
+  auto t0 = SteadyClock::now();
+  REQUIRE(conn.send(http_request(listen, raw_headers(listen), true)));
+  bool closed = false;
+  std::string got = conn.read_until_close(300ms, &closed);
+  CHECK_FALSE(closed);
+  CHECK(got.find("text/event-stream") != std::string::npos);
+  auto ack_at = got.find("notifications/subscriptions/acknowledged");
+  REQUIRE(ack_at != std::string::npos);
+  // The honoured filter: tools list changes; resource subscriptions are not
+  // honoured (a legacy server's updates belong to the session that subscribed).
+  CHECK(got.find(R"("notifications":{"toolsListChanged":true})") != std::string::npos);
+  CHECK(got.find(R"("io.modelcontextprotocol/subscriptionId":"sub-1")") != std::string::npos);
+  CHECK(ms_since(t0) < 1500);  // acknowledged at once (the read window is 300 ms)
+  // The hub holds an upstream session for its listeners.
+  REQUIRE(wait_for([&] { return h.upstream().open_streams() > streams_before; }, 3000ms));
+  std::this_thread::sleep_for(100ms);  // its initialize replayed
+  // A server-wide change: the asked-for type arrives tagged, the other not.
+  h.upstream().broadcast("notifications/prompts/list_changed");
+  h.upstream().broadcast("notifications/tools/list_changed");
+  auto t1 = SteadyClock::now();
+  got = conn.read_until_close(1000ms, &closed);
+  CHECK_FALSE(closed);
+  CHECK(got.find("notifications/tools/list_changed") != std::string::npos);
+  CHECK(got.find("notifications/prompts/list_changed") == std::string::npos);
+  CHECK(got.find(R"("io.modelcontextprotocol/subscriptionId":"sub-1")") != std::string::npos);
+  (void)t1;  // the change arrived within the 1 s read window
+  // The last listener leaves: the held upstream session closes.
+  conn.reset();
+  CHECK(wait_for([&] { return h.upstream().open_streams() <= streams_before; }, 3000ms));
 }
 
 TEST_CASE("both eras on one endpoint: a session-era client is served as before next to stateless calls") {

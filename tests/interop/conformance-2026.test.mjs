@@ -32,7 +32,6 @@ const BRIDGE_ARGS = ['--log-level', 'info'];
 // Passing directly, failing through the bridge until the stateless era is
 // served; the lead removes entries as the bridge learns them.
 const PENDING_BRIDGE = {
-  'server-stateless': 'its subscriptions/listen checks (acknowledged first, subscriptionId tags, the filter) need the listen stream (#15 item 5); its other 24 checks pass through the bridge',
   'input-required-result-basic-elicitation': 'a lasting limit of translation, not a bug: the scenario requires the inputRequests key "user_name" that the reference server chose, and a legacy server\'s elicitation/create carries no key (the SDK\'s legacy shim drops it), so the bridge assigns its own; the round itself (elicit, retry, complete) passes, as input-required-result-request-state and -multi-round show',
 };
 
