@@ -689,13 +689,15 @@ struct LegacyServer::Impl {
                          {"isError", true}}));
     };
     auto elicit = [&]() {
-      return ask(s, id, "elicitation/create",
-                 {{"message", "What is your name?"},
-                  {"requestedSchema",
-                   {{"type", "object"},
-                    {"properties", {{"name", {{"type", "string"}}}}},
-                    {"required", {"name"}}}}},
-                 wait);
+      json params = {{"message", "What is your name?"},
+                     {"requestedSchema",
+                      {{"type", "object"},
+                       {"properties", {{"name", {{"type", "string"}}}}},
+                       {"required", {"name"}}}}};
+      // input_key: name the key a 2026-07-28 client sees (the bridge's hint).
+      if (args.contains("input_key") && args["input_key"].is_string())
+        params["_meta"] = {{"mcp-sse-bridge/inputKey", args["input_key"]}};
+      return ask(s, id, "elicitation/create", std::move(params), wait);
     };
     auto name_of = [](const json& r) {
       std::string action = r.value("action", "");

@@ -24,6 +24,26 @@ std::string_view capability_for(std::string_view method) {
   return {};
 }
 
+// A legacy server may name the inputRequests key a server-to-client request
+// becomes: params._meta["mcp-sse-bridge/inputKey"] (what a 2026-07-28 server
+// would have chosen, so that its clients see stable keys). Taken out of the
+// params (empty _meta removed); "" when absent or not a usable key (1-64
+// printable ASCII characters).
+constexpr std::string_view kInputKeyMeta = "mcp-sse-bridge/inputKey";
+
+std::string take_key_hint(nlohmann::json& params) {
+  auto meta = params.find("_meta");
+  if (meta == params.end() || !meta->is_object()) return {};
+  auto hint = meta->find(kInputKeyMeta);
+  if (hint == meta->end()) return {};
+  std::string key = hint->is_string() ? hint->get<std::string>() : std::string();
+  meta->erase(hint);
+  if (meta->empty()) params.erase(meta);
+  bool usable = !key.empty() && key.size() <= 64;
+  for (unsigned char c : key) usable = usable && c > 0x20 && c < 0x7f;
+  return usable ? key : std::string();
+}
+
 }  // namespace
 
 // The loop's timers, and the coroutine that runs the forwarder.
@@ -239,9 +259,18 @@ bool MrtrSink::forward_request(std::string_view method, std::string_view bridge_
     return false;
   }
   Pending p{std::string(bridge_id), std::string(method), {}};
+  std::string key;
   auto j = nlohmann::json::parse(json, nullptr, false);
-  if (!j.is_discarded() && j.is_object() && j.contains("params")) p.params = j["params"].dump();
-  pending_.emplace("r" + std::to_string(next_key_++), std::move(p));
+  if (!j.is_discarded() && j.is_object() && j.contains("params") && j["params"].is_object()) {
+    auto& params = j["params"];
+    key = take_key_hint(params);
+    p.params = params.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  }
+  if (key.empty() || pending_.count(key)) {
+    do key = "r" + std::to_string(next_key_++);
+    while (pending_.count(key));
+  }
+  pending_.emplace(std::move(key), std::move(p));
   if (state_ == State::kAttached) open_window();
   return true;  // a request arriving while parked is asked on the retry
 }

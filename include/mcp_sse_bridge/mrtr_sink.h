@@ -55,6 +55,9 @@
 //   sampling/createMessage → sampling, roots/list → roots), or any other
 //   server request, is refused: the forwarder answers it upstream with an
 //   error and the tool continues with its own fallback.
+// - Keys: "r1", "r2", … unless the legacy server names one in the request's
+//   params._meta["mcp-sse-bridge/inputKey"] (removed before the client sees
+//   the params; ignored when unusable or already pending).
 // - Retry: keys answered in inputResponses go upstream; unknown keys are
 //   ignored; keys missing (or whose value is not an object) are asked again
 //   in a new input_required with the same keys, together with any request

@@ -247,6 +247,30 @@ TEST_CASE("mrtr: a mid-call elicitation becomes input_required; the retry on ano
         Refusal::kNotParked);
 }
 
+TEST_CASE("mrtr: a legacy server names the inputRequests key with the bridge's _meta hint") {
+  Harness h;
+  Outcomes out;
+  auto f1 = std::make_shared<FakeFront>();
+  h.start("ask_name", {{"input_key", "user_name"}}, kAllCaps, f1, out, 1);
+  json r1 = input_required(out, 1);
+  auto& reqs = r1["result"]["inputRequests"];
+  REQUIRE(reqs.size() == 1);
+  REQUIRE(reqs.contains("user_name"));
+  // The hint is the bridge's, not the client's: it leaves the params.
+  CHECK_FALSE(reqs["user_name"]["params"].contains("_meta"));
+  CHECK(reqs["user_name"]["params"]["message"] == "What is your name?");
+  auto f2 = std::make_shared<FakeFront>();
+  CHECK_FALSE(h.retry("ask_name", {{"input_key", "user_name"}}, r1["result"]["requestState"],
+                      {{"user_name", kAda}}, kAllCaps, f2, out, 2));
+  CHECK(text_of(complete(out, 2)) == "hello Ada");
+  // An unusable hint (a space in it) falls back to the bridge's own key.
+  auto f3 = std::make_shared<FakeFront>();
+  h.start("ask_name", {{"input_key", "user name"}}, kAllCaps, f3, out, 3);
+  json r3 = input_required(out, 3);
+  REQUIRE(r3["result"]["inputRequests"].size() == 1);
+  CHECK(r3["result"]["inputRequests"].begin().key() == "r1");
+}
+
 TEST_CASE("mrtr: sampling and roots round trips") {
   Harness h;
   Outcomes out;

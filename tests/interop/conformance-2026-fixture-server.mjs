@@ -146,6 +146,18 @@ function mrtrTool(name, req, ctx, clientCaps) {
 }
 
 // notify: {toolsChanged(), promptsChanged()} for this transport.
+// Served over legacy SSE, each inputRequests entry becomes a plain
+// server-to-client request that carries no key; the bridge then assigns its
+// own unless the request names one in params._meta["mcp-sse-bridge/inputKey"]
+// (its documented hint; the bridge removes it). The legacy fixture names the
+// keys its handlers chose, as a legacy server wanting stable keys would.
+function legacyKeyHints(result) {
+  if (mode !== 'sse' || !result?.inputRequests) return result;
+  const inputRequests = Object.fromEntries(Object.entries(result.inputRequests).map(([key, entry]) => [key,
+    { ...entry, params: { ...entry.params, _meta: { ...entry.params?._meta, 'mcp-sse-bridge/inputKey': key } } }]));
+  return { ...result, inputRequests };
+}
+
 function makeServer(notify) {
   const server = new Server({ name: 'conformance-2026-fixtures', version: '1.0.0' }, {
     capabilities: { tools: { listChanged: true }, prompts: { listChanged: true }, resources: {},
@@ -162,7 +174,7 @@ function makeServer(notify) {
     const args = req.params.arguments ?? {};
     const caps = capsOf(ctx);
     const mrtr = mrtrTool(name, req, ctx, caps);
-    if (mrtr) return mrtr;
+    if (mrtr) return legacyKeyHints(mrtr);
     switch (name) {
       case 'test_tool_with_logging':
         for (const m of ['Tool execution started', 'Tool processing data', 'Tool execution completed']) {

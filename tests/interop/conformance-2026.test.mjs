@@ -29,11 +29,13 @@ const DIRECT_BASELINE = 39;
 // The bridge's flags for the bridged run.
 const BRIDGE_ARGS = ['--log-level', 'info'];
 
-// Passing directly, failing through the bridge until the stateless era is
-// served; the lead removes entries as the bridge learns them.
-const PENDING_BRIDGE = {
-  'input-required-result-basic-elicitation': 'a lasting limit of translation, not a bug: the scenario requires the inputRequests key "user_name" that the reference server chose, and a legacy server\'s elicitation/create carries no key (the SDK\'s legacy shim drops it), so the bridge assigns its own; the round itself (elicit, retry, complete) passes, as input-required-result-request-state and -multi-round show',
-};
+// Passing directly, failing through the bridge (with the reason). Empty:
+// every scenario passing directly passes bridged. The last one to go,
+// input-required-result-basic-elicitation, checks the inputRequests key the
+// reference server chose ("user_name"); a legacy elicitation/create carries
+// no key, so the legacy fixture names it with the bridge's documented hint
+// (params._meta["mcp-sse-bridge/inputKey"]).
+const PENDING_BRIDGE = {};
 
 const children = [];
 after(async () => { for (const c of children) await stop(c); });

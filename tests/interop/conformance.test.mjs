@@ -60,6 +60,26 @@ test('conformance: every scenario passing directly passes through the bridge', {
   assert.ok(count('b') >= 28, `only ${count('b')} scenarios pass through the bridge`);
 });
 
+// Session mode (--upstream-mode session: one upstream session per client
+// session, a GET stream, subscriptions forwarded) serves what per-call
+// sessions cannot: there every scenario passing directly passes bridged,
+// the subscription scenarios included.
+test('conformance, session mode: every scenario passing directly passes through the bridge', { timeout: 300000 }, async () => {
+  const directPort = await fixture('streamable');
+  const ssePort = await fixture('sse');
+  const bridge = await startBridge(`http://127.0.0.1:${ssePort}/sse`,
+    ['--log-level', 'info', '--upstream-mode', 'session']);
+  children.push(bridge.child);
+  const direct = await runConformance(`http://127.0.0.1:${directPort}/mcp`, '2025-11-25');
+  const bridged = await runConformance(bridge.url, '2025-11-25');
+  const names = Object.keys(direct);
+  const passing = (r) => names.filter((n) => scenarioPassed(r[n]));
+  console.log(`# session mode: direct ${passing(direct).length}/${names.length}, bridged ${passing(bridged).length}/${names.length}`);
+  const regressions = passing(direct).filter((n) => !scenarioPassed(bridged[n]));
+  assert.deepEqual(regressions, [], `session mode: passing directly, failing through the bridge: ${regressions}`);
+  for (const name of Object.keys(KNOWN_PER_CALL_LIMITS)) assert.ok(scenarioPassed(bridged[name]), `session mode serves ${name}`);
+});
+
 // The fixture advertises resources.subscribe; with per-call upstream sessions
 // nothing could deliver the updates, so the bridge removes that promise from
 // the initialize result it relays — and from the one it answers from its
