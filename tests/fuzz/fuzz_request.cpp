@@ -15,6 +15,7 @@
 #include "mcp_sse_bridge/jsonrpc.h"
 #include "mcp_sse_bridge/request_policy.h"
 #include "mcp_sse_bridge/session_token.h"
+#include "fuzz_input.h"
 
 namespace {
 
@@ -36,22 +37,8 @@ const msb::Config& config() {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const msb::RequestPolicy policy(config());
   static msb::SessionTokens tokens("fuzz-secret-0123456789abcdef", 1000);
-  std::string_view in(reinterpret_cast<const char*>(data), size);
-  size_t split = in.find("\n\n");
-  std::string_view head = in.substr(0, split);
-  std::string body(split == std::string_view::npos ? std::string_view() : in.substr(split + 2));
-
-  msb::HeaderList h;
-  while (!head.empty()) {
-    size_t nl = head.find('\n');
-    std::string_view line = head.substr(0, nl);
-    head.remove_prefix(nl == std::string_view::npos ? head.size() : nl + 1);
-    size_t colon = line.find(':');
-    if (colon == std::string_view::npos) continue;
-    std::string_view value = line.substr(colon + 1);
-    if (!value.empty() && value.front() == ' ') value.remove_prefix(1);
-    h.push_back({line.substr(0, colon), value});
-  }
+  auto [h, body] = fuzz::split_request(
+      std::string_view(reinterpret_cast<const char*>(data), size));
 
   auto check = [](const std::optional<msb::Rejection>& r) {
     if (r && (r->status < 400 || r->status > 499 || r->message.empty())) std::abort();
