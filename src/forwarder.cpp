@@ -870,4 +870,15 @@ void Forwarder::stop() {
   for (auto& d : done) d.wait_for(std::chrono::seconds(2));
 }
 
+CallResult CallResult::internal_failure(const Message& m, Clock::time_point arrival,
+                                        std::string_view upstream, std::string_view what) {
+  CallResult r;
+  r.error = make_error(ErrorKind::kInternal, Phase::kRequest,
+                       "internal error in mcp-sse-bridge: " + std::string(what));
+  r.response = jsonrpc_error_response(m.id, *r.error, elapsed_ms(arrival), upstream);
+  log::error("call failed with an exception",
+             {{"method", m.method}, {"id", m.id}, {"what", std::string(what)}});
+  return r;
+}
+
 }  // namespace msb

@@ -56,17 +56,17 @@ struct MrtrSink::Impl {
                                    std::optional<ClientSession> session,
                                    std::optional<std::string> log_level, std::string headers,
                                    Clock::time_point arrival) {
-    CallResult r;
+    std::optional<CallResult> r;
+    std::string what;
     try {
       r = co_await fwd->call(self->loop_, req, session ? &*session : nullptr, std::move(log_level),
                              std::move(headers), *self, arrival);
     } catch (const std::exception& e) {
-      // Never leave a front without an answer.
-      r = CallResult{};
-      r.error = make_error(ErrorKind::kInternal, Phase::kRequest, e.what());
-      r.response = jsonrpc_error_response(req.id, *r.error, elapsed_ms(arrival), "");
+      what = e.what();
     }
-    self->finish(std::move(r));
+    // Never leave a front without an answer.
+    if (!r) r = CallResult::internal_failure(req, arrival, fwd->config().sse_url.str(), what);
+    self->finish(std::move(*r));
   }
 };
 

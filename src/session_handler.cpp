@@ -427,12 +427,7 @@ boost::asio::awaitable<CallResult> SessionHandler::call_guarded(
     what = ex.what();
   }
   sink.set_waker(nullptr);
-  CallResult r;
-  r.error = make_error(ErrorKind::kInternal, Phase::kRequest,
-                       "internal error in mcp-sse-bridge: " + what);
-  r.response = jsonrpc_error_response(m.id, *r.error, elapsed_ms(arrival), d_.cfg.upstream.sse_url.str());
-  log::error("call failed with an exception", {{"method", m.method}, {"id", m.id}, {"what", what}});
-  co_return r;
+  co_return CallResult::internal_failure(m, arrival, d_.cfg.upstream.sse_url.str(), what);
 }
 
 // Runs one call to completion (or cancellation) and logs it.

@@ -76,6 +76,12 @@ struct CallResult {
   std::optional<BridgeError> error;  // set when the bridge minted the response
   int attempts = 0;
   std::string upstream_session;  // last upstream session id, for logs
+
+  // The answer to `m` when running it threw (`what`): an internal error
+  // with the request's id, logged. Every caller of a call coroutine catches
+  // into this, so that no client is ever left without an answer.
+  static CallResult internal_failure(const Message& m, Clock::time_point arrival,
+                                     std::string_view upstream, std::string_view what);
 };
 
 class Forwarder {
