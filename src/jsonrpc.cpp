@@ -2,6 +2,8 @@
 
 #include <simdjson.h>
 
+#include <cstring>
+
 #include <nlohmann/json.hpp>
 
 namespace msb {
@@ -253,7 +255,142 @@ std::string make_request(std::string_view id, std::string_view method, std::stri
   return s;
 }
 
+namespace {
+
+bool json_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+size_t skip_ws(std::string_view s, size_t i) {
+  while (i < s.size() && json_ws(s[i])) ++i;
+  return i;
+}
+
+// The end of the string starting at s[i] == '"' (one past its closing
+// quote), or npos. `escaped`: whether it contains a backslash.
+size_t skip_key(std::string_view s, size_t i, bool* escaped) {
+  for (++i; i < s.size(); ++i) {
+    if (s[i] == '\\') {
+      *escaped = true;
+      ++i;
+    } else if (s[i] == '"') {
+      return i + 1;
+    }
+  }
+  return std::string_view::npos;
+}
+
+// The same for a value string, found with memchr (a result's text may be
+// megabytes): a quote preceded by an odd number of backslashes is escaped.
+size_t skip_string(std::string_view s, size_t i) {
+  for (++i; i < s.size();) {
+    const void* q = std::memchr(s.data() + i, '"', s.size() - i);
+    if (!q) return std::string_view::npos;
+    size_t at = static_cast<const char*>(q) - s.data();
+    size_t bs = 0;
+    while (at - bs > i && s[at - bs - 1] == '\\') ++bs;
+    if (bs % 2 == 0) return at + 1;
+    i = at + 1;
+  }
+  return std::string_view::npos;
+}
+
+// The end of the value starting at s[i], or npos.
+size_t skip_value(std::string_view s, size_t i) {
+  if (i >= s.size()) return std::string_view::npos;
+  if (s[i] == '"') return skip_string(s, i);
+  if (s[i] == '{' || s[i] == '[') {
+    size_t depth = 0;
+    while (i < s.size()) {
+      char c = s[i];
+      if (c == '"') {
+        i = skip_string(s, i);
+        if (i == std::string_view::npos) return i;
+        continue;
+      }
+      if (c == '{' || c == '[') {
+        ++depth;
+      } else if ((c == '}' || c == ']') && --depth == 0) {
+        return i + 1;
+      }
+      ++i;
+    }
+    return std::string_view::npos;
+  }
+  size_t b = i;  // number, true, false, null
+  while (i < s.size() && !json_ws(s[i]) && s[i] != ',' && s[i] != '}' && s[i] != ']') ++i;
+  return i == b ? std::string_view::npos : i;
+}
+
+}  // namespace
+
+bool find_members(std::string_view s, std::initializer_list<std::string_view> keys,
+                  JsonMember* out) {
+  size_t n = keys.size();
+  for (size_t k = 0; k < n; ++k) out[k] = JsonMember{};
+  auto unsure = [&] {
+    for (size_t k = 0; k < n; ++k) out[k] = JsonMember{};
+    return false;
+  };
+  size_t i = skip_ws(s, 0);
+  if (i >= s.size() || s[i] != '{') return unsure();
+  size_t open = i;
+  i = skip_ws(s, i + 1);
+  bool empty = i < s.size() && s[i] == '}';
+  bool escaped_key = false;
+  if (!empty) {
+    for (;;) {
+      if (i >= s.size() || s[i] != '"') return unsure();
+      bool esc = false;
+      size_t kend = skip_key(s, i, &esc);
+      if (kend == std::string_view::npos) return unsure();
+      escaped_key = escaped_key || esc;
+      std::string_view name = s.substr(i + 1, kend - i - 2);
+      i = skip_ws(s, kend);
+      if (i >= s.size() || s[i] != ':') return unsure();
+      i = skip_ws(s, i + 1);
+      size_t vend = skip_value(s, i);
+      if (vend == std::string_view::npos) return unsure();
+      size_t k = 0;
+      for (auto key : keys) {
+        if (!esc && name == key) {
+          if (out[k].status == JsonMember::Status::kFound) return unsure();  // duplicate key
+          out[k].status = JsonMember::Status::kFound;
+          out[k].begin = i;
+          out[k].end = vend;
+        }
+        ++k;
+      }
+      i = skip_ws(s, vend);
+      if (i < s.size() && s[i] == ',') {
+        i = skip_ws(s, i + 1);
+        continue;
+      }
+      if (i < s.size() && s[i] == '}') break;
+      return unsure();
+    }
+  }
+  if (escaped_key) return unsure();
+  for (size_t k = 0; k < n; ++k) {
+    out[k].open = open;
+    out[k].empty = empty;
+    if (out[k].status != JsonMember::Status::kFound) out[k].status = JsonMember::Status::kAbsent;
+  }
+  return true;
+}
+
+JsonMember find_member(std::string_view object_json, std::string_view key) {
+  JsonMember m;
+  find_members(object_json, {key}, &m);
+  return m;
+}
+
 std::optional<std::string> with_id(const std::string& raw, std::string_view id_json) {
+  auto m = find_member(raw, "id");
+  if (m.status == JsonMember::Status::kFound && !id_json.empty()) {
+    std::string out;
+    out.reserve(raw.size() - (m.end - m.begin) + id_json.size());
+    out.append(raw, 0, m.begin).append(id_json).append(raw, m.end);
+    return out;
+  }
   auto j = nlohmann::ordered_json::parse(raw, nullptr, false);
   auto id = nlohmann::ordered_json::parse(id_json, nullptr, false);
   if (j.is_discarded() || !j.is_object() || id.is_discarded()) return std::nullopt;

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -62,6 +63,26 @@ std::string json_quote(std::string_view s);
 std::string make_request(std::string_view id, std::string_view method, std::string_view params);
 
 // Returns `raw` (a JSON-RPC message) with its id replaced by `id_json`.
+// nullopt when `raw` is not a JSON object. Splices the text (no parse of
+// the rest: a 64 MiB result costs one copy) when `raw` is valid JSON, as
+// parse_message leaves it.
 std::optional<std::string> with_id(const std::string& raw, std::string_view id_json);
+
+// Where the value of a top-level member of a JSON object text sits, found
+// by a scan that tracks only strings and nesting (the text must be valid
+// JSON; nothing is allocated). kUnsure: the object has a key written with
+// escapes (which might spell `key`), or the text is not an object as
+// expected; the caller then parses it properly.
+struct JsonMember {
+  enum class Status { kFound, kAbsent, kUnsure } status = Status::kUnsure;
+  size_t begin = 0, end = 0;  // the value's bytes [begin, end) when kFound
+  size_t open = 0;            // the object's '{' (kFound, kAbsent)
+  bool empty = false;         // the object has no member at all
+};
+JsonMember find_member(std::string_view object_json, std::string_view key);
+// The same for several keys in one scan: out[k] for the k-th key. False
+// (every entry kUnsure) when the text cannot be scanned with certainty.
+bool find_members(std::string_view object_json, std::initializer_list<std::string_view> keys,
+                  JsonMember* out);
 
 }  // namespace msb

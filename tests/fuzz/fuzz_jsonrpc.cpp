@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "mcp_sse_bridge/error.h"
 #include "mcp_sse_bridge/jsonrpc.h"
 
@@ -30,6 +32,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   } else if (r.error_code != -32700 && r.error_code != -32600) {
     std::abort();
+  }
+  // with_id's splice agrees with a parser: same members, the new id.
+  if (text.size() < 65536) {
+    auto j = nlohmann::json::parse(text, nullptr, false);
+    if (j.is_object()) {
+      auto out = msb::with_id(text, "[7]");
+      if (!out) std::abort();
+      auto back = nlohmann::json::parse(*out, nullptr, false);
+      j["id"] = nlohmann::json::array({7});
+      if (back.is_discarded() || back != j) std::abort();
+    }
   }
   msb::Message m;
   (void)msb::parse_message(std::move(text), m);

@@ -235,3 +235,48 @@ TEST_CASE("result decoration: resultType always; ttlMs/cacheScope on complete ca
   std::string err = R"({"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"x"}})";
   CHECK(StatelessRules::decorate_result("tools/list", err, 5000, "private") == err);
 }
+
+TEST_CASE("result decoration splices the text: the upstream's bytes are kept as they came") {
+  auto dec = [](const std::string& method, const std::string& resp) {
+    return StatelessRules::decorate_result(method, resp, 5000, "private");
+  };
+  // Spacing, key order and number spelling of the upstream survive.
+  CHECK(dec("tools/call", R"({ "id" : 1, "result" : { "content" : [ 1.50 ] }, "jsonrpc":"2.0" })") ==
+        R"({ "id" : 1, "result" : {"resultType":"complete", "content" : [ 1.50 ] }, "jsonrpc":"2.0" })");
+  CHECK(dec("tools/list", R"({"jsonrpc":"2.0","id":1,"result":{}})") ==
+        R"({"jsonrpc":"2.0","id":1,"result":{"resultType":"complete","ttlMs":5000,"cacheScope":"private"}})");
+  // Nothing to add: the same text.
+  std::string done = R"({"jsonrpc":"2.0","id":1,"result":{"resultType":"complete","ttlMs":7,"cacheScope":"public","tools":[]}})";
+  CHECK(dec("tools/list", done) == done);
+  // Strings holding braces, quotes and escaped quotes do not confuse it.
+  auto tricky = json::parse(dec("tools/call",
+      R"({"jsonrpc":"2.0","id":"}","result":{"content":[{"type":"text","text":"a\\\"}{\"resultType\":1"}]}})"));
+  CHECK(tricky["result"]["resultType"] == "complete");
+  CHECK(tricky["result"]["content"][0]["text"] == "a\\\"}{\"resultType\":1");
+  // An escaped quote followed by a brace inside a string ends nothing.
+  std::string ir = dec("tools/call", R"({"jsonrpc":"2.0","id":1,"result":{"a":"x\"}","resultType":"input_required"}})");
+  CHECK(ir.find("resultType") == ir.rfind("resultType"));
+  CHECK(json::parse(ir)["result"]["resultType"] == "input_required");
+  // A key spelled with escapes, or a duplicate, goes the parsing way: one resultType.
+  auto esc = json::parse(dec("tools/call", R"({"jsonrpc":"2.0","id":1,"result":{"result\u0054ype":"complete","x":1}})"));
+  CHECK(esc["result"]["resultType"] == "complete");
+  CHECK(esc["result"].size() == 2);
+}
+
+TEST_CASE("json member scan: where a top-level member's value is, without parsing") {
+  using S = JsonMember::Status;
+  std::string t = R"({"a":{"id":9},"s":"x\"id\":","id" : [1,{"b":"]"}] ,"z":null})";
+  auto m = find_member(t, "id");
+  REQUIRE(m.status == S::kFound);
+  CHECK(t.substr(m.begin, m.end - m.begin) == R"([1,{"b":"]"}])");
+  CHECK(find_member(t, "q").status == S::kAbsent);
+  CHECK(find_member(R"({ })", "id").empty);
+  CHECK(find_member(R"([1])", "id").status == S::kUnsure);
+  CHECK(find_member(R"({"id":1,"id":2})", "id").status == S::kUnsure);
+  CHECK(find_member(R"({"i\u0064":1})", "id").status == S::kUnsure);
+  CHECK(find_member(R"({"id":"unterminated})", "id").status == S::kUnsure);
+  // with_id splices the new id in and keeps every other byte.
+  CHECK(with_id(R"({"jsonrpc":"2.0", "id" : "b-7" ,"result":{"id":3}})", "42").value() ==
+        R"({"jsonrpc":"2.0", "id" : 42 ,"result":{"id":3}})");
+  CHECK_FALSE(with_id("[]", "1").has_value());
+}
