@@ -101,8 +101,11 @@ void StatelessHandler::handle(std::shared_ptr<Exchange> ex, const HttpRequest& r
   if (m.method == "subscriptions/listen") {
     // Always an SSE stream, acknowledged at once (a client that waits for
     // the acknowledgement must not wait for a JSON body that never comes).
-    listen_.listen(std::move(ex), SseSink::head(std::move(base)), m.id,
-                   ListenHub::filter_of(m.raw), std::move(upstream_headers));
+    std::string why;
+    auto filter = ListenHub::filter_of(m.raw, &why);
+    if (!filter) return refuse(*ex, Rejection{400, -32602, why}, m.id, base);
+    listen_.listen(std::move(ex), SseSink::head(std::move(base)), m.id, std::move(*filter),
+                   std::move(upstream_headers));
     return;
   }
   auto& io = ex->loop().io();
@@ -163,7 +166,8 @@ boost::asio::awaitable<void> StatelessHandler::run_call(std::shared_ptr<Exchange
                                                         std::shared_ptr<Call> c) {
   StatelessSink sink(registry_, d_.life, ex, c->box, d_.metrics, d_.cfg.keepalive_interval, c->base,
                      StatelessSink::Options{c->sse, c->msg.progress_token,
-                                            c->env.log_level_params.has_value(), &listen_});
+                                            c->env.log_level_params.has_value(), &listen_,
+                                            c->headers});
   auto t0 = Clock::now();
   const std::string upstream = d_.cfg.upstream.sse_url.str();
   CallResult r;
@@ -289,7 +293,7 @@ bool StatelessHandler::start_mrtr(const std::shared_ptr<Exchange>& ex,
   auto sink = std::make_shared<StatelessSink>(
       registry_, d_.life, ex, c->box, d_.metrics, d_.cfg.keepalive_interval, c->base,
       StatelessSink::Options{c->sse, c->msg.progress_token, c->env.log_level_params.has_value(),
-                             &listen_});
+                             &listen_, c->headers});
   EventLoop* front_loop = &ex->loop();
   auto t0 = Clock::now();
   MrtrSink::OutcomeFn on_outcome = [this, c, sink, front_loop, t0](MrtrSink::Outcome o) {
