@@ -339,8 +339,8 @@ bool StatelessHandler::start_mrtr(const std::shared_ptr<Exchange>& ex,
   return true;
 }
 
-std::string StatelessHandler::discover_answer(std::string_view id,
-                                              const std::string& init_result) const {
+std::string StatelessHandler::discover_answer(std::string_view id, const std::string& init_result,
+                                              bool subscribes) const {
   auto init = ojson::parse(init_result, nullptr, false);
   if (init.is_discarded() || !init.is_object()) init = ojson::object();
   ojson res;
@@ -349,6 +349,11 @@ std::string StatelessHandler::discover_answer(std::string_view id,
   res["capabilities"] = init.contains("capabilities") && init["capabilities"].is_object()
                             ? init["capabilities"]
                             : ojson::object();
+  if (subscribes) {
+    if (!res["capabilities"].contains("resources") || !res["capabilities"]["resources"].is_object())
+      res["capabilities"]["resources"] = ojson::object();
+    res["capabilities"]["resources"]["subscribe"] = true;
+  }
   if (init.contains("instructions") && init["instructions"].is_string())
     res["instructions"] = init["instructions"];
   if (init.contains("serverInfo") && init["serverInfo"].is_object())
@@ -372,7 +377,7 @@ boost::asio::awaitable<void> StatelessHandler::discover(std::shared_ptr<Exchange
   StatelessSink sink(registry_, d_.life, ex, box, d_.metrics, d_.cfg.keepalive_interval, base,
                      StatelessSink::Options{sse, {}, false});
   if (hit && hit->age < d_.cfg.discover_refresh) {
-    sink.finish(200, discover_answer(m.id, hit->result_json));
+    sink.finish(200, discover_answer(m.id, hit->result_json, hit->subscribes));
     co_return;
   }
   const std::string upstream = d_.cfg.upstream.sse_url.str();
@@ -410,10 +415,11 @@ boost::asio::awaitable<void> StatelessHandler::discover(std::shared_ptr<Exchange
   if (!r.error) {
     Message resp;
     if (parse_message(r.response, resp) && resp.kind == MsgKind::kResponse && !resp.is_error) {
-      std::string result = InitializeCache::result_of(r.response);
+      bool subscribes = false;
+      std::string result = InitializeCache::result_of(r.response, false, &subscribes);
       if (!result.empty()) {
-        d_.init_cache.store(cache_key, result);
-        answer = discover_answer(m.id, result);
+        d_.init_cache.store(cache_key, result, subscribes);
+        answer = discover_answer(m.id, result, subscribes);
       }
     }
     if (answer.empty())
@@ -428,7 +434,7 @@ boost::asio::awaitable<void> StatelessHandler::discover(std::shared_ptr<Exchange
               "cannot be reached",
               {{"request_id", request_id}, {"age_ms", std::to_string(hit->age.count())},
                {"cause", r.error->message()}});
-    answer = discover_answer(m.id, hit->result_json);
+    answer = discover_answer(m.id, hit->result_json, hit->subscribes);
   } else if (answer.empty()) {
     r.error->detail = "server/discover is built from the upstream's initialize result, and none "
                       "could be obtained: " + r.error->detail;

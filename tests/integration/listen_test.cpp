@@ -266,6 +266,34 @@ TEST_CASE("listen resourceSubscriptions: replayed when the upstream restarts; up
             .is_object());
 }
 
+namespace {
+// server/discover's capabilities.resources (fresh, then from the cache).
+json discover_resources(Harness& h) {
+  json d = {{"jsonrpc", "2.0"},
+            {"id", "d"},
+            {"method", "server/discover"},
+            {"params",
+             {{"_meta",
+               {{"io.modelcontextprotocol/protocolVersion", "2026-07-28"},
+                {"io.modelcontextprotocol/clientCapabilities", json::object()}}}}}};
+  auto r = h.post(d.dump(), "", false, {{"MCP-Protocol-Version", "2026-07-28"}, {"Mcp-Method", "server/discover"}});
+  REQUIRE(r.status == 200);
+  REQUIRE(!r.messages.empty());
+  return r.last().value(json::json_pointer("/result/capabilities/resources"), json());
+}
+}  // namespace
+
+TEST_CASE("listen resourceSubscriptions: server/discover advertises resources.subscribe exactly when the upstream does") {
+  Harness h;
+  CHECK(discover_resources(h) == json{{"subscribe", true}});
+  CHECK(discover_resources(h) == json{{"subscribe", true}});  // from the cache
+  example::Options o;
+  o.resource_subscribe = false;
+  Harness plain(o);
+  CHECK(discover_resources(plain) == json::object());
+  CHECK(discover_resources(plain) == json::object());
+}
+
 TEST_CASE("listen resourceSubscriptions: left out of the acknowledgement when the upstream has no resources.subscribe") {
   example::Options o;
   o.resource_subscribe = false;
