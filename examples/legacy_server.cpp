@@ -56,6 +56,14 @@ json tool_list() {
        {"inputSchema", obj(json::object(), json::array())}},
       {{"name", "count"}, {"description", "Adds one to this SSE session's counter and returns it"},
        {"inputSchema", obj(json::object(), json::array())}},
+      {{"name", "touch"},
+       {"description", "Changes resource `uri`: every session subscribed to it gets "
+                       "notifications/resources/updated; returns how many"},
+       {"inputSchema", obj({{"uri", {{"type", "string"}}}}, {"uri"})}},
+      {{"name", "list_changed"},
+       {"description", "Sends notifications/<kind>/list_changed (kind: tools, prompts or "
+                       "resources) on this session's stream, then answers"},
+       {"inputSchema", obj({{"kind", {{"type", "string"}}}}, {"kind"})}},
       {{"name", "notify_later"},
        {"description", "Answers at once; `ms` later sends notifications/tools/list_changed and a "
                        "notifications/message (`text`) on this session's stream"},
@@ -158,6 +166,7 @@ struct LegacyServer::Impl {
   std::map<std::string, std::shared_ptr<Session>> sessions;
   std::atomic<int> sessions_opened{0}, premature{0}, cancellations{0}, open_streams{0};
   std::atomic<int> sse_requests{0};  // every GET /sse, refused ones included
+  std::atomic<int> subscribes{0}, unsubscribes{0};
   std::atomic<int> workers{0};
   msb::PeerSockets peers;  // to notice clients that closed their SSE stream
   std::string last_cancelled;
@@ -438,10 +447,11 @@ struct LegacyServer::Impl {
       }
       std::string v = params.value("protocolVersion", "2024-11-05");
       if (v != "2024-11-05" && v != "2025-03-26" && v != "2025-06-18") v = "2024-11-05";
+      json resources = opt.resource_subscribe ? json{{"subscribe", true}} : json::object();
       s.send(result(id, {{"protocolVersion", v},
                          {"capabilities", {{"tools", json::object()},
                                            {"logging", json::object()},
-                                           {"resources", {{"subscribe", true}}}}},
+                                           {"resources", resources}}},
                          {"serverInfo", {{"name", "example-legacy-server"}, {"version", "0.1.0"}}}}));
     } else if (method == "ping") {
       s.send(result(id, json::object()));
@@ -479,7 +489,11 @@ struct LegacyServer::Impl {
         text = std::to_string(s.counter);
       }
       s.send(result(id, {{"contents", json::array({{{"uri", uri}, {"mimeType", "text/plain"}, {"text", text}}})}}));
+    } else if ((method == "resources/subscribe" || method == "resources/unsubscribe") &&
+               !opt.resource_subscribe) {
+      s.send(error(id, -32601, "Method not found: " + method));
     } else if ((method == "resources/subscribe" || method == "resources/unsubscribe") && !uri.empty()) {
+      (method == "resources/subscribe" ? subscribes : unsubscribes)++;
       {
         std::lock_guard lk(s.mu);
         if (method == "resources/unsubscribe") s.subscriptions.erase(uri);
@@ -509,6 +523,21 @@ struct LegacyServer::Impl {
       if (!sub) continue;
       sp->send(json{{"jsonrpc", "2.0"}, {"method", "notifications/resources/updated"}, {"params", {{"uri", uri}}}});
       ++n;
+    }
+    return n;
+  }
+
+  // Sessions subscribed to `uri` now.
+  int subscribed(const std::string& uri) {
+    std::vector<std::shared_ptr<Session>> all;
+    {
+      std::lock_guard lk(mu);
+      for (auto& [sid, sp] : sessions) all.push_back(sp);
+    }
+    int n = 0;
+    for (auto& sp : all) {
+      std::lock_guard lk(sp->mu);
+      n += sp->subscriptions.count(uri) > 0;
     }
     return n;
   }
@@ -577,6 +606,18 @@ struct LegacyServer::Impl {
       s.send(result(id, text(p)));
     } else if (name == "fail") {
       s.send(error(id, args.value("code", -32603), args.value("message", std::string("failed"))));
+    } else if (name == "touch") {
+      int n = touch_resource(args.value("uri", std::string()));
+      s.send(result(id, text(std::to_string(n))));
+    } else if (name == "list_changed") {
+      std::string kind = args.value("kind", std::string("tools"));
+      if (kind != "tools" && kind != "prompts" && kind != "resources") {
+        s.send(result(id, {{"content", json::array({{{"type", "text"}, {"text", "unknown kind " + kind}}})},
+                           {"isError", true}}));
+        return;
+      }
+      s.send(json{{"jsonrpc", "2.0"}, {"method", "notifications/" + kind + "/list_changed"}});
+      s.send(result(id, text("sent")));
     } else if (name == "count") {
       long long n;
       {
@@ -822,6 +863,9 @@ int LegacyServer::port() const { return impl_->port; }
 Faults& LegacyServer::faults() { return impl_->faults; }
 int LegacyServer::sessions_opened() const { return impl_->sessions_opened.load(); }
 int LegacyServer::touch_resource(const std::string& uri) { return impl_->touch_resource(uri); }
+int LegacyServer::subscribed(const std::string& uri) const { return impl_->subscribed(uri); }
+int LegacyServer::subscribe_requests() const { return impl_->subscribes.load(); }
+int LegacyServer::unsubscribe_requests() const { return impl_->unsubscribes.load(); }
 int LegacyServer::broadcast(const std::string& method) {
   return impl_->broadcast(json{{"jsonrpc", "2.0"}, {"method", method}});
 }

@@ -18,8 +18,12 @@
 // (the params of the session's initialize, as JSON text), fail {code,
 // message} (answers with that JSON-RPC error).
 // Resources: resources/list, resources/read, resources/subscribe and
-// unsubscribe (remembered per SSE session; resources.subscribe advertised);
-// touch_resource() changes one (notifications/resources/updated).
+// unsubscribe (remembered per SSE session; resources.subscribe advertised
+// unless Options::resource_subscribe is false: then they get -32601);
+// touch_resource() and the tool touch {uri} change one
+// (notifications/resources/updated to every session subscribed to it); the
+// tool list_changed {kind} sends notifications/<kind>/list_changed on its
+// own session before answering.
 // The asking tools (MRTR tests) ask mid-call and wait up to `wait_ms` (default 30 s):
 // ask_name (elicitation/create → "hello <name>"), ask_model
 // (sampling/createMessage → "model said: <text>"), ask_roots (roots/list →
@@ -65,6 +69,7 @@ struct Options {
   int ping_comment_ms = 0;     // send ": ping" comments this often (0 = never, like the TS SDK)
   int threads = 64;
   std::string tls_cert, tls_key;  // serve HTTPS with these PEM files
+  bool resource_subscribe = true;  // advertise resources.subscribe and serve resources/subscribe
 };
 
 using Headers = std::vector<std::pair<std::string, std::string>>;
@@ -85,6 +90,8 @@ class LegacyServer {
   // A resource changes: every session subscribed to `uri` gets
   // notifications/resources/updated. Returns how many sessions.
   int touch_resource(const std::string& uri);
+  // Sessions subscribed to `uri` now.
+  int subscribed(const std::string& uri) const;
   // Sends the notification `method` (no params) on every open SSE session, as
   // a server announcing a server-wide change does; returns how many.
   int broadcast(const std::string& method);
@@ -98,6 +105,8 @@ class LegacyServer {
   int sse_requests() const;    // GET /sse received, refused ones included
   int premature_requests() const;
   int cancellations() const;   // notifications/cancelled received
+  int subscribe_requests() const;    // resources/subscribe received (served ones)
+  int unsubscribe_requests() const;  // resources/unsubscribe received (served ones)
   int open_streams() const;    // SSE streams currently open
   std::string last_cancelled_id() const;
   // Headers of the latest GET /sse and of the latest POST (httplib's

@@ -15,11 +15,15 @@ std::string InitializeCache::key(std::string_view protocol_version, std::string_
   return k;
 }
 
-std::string InitializeCache::result_of(std::string& response, bool keep_subscribe) {
+std::string InitializeCache::result_of(std::string& response, bool keep_subscribe,
+                                       bool* subscribes) {
   auto j = nlohmann::ordered_json::parse(response, nullptr, false);
   if (j.is_discarded() || !j.is_object() || !j.contains("result") || !j["result"].is_object())
     return {};
   auto p = nlohmann::ordered_json::json_pointer("/result/capabilities/resources");
+  if (subscribes)
+    *subscribes = j.contains(p) && j[p].is_object() && j[p].contains("subscribe") &&
+                  j[p]["subscribe"].is_boolean() && j[p]["subscribe"].get<bool>();
   if (!keep_subscribe && j.contains(p) && j[p].is_object() && j[p].contains("subscribe")) {
     j[p].erase("subscribe");
     response = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
@@ -27,7 +31,7 @@ std::string InitializeCache::result_of(std::string& response, bool keep_subscrib
   return j["result"].dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-void InitializeCache::store(const std::string& key, std::string result_json) {
+void InitializeCache::store(const std::string& key, std::string result_json, bool subscribes) {
   std::lock_guard lk(mu_);
   auto it = entries_.find(key);
   if (it == entries_.end() && entries_.size() >= max_) {
@@ -36,7 +40,7 @@ void InitializeCache::store(const std::string& key, std::string result_json) {
       if (e->second.at < oldest->second.at) oldest = e;
     entries_.erase(oldest);
   }
-  entries_[key] = Entry{std::move(result_json), Clock::now()};
+  entries_[key] = Entry{std::move(result_json), Clock::now(), subscribes};
 }
 
 std::optional<InitializeCache::Hit> InitializeCache::find(const std::string& key) const {
@@ -44,7 +48,8 @@ std::optional<InitializeCache::Hit> InitializeCache::find(const std::string& key
   auto it = entries_.find(key);
   if (it == entries_.end()) return std::nullopt;
   return Hit{it->second.result_json,
-             std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - it->second.at)};
+             std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - it->second.at),
+             it->second.subscribes};
 }
 
 }  // namespace msb

@@ -1,6 +1,8 @@
 #include "mcp_sse_bridge/listen_hub.h"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
+#include <utility>
 
 #include "mcp_sse_bridge/event_loop.h"
 #include "mcp_sse_bridge/log.h"
@@ -18,37 +20,80 @@ std::string dump(const ojson& j) {
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-// The filter flag a notification needs; nullptr when no listener takes it.
-bool ListenHub_wants(const ListenHub::Filter& f, std::string_view method) {
-  if (method == "notifications/tools/list_changed") return f.tools;
-  if (method == "notifications/prompts/list_changed") return f.prompts;
-  if (method == "notifications/resources/list_changed") return f.resources;
+// What a listener must have asked for to get a notification: its method and,
+// for notifications/resources/updated, params.uri.
+struct Wanted {
+  std::string method, uri;
+};
+
+// The notification in `j` (a parsed message), or nullopt when it is not one a
+// listen stream carries.
+std::optional<Wanted> wanted_of(const ojson& j) {
+  if (!j.is_object() || !j.contains("method") || !j["method"].is_string() || j.contains("id"))
+    return std::nullopt;
+  Wanted w{j["method"].get<std::string>(), {}};
+  if (w.method == "notifications/resources/updated") {
+    if (!j.contains("params") || !j["params"].is_object() || !j["params"].contains("uri") ||
+        !j["params"]["uri"].is_string())
+      return std::nullopt;
+    w.uri = j["params"]["uri"].get<std::string>();
+  }
+  return w;
+}
+
+bool wants(const ListenHub::Filter& f, const Wanted& w) {
+  if (w.method == "notifications/tools/list_changed") return f.tools;
+  if (w.method == "notifications/prompts/list_changed") return f.prompts;
+  if (w.method == "notifications/resources/list_changed") return f.resources;
+  if (w.method == "notifications/resources/updated")
+    return std::binary_search(f.uris.begin(), f.uris.end(), w.uri);
   return false;
+}
+
+// `j` (a notification) tagged with the subscription id, as text.
+std::string tagged(ojson& j, std::string_view id_json) {
+  if (!j.contains("params") || !j["params"].is_object()) j["params"] = ojson::object();
+  j["params"]["_meta"][kSubscriptionId] = ojson::parse(id_json, nullptr, false);
+  return dump(j);
 }
 
 }  // namespace
 
-// The held upstream session of one profile, and the feed it delivers to.
+// The held upstream session's stream sink for one profile: what the session
+// carries outside calls goes to that profile's listeners; its opens and its
+// end tell the hub what the upstream supports.
 class ListenHub::Feed : public SessionStreamSink {
  public:
-  explicit Feed(ListenHub& hub) : hub_(hub) {}
+  Feed(ListenHub& hub, std::string profile) : hub_(hub), profile_(std::move(profile)) {}
   bool deliver(std::string json) override {
     if (!open_.load()) return false;
-    hub_.publish(json);
+    hub_.publish(profile_, json);
     return true;
   }
   void end() override { open_.store(false); }
   bool open() const override { return open_.load(); }  // held while the hub uses it
+  // The held session (re-)opened / ended (its owner loop).
+  void opened(const std::string& init_response) {
+    if (open_.load()) hub_.on_open(profile_, this, init_response);
+  }
+  void ended() {
+    if (open_.load()) hub_.on_end(profile_, this);
+  }
 
  private:
   ListenHub& hub_;
+  const std::string profile_;
   std::atomic<bool> open_{true};
 };
 
 struct ListenHub::Profile {
   std::shared_ptr<SessionUpstream> upstream;
   std::shared_ptr<Feed> feed;
-  size_t listeners = 0;
+  std::set<uint64_t> members;  // its listeners
+  // The upstream's latest initialize answer advertises resources.subscribe;
+  // unknown until the held session first opens.
+  std::optional<bool> subscribe;
+  std::map<std::string, size_t> uris;  // held upstream -> acknowledged listeners that asked
 };
 
 ListenHub::ListenHub(const UpstreamConfig& cfg, Metrics& metrics, Duration keepalive)
@@ -56,7 +101,8 @@ ListenHub::ListenHub(const UpstreamConfig& cfg, Metrics& metrics, Duration keepa
 
 ListenHub::~ListenHub() = default;
 
-ListenHub::Filter ListenHub::filter_of(std::string_view request_json) {
+std::optional<ListenHub::Filter> ListenHub::filter_of(std::string_view request_json,
+                                                      std::string* why) {
   Filter f;
   auto j = ojson::parse(request_json, nullptr, false);
   if (j.is_discarded() || !j.is_object() || !j.contains("params") || !j["params"].is_object())
@@ -68,6 +114,27 @@ ListenHub::Filter ListenHub::filter_of(std::string_view request_json) {
   f.tools = flag("toolsListChanged");
   f.prompts = flag("promptsListChanged");
   f.resources = flag("resourcesListChanged");
+  if (!n.contains("resourceSubscriptions") || n["resourceSubscriptions"].is_null()) return f;
+  const auto& subs = n["resourceSubscriptions"];
+  if (!subs.is_array()) {
+    *why = "params.notifications.resourceSubscriptions must be an array of resource URIs";
+    return std::nullopt;
+  }
+  for (const auto& u : subs) {
+    if (!u.is_string()) {
+      *why = "params.notifications.resourceSubscriptions must contain only strings (resource URIs)";
+      return std::nullopt;
+    }
+    f.uris.push_back(u.get<std::string>());
+  }
+  std::sort(f.uris.begin(), f.uris.end());
+  f.uris.erase(std::unique(f.uris.begin(), f.uris.end()), f.uris.end());
+  if (f.uris.size() > kMaxUris) {
+    *why = "params.notifications.resourceSubscriptions names " + std::to_string(f.uris.size()) +
+           " resource URIs; mcp-sse-bridge honours at most " + std::to_string(kMaxUris) +
+           " per subscriptions/listen request (open another listen stream for more)";
+    return std::nullopt;
+  }
   return f;
 }
 
@@ -76,6 +143,7 @@ std::string ListenHub::acknowledgement(const Filter& f, std::string_view id_json
   if (f.tools) n["toolsListChanged"] = true;
   if (f.prompts) n["promptsListChanged"] = true;
   if (f.resources) n["resourcesListChanged"] = true;
+  if (!f.uris.empty()) n["resourceSubscriptions"] = f.uris;
   ojson m;
   m["jsonrpc"] = "2.0";
   m["method"] = "notifications/subscriptions/acknowledged";
@@ -87,20 +155,25 @@ std::string ListenHub::acknowledgement(const Filter& f, std::string_view id_json
 std::string ListenHub::for_listener(std::string_view json, const Filter& f,
                                     std::string_view id_json) {
   auto j = ojson::parse(json, nullptr, false);
-  if (j.is_discarded() || !j.is_object() || !j.contains("method") || !j["method"].is_string() ||
-      j.contains("id"))
-    return {};
-  if (!ListenHub_wants(f, j["method"].get<std::string>())) return {};
-  if (!j.contains("params") || !j["params"].is_object()) j["params"] = ojson::object();
-  j["params"]["_meta"][kSubscriptionId] = ojson::parse(id_json, nullptr, false);
-  return dump(j);
+  if (j.is_discarded()) return {};
+  auto w = wanted_of(j);
+  if (!w || !wants(f, *w)) return {};
+  return tagged(j, id_json);
+}
+
+bool ListenHub::advertises_subscribe(std::string_view init_response) {
+  auto j = nlohmann::json::parse(init_response, nullptr, false);
+  auto ptr = nlohmann::json::json_pointer("/result/capabilities/resources/subscribe");
+  return !j.is_discarded() && j.is_object() && j.contains(ptr) && j[ptr].is_boolean() &&
+         j[ptr].get<bool>();
 }
 
 void ListenHub::listen(std::shared_ptr<Exchange> ex, HttpResponse head, std::string id_json,
                        Filter f, std::string upstream_headers) {
   auto stream = std::make_shared<StandaloneStream>(ex, keepalive_, metrics_);
   uint64_t key;
-  std::shared_ptr<Profile> opened;
+  std::shared_ptr<SessionUpstream> fresh, replaced;
+  std::shared_ptr<Feed> old_feed;
   {
     std::lock_guard lk(mu_);
     if (stopped_) {
@@ -109,35 +182,114 @@ void ListenHub::listen(std::shared_ptr<Exchange> ex, HttpResponse head, std::str
       return;
     }
     key = next_++;
-    listeners_.emplace(key, Listener{stream, f, id_json, upstream_headers});
+    auto& l = listeners_.emplace(key, Listener{stream, std::move(f), id_json, upstream_headers})
+                  .first->second;
     auto& p = profiles_[upstream_headers];
     if (!p) p = std::make_shared<Profile>();
-    if (p->listeners++ == 0 || !p->upstream || !p->upstream->usable()) opened = p;
-  }
-  stream->start(std::move(head), [this, key] { remove(key); });
-  stream->deliver(acknowledgement(f, id_json));
-  if (opened) {
-    // The held upstream session of this profile (its own initialize:
-    // no client capabilities: it asks nothing of anyone).
-    auto feed = std::make_shared<Feed>(*this);
-    SessionUpstream::Params sp{
-        "listen", "listen",
-        R"({"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"mcp-sse-bridge listen","version":"1"}})",
-        upstream_headers, std::nullopt, false};
-    auto up = std::make_shared<SessionUpstream>(ex->loop(), cfg_, metrics_, std::move(sp),
-                                                [](SessionUpstream*) {});
-    up->attach_stream(feed);
-    {
-      std::lock_guard lk(mu_);
-      if (opened->upstream) opened->upstream->close(make_error(
-          ErrorKind::kClosed, Phase::kRequest, "replaced"));
-      if (opened->feed) opened->feed->end();
-      opened->upstream = up;
-      opened->feed = feed;
+    p->members.insert(key);
+    if (!p->upstream || !p->upstream->usable()) {
+      // The held upstream session of this profile (its own initialize: no
+      // client capabilities: it asks nothing of anyone).
+      auto feed = std::make_shared<Feed>(*this, upstream_headers);
+      std::weak_ptr<Feed> wf = feed;
+      SessionUpstream::Params sp{
+          "listen", "listen",
+          R"({"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"mcp-sse-bridge listen","version":"1"}})",
+          upstream_headers, std::nullopt, false,
+          [wf](const std::string& init) {
+            if (auto fd = wf.lock()) fd->opened(init);
+          }};
+      fresh = std::make_shared<SessionUpstream>(ex->loop(), cfg_, metrics_, std::move(sp),
+                                                [wf](SessionUpstream*) {
+                                                  if (auto fd = wf.lock()) fd->ended();
+                                                });
+      fresh->attach_stream(feed);
+      // The profile's subscriptions, on the new session (replayed by it from now on).
+      for (auto& [uri, n] : p->uris) fresh->hold_subscription(uri);
+      replaced = std::exchange(p->upstream, fresh);
+      old_feed = std::exchange(p->feed, feed);
     }
-    up->start();
+    // Lists alone, or the upstream's support known: acknowledged now (under
+    // the lock, so that no notification overtakes it). Else when the held
+    // session opens or fails.
+    if (l.filter.uris.empty() || p->subscribe) acknowledge(*p, l);
+  }
+  // The acknowledgement was posted to this loop: it follows the head.
+  stream->start(std::move(head), [this, key] { remove(key); });
+  if (old_feed) old_feed->end();
+  if (replaced) replaced->close(make_error(ErrorKind::kClosed, Phase::kRequest, "replaced"));
+  if (fresh) {
+    fresh->start();
     log::info("listen: holding an upstream session for subscriptions/listen streams");
   }
+}
+
+void ListenHub::acknowledge(Profile& p, Listener& l) {
+  if (!l.filter.uris.empty()) {
+    if (!p.subscribe.value_or(false)) {
+      log::info(p.subscribe ? "listen: resourceSubscriptions not honoured (left out of the "
+                              "acknowledgement): the upstream does not advertise resources.subscribe"
+                            : "listen: resourceSubscriptions not honoured (left out of the "
+                              "acknowledgement): the upstream could not be reached to learn "
+                              "whether it supports resources/subscribe",
+                {{"subscription", l.id_json.substr(0, 100)},
+                 {"uris", std::to_string(l.filter.uris.size())}});
+      l.filter.uris.clear();
+    } else {
+      std::vector<std::string> kept;
+      for (auto& uri : l.filter.uris) {
+        auto it = p.uris.find(uri);
+        if (it != p.uris.end()) {
+          ++it->second;
+        } else if (p.uris.size() < kMaxProfileUris) {
+          p.uris.emplace(uri, 1);
+          p.upstream->hold_subscription(uri);  // the first listener that asks
+        } else {
+          continue;
+        }
+        kept.push_back(uri);
+      }
+      if (kept.size() < l.filter.uris.size())
+        log::warn("listen: some resourceSubscriptions not honoured (left out of the "
+                  "acknowledgement): the upstream session of these listeners already holds "
+                  "the most subscriptions mcp-sse-bridge keeps",
+                  {{"subscription", l.id_json.substr(0, 100)},
+                   {"left_out", std::to_string(l.filter.uris.size() - kept.size())},
+                   {"max", std::to_string(kMaxProfileUris)}});
+      l.filter.uris = std::move(kept);
+    }
+  }
+  l.acked = true;
+  l.stream->deliver(acknowledgement(l.filter, l.id_json));
+}
+
+void ListenHub::on_open(const std::string& profile, const Feed* feed,
+                        const std::string& init_response) {
+  std::lock_guard lk(mu_);
+  auto pit = profiles_.find(profile);
+  if (pit == profiles_.end() || pit->second->feed.get() != feed) return;
+  Profile& p = *pit->second;
+  bool sub = advertises_subscribe(init_response);
+  if (p.subscribe.value_or(false) && !sub && !p.uris.empty())
+    log::warn("listen: the upstream no longer advertises resources.subscribe; the subscriptions "
+              "held for listeners may be refused",
+              {{"uris", std::to_string(p.uris.size())}});
+  p.subscribe = sub;
+  for (auto k : p.members)
+    if (auto it = listeners_.find(k); it != listeners_.end() && !it->second.acked)
+      acknowledge(p, it->second);
+}
+
+void ListenHub::on_end(const std::string& profile, const Feed* feed) {
+  std::lock_guard lk(mu_);
+  auto pit = profiles_.find(profile);
+  if (pit == profiles_.end() || pit->second->feed.get() != feed) return;
+  Profile& p = *pit->second;
+  // The held session could not open: the listeners still waiting are
+  // acknowledged with what the bridge can honour without it.
+  for (auto k : p.members)
+    if (auto it = listeners_.find(k); it != listeners_.end() && !it->second.acked)
+      acknowledge(p, it->second);
 }
 
 void ListenHub::remove(uint64_t key) {
@@ -146,10 +298,22 @@ void ListenHub::remove(uint64_t key) {
     std::lock_guard lk(mu_);
     auto it = listeners_.find(key);
     if (it == listeners_.end()) return;
-    auto pit = profiles_.find(it->second.profile);
-    if (pit != profiles_.end() && --pit->second->listeners == 0) {
-      idle = pit->second;
-      profiles_.erase(pit);
+    Listener& l = it->second;
+    auto pit = profiles_.find(l.profile);
+    if (pit != profiles_.end()) {
+      Profile& p = *pit->second;
+      p.members.erase(key);
+      if (p.members.empty()) {
+        idle = pit->second;  // its session closes: nothing to unsubscribe
+        profiles_.erase(pit);
+      } else if (l.acked) {
+        for (auto& uri : l.filter.uris) {
+          auto u = p.uris.find(uri);
+          if (u == p.uris.end() || --u->second > 0) continue;
+          p.uris.erase(u);
+          if (p.upstream) p.upstream->release_subscription(uri);  // the last listener that asked
+        }
+      }
     }
     listeners_.erase(it);
   }
@@ -161,13 +325,20 @@ void ListenHub::remove(uint64_t key) {
   }
 }
 
-void ListenHub::publish(std::string_view json) {
+void ListenHub::publish(std::string_view upstream_headers, std::string_view json) {
+  auto j = ojson::parse(json, nullptr, false);
+  if (j.is_discarded()) return;
+  auto w = wanted_of(j);
+  if (!w) return;
   std::vector<std::pair<std::shared_ptr<StandaloneStream>, std::string>> out;
   {
     std::lock_guard lk(mu_);
-    for (auto& [k, l] : listeners_) {
-      std::string m = for_listener(json, l.filter, l.id_json);
-      if (!m.empty()) out.emplace_back(l.stream, std::move(m));
+    auto pit = profiles_.find(std::string(upstream_headers));
+    if (pit == profiles_.end()) return;
+    for (auto k : pit->second->members) {
+      auto it = listeners_.find(k);
+      if (it == listeners_.end() || !it->second.acked || !wants(it->second.filter, *w)) continue;
+      out.emplace_back(it->second.stream, tagged(j, it->second.id_json));
     }
   }
   for (auto& [s, m] : out) s->deliver(std::move(m));

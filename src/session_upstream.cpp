@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <set>
+#include <utility>
 
 #include "mcp_sse_bridge/event_loop.h"
 #include "mcp_sse_bridge/log.h"
@@ -212,6 +213,10 @@ asio::awaitable<void> SessionUpstream::run(std::shared_ptr<SessionUpstream> self
     }
     state_.store(State::kReady);
     const auto up_since = Clock::now();
+    // Held subscriptions that came after the replay's snapshot.
+    for (auto& uri : std::exchange(unsent_, {}))
+      if (subscriptions_.count(uri)) send_subscription("resources/subscribe", uri);
+    if (p_.on_open) p_.on_open(last_init_);
     if (++opens_ > 1) {
       announce_state_lost();
     } else {
@@ -277,6 +282,7 @@ asio::awaitable<bool> SessionUpstream::open_steps(UpstreamChannel& ch,
   std::string init_id = own_id("init");
   auto r = co_await roundtrip(ch, make_request(init_id, "initialize", p_.init_params), init_id, d);
   if (!r) co_return fail(r.error());
+  last_init_ = r->raw;
   if (opens_ == 0) {
     init_response_ = r->raw;
     init_refused_ = r->is_error;
@@ -293,18 +299,21 @@ asio::awaitable<bool> SessionUpstream::open_steps(UpstreamChannel& ch,
                                  Deadline::after(cfg_.initialize_timeout));
     if (!lr) co_return fail(lr.error());
   }
-  // Every remembered subscription, again (a refused one is forgotten).
-  for (auto it = subscriptions_.begin(); it != subscriptions_.end();) {
+  // Every remembered subscription, again (a refused one is forgotten). A
+  // snapshot: held subscriptions may come and go while this waits (those
+  // that come are sent once the session is ready).
+  unsent_.clear();
+  const std::vector<std::string> replay(subscriptions_.begin(), subscriptions_.end());
+  for (const auto& uri : replay) {
+    if (!subscriptions_.count(uri)) continue;  // released meanwhile
     std::string id = own_id("subscribe");
-    std::string body = make_request(id, "resources/subscribe", R"({"uri":)" + json_quote(*it) + "}");
+    std::string body = make_request(id, "resources/subscribe", R"({"uri":)" + json_quote(uri) + "}");
     auto sr = co_await roundtrip(ch, body, id, Deadline::after(cfg_.initialize_timeout));
     if (!sr) co_return fail(sr.error());
     if (sr->is_error) {
       log::warn("upstream refused a replayed resources/subscribe; forgotten",
-                {{"session", p_.tag}, {"uri", it->substr(0, 200)}, {"answer", sr->raw.substr(0, 200)}});
-      it = subscriptions_.erase(it);
-    } else {
-      ++it;
+                {{"session", p_.tag}, {"uri", uri.substr(0, 200)}, {"answer", sr->raw.substr(0, 200)}});
+      subscriptions_.erase(uri);
     }
   }
   co_return state_.load() == State::kOpening;
@@ -490,11 +499,20 @@ void SessionUpstream::cancel_call(const std::shared_ptr<SessionCallPort>& port,
 
 void SessionUpstream::dispatch(Message& m) {
   bool id_is_call = m.kind == MsgKind::kResponse && calls_.count(m.id) > 0;
-  bool id_is_own = m.kind == MsgKind::kResponse && ping_id_ && m.id == *ping_id_;
+  bool id_is_own = m.kind == MsgKind::kResponse &&
+                   ((ping_id_ && m.id == *ping_id_) || own_subscribing_.count(m.id) > 0);
   bool token_is_call = m.kind == MsgKind::kNotification && !m.progress_token.empty() &&
                        tokens_.count(m.progress_token) > 0;
   switch (route_upstream_message(m, calls_.size(), id_is_call, id_is_own, token_is_call)) {
     case SessionRoute::kOwn:
+      if (auto own = own_subscribing_.find(m.id); own != own_subscribing_.end()) {
+        if (m.is_error && !own->second.empty() && subscriptions_.erase(own->second))
+          log::warn("upstream refused a held resources/subscribe; forgotten",
+                    {{"session", p_.tag}, {"uri", own->second.substr(0, 200)},
+                     {"answer", m.raw.substr(0, 200)}});
+        own_subscribing_.erase(own);
+        return;
+      }
       ping_id_.reset();
       ping_deadline_ = Deadline::never();
       return;
@@ -609,6 +627,7 @@ void SessionUpstream::finish(State st, BridgeError e) {
   pending_.clear();
   server_requests_.clear();
   subscribing_.clear();
+  own_subscribing_.clear();
   if (backoff_timer_) backoff_timer_->cancel();
   // The reader and writer end; they hold the channel until then (so it is
   // destroyed on this loop).
@@ -639,6 +658,7 @@ void SessionUpstream::drop(BridgeError e) {
   calls_.clear();
   tokens_.clear();
   subscribing_.clear();
+  own_subscribing_.clear();  // unanswered: their URIs are replayed with the re-open
   // Server requests of the old session cannot be answered any more.
   server_requests_.clear();
   ping_id_.reset();
@@ -716,6 +736,13 @@ bool SessionUpstream::note_subscription(const Pending& p) {
   return true;
 }
 
+void SessionUpstream::send_subscription(std::string_view method, const std::string& uri) {
+  std::string id = own_id("held-subscribe");
+  own_subscribing_[id] = method == "resources/subscribe" ? uri : std::string();
+  enqueue(make_request(id, method, R"({"uri":)" + json_quote(uri) + "}"),
+          Deadline::after(cfg_.post_timeout));
+}
+
 void SessionUpstream::answer_call(const std::shared_ptr<SessionCallPort>& port,
                                   const std::string& raw) {
   Message m;
@@ -752,6 +779,22 @@ void SessionUpstream::client_notification(std::string raw) {
 void SessionUpstream::set_log_level(std::string params) {
   asio::post(ex_, [self = shared_from_this(), params = std::move(params)]() mutable {
     self->p_.log_level = std::move(params);
+  });
+}
+
+void SessionUpstream::hold_subscription(std::string uri) {
+  asio::post(ex_, [self = shared_from_this(), uri = std::move(uri)] {
+    if (!self->usable() || !self->subscriptions_.insert(uri).second) return;
+    if (self->state_.load() == State::kReady) self->send_subscription("resources/subscribe", uri);
+    else self->unsent_.insert(uri);
+  });
+}
+
+void SessionUpstream::release_subscription(std::string uri) {
+  asio::post(ex_, [self = shared_from_this(), uri = std::move(uri)] {
+    self->unsent_.erase(uri);
+    if (self->subscriptions_.erase(uri) && self->state_.load() == State::kReady)
+      self->send_subscription("resources/unsubscribe", uri);
   });
 }
 

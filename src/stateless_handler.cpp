@@ -101,8 +101,11 @@ void StatelessHandler::handle(std::shared_ptr<Exchange> ex, const HttpRequest& r
   if (m.method == "subscriptions/listen") {
     // Always an SSE stream, acknowledged at once (a client that waits for
     // the acknowledgement must not wait for a JSON body that never comes).
-    listen_.listen(std::move(ex), SseSink::head(std::move(base)), m.id,
-                   ListenHub::filter_of(m.raw), std::move(upstream_headers));
+    std::string why;
+    auto filter = ListenHub::filter_of(m.raw, &why);
+    if (!filter) return refuse(*ex, Rejection{400, -32602, why}, m.id, base);
+    listen_.listen(std::move(ex), SseSink::head(std::move(base)), m.id, std::move(*filter),
+                   std::move(upstream_headers));
     return;
   }
   auto& io = ex->loop().io();
@@ -157,7 +160,8 @@ boost::asio::awaitable<void> StatelessHandler::run_call(std::shared_ptr<Exchange
                                                         std::shared_ptr<Call> c) {
   StatelessSink sink(registry_, d_.life, ex, c->box, d_.metrics, d_.cfg.keepalive_interval, c->base,
                      StatelessSink::Options{c->sse, c->msg.progress_token,
-                                            c->env.log_level_params.has_value(), &listen_});
+                                            c->env.log_level_params.has_value(), &listen_,
+                                            c->headers});
   auto t0 = Clock::now();
   const std::string upstream = d_.cfg.upstream.sse_url.str();
   CallResult r;
@@ -283,7 +287,7 @@ bool StatelessHandler::start_mrtr(const std::shared_ptr<Exchange>& ex,
   auto sink = std::make_shared<StatelessSink>(
       registry_, d_.life, ex, c->box, d_.metrics, d_.cfg.keepalive_interval, c->base,
       StatelessSink::Options{c->sse, c->msg.progress_token, c->env.log_level_params.has_value(),
-                             &listen_});
+                             &listen_, c->headers});
   EventLoop* front_loop = &ex->loop();
   auto t0 = Clock::now();
   MrtrSink::OutcomeFn on_outcome = [this, c, sink, front_loop, t0](MrtrSink::Outcome o) {
@@ -329,8 +333,8 @@ bool StatelessHandler::start_mrtr(const std::shared_ptr<Exchange>& ex,
   return true;
 }
 
-std::string StatelessHandler::discover_answer(std::string_view id,
-                                              const std::string& init_result) const {
+std::string StatelessHandler::discover_answer(std::string_view id, const std::string& init_result,
+                                              bool subscribes) const {
   auto init = ojson::parse(init_result, nullptr, false);
   if (init.is_discarded() || !init.is_object()) init = ojson::object();
   ojson res;
@@ -339,6 +343,11 @@ std::string StatelessHandler::discover_answer(std::string_view id,
   res["capabilities"] = init.contains("capabilities") && init["capabilities"].is_object()
                             ? init["capabilities"]
                             : ojson::object();
+  if (subscribes) {
+    if (!res["capabilities"].contains("resources") || !res["capabilities"]["resources"].is_object())
+      res["capabilities"]["resources"] = ojson::object();
+    res["capabilities"]["resources"]["subscribe"] = true;
+  }
   if (init.contains("instructions") && init["instructions"].is_string())
     res["instructions"] = init["instructions"];
   if (init.contains("serverInfo") && init["serverInfo"].is_object())
@@ -362,7 +371,7 @@ boost::asio::awaitable<void> StatelessHandler::discover(std::shared_ptr<Exchange
   StatelessSink sink(registry_, d_.life, ex, box, d_.metrics, d_.cfg.keepalive_interval, base,
                      StatelessSink::Options{sse, {}, false});
   if (hit && hit->age < d_.cfg.discover_refresh) {
-    sink.finish(200, discover_answer(m.id, hit->result_json));
+    sink.finish(200, discover_answer(m.id, hit->result_json, hit->subscribes));
     co_return;
   }
   const std::string upstream = d_.cfg.upstream.sse_url.str();
@@ -400,10 +409,11 @@ boost::asio::awaitable<void> StatelessHandler::discover(std::shared_ptr<Exchange
   if (!r.error) {
     Message resp;
     if (parse_message(r.response, resp) && resp.kind == MsgKind::kResponse && !resp.is_error) {
-      std::string result = InitializeCache::result_of(r.response);
+      bool subscribes = false;
+      std::string result = InitializeCache::result_of(r.response, false, &subscribes);
       if (!result.empty()) {
-        d_.init_cache.store(cache_key, result);
-        answer = discover_answer(m.id, result);
+        d_.init_cache.store(cache_key, result, subscribes);
+        answer = discover_answer(m.id, result, subscribes);
       }
     }
     if (answer.empty())
@@ -418,7 +428,7 @@ boost::asio::awaitable<void> StatelessHandler::discover(std::shared_ptr<Exchange
               "cannot be reached",
               {{"request_id", request_id}, {"age_ms", std::to_string(hit->age.count())},
                {"cause", r.error->message()}});
-    answer = discover_answer(m.id, hit->result_json);
+    answer = discover_answer(m.id, hit->result_json, hit->subscribes);
   } else if (answer.empty()) {
     r.error->detail = "server/discover is built from the upstream's initialize result, and none "
                       "could be obtained: " + r.error->detail;

@@ -27,9 +27,10 @@ bool StatelessSink::deliver(std::string_view json) {
        m.progress_token == opt_.progress_token) ||
       (m.method == "notifications/message" && opt_.logs);
   // A change the legacy server announced on this call's session belongs to
-  // the subscriptions/listen streams.
+  // the subscriptions/listen streams of the same upstream profile (never
+  // another tenant's).
   if (!about_this_request && opt_.listen && m.method.ends_with("/list_changed"))
-    opt_.listen->publish(json);
+    opt_.listen->publish(opt_.profile, json);
   if (!about_this_request || !opt_.sse) return alive();
   if (!ResponseSink::alive()) return false;
   start();

@@ -32,15 +32,20 @@ class InitializeCache {
   // `keep_subscribe` (session mode, which forwards subscriptions), nothing can
   // deliver resource updates through the bridge: `capabilities.resources.
   // subscribe` is removed from the result and, when present, from `response`
-  // (other bytes of the response stay as they were).
-  static std::string result_of(std::string& response, bool keep_subscribe = false);
+  // (other bytes of the response stay as they were). `*subscribes` (when
+  // given): whether the upstream advertised it (the stateless era's
+  // subscriptions/listen honours it: server/discover says so).
+  static std::string result_of(std::string& response, bool keep_subscribe = false,
+                               bool* subscribes = nullptr);
 
-  // Remembers a successful upstream result (the JSON text of `result`).
-  void store(const std::string& key, std::string result_json);
+  // Remembers a successful upstream result (the JSON text of `result`) and
+  // whether the upstream advertised resources.subscribe.
+  void store(const std::string& key, std::string result_json, bool subscribes = false);
 
   struct Hit {
     std::string result_json;
     std::chrono::milliseconds age;
+    bool subscribes = false;
   };
   std::optional<Hit> find(const std::string& key) const;
 
@@ -48,6 +53,7 @@ class InitializeCache {
   struct Entry {
     std::string result_json;
     Clock::time_point at;
+    bool subscribes = false;
   };
   const size_t max_;
   mutable std::mutex mu_;

@@ -105,6 +105,10 @@ class SessionUpstream : public std::enable_shared_from_this<SessionUpstream> {
     // replica's, a restart, a failed one), not by its initialize: the client
     // is warned on its GET stream (the table logs and counts it).
     bool state_lost = false;
+    // Runs on the owner loop after every successful open (the first and each
+    // re-open), with the upstream's initialize response (JSON text): the
+    // listen hub learns the upstream's capabilities from it.
+    std::function<void(const std::string& init_response)> on_open;
   };
 
   // `on_end` runs on the owner loop once the session has failed or closed.
@@ -137,6 +141,14 @@ class SessionUpstream : public std::enable_shared_from_this<SessionUpstream> {
   void client_notification(std::string raw);
   // Remembers the log level to replay if the session is opened again. Any thread.
   void set_log_level(std::string params);
+  // A resource subscription the bridge holds itself (subscriptions/listen):
+  // remembered like a client's resources/subscribe and replayed on every
+  // re-open; sent at once when the session is ready, else with the open. An
+  // upstream refusal is logged and forgets it. Any thread.
+  void hold_subscription(std::string uri);
+  // Forgets it; resources/unsubscribe goes upstream when the session is
+  // ready (a re-open would not subscribe it anyway). Any thread.
+  void release_subscription(std::string uri);
   // Ends the session: calls in flight get `why`, the GET stream ends. Any
   // thread; asynchronous (done on the owner loop).
   void close(BridgeError why);
@@ -200,6 +212,8 @@ class SessionUpstream : public std::enable_shared_from_this<SessionUpstream> {
   // resources/subscribe and unsubscribe: remembered for the re-open. False
   // (and the call answered with an error) past kMaxSubscriptions.
   bool note_subscription(const Pending& p);
+  // Sends the bridge's own resources/subscribe or unsubscribe for `uri`.
+  void send_subscription(std::string_view method, const std::string& uri);
   void answer_call(const std::shared_ptr<SessionCallPort>& port, const std::string& raw);
   bool client_has_capability(std::string_view method, std::string* why);
   bool idle(Clock::time_point now) const;
@@ -230,6 +244,12 @@ class SessionUpstream : public std::enable_shared_from_this<SessionUpstream> {
   std::optional<std::string> caps_;  // the client's capabilities (JSON), parsed once
   std::set<std::string> subscriptions_;  // resource URIs, replayed on a re-open
   std::unordered_map<std::string, std::string> subscribing_;  // request id -> URI, until answered
+  // Held subscriptions (hold_subscription): added while opening after the
+  // replay took its snapshot (sent once ready); own request id -> URI of the
+  // bridge's own subscribes (unsubscribes: ""), until answered.
+  std::set<std::string> unsent_;
+  std::unordered_map<std::string, std::string> own_subscribing_;
+  std::string last_init_;  // the upstream's answer to the latest initialize (on_open)
   std::string init_response_;  // the upstream's answer to the first initialize
   bool init_refused_ = false;  // ... a JSON-RPC error: the client gets it as is
   int opens_ = 0;              // successful opens (> 1: re-opened, state lost)

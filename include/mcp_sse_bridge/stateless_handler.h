@@ -103,7 +103,10 @@ class StatelessHandler {
                                                   std::optional<std::string> log_level,
                                                   std::string headers, CallSink& sink,
                                                   Clock::time_point arrival);
-  std::string discover_answer(std::string_view id, const std::string& init_result) const;
+  // `subscribes`: the upstream advertises resources.subscribe, which
+  // subscriptions/listen honours (the cached result has it removed).
+  std::string discover_answer(std::string_view id, const std::string& init_result,
+                              bool subscribes) const;
   std::string upstream_version(const std::string& headers) const;
 
   Deps d_;

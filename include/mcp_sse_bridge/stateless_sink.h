@@ -28,6 +28,7 @@ class StatelessSink : public SseSink {
     std::string progress_token;  // the request's params._meta.progressToken (raw JSON), if any
     bool logs = false;           // the request set _meta logLevel
     ListenHub* listen = nullptr;  // takes the list_changed notifications of the session
+    std::string profile;          // ... for the listeners of these upstream headers only
   };
   StatelessSink(CallRegistry& registry, const Lifecycle& life, std::shared_ptr<Exchange> ex,
                 MailboxPtr box, Metrics& metrics, Duration keepalive, HttpResponse base,

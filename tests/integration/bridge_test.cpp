@@ -8,9 +8,9 @@ TEST_CASE("happy path: initialize, list, call over SSE and JSON, progress stream
   std::string sid = h.initialize();
   auto list = h.post(R"({"jsonrpc":"2.0","id":"l","method":"tools/list"})", sid);
   REQUIRE(list.messages.size() == 1);
-  // echo add sleep big whoami count notify_later roots init_params fail log, and the asking
-  // tools (MRTR): ask_name ask_model ask_roots ask_twice ask_both
-  CHECK(list.last()["result"]["tools"].size() == 16);
+  // echo add sleep big whoami count touch list_changed notify_later roots init_params fail log,
+  // and the asking tools (MRTR): ask_name ask_model ask_roots ask_twice ask_both
+  CHECK(list.last()["result"]["tools"].size() == 18);
 
   auto echo = h.call_tool(sid, 7, "echo", {{"text", "héllo"}});
   CHECK(echo.content_type.rfind("text/event-stream", 0) == 0);

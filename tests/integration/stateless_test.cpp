@@ -153,7 +153,7 @@ TEST_CASE("stateless calls: JSON and SSE answers, resultType on every result, ca
 
   auto list = send(h, request("l", "tools/list", {{"_meta", meta()}}));
   REQUIRE(list.status == 200);
-  CHECK(list.last()["result"]["tools"].size() == 16);
+  CHECK(list.last()["result"]["tools"].size() == 18);  // the example server's tools (bridge_test.cpp lists them)
   CHECK(at(list.last(), "/result/resultType") == "complete");
   CHECK(list.last().value(json::json_pointer("/result/ttlMs"), 0) == 60000);
   CHECK(at(list.last(), "/result/cacheScope") == "private");
@@ -386,9 +386,11 @@ TEST_CASE("subscriptions/listen: acknowledged at once, then only the asked-for c
   CHECK(got.find("text/event-stream") != std::string::npos);
   auto ack_at = got.find("notifications/subscriptions/acknowledged");
   REQUIRE(ack_at != std::string::npos);
-  // The honoured filter: tools list changes; resource subscriptions are not
-  // honoured (a legacy server's updates belong to the session that subscribed).
-  CHECK(got.find(R"("notifications":{"toolsListChanged":true})") != std::string::npos);
+  // The honoured filter: tools list changes, and the resource subscription
+  // (the example server advertises resources.subscribe; listen_test.cpp has
+  // the rest).
+  CHECK(got.find(R"("notifications":{"toolsListChanged":true,"resourceSubscriptions":["file:///x"]})") !=
+        std::string::npos);
   CHECK(got.find(R"("io.modelcontextprotocol/subscriptionId":"sub-1")") != std::string::npos);
   CHECK(ms_since(t0) < 1500);  // acknowledged at once (the read window is 300 ms)
   // The hub holds an upstream session for its listeners.

@@ -82,6 +82,26 @@ TEST_CASE("initialize cache: keyed by protocol version and upstream headers, bou
   CHECK(c.find(k3));
 }
 
+TEST_CASE("initialize cache: resources.subscribe removed from the stored result, remembered beside it") {
+  std::string resp =
+      R"({"jsonrpc":"2.0","id":1,"result":{"capabilities":{"resources":{"subscribe":true,"listChanged":true}}}})";
+  bool subscribes = false;
+  std::string result = InitializeCache::result_of(resp, false, &subscribes);
+  CHECK(subscribes);
+  CHECK(result.find("subscribe") == std::string::npos);
+  CHECK(resp.find("subscribe") == std::string::npos);
+  std::string plain = R"({"jsonrpc":"2.0","id":1,"result":{"capabilities":{"resources":{}}}})";
+  InitializeCache::result_of(plain, false, &subscribes);
+  CHECK_FALSE(subscribes);
+  InitializeCache c;
+  auto k = InitializeCache::key("2025-06-18", "");
+  c.store(k, result, true);
+  REQUIRE(c.find(k));
+  CHECK(c.find(k)->subscribes);
+  c.store(k, result);
+  CHECK_FALSE(c.find(k)->subscribes);
+}
+
 TEST_CASE("log rate limit: a burst is cut to the budget and the next window reports what was left out") {
   log::RateLimit limit(3, 50);
   uint64_t suppressed = 99;
