@@ -168,8 +168,8 @@ bool BlockingHttp::request(std::string_view method, std::string_view target,
     pos_ = end + 4;
     keep_ = !head.close && !http10;
     chunk_data_ = after_data_ = trailers_ = false;
-    until_close_ = !chunked_ && !has_length && head.status != 204 && head.status != 304 &&
-                   head.status >= 200;
+    until_close_ =
+        !chunked_ && !has_length && head.status != 204 && head.status != 304 && head.status >= 200;
     if (until_close_) keep_ = false;
     in_body_ = chunked_ || until_close_ || left_ > 0;
     if (!in_body_) {

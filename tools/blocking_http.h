@@ -53,17 +53,17 @@ class BlockingHttp {
   std::string host_;
   int port_;
   int fd_ = -1;
-  std::string req_;    // the request being sent (its buffer reused)
-  std::string buf_;    // raw bytes read, from pos_
+  std::string req_;  // the request being sent (its buffer reused)
+  std::string buf_;  // raw bytes read, from pos_
   size_t pos_ = 0;
   bool chunked_ = false;
   bool until_close_ = false;
   bool in_body_ = false;
-  bool keep_ = false;       // the last response allowed keep-alive
-  size_t left_ = 0;         // Content-Length bytes or bytes of the current chunk left
-  bool chunk_data_ = false; // inside a chunk's data
-  bool after_data_ = false; // a chunk's data ended: its CRLF is next
-  bool trailers_ = false;   // after the last chunk: trailer lines until an empty one
+  bool keep_ = false;        // the last response allowed keep-alive
+  size_t left_ = 0;          // Content-Length bytes or bytes of the current chunk left
+  bool chunk_data_ = false;  // inside a chunk's data
+  bool after_data_ = false;  // a chunk's data ended: its CRLF is next
+  bool trailers_ = false;    // after the last chunk: trailer lines until an empty one
 };
 
 }  // namespace msb_tools

@@ -27,7 +27,8 @@ BridgeClient::~BridgeClient() = default;
 bool BridgeClient::initialize() {
   BlockingHttp::Head h;
   auto d = msb::Deadline::after(std::chrono::seconds(10));
-  if (!impl_->conn.request("POST", "/mcp", headers_for(""), kInit, d, h) || h.status != 200) return false;
+  if (!impl_->conn.request("POST", "/mcp", headers_for(""), kInit, d, h) || h.status != 200)
+    return false;
   std::string body;
   if (!impl_->conn.read_full_body(body, 1 << 20, d)) return false;
   sid_ = h.session_id;

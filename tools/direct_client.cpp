@@ -24,8 +24,8 @@ struct DirectClient::Impl {
 
   bool open(Deadline d) {
     BlockingHttp::Head h;
-    if (!sse.request("GET", url.target, "Accept: text/event-stream\r\nCache-Control: no-cache\r\n", {},
-                     d, h) ||
+    if (!sse.request("GET", url.target, "Accept: text/event-stream\r\nCache-Control: no-cache\r\n",
+                     {}, d, h) ||
         h.status != 200)
       return false;
     while (endpoint.empty())
