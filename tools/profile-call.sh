@@ -93,6 +93,6 @@ PY
       "$out/strace.txt" | sort -k2 -nr
     awk -v n="$n" '$NF=="total"{printf "  total            %6.2f\n", $4/n}' "$out/strace.txt"
     ;;
-  *) sed -n '2,19p' "$0"; exit 2 ;;
+  *) sed -n '2,18p' "$0"; exit 2 ;;
 esac
 echo "(files in $out)"
