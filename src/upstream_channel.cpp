@@ -286,6 +286,11 @@ asio::awaitable<Status> UpstreamChannel::post(std::string_view json, Deadline d,
       if (e.kind == ErrorKind::kUnresponsive) e.detail += " (--post-timeout)";
       co_return e;
     }
+    // A 2xx's body ("Accepted") says nothing: on a plain connection it is
+    // not waited for (servers such as cpp-httplib write it apart from the
+    // head, a wake-up more per POST); the next POST skips it (it is there by
+    // then) or replaces the connection.
+    if (head->status >= 200 && head->status <= 299 && !endpoint_.tls()) co_return Ok{};
     auto body = co_await post_.read_full_body(
         kMaxPostReplyBody,
         cfg_.post_timeout.count() > 0 ? Deadline::earliest(d, Deadline::after(cfg_.post_timeout)) : d);

@@ -49,6 +49,7 @@ namespace {
 
 constexpr auto kTok = asio::as_tuple(asio::use_awaitable);
 constexpr size_t kReadSize = 16 * 1024;
+constexpr size_t kMaxSkippedBody = 64 * 1024;  // larger unread bodies cost the connection
 
 // True once the awaiting coroutine's cancellation slot fired. Checked before
 // and after every wait; co_await on this_coro::cancellation_state never throws.
@@ -505,6 +506,9 @@ asio::awaitable<Expected<HttpHead>> UpstreamConnection::request(
     req.append("\r\n");
     if (small) req.append(body);
 
+    // A body the caller left unread (a POST's 202 "Accepted") is skipped
+    // when all of it is here already, without waiting.
+    if (!body_done_) skip_body_now(kMaxSkippedBody);
     for (int attempt = 0; attempt < 2; ++attempt) {
       bool reused = false;
       if (reusable_ && body_done_ && same_origin(origin_, origin) && idle_alive()) {
@@ -614,6 +618,37 @@ asio::awaitable<Expected<HttpHead>> UpstreamConnection::request(
 }
 
 // ---- body -------------------------------------------------------------------
+
+void UpstreamConnection::skip_body_now(size_t max) {
+  if (body_done_ || !connected()) return;
+  std::string dropped;
+  // Bounded: each pass parses bytes or reads more; a body that is not all
+  // here after a few reads is not waited for.
+  for (int pass = 0; pass < 8; ++pass) {
+    auto& p = *parser_->p;
+    if (parser_->buf.size() > 0) {
+      p.out = &dropped;
+      ErrorCode pec;
+      size_t n = p.put(parser_->buf.data(), pec);
+      p.out = nullptr;
+      parser_->buf.consume(n);
+      if (pec == http::error::need_buffer || pec == http::error::need_more) pec = {};
+      if (pec || dropped.size() > max) break;
+      if (p.is_done()) {
+        body_done_ = true;
+        reusable_ = p.keep_alive();
+        return;
+      }
+      if (n > 0) continue;
+    }
+    if (stream_->is_tls()) break;  // no look without waiting into a TLS engine
+    ErrorCode ec;
+    size_t n = stream_->read_now(parser_->buf.prepare(kReadSize), ec);
+    parser_->buf.commit(n);
+    if (ec || n == 0) break;
+  }
+  close();  // not all here: the next request goes on a fresh connection
+}
 
 asio::awaitable<Expected<bool>> UpstreamConnection::read_body(std::string& out, Deadline d) {
   // (One coroutine: a wrapper with the try would cost a frame per call.)

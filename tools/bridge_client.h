@@ -1,7 +1,7 @@
 // BridgeClient: the tools' Streamable HTTP client (bench, soak, scale), on one
-// keep-alive connection to the bridge. Blocking: each request runs an
-// UpstreamConnection on the client's own io_context in the calling thread,
-// so a client costs no thread of its own. One thread at a time per client.
+// keep-alive connection to the bridge. Blocking (BlockingHttp: one send and
+// one recv per exchange as a rule), so a client costs no thread of its own and
+// as little CPU as DirectClient, bench's other side. One thread at a time per client.
 #pragma once
 
 #include <cstddef>

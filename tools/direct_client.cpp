@@ -1,86 +1,96 @@
 #include "direct_client.h"
 
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-#include <boost/asio/io_context.hpp>
-
 #include <chrono>
+#include <deque>
 
-#include "mcp_sse_bridge/upstream_channel.h"
+#include "blocking_http.h"
+#include "mcp_sse_bridge/jsonrpc.h"
+#include "mcp_sse_bridge/sse_parser.h"
+#include "mcp_sse_bridge/url.h"
 #include "tool_common.h"
 
 namespace msb_tools {
 
-namespace asio = boost::asio;
-
-namespace {
-
 using namespace std::chrono_literals;
 
-asio::awaitable<bool> wait_for(msb::UpstreamChannel& up, std::string id, Deadline d) {
-  for (;;) {
-    auto m = co_await up.next_message(d, msb::Phase::kRequest);
-    if (!m.ok()) co_return false;
-    if (m->kind == msb::MsgKind::kResponse && m->id == id) co_return true;
-  }
-}
-
-// (Each co_await is a statement of its own: g++ 12 miscompiles some
-// co_awaits inside conditions.)
-asio::awaitable<bool> initialize_steps(msb::UpstreamChannel* up) {
-  auto st = co_await up->open(Deadline::after(5s), 5000ms, Deadline::after(10s));
-  if (!st) co_return false;
-  st = co_await up->post(kInit, Deadline::after(5s), msb::Phase::kInitialize);
-  if (!st) co_return false;
-  bool answered = co_await wait_for(*up, "0", Deadline::after(5s));
-  if (!answered) co_return false;
-  st = co_await up->post(R"({"jsonrpc":"2.0","method":"notifications/initialized"})",
-                         Deadline::after(5s), msb::Phase::kInitialize);
-  co_return st.ok();
-}
-
-asio::awaitable<bool> call_steps(msb::UpstreamChannel* up, const std::string* body,
-                                 const std::string* id, Deadline d) {
-  auto st = co_await up->post(*body, d, msb::Phase::kRequest);
-  if (!st) co_return false;
-  bool answered = co_await wait_for(*up, *id, d);
-  co_return answered;
-}
-
-asio::awaitable<void> into(asio::awaitable<bool> step, bool* ok, bool* done) {
-  bool r = co_await std::move(step);
-  *ok = r;
-  *done = true;
-}
-
-}  // namespace
-
+// The GET stream and the POST connection, both BlockingHttp: per call one
+// send and one recv for the POST's 202, one recv (or more) for the event.
 struct DirectClient::Impl {
-  explicit Impl(const msb::UpstreamConfig& cfg) : up(io.get_executor(), cfg, "") {}
+  explicit Impl(const msb::UpstreamConfig& cfg)
+      : url(cfg.sse_url),
+        sse(url.host, url.port),
+        post_conn(url.host, url.port),
+        parser(cfg.max_message_size) {}
 
-  // Runs one step on this thread until it is done (not until the io_context
-  // is out of work: a timer may stay armed between steps).
-  bool run(asio::awaitable<bool> step) {
-    bool ok = false, done = false;
-    io.restart();
-    asio::co_spawn(io, into(std::move(step), &ok, &done), asio::detached);
-    while (!done && io.run_one() > 0) {
-    }
-    return ok;
+  bool open(Deadline d) {
+    BlockingHttp::Head h;
+    if (!sse.request("GET", url.target, "Accept: text/event-stream\r\nCache-Control: no-cache\r\n",
+                     {}, d, h) ||
+        h.status != 200)
+      return false;
+    while (endpoint.empty())
+      if (!pump(d)) return false;
+    return true;
   }
 
-  asio::io_context io{1};
-  msb::UpstreamChannel up;
+  // Reads one more piece of the stream and parses it.
+  bool pump(Deadline d) {
+    piece.clear();
+    if (sse.read_body(piece, d) != 0) return false;  // failed, or the stream ended
+    return parser.feed(piece, [&](msb::SseEvent& ev) {
+      if (ev.type == "endpoint") {
+        if (auto u = msb::resolve_url(url, ev.data)) endpoint = u->target;
+      } else if (ev.type == "message") {
+        inbox.push_back(std::move(ev.data));
+      }
+    });
+  }
+
+  bool post(std::string_view body, Deadline d) {
+    BlockingHttp::Head h;
+    if (!post_conn.request("POST", endpoint, "Content-Type: application/json\r\n", body, d, h))
+      return false;
+    reply.clear();
+    if (!post_conn.read_full_body(reply, 64 * 1024, d)) return false;
+    return h.status >= 200 && h.status <= 299;
+  }
+
+  bool wait_for(const std::string& id, Deadline d) {
+    for (;;) {
+      while (!inbox.empty()) {
+        msb::Message m;
+        bool ok = msb::parse_message(std::move(inbox.front()), m);
+        inbox.pop_front();
+        if (ok && m.kind == msb::MsgKind::kResponse && m.id == id) return true;
+      }
+      if (!pump(d)) return false;
+    }
+  }
+
+  msb::Url url;
+  BlockingHttp sse;
+  BlockingHttp post_conn;
+  msb::SseParser parser;
+  std::string endpoint;  // the POST target
+  std::deque<std::string> inbox;
+  std::string piece, reply;
 };
 
 DirectClient::DirectClient(const msb::UpstreamConfig& cfg) : impl_(std::make_unique<Impl>(cfg)) {}
 
-DirectClient::~DirectClient() { impl_->up.abort(); }
+DirectClient::~DirectClient() = default;
 
-bool DirectClient::initialize() { return impl_->run(initialize_steps(&impl_->up)); }
+bool DirectClient::initialize() {
+  auto all = Deadline::after(10s);
+  if (!impl_->open(Deadline::earliest(all, Deadline::after(5s)))) return false;
+  if (!impl_->post(kInit, Deadline::earliest(all, Deadline::after(5s)))) return false;
+  if (!impl_->wait_for("0", Deadline::earliest(all, Deadline::after(5s)))) return false;
+  return impl_->post(R"({"jsonrpc":"2.0","method":"notifications/initialized"})",
+                     Deadline::earliest(all, Deadline::after(5s)));
+}
 
 bool DirectClient::call(const std::string& body, const std::string& id, Deadline d) {
-  return impl_->run(call_steps(&impl_->up, &body, &id, d));
+  return impl_->post(body, d) && impl_->wait_for(id, d);
 }
 
 }  // namespace msb_tools

@@ -1,8 +1,8 @@
 // DirectClient: the floor of tools/bench: a legacy SSE client speaking to
-// the upstream itself, keeping one upstream session (UpstreamChannel: GET
-// stream + POSTs). Blocking like BridgeClient: each step runs the channel on
-// the client's own io_context in the calling thread, so the client thread
-// both posts and reads, as before. One thread at a time per client.
+// the upstream itself, keeping one upstream session (a GET stream and a
+// keep-alive POST connection). Blocking on BlockingHttp like BridgeClient, so
+// that both sides of bench's ratios pay the same (small) client cost; the
+// client thread both posts and reads. One thread at a time per client.
 #pragma once
 
 #include <memory>

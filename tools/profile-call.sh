@@ -10,6 +10,9 @@
 #   tools/profile-call.sh syscalls [BRIDGE] [RATE]   strace -f -c attached to the
 #       bridge for 3 s in the middle of its cell (default 1000 calls/s):
 #       syscalls per call by name, with the failed ones (EAGAIN).
+#   tools/profile-call.sh wakeups [BRIDGE] [RATE]   the bridge's context switches
+#       (all threads, /proc) per call over 3 s of its cell (default 4000 calls/s):
+#       how often it blocks and is woken, without strace slowing it down.
 #
 # BRIDGE defaults to build-release/mcp-sse-bridge. Output files stay in a temp
 # dir (printed). Needs valgrind / strace; every child is bounded by timeout.
@@ -55,8 +58,9 @@ for v, k in sorted((((pb.get(k, 0) - pa.get(k, 0)) / n, k) for k in set(pa) | se
     print(f"  {v:8.0f}  {k[:140]}")
 PY
     ;;
-  syscalls)
+  syscalls|wakeups)
     rate=${3:-1000}
+    [ "$mode" = wakeups ] && rate=${3:-4000}
     timeout 120 "$cpu" --bridge "$bridge" --rounds 1 --concurrency 10 --rate "$rate" --warmup-ms 1000 \
       --window-ms 6000 >"$out/cell.txt" 2>&1 &
     tool=$!
@@ -69,6 +73,17 @@ PY
     done
     [ -n "$pid" ] || { echo "profile-call: the bridge did not start" >&2; wait $tool; exit 1; }
     sleep 2.5
+    if [ "$mode" = wakeups ]; then
+      ctx() { cat /proc/"$pid"/task/*/status 2>/dev/null | awk '/^voluntary_ctxt/{v+=$2} /^nonvoluntary_ctxt/{n+=$2} END{print v, n}'; }
+      read -r v0 n0 <<<"$(ctx)"
+      sleep 3
+      read -r v1 n1 <<<"$(ctx)"
+      wait $tool
+      r=$(awk '$3=="bridge"{print $4}' "$out/cell.txt")
+      python3 -c "n=$r*3; print(f'context switches per warm call ($r calls/s, ~{n:.0f} calls in 3 s): voluntary {($v1-$v0)/n:.2f}, involuntary {($n1-$n0)/n:.2f}')"
+      echo "(files in $out)"
+      exit 0
+    fi
     timeout -s INT 3 strace -f -c -p "$pid" -o "$out/strace.txt" >/dev/null 2>&1
     wait $tool
     r=$(awk '$3=="bridge"{print $4}' "$out/cell.txt")
@@ -78,6 +93,6 @@ PY
       "$out/strace.txt" | sort -k2 -nr
     awk -v n="$n" '$NF=="total"{printf "  total            %6.2f\n", $4/n}' "$out/strace.txt"
     ;;
-  *) sed -n '2,16p' "$0"; exit 2 ;;
+  *) sed -n '2,18p' "$0"; exit 2 ;;
 esac
 echo "(files in $out)"

@@ -60,6 +60,8 @@ class UpstreamChannel {
   // answers 202 in milliseconds). A non-2xx is kRejected with the status; a
   // 404 while the stream has ended is reported as the stream's kClosed.
   // Errors carry `phase`. `json` must stay valid until the awaitable completes.
+  // A 2xx returns with its head: on a plain connection its body is not waited
+  // for (the next POST skips it, or takes a fresh connection if it is late).
   asio::awaitable<Status> post(std::string_view json, Deadline d, Phase phase);
 
   // The next message from the stream, waiting up to d. A timeout is kTimeout

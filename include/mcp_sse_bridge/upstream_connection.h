@@ -62,7 +62,9 @@ class UpstreamConnection {
   // Sends one request to `origin` and reads the response head (1xx heads are
   // skipped). Connects first when not connected to that origin, or when the
   // kept-alive connection is closed or stale; a reused connection that fails
-  // before any response byte is replaced and the request resent once.
+  // before any response byte is replaced and the request resent once. A body
+  // of the previous response that the caller left unread is skipped when all
+  // of it has arrived (a look without waiting), else the connection is replaced.
   // `extra_headers` are full "Name: value\r\n" lines; Host and (except for a
   // body-less GET) Content-Length are added. The strings must stay valid
   // until the awaitable completes.
@@ -119,6 +121,9 @@ class UpstreamConnection {
   enum class Woke { kDone, kTimer, kCancelled, kClosed };
 
   asio::awaitable<Status> connect_impl(const Url& origin, Deadline d);
+  // Consumes the rest of the current body if all of it is here (buffered or
+  // readable without waiting, plain sockets; at most max bytes), else closes.
+  void skip_body_now(size_t max);
   // Reads more raw bytes into the parser's buffer, bounded by d.
   asio::awaitable<std::pair<boost::system::error_code, Woke>> fill(Deadline d);
   void arm(Deadline d);

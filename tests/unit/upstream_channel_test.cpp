@@ -893,6 +893,49 @@ TEST_CASE("upstream channel: the POST connection is opened alongside the GET") {
   CHECK(f.accepted() == 2);         // both POSTs used the one kept-alive connection
 }
 
+TEST_CASE("upstream channel: a 202 whose body comes late is not waited for; the next POST skips it") {
+  // Each POST is answered with the head at once and its body 800 ms later
+  // (cpp-httplib, the example server, also writes them apart).
+  FakeUpstream f(sse_script([](int fd, const std::atomic<bool>& stop) { FakeUpstream::hold(fd, stop); },
+                            [](int fd, const std::atomic<bool>& stop) {
+                              for (int i = 0; i < 8 && !stop; ++i) {
+                                FakeUpstream::send_all(fd, "HTTP/1.1 202 Accepted\r\nContent-Length: 8\r\n\r\n");
+                                for (int t = 0; t < 16 && !stop; ++t) std::this_thread::sleep_for(50ms);
+                                FakeUpstream::send_all(fd, "Accepted");
+                                if (FakeUpstream::read_head(fd, stop).empty()) return;
+                              }
+                            }));
+  UpstreamConfig c = config_for(f.port());
+  c.post_timeout = 2000ms;
+  Status st = Ok{};
+  int64_t first_ms = -1, second_ms = -1;
+  int accepted_after_second = 0;
+  LoopThread lt;
+  REQUIRE(lt.run([&]() -> asio::awaitable<void> {
+    UpstreamChannel ch(co_await asio::this_coro::executor, c, "");
+    st = co_await ch.open(Deadline::after(1s), 600ms, Deadline::after(5s));
+    if (!st) co_return;
+    auto t0 = Clock::now();
+    st = co_await ch.post(kInitialized, Deadline::after(3s), Phase::kInitialize);
+    first_ms = ms_since(t0);
+    if (!st) co_return;
+    co_await sleep_on_loop(1200ms);  // the body has arrived meanwhile
+    t0 = Clock::now();
+    st = co_await ch.post(kInitialized, Deadline::after(3s), Phase::kInitialize);
+    second_ms = ms_since(t0);
+    accepted_after_second = f.accepted();
+    if (!st) co_return;
+    // Before the second body has come: that connection is replaced, and the
+    // POST still succeeds.
+    st = co_await ch.post(kInitialized, Deadline::after(3s), Phase::kInitialize);
+  }));
+  REQUIRE_MESSAGE(st.ok(), st.error().message());
+  CHECK(first_ms < 500);   // not the 800 ms of the body
+  CHECK(second_ms < 500);
+  CHECK(accepted_after_second == 2);  // the GET and one POST connection: the body was skipped
+  CHECK(f.accepted() == 3);           // the third POST went on a fresh connection
+}
+
 // ---- TLS ---------------------------------------------------------------------------
 
 TEST_CASE("upstream channel: https upstream by name, verified against its CA; another CA fails") {
