@@ -145,7 +145,9 @@ struct Outcome {
   int64_t took = 0;
 };
 
-// Awaits op (a Status or an Expected), timed.
+// Awaits op (a Status or an Expected), timed. Channel operations take their
+// text as a string_view: await this in the full expression that makes op's
+// arguments.
 template <class T>
 asio::awaitable<Outcome> timed(asio::awaitable<T> op) {
   auto t0 = Clock::now();
@@ -186,6 +188,26 @@ void run_on_channel(LoopThread& lt, const UpstreamConfig& c, ChannelBody body, b
       },
       bound, sig));
   REQUIRE_MESSAGE(st->ok(), st->error().message());
+}
+
+// Runs op on a channel to c that setup() and then `prepare` have readied,
+// cancelled (terminal) 100 ms into op; REQUIREs that the run finished within
+// 5 s. Returns op's outcome.
+Outcome cancelled_mid(LoopThread& lt, const UpstreamConfig& c, ChannelBody prepare,
+                      std::function<asio::awaitable<Outcome>(UpstreamChannel&)> op) {
+  auto o = std::make_shared<Outcome>();
+  auto sig = std::make_shared<asio::cancellation_signal>();
+  run_on_channel(
+      lt, c,
+      [&lt, prepare, op, o, sig](UpstreamChannel& ch) -> asio::awaitable<Status> {
+        auto st = co_await prepare(ch);
+        if (!st) co_return st;
+        lt.cancel_after(*sig, 100ms);
+        *o = co_await op(ch);
+        co_return Ok{};
+      },
+      true, 5s, sig.get());
+  return *o;
 }
 
 // Opens a channel to c on lt's loop and waits at most 2 s for a message;
@@ -632,37 +654,33 @@ TEST_CASE("upstream channel: cancellation mid-wait returns kCancelled promptly, 
     CHECK(o.took < 600);
   }
   SUBCASE("waiting for a response on a silent stream") {
-    Outcome o;
-    asio::cancellation_signal sig;
-    run_on_channel(
+    Outcome o = cancelled_mid(
         lt, c,
         [&](UpstreamChannel& ch) -> asio::awaitable<Status> {
           srv.faults().half_open = true;
-          auto st = co_await ch.post(tool_call(11, "echo", R"({"text":"x"})"), Deadline::after(2s), Phase::kRequest);
-          if (!st) co_return st;
-          lt.cancel_after(sig, 100ms);
-          o = co_await timed(ch.next_message(Deadline::after(3s), Phase::kRequest));
-          co_return Ok{};
+          co_return co_await ch.post(tool_call(11, "echo", R"({"text":"x"})"), Deadline::after(2s), Phase::kRequest);
         },
-        true, 5s, &sig);
+        [](UpstreamChannel& ch) -> asio::awaitable<Outcome> {
+          co_return co_await timed(ch.next_message(Deadline::after(3s), Phase::kRequest));
+        });
     REQUIRE(o.err);
     CHECK(o.err->kind == ErrorKind::kCancelled);
     CHECK(o.err->phase == Phase::kRequest);
     CHECK(o.took < 600);
   }
   SUBCASE("waiting for a POST's answer") {
-    Outcome o;
-    asio::cancellation_signal sig;
-    run_on_channel(
+    Outcome o = cancelled_mid(
         lt, c,
-        [&](UpstreamChannel& ch) -> asio::awaitable<Status> {
+        [&](UpstreamChannel&) -> asio::awaitable<Status> {
           srv.faults().post_hang = true;
-          lt.cancel_after(sig, 100ms);
-          o = co_await timed(ch.post(tool_call(12, "echo", R"({"text":"x"})"), Deadline::after(3s), Phase::kRequest));
-          srv.faults().post_hang = false;
           co_return Ok{};
         },
-        true, 5s, &sig);
+        [](UpstreamChannel& ch) -> asio::awaitable<Outcome> {
+          // Awaited here: the request's text lives until the POST is done.
+          co_return co_await timed(
+              ch.post(tool_call(12, "echo", R"({"text":"x"})"), Deadline::after(3s), Phase::kRequest));
+        });
+    srv.faults().post_hang = false;
     REQUIRE(o.err);
     CHECK(o.err->kind == ErrorKind::kCancelled);
     CHECK(o.took < 600);
