@@ -210,6 +210,27 @@ Outcome cancelled_mid(LoopThread& lt, const UpstreamConfig& c, ChannelBody prepa
   return *o;
 }
 
+// Connects an UpstreamConnection (TLS with c.tls_options when `tls`) to c.sse_url on
+// lt's loop, for at most `d`; with `cancel_after`, a terminal cancellation
+// comes that long after the start. REQUIREs that the run finished (within 5 s
+// when cancelled). Returns the connect's outcome.
+Outcome connect_once(LoopThread& lt, const UpstreamConfig& c, bool tls, TcpOptions tcp,
+                     std::chrono::milliseconds d, std::optional<std::chrono::milliseconds> cancel_after = {}) {
+  auto o = std::make_shared<Outcome>();
+  auto sig = std::make_shared<asio::cancellation_signal>();
+  auto body = [c, tls, tcp, d, o, sig]() -> asio::awaitable<void> {
+    UpstreamConnection conn(co_await asio::this_coro::executor, tls ? &c.tls_options : nullptr, tcp);
+    *o = co_await timed(conn.connect(c.sse_url, Deadline::after(d)));
+  };
+  if (cancel_after) {
+    lt.cancel_after(*sig, *cancel_after);
+    REQUIRE(lt.run(body, 5s, sig.get()));
+  } else {
+    REQUIRE(lt.run(body));
+  }
+  return *o;
+}
+
 // Opens a channel to c on lt's loop and waits at most 2 s for a message;
 // REQUIREs that it opened. Returns the wait's error, none when a message came.
 std::optional<BridgeError> next_error_after_open(LoopThread& lt, const UpstreamConfig& c) {
@@ -721,35 +742,16 @@ TEST_CASE("upstream connection: a black-holed connect is kTimeout at the deadlin
   UpstreamConfig c = config_for(f.port());
   c.connect_timeout = 300ms;
   LoopThread lt;
-  std::optional<BridgeError> timed, cancelled;
-  int64_t took_t = 0, took_c = 0;
-  REQUIRE(lt.run([&]() -> asio::awaitable<void> {
-    UpstreamConnection conn(co_await asio::this_coro::executor, nullptr,
-                            TcpOptions{Millis(0), Millis(0), c.connect_timeout});
-    auto t0 = Clock::now();
-    auto st = co_await conn.connect(c.sse_url, Deadline::after(5s));
-    took_t = ms_since(t0);
-    if (!st) timed = st.error();
-  }));
-  asio::cancellation_signal sig;
-  lt.cancel_after(sig, 100ms);
-  REQUIRE(lt.run(
-      [&]() -> asio::awaitable<void> {
-        UpstreamConnection conn(co_await asio::this_coro::executor, nullptr, TcpOptions{});
-        auto t0 = Clock::now();
-        auto st = co_await conn.connect(c.sse_url, Deadline::after(3s));
-        took_c = ms_since(t0);
-        if (!st) cancelled = st.error();
-      },
-      5s, &sig));
+  Outcome timed_out = connect_once(lt, c, false, TcpOptions{Millis(0), Millis(0), c.connect_timeout}, 5s);
+  Outcome cancelled = connect_once(lt, c, false, TcpOptions{}, 3s, 100ms);
   for (int s : fillers) ::close(s);
-  REQUIRE(timed);
-  CHECK(timed->kind == ErrorKind::kTimeout);
-  CHECK(took_t >= 280);
-  CHECK(took_t < 1000);
-  REQUIRE(cancelled);
-  CHECK(cancelled->kind == ErrorKind::kCancelled);
-  CHECK(took_c < 600);
+  REQUIRE(timed_out.err);
+  CHECK(timed_out.err->kind == ErrorKind::kTimeout);
+  CHECK(timed_out.took >= 280);
+  CHECK(timed_out.took < 1000);
+  REQUIRE(cancelled.err);
+  CHECK(cancelled.err->kind == ErrorKind::kCancelled);
+  CHECK(cancelled.took < 600);
 }
 
 TEST_CASE("upstream channel: an upstream that accepts and never answers the GET is kTimeout in kConnect") {
@@ -1001,35 +1003,17 @@ TEST_CASE("upstream connection: a TLS handshake never answered is kTimeout at th
   FakeUpstream f([](int fd, const std::atomic<bool>& stop) { FakeUpstream::hold(fd, stop); });
   UpstreamConfig c = config_for(f.port(), "https", "localhost");
   c.tls_options.ca_file = kTlsDir + "ca.pem";
-  std::optional<BridgeError> timed, cancelled;
-  int64_t took_t = 0, took_c = 0;
   LoopThread lt;
-  REQUIRE(lt.run([&]() -> asio::awaitable<void> {
-    UpstreamConnection conn(co_await asio::this_coro::executor, &c.tls_options, TcpOptions{});
-    auto t0 = Clock::now();
-    auto st = co_await conn.connect(c.sse_url, Deadline::after(300ms));
-    took_t = ms_since(t0);
-    if (!st) timed = st.error();
-  }));
-  asio::cancellation_signal sig;
-  lt.cancel_after(sig, 100ms);
-  REQUIRE(lt.run(
-      [&]() -> asio::awaitable<void> {
-        UpstreamConnection conn(co_await asio::this_coro::executor, &c.tls_options, TcpOptions{});
-        auto t0 = Clock::now();
-        auto st = co_await conn.connect(c.sse_url, Deadline::after(3s));
-        took_c = ms_since(t0);
-        if (!st) cancelled = st.error();
-      },
-      5s, &sig));
-  REQUIRE(timed);
-  CHECK(timed->kind == ErrorKind::kTimeout);
-  CHECK(timed->detail.find("TLS handshake") != std::string::npos);
-  CHECK(took_t >= 280);
-  CHECK(took_t < 1000);
-  REQUIRE(cancelled);
-  CHECK(cancelled->kind == ErrorKind::kCancelled);
-  CHECK(took_c < 600);
+  Outcome timed_out = connect_once(lt, c, true, TcpOptions{}, 300ms);
+  Outcome cancelled = connect_once(lt, c, true, TcpOptions{}, 3s, 100ms);
+  REQUIRE(timed_out.err);
+  CHECK(timed_out.err->kind == ErrorKind::kTimeout);
+  CHECK(timed_out.err->detail.find("TLS handshake") != std::string::npos);
+  CHECK(timed_out.took >= 280);
+  CHECK(timed_out.took < 1000);
+  REQUIRE(cancelled.err);
+  CHECK(cancelled.err->kind == ErrorKind::kCancelled);
+  CHECK(cancelled.took < 600);
 }
 
 TEST_CASE("upstream connection: a chunked body with extensions and a trailer, split anywhere; a bad chunk size") {
