@@ -11,6 +11,14 @@ namespace {
 
 void session_mode(msb::Config& c) { c.upstream.mode = msb::UpstreamMode::kSession; }
 
+// Session mode, then `more`.
+std::function<void(msb::Config&)> session_mode_and(std::function<void(msb::Config&)> more) {
+  return [more](msb::Config& c) {
+    session_mode(c);
+    more(c);
+  };
+}
+
 // A GET /mcp standalone stream read on a raw socket: SSE `data:` lines are
 // collected as they come (small events arrive whole in one chunk).
 class GetStream {
@@ -194,10 +202,7 @@ TEST_CASE("session mode: messages outside calls reach the client's GET stream") 
 }
 
 TEST_CASE("session mode: GET needs a session and text/event-stream; keepalives flow") {
-  Harness h({}, [](msb::Config& c) {
-    c.upstream.mode = msb::UpstreamMode::kSession;
-    c.keepalive_interval = 100ms;
-  });
+  Harness h({}, session_mode_and([](msb::Config& c) { c.keepalive_interval = 100ms; }));
   std::string sid = h.initialize();
   GetStream none(h.port(), "");
   REQUIRE(none.read_status());
@@ -254,10 +259,7 @@ TEST_CASE("session mode: a client cancellation sends notifications/cancelled ups
 }
 
 TEST_CASE("session mode: a session with no calls and no GET stream is closed after --session-idle-timeout") {
-  Harness h({}, [](msb::Config& c) {
-    c.upstream.mode = msb::UpstreamMode::kSession;
-    c.upstream.session_idle_timeout = 300ms;
-  });
+  Harness h({}, session_mode_and([](msb::Config& c) { c.upstream.session_idle_timeout = 300ms; }));
   std::string sid = h.initialize();
   CHECK(count(h, sid, 1) == "1");
   CHECK(wait_for([&] { return h.upstream().open_streams() == 0; }, 2000ms));
@@ -416,10 +418,7 @@ std::string touch(Harness& h, const std::string&, json, const std::string& uri) 
 }  // namespace
 
 TEST_CASE("session mode: initialize goes over the client session's own upstream session (one connect)") {
-  Harness h({}, [](msb::Config& c) {
-    c.upstream.mode = msb::UpstreamMode::kSession;
-    c.serve_stale_initialize = false;
-  });
+  Harness h({}, session_mode_and([](msb::Config& c) { c.serve_stale_initialize = false; }));
   std::string sid = h.initialize();
   CHECK(h.upstream().sessions_opened() == 1);
   CHECK(count(h, sid, 1) == "1");
@@ -588,10 +587,7 @@ TEST_CASE("session mode: a held idle session found dead by the ping is re-opened
 }
 
 TEST_CASE("session mode: ping interval 0 disables the idle probe") {
-  Harness h({}, [](msb::Config& c) {
-    c.upstream.mode = msb::UpstreamMode::kSession;
-    c.upstream.ping_interval = 0ms;
-  });
+  Harness h({}, session_mode_and([](msb::Config& c) { c.upstream.ping_interval = 0ms; }));
   std::string sid = h.initialize();
   CHECK(count(h, sid, 1) == "1");
   h.upstream().silence_sessions();
