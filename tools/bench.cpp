@@ -128,6 +128,29 @@ Cell run_load(int threads, std::chrono::milliseconds duration, MakeClient make_c
   return c;
 }
 
+// Makes the call loop of one direct client (a DirectClient on `cfg` calling
+// echo with `args`). A client whose call failed starts over with a new session
+// (and a pause), so one failure is counted once, not once per spin of a dead
+// client. cfg and args must outlive the loops.
+auto direct_clients(const msb::UpstreamConfig& cfg, const std::string& args) {
+  return [&cfg, &args](int) {
+    auto c = std::make_shared<std::unique_ptr<DirectClient>>();
+    return [c, &cfg, &args](int seq) {
+      if (!*c) {
+        *c = std::make_unique<DirectClient>(cfg);
+        if (!(*c)->initialize()) {
+          c->reset();
+          std::this_thread::sleep_for(10ms);
+          return false;
+        }
+      }
+      bool ok = (*c)->call(call_body(seq, "echo", args), std::to_string(seq), Deadline::after(10s));
+      if (!ok) c->reset();
+      return ok;
+    };
+  };
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -204,24 +227,7 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
 
   const std::string echo_args = R"({"text":"hello"})";
-  // A client whose call failed starts over with a new session (and a pause),
-  // so one failure is counted once, not once per spin of a dead client.
-  auto direct_client = [&](int) {
-    auto c = std::make_shared<std::unique_ptr<DirectClient>>();
-    return [c, &direct_cfg, &echo_args](int seq) {
-      if (!*c) {
-        *c = std::make_unique<DirectClient>(direct_cfg);
-        if (!(*c)->initialize()) {
-          c->reset();
-          std::this_thread::sleep_for(10ms);
-          return false;
-        }
-      }
-      bool ok = (*c)->call(call_body(seq, "echo", echo_args), std::to_string(seq), Deadline::after(10s));
-      if (!ok) c->reset();
-      return ok;
-    };
-  };
+  auto direct_client = direct_clients(direct_cfg, echo_args);
   auto bridge_client = [&](int port) {
     return [port, &echo_args](int) {
       auto c = std::make_shared<std::unique_ptr<BridgeClient>>();
@@ -325,22 +331,7 @@ int main(int argc, char** argv) {
                                                         "--max-inflight", "200"};
       msb::UpstreamConfig ts_cfg;
       ts_cfg.sse_url = *msb::parse_url("http://127.0.0.1:" + std::to_string(ts.port) + "/sse");
-      auto ts_direct = [&](int) {
-        auto c = std::make_shared<std::unique_ptr<DirectClient>>();
-        return [c, &ts_cfg, &echo_args](int seq) {
-          if (!*c) {
-            *c = std::make_unique<DirectClient>(ts_cfg);
-            if (!(*c)->initialize()) {
-              c->reset();
-              std::this_thread::sleep_for(10ms);
-              return false;
-            }
-          }
-          bool ok = (*c)->call(call_body(seq, "echo", echo_args), std::to_string(seq), Deadline::after(10s));
-          if (!ok) c->reset();
-          return ok;
-        };
-      };
+      auto ts_direct = direct_clients(ts_cfg, echo_args);
       auto ts_cell = std::chrono::milliseconds(ts_cell_ms);
       std::printf("\nTS SDK legacy SSE server upstream (node %s), %d ms warm-up + %d ms per cell, %d rounds\n",
                   ts_server.c_str(), ts_warmup_ms, ts_cell_ms, ts_rounds);

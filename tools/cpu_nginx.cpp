@@ -179,22 +179,6 @@ long parse_response(const std::string& in, Response& r) {
   return 0;
 }
 
-int connect_loopback(int port, bool nonblocking) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0);
-  if (fd < 0) return -1;
-  int one = 1;
-  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 && errno != EINPROGRESS) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
 void set_nonblocking(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); }
 
 // One blocking request/response on `fd` (setup only), bounded by `d`.
@@ -525,7 +509,7 @@ class Nginx {
               (WIFEXITED(st) && WEXITSTATUS(st) == 127 ? ", could not exec" : "") + "): " + text + text2;
         return false;
       }
-      int fd = connect_loopback(port_, false);
+      int fd = connect_loopback(port_, false, true);
       if (fd >= 0) {
         ::close(fd);
         if (!workers().empty()) return true;
@@ -593,7 +577,7 @@ CellResult run_cell(int port, int nconn, bool mcp_session, CpuFn cpu, std::chron
   };
   // Setup, outside the measurement: connect (and open the MCP session).
   for (auto& c : cs) {
-    c.fd = connect_loopback(port, false);
+    c.fd = connect_loopback(port, false, true);
     if (c.fd < 0) {
       res.why = "connect failed";
       close_all();
@@ -616,7 +600,7 @@ CellResult run_cell(int port, int nconn, bool mcp_session, CpuFn cpu, std::chron
       }
       if (r.close) {  // the server ended the connection: start the loop on a new one
         ::close(c.fd);
-        c.fd = connect_loopback(port, false);
+        c.fd = connect_loopback(port, false, true);
         if (c.fd < 0) {
           res.why = "reconnect failed";
           close_all();
@@ -670,7 +654,7 @@ CellResult run_cell(int port, int nconn, bool mcp_session, CpuFn cpu, std::chron
     ::epoll_ctl(ep, EPOLL_CTL_DEL, c.fd, nullptr);
     ::close(c.fd);
     ++reconnects;
-    c.fd = connect_loopback(port, true);
+    c.fd = connect_loopback(port, true, true);
     c.want_out = true;  // writable once connected
     if (c.fd >= 0) arm(i, true);
   };

@@ -37,20 +37,6 @@ struct Conn {
   bool done = false;
 };
 
-int open_nonblocking(int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 && errno != EINPROGRESS) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
 // Sends each connection's request and reads until `complete(in)` holds, for
 // all connections at once, within `bound`. Returns how many completed.
 size_t run_all(std::vector<Conn>& conns, const std::function<bool(const std::string&)>& complete,
@@ -186,7 +172,7 @@ int main(int argc, char** argv) {
   auto t0 = Clock::now();
   std::vector<Conn> idle_conns(static_cast<size_t>(idle));
   for (auto& c : idle_conns) {
-    c.fd = open_nonblocking(bridge.port);
+    c.fd = connect_loopback(bridge.port, true);
     c.out = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
   }
   auto answered = [](const std::string& in) {
@@ -199,7 +185,7 @@ int main(int argc, char** argv) {
   std::vector<Conn> stream_conns(static_cast<size_t>(streams));
   for (size_t i = 0; i < stream_conns.size(); ++i) {
     auto& c = stream_conns[i];
-    c.fd = open_nonblocking(bridge.port);
+    c.fd = connect_loopback(bridge.port, true);
     std::string body = call_body(static_cast<int>(i + 1), hold_tool, "{\"ms\":" + std::to_string(hold_ms) + "}");
     c.out = "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             "Accept: application/json, text/event-stream\r\nMcp-Session-Id: " + session.sid() +

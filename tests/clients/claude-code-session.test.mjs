@@ -5,44 +5,27 @@
 // client session, initialize included). Same isolation as claude-code.test.mjs.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { claudeBin, startBridge, startUpstream, scratchDir, isolatedEnv, run } from './lib.mjs';
-import { startFakeAnthropic, planner, textOf } from './fake-anthropic.mjs';
+import { claudeBin, startClaudeRig, showRun as show, run } from './lib.mjs';
+import { planner, textOf } from './fake-anthropic.mjs';
 
 const NAME = 'bridge';
 const tool = (t) => `mcp__${NAME}__${t}`;
 
-let upstream, bridge, home, fake, env;
+let rig, upstream, bridge, home, fake, env;
 let script = async () => [{ type: 'text', text: 'FAKE-MODEL: no script' }];
 
 before(async () => {
-  upstream = await startUpstream();
-  bridge = await startBridge(upstream.sseUrl, ['--upstream-mode', 'session']);
-  fake = await startFakeAnthropic({ toolPrefix: `mcp__${NAME}__`, script: (body, ctx) => script(body, ctx) });
-  home = scratchDir('claude-session-');
-  env = isolatedEnv(home.dir, {
-    ANTHROPIC_API_KEY: 'test-key',
-    ANTHROPIC_BASE_URL: fake.url,
-    CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
-    DISABLE_AUTOUPDATER: '1',
-    DISABLE_TELEMETRY: '1',
-    DISABLE_ERROR_REPORTING: '1',
-    DISABLE_BUG_COMMAND: '1',
-    DISABLE_COST_WARNINGS: '1',
-    HTTPS_PROXY: fake.url, HTTP_PROXY: fake.url, https_proxy: fake.url, http_proxy: fake.url,
-    NO_PROXY: '127.0.0.1,localhost', no_proxy: '127.0.0.1,localhost',
-  });
+  rig = await startClaudeRig({ bridgeArgs: ['--upstream-mode', 'session'], homePrefix: 'claude-session-',
+                               toolPrefix: `mcp__${NAME}__`, script: (body, ctx) => script(body, ctx) });
+  ({ upstream, bridge, home, fake, env } = rig);
 });
 
 after(async () => {
-  await bridge?.stop();
-  await upstream?.stop();
-  await fake?.close();
-  home?.remove();
+  await rig?.stop();
   if (fake) console.log(`# requests aimed beyond 127.0.0.1 (refused by the fake proxy): ${JSON.stringify(fake.escapes)}`);
 });
 
 const claude = (args, timeoutMs = 60000) => run(claudeBin, args, { env, cwd: home.dir, timeoutMs });
-const show = (r) => `exit ${r.code}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`;
 const initializedSessions = () => bridge.output().split('\n').filter((l) => /client session initialized/.test(l)).length;
 
 test('session mode: claude mcp add + get: Connected', async () => {

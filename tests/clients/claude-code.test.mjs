@@ -12,39 +12,23 @@
 // scratch directory.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { claudeBin, startBridge, startUpstream, scratchDir, isolatedEnv, run, launch, stop, timeoutAfter, bridgeCalls } from './lib.mjs';
-import { startFakeAnthropic, planner, textOf } from './fake-anthropic.mjs';
+import { claudeBin, startClaudeRig, showRun as show, run, launch, stop, timeoutAfter, bridgeCalls } from './lib.mjs';
+import { planner, textOf } from './fake-anthropic.mjs';
 
 const NAME = 'bridge';
 const tool = (t) => `mcp__${NAME}__${t}`;
 
-let upstream, bridge, home, fake, env;
+let rig, upstream, bridge, home, fake, env;
 let script = async () => [{ type: 'text', text: 'FAKE-MODEL: no script' }];
 
 before(async () => {
-  upstream = await startUpstream();
-  bridge = await startBridge(upstream.sseUrl);
-  fake = await startFakeAnthropic({ toolPrefix: `mcp__${NAME}__`, script: (body, ctx) => script(body, ctx) });
-  home = scratchDir('claude-');
-  env = isolatedEnv(home.dir, {
-    ANTHROPIC_API_KEY: 'test-key',
-    ANTHROPIC_BASE_URL: fake.url,
-    CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
-    DISABLE_AUTOUPDATER: '1',
-    DISABLE_TELEMETRY: '1',
-    DISABLE_ERROR_REPORTING: '1',
-    DISABLE_BUG_COMMAND: '1',
-    DISABLE_COST_WARNINGS: '1',
-    HTTPS_PROXY: fake.url, HTTP_PROXY: fake.url, https_proxy: fake.url, http_proxy: fake.url,
-    NO_PROXY: '127.0.0.1,localhost', no_proxy: '127.0.0.1,localhost',
-  });
+  rig = await startClaudeRig({ homePrefix: 'claude-', toolPrefix: `mcp__${NAME}__`,
+                               script: (body, ctx) => script(body, ctx) });
+  ({ upstream, bridge, home, fake, env } = rig);
 });
 
 after(async () => {
-  await bridge?.stop();
-  await upstream?.stop();
-  await fake?.close();
-  home?.remove();
+  await rig?.stop();
   if (!fake) return;
   const other = fake.log.filter((l) => !(l.method === 'POST' && l.path === '/v1/messages' && l.agentTurn));
   console.log(`# fake Messages API: ${fake.turns.length} agent turns; other requests: ${
@@ -53,7 +37,6 @@ after(async () => {
 });
 
 const claude = (args, timeoutMs = 60000) => run(claudeBin, args, { env, cwd: home.dir, timeoutMs });
-const show = (r) => `exit ${r.code}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`;
 
 test('claude mcp add + claude mcp get: Connected', async () => {
   const add = await claude(['mcp', 'add', '--transport', 'http', '--scope', 'user', NAME, bridge.url]);

@@ -6,6 +6,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnUntil, stop, waitFor } from '../interop/helpers.mjs';
+import { startFakeAnthropic } from './fake-anthropic.mjs';
 
 export { spawnUntil, stop, waitFor };
 
@@ -145,6 +146,53 @@ export function isolatedEnv(home, extra = {}) {
   return { ...env, HOME: home, XDG_CONFIG_HOME: join(home, '.config'), XDG_CACHE_HOME: join(home, '.cache'),
            XDG_DATA_HOME: join(home, '.local', 'share'), TMPDIR: home, NO_COLOR: '1', CI: '1', ...extra };
 }
+
+// Environment for the pinned Claude Code CLI: isolatedEnv() plus its Messages
+// API and every proxy pointed at the fake API server at `fakeUrl` (which
+// refuses and records any request aimed elsewhere), with nonessential traffic,
+// telemetry, error reporting and the autoupdater off.
+export function claudeEnv(home, fakeUrl) {
+  return isolatedEnv(home, {
+    ANTHROPIC_API_KEY: 'test-key',
+    ANTHROPIC_BASE_URL: fakeUrl,
+    CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
+    DISABLE_AUTOUPDATER: '1',
+    DISABLE_TELEMETRY: '1',
+    DISABLE_ERROR_REPORTING: '1',
+    DISABLE_BUG_COMMAND: '1',
+    DISABLE_COST_WARNINGS: '1',
+    HTTPS_PROXY: fakeUrl, HTTP_PROXY: fakeUrl, https_proxy: fakeUrl, http_proxy: fakeUrl,
+    NO_PROXY: '127.0.0.1,localhost', no_proxy: '127.0.0.1,localhost',
+  });
+}
+
+// What the Claude Code tests run against: the legacy upstream, the bridge
+// (with `bridgeArgs`), the fake Messages API (fake-anthropic.mjs: `toolPrefix`,
+// `script`), a scratch HOME (`homePrefix`) and claudeEnv() for it. stop() ends
+// all of them, and what had started when the start fails.
+export async function startClaudeRig({ bridgeArgs = [], homePrefix, toolPrefix, script }) {
+  const rig = {};
+  rig.stop = async () => {
+    await rig.bridge?.stop();
+    await rig.upstream?.stop();
+    await rig.fake?.close();
+    rig.home?.remove();
+  };
+  try {
+    rig.upstream = await startUpstream();
+    rig.bridge = await startBridge(rig.upstream.sseUrl, bridgeArgs);
+    rig.fake = await startFakeAnthropic({ toolPrefix, script });
+    rig.home = scratchDir(homePrefix);
+    rig.env = claudeEnv(rig.home.dir, rig.fake.url);
+  } catch (e) {
+    await rig.stop();
+    throw e;
+  }
+  return rig;
+}
+
+// A run() result as an assertion message.
+export const showRun = (r) => `exit ${r.code}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`;
 
 // A fetch that records every HTTP exchange a client library makes into `wire`:
 // {http, rpc (JSON-RPC method), id, session (its last 10 characters), version (MCP-Protocol-Version),

@@ -11,6 +11,14 @@ namespace {
 
 void session_mode(msb::Config& c) { c.upstream.mode = msb::UpstreamMode::kSession; }
 
+// Session mode, then `more`.
+std::function<void(msb::Config&)> session_mode_and(std::function<void(msb::Config&)> more) {
+  return [more](msb::Config& c) {
+    session_mode(c);
+    more(c);
+  };
+}
+
 // A GET /mcp standalone stream read on a raw socket: SSE `data:` lines are
 // collected as they come (small events arrive whole in one chunk).
 class GetStream {
@@ -44,6 +52,10 @@ class GetStream {
     }
     return true;
   }
+  // Reads until the response's status line has come, for up to `within`.
+  bool read_status(std::chrono::milliseconds within = 2000ms) {
+    return read_until([this](auto&) { return status() != 0; }, within);
+  }
   int status() const { return raw_.size() >= 12 ? std::atoi(raw_.c_str() + 9) : 0; }
   bool closed() const { return closed_; }
   const std::string& raw() const { return raw_; }
@@ -71,6 +83,30 @@ bool has_method(const std::vector<json>& ms, const std::string& method) {
   for (auto& m : ms)
     if (m.value("method", "") == method) return true;
   return false;
+}
+
+// A 5 s `sleep` call `id` on sid, in flight for `settle` when `fault` strikes:
+// its reply (REQUIREd within 5 s of the fault), when the fault struck and how
+// long after it the reply came.
+struct FaultedCall {
+  Reply r;
+  SteadyClock::time_point fault_at;
+  int64_t ms = 0;
+};
+
+FaultedCall call_through_fault(Harness& h, const std::string& sid, const std::string& id,
+                               std::chrono::milliseconds settle, const std::function<void()>& fault) {
+  auto call = std::async(std::launch::async, [&h, &sid, &id] {
+    return h.call_tool(sid, id, "sleep", {{"ms", 5000}});
+  });
+  std::this_thread::sleep_for(settle);
+  FaultedCall f;
+  f.fault_at = SteadyClock::now();
+  fault();
+  REQUIRE(call.wait_for(5s) == std::future_status::ready);
+  f.r = call.get();
+  f.ms = ms_since(f.fault_at);
+  return f;
 }
 
 std::string count(Harness& h, const std::string& sid, json id) {
@@ -137,7 +173,7 @@ TEST_CASE("session mode: messages outside calls reach the client's GET stream") 
   Harness h({}, session_mode);
   std::string sid = h.initialize();
   GetStream g(h.port(), sid);
-  REQUIRE(g.read_until([&](auto&) { return g.status() != 0; }, 2000ms));
+  REQUIRE(g.read_status());
   CHECK(g.status() == 200);
   CHECK(g.raw().find("text/event-stream") != std::string::npos);
   auto r = h.call_tool(sid, 1, "notify_later", {{"ms", 100}, {"text", "after the call"}});
@@ -155,7 +191,7 @@ TEST_CASE("session mode: messages outside calls reach the client's GET stream") 
     if (m.value("method", "") == "notifications/message") CHECK(m["params"]["data"] == "after the call");
   // A second GET replaces the first, which ends.
   GetStream g2(h.port(), sid);
-  REQUIRE(g2.read_until([&](auto&) { return g2.status() != 0; }, 2000ms));
+  REQUIRE(g2.read_status());
   CHECK(g2.status() == 200);
   CHECK(g.read_until([&](auto&) { return g.closed() || g.raw().find("\r\n0\r\n\r\n") != std::string::npos; },
                      1000ms));
@@ -166,16 +202,13 @@ TEST_CASE("session mode: messages outside calls reach the client's GET stream") 
 }
 
 TEST_CASE("session mode: GET needs a session and text/event-stream; keepalives flow") {
-  Harness h({}, [](msb::Config& c) {
-    c.upstream.mode = msb::UpstreamMode::kSession;
-    c.keepalive_interval = 100ms;
-  });
+  Harness h({}, session_mode_and([](msb::Config& c) { c.keepalive_interval = 100ms; }));
   std::string sid = h.initialize();
   GetStream none(h.port(), "");
-  REQUIRE(none.read_until([&](auto&) { return none.status() != 0; }, 2000ms));
+  REQUIRE(none.read_status());
   CHECK(none.status() == 400);
   GetStream json_only(h.port(), sid, "application/json");
-  REQUIRE(json_only.read_until([&](auto&) { return json_only.status() != 0; }, 2000ms));
+  REQUIRE(json_only.read_status());
   CHECK(json_only.status() == 406);
   GetStream g(h.port(), sid);
   CHECK(g.read_until([&](auto&) { return g.raw().find(": keepalive") != std::string::npos; }, 1000ms));
@@ -186,16 +219,9 @@ TEST_CASE("session mode: an upstream drop mid-call fails the call at once; the n
   std::string sid = h.initialize();
   CHECK(count(h, sid, 1) == "1");
   CHECK(count(h, sid, 2) == "2");
-  auto call = std::async(std::launch::async, [&h, &sid] {
-    return h.call_tool(sid, "long", "sleep", {{"ms", 5000}});
-  });
-  std::this_thread::sleep_for(200ms);
-  auto t0 = SteadyClock::now();
-  h.upstream().kill_streams();
-  REQUIRE(call.wait_for(5s) == std::future_status::ready);
-  auto r = call.get();
-  CHECK(ms_since(t0) < 1500);
-  check_bridge_error(r, "long", "upstream_closed", "request");
+  auto f = call_through_fault(h, sid, "long", 200ms, [&] { h.upstream().kill_streams(); });
+  CHECK(f.ms < 1500);
+  check_bridge_error(f.r, "long", "upstream_closed", "request");
   // A new upstream session: its counter starts again (state lost, counted).
   CHECK(count(h, sid, 3) == "1");
   CHECK(count(h, sid, 4) == "2");
@@ -233,10 +259,7 @@ TEST_CASE("session mode: a client cancellation sends notifications/cancelled ups
 }
 
 TEST_CASE("session mode: a session with no calls and no GET stream is closed after --session-idle-timeout") {
-  Harness h({}, [](msb::Config& c) {
-    c.upstream.mode = msb::UpstreamMode::kSession;
-    c.upstream.session_idle_timeout = 300ms;
-  });
+  Harness h({}, session_mode_and([](msb::Config& c) { c.upstream.session_idle_timeout = 300ms; }));
   std::string sid = h.initialize();
   CHECK(count(h, sid, 1) == "1");
   CHECK(wait_for([&] { return h.upstream().open_streams() == 0; }, 2000ms));
@@ -245,7 +268,7 @@ TEST_CASE("session mode: a session with no calls and no GET stream is closed aft
   // session's loop keeps serving (the idle deadline once made it spin).
   {
     GetStream g(h.port(), sid);
-    REQUIRE(g.read_until([&](auto&) { return g.status() != 0; }, 2000ms));
+    REQUIRE(g.read_status());
     std::this_thread::sleep_for(700ms);
     CHECK(h.upstream().open_streams() == 1);
     auto t0 = SteadyClock::now();
@@ -260,7 +283,7 @@ TEST_CASE("session mode: stop ends calls in flight and GET streams, bounded") {
   auto h = std::make_unique<Harness>(example::Options{}, session_mode);
   std::string sid = h->initialize();
   GetStream g(h->port(), sid);
-  REQUIRE(g.read_until([&](auto&) { return g.status() != 0; }, 2000ms));
+  REQUIRE(g.read_status());
   auto call = std::async(std::launch::async, [&h, &sid] {
     return h->call_tool(sid, "x", "sleep", {{"ms", 8000}});
   });
@@ -322,7 +345,7 @@ TEST_CASE("session mode: a server request with two calls in flight goes to the G
   Harness h({}, session_mode);
   std::string sid = initialize_with_roots(h);
   GetStream g(h.port(), sid);
-  REQUIRE(g.read_until([&](auto&) { return g.status() != 0; }, 2000ms));
+  REQUIRE(g.read_status());
   auto slow = std::async(std::launch::async, [&h, &sid] {
     return h.call_tool(sid, "s", "sleep", {{"ms", 1500}});
   });
@@ -348,16 +371,9 @@ TEST_CASE("session mode: a silent upstream with a call in flight is probed with 
   Harness h({}, session_mode);  // --ping-interval 400ms, --ping-timeout 300ms
   std::string sid = h.initialize();
   CHECK(count(h, sid, 1) == "1");
-  auto call = std::async(std::launch::async, [&h, &sid] {
-    return h.call_tool(sid, "quiet", "sleep", {{"ms", 5000}});
-  });
-  std::this_thread::sleep_for(150ms);
-  auto t0 = SteadyClock::now();
-  h.upstream().silence_sessions();
-  REQUIRE(call.wait_for(5s) == std::future_status::ready);
-  auto r = call.get();
-  CHECK(ms_since(t0) < 1500);
-  check_bridge_error(r, "quiet", "upstream_unresponsive", "request");
+  auto f = call_through_fault(h, sid, "quiet", 150ms, [&] { h.upstream().silence_sessions(); });
+  CHECK(f.ms < 1500);
+  check_bridge_error(f.r, "quiet", "upstream_unresponsive", "request");
   CHECK(count(h, sid, 2) == "1");  // a new upstream session
 }
 
@@ -365,7 +381,7 @@ TEST_CASE("call mode (the default): GET is 405 and calls do not share an upstrea
   Harness h;
   std::string sid = h.initialize();
   GetStream g(h.port(), sid);
-  REQUIRE(g.read_until([&](auto&) { return g.status() != 0; }, 2000ms));
+  REQUIRE(g.read_status());
   CHECK(g.status() == 405);
   CHECK(count(h, sid, 1) == "1");  // the test config has no warm pool: one session per call
   CHECK(count(h, sid, 2) == "1");
@@ -402,10 +418,7 @@ std::string touch(Harness& h, const std::string&, json, const std::string& uri) 
 }  // namespace
 
 TEST_CASE("session mode: initialize goes over the client session's own upstream session (one connect)") {
-  Harness h({}, [](msb::Config& c) {
-    c.upstream.mode = msb::UpstreamMode::kSession;
-    c.serve_stale_initialize = false;
-  });
+  Harness h({}, session_mode_and([](msb::Config& c) { c.serve_stale_initialize = false; }));
   std::string sid = h.initialize();
   CHECK(h.upstream().sessions_opened() == 1);
   CHECK(count(h, sid, 1) == "1");
@@ -435,7 +448,7 @@ TEST_CASE("session mode: resources/subscribe is forwarded; updates flow to the G
   CHECK(init.last()[subscribe_cap] == true);
   std::string sid = h.initialize();
   GetStream g(h.port(), sid);
-  REQUIRE(g.read_until([&](auto&) { return g.status() != 0; }, 2000ms));
+  REQUIRE(g.read_status());
   auto sub = h.post(rpc(1, "resources/subscribe", {{"uri", "example://a"}}).dump(), sid);
   REQUIRE(!sub.messages.empty());
   CHECK(sub.last()["id"] == 1);
@@ -472,24 +485,17 @@ TEST_CASE("session mode: after a drop a held session re-opens at once, replays i
   REQUIRE(!lvl.messages.empty());
   CHECK(lvl.last().contains("result"));
   GetStream g(h.port(), sid);
-  REQUIRE(g.read_until([&](auto&) { return g.status() != 0; }, 2000ms));
+  REQUIRE(g.read_status());
   auto sub = h.post(rpc(1, "resources/subscribe", {{"uri", "example://a"}}).dump(), sid);
   REQUIRE(!sub.messages.empty());
   CHECK(count(h, sid, 2) == "1");
   CHECK(count(h, sid, 3) == "2");
   int opened = h.upstream().sessions_opened();
-  auto call = std::async(std::launch::async, [&h, &sid] {
-    return h.call_tool(sid, "long", "sleep", {{"ms", 5000}});
-  });
-  std::this_thread::sleep_for(200ms);
-  auto t0 = SteadyClock::now();
-  h.upstream().kill_streams();
-  REQUIRE(call.wait_for(5s) == std::future_status::ready);
-  auto r = call.get();
-  auto fail_ms = ms_since(t0);
-  MESSAGE("mid-call drop failed the call in " << fail_ms << " ms");
-  CHECK(fail_ms < 1500);
-  check_bridge_error(r, "long", "upstream_closed", "request");
+  auto f = call_through_fault(h, sid, "long", 200ms, [&] { h.upstream().kill_streams(); });
+  auto t0 = f.fault_at;
+  MESSAGE("mid-call drop failed the call in " << f.ms << " ms");
+  CHECK(f.ms < 1500);
+  check_bridge_error(f.r, "long", "upstream_closed", "request");
   // Re-opened without a call: the warning reaches the GET stream.
   CHECK(g.read_until([](auto& ms) { return state_lost_warning(ms) != nullptr; }, 2000ms));
   auto reopen_ms = ms_since(t0);
@@ -517,7 +523,7 @@ TEST_CASE("session mode: a held session re-opens with backoff while the upstream
   Harness h({}, session_mode);
   std::string sid = h.initialize();
   GetStream g(h.port(), sid);
-  REQUIRE(g.read_until([&](auto&) { return g.status() != 0; }, 2000ms));
+  REQUIRE(g.read_status());
   int opened = h.upstream().sse_requests();
   h.faults().sse_status = 503;
   h.upstream().kill_streams();
@@ -572,7 +578,7 @@ TEST_CASE("session mode: a held idle session found dead by the ping is re-opened
   Harness h({}, session_mode);
   std::string sid = h.initialize();
   GetStream g(h.port(), sid);
-  REQUIRE(g.read_until([&](auto&) { return g.status() != 0; }, 2000ms));
+  REQUIRE(g.read_status());
   h.upstream().silence_sessions();
   CHECK(g.read_until([](auto& ms) { return state_lost_warning(ms) != nullptr; }, 3000ms));
   auto t0 = SteadyClock::now();
@@ -581,10 +587,7 @@ TEST_CASE("session mode: a held idle session found dead by the ping is re-opened
 }
 
 TEST_CASE("session mode: ping interval 0 disables the idle probe") {
-  Harness h({}, [](msb::Config& c) {
-    c.upstream.mode = msb::UpstreamMode::kSession;
-    c.upstream.ping_interval = 0ms;
-  });
+  Harness h({}, session_mode_and([](msb::Config& c) { c.upstream.ping_interval = 0ms; }));
   std::string sid = h.initialize();
   CHECK(count(h, sid, 1) == "1");
   h.upstream().silence_sessions();
@@ -623,7 +626,7 @@ TEST_CASE("session mode: an upstream that accepts and drops at once is not hamme
   Harness h({}, session_mode);
   std::string sid = h.initialize();
   GetStream g(h.port(), sid);
-  REQUIRE(g.read_until([&](auto&) { return g.status() != 0; }, 2000ms));
+  REQUIRE(g.read_status());
   int opened = h.upstream().sse_requests();
   // Every new session is dropped right after its setup (the re-open
   // succeeds, then the stream ends), for 1.2 s.

@@ -19,7 +19,7 @@ import {
   Server, createMcpHandler, inputRequired, inputResponse, ProtocolError,
   MissingRequiredClientCapabilityError, validateHostHeader, localhostAllowedHostnames,
 } from '@modelcontextprotocol/server';
-import { SSEServerTransport } from '@modelcontextprotocol/sdk/server/sse.js';
+import { serveLegacySse } from './helpers.mjs';
 import { tools as sessionEraTools, promptList, resourceList, resourceTemplates, readFixtureResource,
   getFixturePrompt, toolResult } from './conformance-fixture-data.mjs';
 
@@ -272,24 +272,16 @@ const httpServer = http.createServer(async (req, res) => {
   const url = new URL(req.url, 'http://localhost');
   try {
     if (mode === 'sse') {
-      if (req.method === 'GET' && url.pathname === '/sse') {
-        const t = new SSEServerTransport('/message', res);
-        sse.set(t.sessionId, t);
+      const served = await serveLegacySse(req, res, url, sse, (t, stream) => {
         let server;
         const n = { toolsChanged: () => server.sendToolListChanged(), promptsChanged: () => server.sendPromptListChanged() };
         server = makeServer({ toolsChanged: () => { for (const x of legacyNotify) x.toolsChanged(); },
           promptsChanged: () => { for (const x of legacyNotify) x.promptsChanged(); } });
         legacyNotify.add(n);
-        res.on('close', () => { sse.delete(t.sessionId); legacyNotify.delete(n); });
-        await server.connect(t);
-        return;
-      }
-      if (req.method === 'POST' && url.pathname === '/message') {
-        const t = sse.get(url.searchParams.get('sessionId'));
-        if (!t) { res.writeHead(404).end('Session not found'); return; }
-        await t.handlePostMessage(req, res);
-        return;
-      }
+        stream.on('close', () => legacyNotify.delete(n));
+        return server.connect(t);
+      });
+      if (served) return;
     } else if (url.pathname === '/mcp') {
       if (rebinding(req)) {
         res.writeHead(403, { 'content-type': 'application/json' }).end(JSON.stringify(

@@ -7,7 +7,7 @@
 import http from 'node:http';
 import { randomUUID } from 'node:crypto';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
-import { SSEServerTransport } from '@modelcontextprotocol/sdk/server/sse.js';
+import { serveLegacySse } from './helpers.mjs';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import {
   CallToolRequestSchema, CompleteRequestSchema, GetPromptRequestSchema, ListPromptsRequestSchema,
@@ -115,19 +115,7 @@ const httpServer = http.createServer(async (req, res) => {
   const url = new URL(req.url, 'http://localhost');
   try {
     if (mode === 'sse') {
-      if (req.method === 'GET' && url.pathname === '/sse') {
-        const t = new SSEServerTransport('/message', res);
-        sse.set(t.sessionId, t);
-        res.on('close', () => sse.delete(t.sessionId));
-        await makeServer().connect(t);
-        return;
-      }
-      if (req.method === 'POST' && url.pathname === '/message') {
-        const t = sse.get(url.searchParams.get('sessionId'));
-        if (!t) { res.writeHead(404).end('Session not found'); return; }
-        await t.handlePostMessage(req, res);
-        return;
-      }
+      if (await serveLegacySse(req, res, url, sse, (t) => makeServer().connect(t))) return;
     } else if (url.pathname === '/mcp') {
       const sid = req.headers['mcp-session-id'];
       let t = sid ? streamable.get(sid) : undefined;

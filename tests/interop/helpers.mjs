@@ -61,6 +61,45 @@ export async function startTsLegacyServer() {
            stats: () => fetch(`http://127.0.0.1:${port}/control/stats`).then((r) => r.json()) };
 }
 
+// The legacy HTTP+SSE transport's two routes, for the fixture servers: GET /sse
+// opens a session (`sessions` maps its id to the transport while the stream is
+// open; connect(t, res) serves it), POST /message?sessionId= delivers to it
+// (404 when unknown). Resolves true when the request was one of them.
+export async function serveLegacySse(req, res, url, sessions, connect) {
+  if (req.method === 'GET' && url.pathname === '/sse') {
+    const { SSEServerTransport } = await import('@modelcontextprotocol/sdk/server/sse.js');
+    const t = new SSEServerTransport('/message', res);
+    sessions.set(t.sessionId, t);
+    res.on('close', () => sessions.delete(t.sessionId));
+    await connect(t, res);
+    return true;
+  }
+  if (req.method === 'POST' && url.pathname === '/message') {
+    const t = sessions.get(url.searchParams.get('sessionId'));
+    if (!t) { res.writeHead(404).end('Session not found'); return true; }
+    await t.handlePostMessage(req, res);
+    return true;
+  }
+  return false;
+}
+
+// A `slow` call left pending (callOptions.slow), the upstream's streams killed
+// 300 ms in: the call must reject within 1 s with "upstream closed", and the
+// next call (callOptions.add) must succeed.
+export async function assertDropFailsPendingCall(assert, client, upstream, callOptions = {}) {
+  const pending = client.callTool({ name: 'slow', arguments: { ms: 20000 } }, callOptions.slow)
+    .then(() => null, (e) => e);
+  await new Promise((r) => setTimeout(r, 300));
+  const t0 = performance.now();
+  await upstream.control('/control/kill-streams');
+  const err = await pending;
+  assert.ok(err instanceof Error, 'the call should have failed');
+  assert.ok(performance.now() - t0 < 1000);
+  assert.match(String(err.message), /upstream closed/);
+  const r = await client.callTool({ name: 'add', arguments: { a: 1, b: 1 } }, callOptions.add);
+  assert.equal(r.content[0].text, '2');
+}
+
 // Polls pred() every 20 ms until it holds or timeoutMs passes.
 export async function waitFor(pred, timeoutMs) {
   const end = performance.now() + timeoutMs;

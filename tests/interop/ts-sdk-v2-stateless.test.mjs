@@ -6,7 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client';
-import { startBridge, startTsLegacyServer, stop } from './helpers.mjs';
+import { startBridge, startTsLegacyServer, stop, assertDropFailsPendingCall } from './helpers.mjs';
 
 let upstream, bridge;
 const clients = [];
@@ -72,17 +72,7 @@ test('auto: the discover probe is answered, so the client ends on 2026-07-28', a
 
 test('pinned: a transport failure mid-call rejects the pending call at once', async () => {
   const client = await connect({ pin: '2026-07-28' }, []);
-  const pending = client.callTool({ name: 'slow', arguments: { ms: 20000 } }, { timeout: 25000 })
-    .then(() => null, (e) => e);
-  await new Promise((r) => setTimeout(r, 300));
-  const t0 = performance.now();
-  await upstream.control('/control/kill-streams');
-  const err = await pending;
-  assert.ok(err instanceof Error, 'the call should have failed');
-  assert.ok(performance.now() - t0 < 1000);
-  assert.match(String(err.message), /upstream closed/);
-  const r = await client.callTool({ name: 'add', arguments: { a: 1, b: 1 } }, { timeout: 10000 });
-  assert.equal(r.content[0].text, '2');
+  await assertDropFailsPendingCall(assert, client, upstream, { slow: { timeout: 25000 }, add: { timeout: 10000 } });
 });
 
 // MRTR (#15 item 4): the legacy server asks mid-call (sampling/createMessage,
