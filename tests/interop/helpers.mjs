@@ -89,7 +89,10 @@ export async function serveLegacySse(req, res, url, sessions, connect) {
 export async function assertDropFailsPendingCall(assert, client, upstream, callOptions = {}) {
   const pending = client.callTool({ name: 'slow', arguments: { ms: 20000 } }, callOptions.slow)
     .then(() => null, (e) => e);
-  await new Promise((r) => setTimeout(r, 300));
+  // Kill the streams once the call runs upstream (not after a fixed pause,
+  // which a loaded machine can outlast while the session is still opening).
+  assert.ok(await waitFor(async () => (await upstream.stats()).running > 0, 10000),
+    'the slow call never started upstream');
   const t0 = performance.now();
   await upstream.control('/control/kill-streams');
   const err = await pending;
