@@ -4,7 +4,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { startBridge, startTsLegacyServer, stop } from './helpers.mjs';
+import { startBridge, startTsLegacyServer, stop, waitFor } from './helpers.mjs';
 
 const REQUEST_TIMEOUT_MS = 3000;
 let upstream, bridge, client;
@@ -39,7 +39,8 @@ test('upstream SSE stream killed during a call: the call rejects within 1 s', as
   const pending = client.callTool({ name: 'slow', arguments: { ms: 20000 } }, undefined, { timeout: 30000 })
     .finally(() => { rejectedAt = performance.now(); });
   pending.catch(() => {});  // observed below; keep node from flagging it as unhandled meanwhile
-  await new Promise((r) => setTimeout(r, 300));
+  assert.ok(await waitFor(async () => (await upstream.stats()).running > 0, 10000),
+    'the slow call never started upstream');
   const killedAt = performance.now();
   assert.ok(Number(await upstream.control('/control/kill-streams')) >= 1);
   await assert.rejects(pending, (err) => {
