@@ -177,29 +177,27 @@ struct Harness {
   EventLoops loops{2};
 };
 
-// Waits for an input_required outcome and returns its response.
-json input_required(Outcomes& out, int id) {
+// Waits for the next outcome, of kind `k`, answering request `id`.
+std::pair<MrtrSink::Outcome, json> outcome(Outcomes& out, Kind k, int id) {
   auto o = out.wait();
   REQUIRE(o);
   INFO(o->response);
-  REQUIRE(o->kind == Kind::kInputRequired);
+  REQUIRE(o->kind == k);
   json r = json::parse(o->response);
   CHECK(r["id"] == id);
+  return {std::move(*o), std::move(r)};
+}
+
+// Waits for an input_required outcome and returns its response.
+json input_required(Outcomes& out, int id) {
+  auto [o, r] = outcome(out, Kind::kInputRequired, id);
   CHECK(r["result"]["resultType"] == "input_required");
-  CHECK(r["result"]["requestState"] == o->request_state);
+  CHECK(r["result"]["requestState"] == o.request_state);
   CHECK_FALSE(r["result"].contains("ttlMs"));
   return r;
 }
 
-json complete(Outcomes& out, int id) {
-  auto o = out.wait();
-  REQUIRE(o);
-  INFO(o->response);
-  REQUIRE(o->kind == Kind::kComplete);
-  json r = json::parse(o->response);
-  CHECK(r["id"] == id);
-  return r;
-}
+json complete(Outcomes& out, int id) { return outcome(out, Kind::kComplete, id).second; }
 
 const json kAda = {{"action", "accept"}, {"content", {{"name", "Ada"}}}};
 json model_says(const std::string& t) {
