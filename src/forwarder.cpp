@@ -870,15 +870,22 @@ void Forwarder::stop() {
   for (auto& d : done) d.wait_for(std::chrono::seconds(2));
 }
 
-CallResult CallResult::internal_failure(const Message& m, Clock::time_point arrival,
-                                        std::string_view upstream, std::string_view what) {
+asio::awaitable<CallResult> Forwarder::guarded(asio::awaitable<CallResult> call, const Message& m,
+                                               CallSink& sink, Clock::time_point arrival,
+                                               std::string upstream) {
+  std::string what;
+  try {
+    co_return co_await std::move(call);
+  } catch (const std::exception& e) {
+    what = e.what();
+  }
+  sink.set_waker(nullptr);
   CallResult r;
   r.error = make_error(ErrorKind::kInternal, Phase::kRequest,
-                       "internal error in mcp-sse-bridge: " + std::string(what));
+                       "internal error in mcp-sse-bridge: " + what);
   r.response = jsonrpc_error_response(m.id, *r.error, elapsed_ms(arrival), upstream);
-  log::error("call failed with an exception",
-             {{"method", m.method}, {"id", m.id}, {"what", std::string(what)}});
-  return r;
+  log::error("call failed with an exception", {{"method", m.method}, {"id", m.id}, {"what", what}});
+  co_return r;
 }
 
 }  // namespace msb

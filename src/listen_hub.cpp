@@ -76,9 +76,10 @@ class ListenHub::Feed : public SessionStreamSink {
   void opened(const std::string& init_response) {
     if (open_.load()) hub_.on_open(profile_, this, init_response);
   }
-  void ended() {
-    if (open_.load()) hub_.on_end(profile_, this);
-  }
+  // Not guarded by open_: the session ends its stream (end()) before it
+  // reports the end, and the hub must still acknowledge the listeners that
+  // waited for it. on_end ignores a feed the hub no longer uses.
+  void ended() { hub_.on_end(profile_, this); }
 
  private:
   ListenHub& hub_;
@@ -168,7 +169,7 @@ bool ListenHub::advertises_subscribe(std::string_view init_response) {
          j[ptr].get<bool>();
 }
 
-void ListenHub::listen(std::shared_ptr<Exchange> ex, HttpResponse head, std::string id_json,
+bool ListenHub::listen(std::shared_ptr<Exchange> ex, HttpResponse head, std::string id_json,
                        Filter f, std::string upstream_headers) {
   auto stream = std::make_shared<StandaloneStream>(ex, keepalive_, metrics_);
   uint64_t key;
@@ -176,11 +177,7 @@ void ListenHub::listen(std::shared_ptr<Exchange> ex, HttpResponse head, std::str
   std::shared_ptr<Feed> old_feed;
   {
     std::lock_guard lk(mu_);
-    if (stopped_) {
-      stream->start(std::move(head), nullptr);
-      stream->end();
-      return;
-    }
+    if (stopped_) return false;  // nothing written: the caller refuses it
     key = next_++;
     auto& l = listeners_.emplace(key, Listener{stream, std::move(f), id_json, upstream_headers})
                   .first->second;
@@ -222,6 +219,7 @@ void ListenHub::listen(std::shared_ptr<Exchange> ex, HttpResponse head, std::str
     fresh->start();
     log::info("listen: holding an upstream session for subscriptions/listen streams");
   }
+  return true;
 }
 
 void ListenHub::acknowledge(Profile& p, Listener& l) {

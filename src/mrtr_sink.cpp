@@ -56,17 +56,11 @@ struct MrtrSink::Impl {
                                    std::optional<ClientSession> session,
                                    std::optional<std::string> log_level, std::string headers,
                                    Clock::time_point arrival) {
-    std::optional<CallResult> r;
-    std::string what;
-    try {
-      r = co_await fwd->call(self->loop_, req, session ? &*session : nullptr, std::move(log_level),
-                             std::move(headers), *self, arrival);
-    } catch (const std::exception& e) {
-      what = e.what();
-    }
-    // Never leave a front without an answer.
-    if (!r) r = CallResult::internal_failure(req, arrival, fwd->config().sse_url.str(), what);
-    self->finish(std::move(*r));
+    auto r = co_await Forwarder::guarded(
+        fwd->call(self->loop_, req, session ? &*session : nullptr, std::move(log_level),
+                  std::move(headers), *self, arrival),
+        req, *self, arrival, fwd->config().sse_url.str());
+    self->finish(std::move(r));
   }
 };
 

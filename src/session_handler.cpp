@@ -410,24 +410,16 @@ void SessionHandler::release(PendingCall& c) {
   d_.admission.release_session(c.key.substr(0, c.key.find('\n')));
 }
 
-// Forwarder::call, with no exception escaping: one (an allocation failing on
-// a huge event) becomes the call's internal error with its id, the answer
-// the client acts on.
+// The call on the upstream session of the client session (session mode) or
+// on a per-call one, through Forwarder::guarded: no exception escapes.
 boost::asio::awaitable<CallResult> SessionHandler::call_guarded(
     EventLoop& loop, const Message& m, const ClientSession* s, std::optional<std::string> log_level,
     std::string headers, CallSink& sink, Clock::time_point arrival) {
-  std::string what;
-  try {
-    if (s && session_mode())
-      co_return co_await sessions_.call(loop, m, *s, std::move(headers), std::move(log_level), sink,
-                                        arrival);
-    co_return co_await d_.forwarder.call(loop, m, s, std::move(log_level), std::move(headers),
-                                         sink, arrival);
-  } catch (const std::exception& ex) {
-    what = ex.what();
-  }
-  sink.set_waker(nullptr);
-  co_return CallResult::internal_failure(m, arrival, d_.cfg.upstream.sse_url.str(), what);
+  auto call = s && session_mode()
+                  ? sessions_.call(loop, m, *s, std::move(headers), std::move(log_level), sink, arrival)
+                  : d_.forwarder.call(loop, m, s, std::move(log_level), std::move(headers), sink,
+                                      arrival);
+  return Forwarder::guarded(std::move(call), m, sink, arrival, d_.cfg.upstream.sse_url.str());
 }
 
 // Runs one call to completion (or cancellation) and logs it.

@@ -30,15 +30,16 @@ std::string next_key(std::string_view what) {
   return "stateless\n" + std::string(what) + "\n" + std::to_string(n.fetch_add(1));
 }
 
-// The JSON-RPC error code of a response, 0 when it is not an error.
+// The JSON-RPC error code of a response, 0 when it is not an error. Only
+// the error member is parsed (a result may be megabytes).
 int error_code_of(const std::string& response) {
-  Message m;
-  if (!parse_message(response, m) || !m.is_error) return 0;
-  auto j = ojson::parse(response, nullptr, false);
-  if (j.is_discarded() || !j.contains("error") || !j["error"].is_object() ||
-      !j["error"].contains("code") || !j["error"]["code"].is_number_integer())
-    return 0;
-  return j["error"]["code"].get<int>();
+  auto e = find_member(response, "error");
+  if (e.status == JsonMember::Status::kAbsent) return 0;
+  auto j = e.status == JsonMember::Status::kFound
+               ? ojson::parse(std::string_view(response).substr(e.begin, e.end - e.begin), nullptr, false)
+               : ojson::parse(response, nullptr, false).value("error", ojson());
+  if (!j.is_object() || !j.contains("code") || !j["code"].is_number_integer()) return 0;
+  return j["code"].get<int>();
 }
 
 bool mrtr_method(std::string_view m) {
@@ -104,8 +105,11 @@ void StatelessHandler::handle(std::shared_ptr<Exchange> ex, const HttpRequest& r
     std::string why;
     auto filter = ListenHub::filter_of(m.raw, &why);
     if (!filter) return refuse(*ex, Rejection{400, -32602, why}, m.id, base);
-    listen_.listen(std::move(ex), SseSink::head(std::move(base)), m.id, std::move(*filter),
-                   std::move(upstream_headers));
+    const Rejection stopping{503, -32000, "Service Unavailable: the bridge is shutting down"};
+    if (d_.life.draining.load()) return refuse(*ex, stopping, m.id, base);
+    if (!listen_.listen(ex, SseSink::head(HttpResponse(base)), m.id, std::move(*filter),
+                        std::move(upstream_headers)))
+      refuse(*ex, stopping, m.id, base);  // stopped meanwhile
     return;
   }
   auto& io = ex->loop().io();
@@ -142,20 +146,6 @@ void StatelessHandler::handle(std::shared_ptr<Exchange> ex, const HttpRequest& r
   boost::asio::co_spawn(io, run_call(std::move(ex), std::move(c)), boost::asio::detached);
 }
 
-boost::asio::awaitable<CallResult> StatelessHandler::call_guarded(
-    EventLoop& loop, const Message& m, const ClientSession* s, std::optional<std::string> log_level,
-    std::string headers, CallSink& sink, Clock::time_point arrival) {
-  std::string what;
-  try {
-    co_return co_await d_.forwarder.call(loop, m, s, std::move(log_level), std::move(headers),
-                                         sink, arrival);
-  } catch (const std::exception& ex) {
-    what = ex.what();
-  }
-  sink.set_waker(nullptr);
-  co_return CallResult::internal_failure(m, arrival, d_.cfg.upstream.sse_url.str(), what);
-}
-
 boost::asio::awaitable<void> StatelessHandler::run_call(std::shared_ptr<Exchange> ex,
                                                         std::shared_ptr<Call> c) {
   StatelessSink sink(registry_, d_.life, ex, c->box, d_.metrics, d_.cfg.keepalive_interval, c->base,
@@ -169,8 +159,10 @@ boost::asio::awaitable<void> StatelessHandler::run_call(std::shared_ptr<Exchange
     r.error = make_error(ErrorKind::kShuttingDown, Phase::kConnect, "bridge is shutting down");
     r.response = jsonrpc_error_response(c->msg.id, *r.error, 0, upstream);
   } else {
-    r = co_await call_guarded(ex->loop(), c->msg, &c->session, c->env.log_level_params, c->headers,
-                              sink, c->arrival);
+    r = co_await Forwarder::guarded(
+        d_.forwarder.call(ex->loop(), c->msg, &c->session, c->env.log_level_params, c->headers,
+                          sink, c->arrival),
+        c->msg, sink, c->arrival, upstream);
   }
   registry_.remove_call(c->key, c->box);
   d_.admission.release();
@@ -191,14 +183,7 @@ boost::asio::awaitable<void> StatelessHandler::run_call(std::shared_ptr<Exchange
     sink.abandon();
     co_return;
   }
-  int status = 200;
-  if (!r.error) {
-    int code = error_code_of(r.response);
-    if (code == kMissingCapability) status = 400;
-    if (code == 0)
-      r.response = StatelessRules::decorate_result(c->msg.method, r.response, d_.cfg.cache_ttl_ms,
-                                                   d_.cfg.cache_scope);
-  }
+  int status = r.error ? 200 : final_answer(c->msg.method, r.response);
   if (r.error) {
     log::warn("stateless call failed",
               {{"request_id", c->request_id}, {"upstream_session", r.upstream_session},
@@ -214,6 +199,17 @@ boost::asio::awaitable<void> StatelessHandler::run_call(std::shared_ptr<Exchange
                                  {"attempts", std::to_string(r.attempts)}});
   }
   sink.finish(status, r.response);
+}
+
+// The upstream's final answer to a stateless call: a result is decorated
+// (resultType, cache hints); an upstream's -32021 (missing capability) is a
+// 400. Returns the HTTP status.
+int StatelessHandler::final_answer(std::string_view method, std::string& response) const {
+  int code = error_code_of(response);
+  if (code == 0)
+    response = StatelessRules::decorate_result(method, std::move(response), d_.cfg.cache_ttl_ms,
+                                               d_.cfg.cache_scope);
+  return code == kMissingCapability ? 400 : 200;
 }
 
 // A round of an MRTR-capable call ends (on the front's loop): input_required
@@ -234,14 +230,7 @@ void StatelessHandler::finish_round(const std::shared_ptr<Call>& c,
     sink->abandon();
     return;
   }
-  int status = 200;
-  if (o.kind == Kind::kComplete) {
-    int code = error_code_of(o.response);
-    if (code == kMissingCapability) status = 400;
-    if (code == 0)
-      o.response = StatelessRules::decorate_result(c->msg.method, o.response, d_.cfg.cache_ttl_ms,
-                                                   d_.cfg.cache_scope);
-  }
+  int status = o.kind == Kind::kComplete ? final_answer(c->msg.method, o.response) : 200;
   d_.metrics.call_done(c->msg.method, o.error ? &*o.error : nullptr, false, seconds_since(t0));
   if (o.error) {
     log::warn("stateless call failed",
@@ -393,7 +382,9 @@ boost::asio::awaitable<void> StatelessHandler::discover(std::shared_ptr<Exchange
                          R"(,"capabilities":{},"clientInfo":{"name":"mcp-sse-bridge","version":"1"}})";
     Message init;
     parse_message(make_request(id, "initialize", params), init);
-    r = co_await call_guarded(ex->loop(), init, nullptr, std::nullopt, headers, sink, t0);
+    r = co_await Forwarder::guarded(
+        d_.forwarder.call(ex->loop(), init, nullptr, std::nullopt, headers, sink, t0), init, sink,
+        t0, upstream);
     registry_.remove_call(key, box);
     d_.admission.release();
     if (r.cancelled && (sink.gone() || box->gone.load() || ex->client_gone())) {

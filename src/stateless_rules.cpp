@@ -200,17 +200,17 @@ std::string StatelessRules::init_params(const StatelessEnvelope& e,
 
 namespace {
 
-// decorate_result without a parse: the members to add, spliced in after the
-// result's '{'. nullopt when the text needs a real parse (a member to
+// decorate_result without a parse: the members to add, spliced into `response`
+// after the result's '{'. False when the text needs a real parse (a member to
 // replace rather than add, escaped keys, not the expected shape).
-std::optional<std::string> decorate_by_splice(std::string_view method, const std::string& response,
-                                              int64_t ttl_ms, std::string_view cache_scope) {
+bool decorate_by_splice(std::string_view method, std::string& response, int64_t ttl_ms,
+                        std::string_view cache_scope) {
   using S = JsonMember::Status;
   auto res = find_member(response, "result");
-  if (res.status != S::kFound || response[res.begin] != '{') return std::nullopt;
+  if (res.status != S::kFound || response[res.begin] != '{') return false;
   std::string_view obj(response.data() + res.begin, res.end - res.begin);
   JsonMember found[3];
-  if (!find_members(obj, {"resultType", "ttlMs", "cacheScope"}, found)) return std::nullopt;
+  if (!find_members(obj, {"resultType", "ttlMs", "cacheScope"}, found)) return false;
   const JsonMember &type = found[0], &ttl = found[1], &scope = found[2];
   std::string add;
   bool complete = true;
@@ -218,7 +218,7 @@ std::optional<std::string> decorate_by_splice(std::string_view method, const std
     add = R"("resultType":"complete")";
   } else {
     std::string_view t = obj.substr(type.begin, type.end - type.begin);
-    if (t.empty() || t.front() != '"') return std::nullopt;  // not a string: replaced
+    if (t.empty() || t.front() != '"') return false;  // not a string: replaced
     complete = t == R"("complete")";
   }
   if (complete && StatelessRules::is_cacheable_method(method)) {
@@ -226,31 +226,28 @@ std::optional<std::string> decorate_by_splice(std::string_view method, const std
       std::string_view v = obj.substr(ttl.begin, ttl.end - ttl.begin);
       // A non-negative integer is kept; anything else is replaced.
       if (v.find_first_not_of("0123456789") != std::string_view::npos || v.size() > 18)
-        return std::nullopt;
+        return false;
     } else {
       add += (add.empty() ? "" : ",") + std::string(R"("ttlMs":)") + std::to_string(ttl_ms);
     }
     if (scope.status == S::kFound) {
       std::string_view v = obj.substr(scope.begin, scope.end - scope.begin);
-      if (v != R"("public")" && v != R"("private")") return std::nullopt;
+      if (v != R"("public")" && v != R"("private")") return false;
     } else {
       add += (add.empty() ? "" : ",") + std::string(R"("cacheScope":)") + json_quote(cache_scope);
     }
   }
-  if (add.empty()) return response;
+  if (add.empty()) return true;
   if (!type.empty) add += ",";  // `{}`: nothing follows what is added
-  std::string out;
-  out.reserve(response.size() + add.size());
-  size_t at = res.begin + 1;
-  out.append(response, 0, at).append(add).append(response, at);
-  return out;
+  response.insert(res.begin + 1, add);
+  return true;
 }
 
 }  // namespace
 
-std::string StatelessRules::decorate_result(std::string_view method, const std::string& response,
+std::string StatelessRules::decorate_result(std::string_view method, std::string response,
                                             int64_t ttl_ms, std::string_view cache_scope) {
-  if (auto spliced = decorate_by_splice(method, response, ttl_ms, cache_scope)) return *spliced;
+  if (decorate_by_splice(method, response, ttl_ms, cache_scope)) return response;
   auto j = ojson::parse(response, nullptr, false);
   if (j.is_discarded() || !j.is_object() || !j.contains("result") || !j["result"].is_object())
     return response;

@@ -76,12 +76,6 @@ struct CallResult {
   std::optional<BridgeError> error;  // set when the bridge minted the response
   int attempts = 0;
   std::string upstream_session;  // last upstream session id, for logs
-
-  // The answer to `m` when running it threw (`what`): an internal error
-  // with the request's id, logged. Every caller of a call coroutine catches
-  // into this, so that no client is ever left without an answer.
-  static CallResult internal_failure(const Message& m, Clock::time_point arrival,
-                                     std::string_view upstream, std::string_view what);
 };
 
 class Forwarder {
@@ -102,6 +96,15 @@ class Forwarder {
                                           std::optional<std::string> log_level_params,
                                           std::string extra_headers, CallSink& sink,
                                           Clock::time_point arrival);
+
+  // Awaits `call` (a call coroutine for request `m`, not started yet) with
+  // no exception escaping: one (an allocation failing on a huge event)
+  // becomes the call's internal error with `m`'s id, logged, so that no
+  // client is left without an answer. Every caller of a call coroutine
+  // (Forwarder::call, SessionTable::call) awaits it through this.
+  static boost::asio::awaitable<CallResult> guarded(boost::asio::awaitable<CallResult> call,
+                                                    const Message& m, CallSink& sink,
+                                                    Clock::time_point arrival, std::string upstream);
 
   // Asks loop's warm pool for a session ready for this client session's next
   // call (after initialize). No-op when the pool is off. Loop thread.

@@ -96,13 +96,9 @@ class StatelessHandler {
   // request cannot take it (then run_call serves it).
   bool start_mrtr(const std::shared_ptr<Exchange>& ex, const std::shared_ptr<Call>& c,
                   const Message& client_msg, const HttpRequest& req);
+  int final_answer(std::string_view method, std::string& response) const;
   void finish_round(const std::shared_ptr<Call>& c, const std::shared_ptr<StatelessSink>& sink,
                     Clock::time_point t0, MrtrSink::Outcome o);
-  boost::asio::awaitable<CallResult> call_guarded(EventLoop& loop, const Message& m,
-                                                  const ClientSession* s,
-                                                  std::optional<std::string> log_level,
-                                                  std::string headers, CallSink& sink,
-                                                  Clock::time_point arrival);
   // `subscribes`: the upstream advertises resources.subscribe, which
   // subscriptions/listen honours (the cached result has it removed).
   std::string discover_answer(std::string_view id, const std::string& init_result,

@@ -80,7 +80,7 @@ class StatelessRules {
   // one) and, on complete results of cacheable methods, ttlMs and
   // cacheScope (the upstream's when valid, else these). Errors and
   // unparsable text come back unchanged.
-  static std::string decorate_result(std::string_view method, const std::string& response,
+  static std::string decorate_result(std::string_view method, std::string response,
                                      int64_t ttl_ms, std::string_view cache_scope);
 };
 

@@ -313,6 +313,15 @@ TEST_CASE("listen resourceSubscriptions: left out of the acknowledgement when th
   CHECK(ack_of(l2)["params"]["notifications"] == json::object());
 }
 
+TEST_CASE("listen resourceSubscriptions: with the upstream down, the listener is acknowledged (URIs left out) within the setup bounds") {
+  Harness h;
+  h.stop_upstream();  // connections refused: the held session's first open fails
+  Listen l(h.port(), "down", {{"toolsListChanged", true}, {"resourceSubscriptions", {"example://a"}}});
+  json a = ack_of(l);
+  CHECK(a["params"]["notifications"] == json{{"toolsListChanged", true}});
+  CHECK(a["params"]["_meta"][kSubId] == "down");
+}
+
 TEST_CASE("listen resourceSubscriptions: more than 256 URIs, or not strings, is a JSON-RPC error with the id") {
   Harness h;
   json many = json::array();
