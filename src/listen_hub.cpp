@@ -328,6 +328,7 @@ void ListenHub::publish(std::string_view upstream_headers, std::string_view json
   if (j.is_discarded()) return;
   auto w = wanted_of(j);
   if (!w) return;
+  // Who gets it, under the lock; the tagging (a dump each) after it.
   std::vector<std::pair<std::shared_ptr<StandaloneStream>, std::string>> out;
   {
     std::lock_guard lk(mu_);
@@ -336,10 +337,10 @@ void ListenHub::publish(std::string_view upstream_headers, std::string_view json
     for (auto k : pit->second->members) {
       auto it = listeners_.find(k);
       if (it == listeners_.end() || !it->second.acked || !wants(it->second.filter, *w)) continue;
-      out.emplace_back(it->second.stream, tagged(j, it->second.id_json));
+      out.emplace_back(it->second.stream, it->second.id_json);
     }
   }
-  for (auto& [s, m] : out) s->deliver(std::move(m));
+  for (auto& [s, id] : out) s->deliver(tagged(j, id));
 }
 
 void ListenHub::stop() {

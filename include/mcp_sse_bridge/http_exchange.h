@@ -20,26 +20,25 @@ namespace msb {
 class EventLoop;
 
 struct HttpRequest {
+  HttpRequest() = default;
+  // Move-only: a copy's `headers` would view the original's head_bytes.
+  HttpRequest(const HttpRequest&) = delete;
+  HttpRequest& operator=(const HttpRequest&) = delete;
+  HttpRequest(HttpRequest&&) = default;
+  HttpRequest& operator=(HttpRequest&&) = default;
+
   std::string method;  // "POST"
   std::string target;  // as sent: path and query
   std::string path;    // target without the query
   // The headers' bytes ("name\0value\0"...), viewed by `headers`
   // (RequestReader fills it; kept above the short-string size, so that a
-  // moved request keeps them in place). Never copy a request: move it.
+  // moved request keeps them in place).
   std::string head_bytes;
-  // Or owned pairs, indexed by index_headers() (tests, hand-made requests).
-  std::vector<std::pair<std::string, std::string>> header_store;
-  HeaderList headers;  // views into head_bytes or header_store
+  HeaderList headers;  // views into head_bytes
   std::string body;
   Clock::time_point arrival{};  // when its first byte came: a call's deadline starts here
   bool keep_alive = true;       // HTTP/1.1 without Connection: close
   bool too_large = false;       // body above --max-body-size (read and dropped): answer 413
-
-  void index_headers() {
-    headers.clear();
-    headers.reserve(header_store.size());
-    for (auto& [k, v] : header_store) headers.push_back(HeaderView{k, v});
-  }
 };
 
 struct HttpResponse {
