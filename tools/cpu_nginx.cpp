@@ -4,10 +4,14 @@
 //
 //   reference  nginx (Debian's package, one worker, started by this tool with
 //              its own config in a temp dir) proxying POST /mcp to a minimal
-//              Streamable HTTP MCP server (in this process: one epoll thread,
-//              JSON answers, keep-alive). CPU = utime+stime of nginx's worker.
-//   bridge     the bridge (a child process, --bridge) in front of the example
-//              legacy server (in this process), warm pool on. Each client
+//              Streamable HTTP MCP server (RefServer in this process: one epoll
+//              thread, JSON answers, keep-alive). CPU = utime+stime of nginx's
+//              worker.
+//   bridge     the bridge (a child process, --bridge) in front of the same
+//              RefServer speaking the legacy HTTP+SSE transport (the 202 and
+//              the answer's SSE event in one turn, as the TS and Python SDKs
+//              write them; --legacy-upstream example: the example server, a
+//              thread per connection and per request), warm pool on. Each client
 //              connection is one MCP session (initialize +
 //              notifications/initialized first, outside the measurement), then
 //              loops tools/call echo. CPU = utime+stime of the bridge process.
@@ -48,6 +52,7 @@
 #include <vector>
 
 #include "legacy_server.h"
+#include "ref_server.h"
 #include "tool_common.h"
 #include "mcp_sse_bridge/log.h"
 
@@ -100,34 +105,6 @@ void on_fatal_signal(int sig) {
 
 // ---- small HTTP/1.1 pieces (no library: one client drives both targets) ----
 
-char lower_c(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
-
-bool iequal(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i)
-    if (lower_c(a[i]) != lower_c(b[i])) return false;
-  return true;
-}
-
-// Value of header `name` in a response/request head ("...\r\n" lines).
-std::optional<std::string_view> header_value(std::string_view head, std::string_view name) {
-  size_t pos = head.find("\r\n");
-  while (pos != std::string_view::npos && pos + 2 < head.size()) {
-    size_t start = pos + 2, end = head.find("\r\n", start);
-    if (end == std::string_view::npos) end = head.size();
-    std::string_view line = head.substr(start, end - start);
-    auto colon = line.find(':');
-    if (colon != std::string_view::npos && iequal(line.substr(0, colon), name)) {
-      auto v = line.substr(colon + 1);
-      while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
-      while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
-      return v;
-    }
-    pos = end;
-  }
-  return std::nullopt;
-}
-
 struct Response {
   int status = 0;
   bool close = false;   // Connection: close (or HTTP/1.0)
@@ -148,12 +125,12 @@ long parse_response(const std::string& in, Response& r) {
   r.status = std::atoi(in.c_str() + 9);
   if (r.status < 100) return -1;
   if (head.compare(0, 8, "HTTP/1.0") == 0) r.close = true;
-  if (auto c = header_value(head, "connection"); c && iequal(*c, "close")) r.close = true;
+  if (auto c = header_value(head, "connection"); c && msb::iequals(*c, "close")) r.close = true;
   if (auto s = header_value(head, "mcp-session-id")) r.sid = std::string(*s);
   size_t pos = he + 4;
   if (r.status == 204 || r.status == 304 || r.status < 200) return static_cast<long>(pos);
   auto te = header_value(head, "transfer-encoding");
-  if (te && iequal(*te, "chunked")) {
+  if (te && msb::iequals(*te, "chunked")) {
     for (;;) {
       size_t le = in.find("\r\n", pos);
       if (le == std::string::npos) return 0;
@@ -214,158 +191,6 @@ std::string post(int port, const std::string& sid, const std::string& body) {
   if (!sid.empty()) h += "Mcp-Session-Id: " + sid + "\r\nMcp-Protocol-Version: 2025-06-18\r\n";
   return h + "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
 }
-
-// ---- the reference Streamable HTTP MCP server (nginx's upstream) ------------
-
-// One epoll thread; answers every POST at once with a JSON-RPC result (JSON,
-// Content-Length, keep-alive): initialize gets an initialize result, a message
-// without an id gets 202, anything else a tools/call-shaped echo result.
-class RefServer {
- public:
-  ~RefServer() { stop(); }
-  int start() {
-    lfd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int one = 1;
-    ::setsockopt(lfd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::bind(lfd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(lfd_, 1024) != 0) return -1;
-    socklen_t len = sizeof a;
-    ::getsockname(lfd_, reinterpret_cast<sockaddr*>(&a), &len);
-    ep_ = ::epoll_create1(EPOLL_CLOEXEC);
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.fd = lfd_;
-    ::epoll_ctl(ep_, EPOLL_CTL_ADD, lfd_, &ev);
-    th_ = std::thread([this] { loop(); });
-    return ntohs(a.sin_port);
-  }
-  void stop() {
-    if (!th_.joinable()) return;
-    stop_ = true;
-    th_.join();
-    for (auto& [fd, c] : conns_) ::close(fd);
-    conns_.clear();
-    ::close(ep_);
-    ::close(lfd_);
-  }
-  uint64_t answered() const { return answered_.load(); }
-
- private:
-  struct Conn {
-    std::string in, out;
-    bool want_out = false;
-  };
-
-  static std::string id_of(std::string_view body) {
-    auto at = body.find("\"id\":");
-    if (at == std::string_view::npos) return {};
-    size_t s = at + 5;
-    while (s < body.size() && body[s] == ' ') ++s;
-    size_t e = s;
-    if (e < body.size() && body[e] == '"') {
-      e = body.find('"', e + 1);
-      if (e == std::string_view::npos) return {};
-      ++e;
-    } else {
-      while (e < body.size() && body[e] != ',' && body[e] != '}' && body[e] != ' ') ++e;
-    }
-    return std::string(body.substr(s, e - s));
-  }
-
-  static void answer(std::string_view body, std::string& out) {
-    std::string id = id_of(body);
-    if (id.empty()) {
-      out += "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n";
-      return;
-    }
-    std::string json;
-    if (body.find("\"method\":\"initialize\"") != std::string_view::npos)
-      json = R"({"jsonrpc":"2.0","id":)" + id +
-             R"(,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"ref","version":"1"}}})";
-    else
-      json = R"({"jsonrpc":"2.0","id":)" + id + R"(,"result":{"content":[{"type":"text","text":"hello"}]}})";
-    out += "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(json.size()) +
-           "\r\n\r\n" + json;
-  }
-
-  void close_conn(int fd) {
-    ::epoll_ctl(ep_, EPOLL_CTL_DEL, fd, nullptr);
-    ::close(fd);
-    conns_.erase(fd);
-  }
-
-  void loop() {
-    std::vector<epoll_event> evs(256);
-    char buf[16384];
-    while (!stop_) {
-      int n = ::epoll_wait(ep_, evs.data(), static_cast<int>(evs.size()), 100);
-      for (int k = 0; k < n; ++k) {
-        int fd = evs[k].data.fd;
-        if (fd == lfd_) {
-          for (;;) {
-            int c = ::accept4(lfd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-            if (c < 0) break;
-            int one = 1;
-            ::setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-            epoll_event ev{};
-            ev.events = EPOLLIN;
-            ev.data.fd = c;
-            ::epoll_ctl(ep_, EPOLL_CTL_ADD, c, &ev);
-            conns_[c];
-          }
-          continue;
-        }
-        auto it = conns_.find(fd);
-        if (it == conns_.end()) continue;
-        Conn& c = it->second;
-        if (evs[k].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-          ssize_t r = ::recv(fd, buf, sizeof buf, 0);
-          if (r == 0 || (r < 0 && errno != EAGAIN)) {
-            close_conn(fd);
-            continue;
-          }
-          if (r > 0) c.in.append(buf, static_cast<size_t>(r));
-          // Every complete request in the buffer.
-          for (;;) {
-            size_t he = c.in.find("\r\n\r\n");
-            if (he == std::string::npos) break;
-            std::string_view head(c.in.data(), he + 2);
-            size_t len = 0;
-            if (auto cl = header_value(head, "content-length")) len = std::strtoul(std::string(*cl).c_str(), nullptr, 10);
-            if (c.in.size() < he + 4 + len) break;
-            answer(std::string_view(c.in).substr(he + 4, len), c.out);
-            answered_++;
-            c.in.erase(0, he + 4 + len);
-          }
-        }
-        if (!c.out.empty()) {
-          ssize_t w = ::send(fd, c.out.data(), c.out.size(), MSG_NOSIGNAL);
-          if (w < 0 && errno != EAGAIN) {
-            close_conn(fd);
-            continue;
-          }
-          if (w > 0) c.out.erase(0, static_cast<size_t>(w));
-        }
-        bool want = !c.out.empty();
-        if (want != c.want_out) {
-          epoll_event ev{};
-          ev.events = EPOLLIN | (want ? EPOLLOUT : 0u);
-          ev.data.fd = fd;
-          ::epoll_ctl(ep_, EPOLL_CTL_MOD, fd, &ev);
-          c.want_out = want;
-        }
-      }
-    }
-  }
-
-  int lfd_ = -1, ep_ = -1;
-  std::thread th_;
-  std::atomic<bool> stop_{false};
-  std::atomic<uint64_t> answered_{0};
-  std::unordered_map<int, Conn> conns_;
-};
 
 // ---- nginx, configured and started by this tool ------------------------------
 
@@ -798,6 +623,7 @@ int main(int argc, char** argv) {
   int rounds = 3, warmup_ms = 400, window_ms = 2500, max_seconds = 240;
   double target = 1.5, rate = 4000;
   std::vector<std::string> bridge_flags;
+  std::string legacy_upstream = "ref";
   app.add_option("--bridge", bridge_bin, "Path of the mcp-sse-bridge binary")->capture_default_str();
   app.add_option("--nginx", nginx_bin, "Path of the nginx binary")->capture_default_str();
   app.add_option("--concurrency", conc, "Client connections per cell, comma-separated")->capture_default_str();
@@ -817,6 +643,12 @@ int main(int argc, char** argv) {
   app.add_option("--bridge-flag", bridge_flags,
                  "Bridge flag (repeatable; replaces the defaults --pool-size 128 --pool-fillers 4 "
                  "--max-inflight 200), e.g. --bridge-flag=--pool-size=64");
+  app.add_option("--legacy-upstream", legacy_upstream,
+                 "The bridge's upstream: ref (the legacy twin of nginx's upstream: one epoll thread, "
+                 "the 202 and the answer's event written in one turn, as the TS and Python SDKs do) or "
+                 "example (the example server: a thread per connection and per request)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"ref", "example"}));
   CLI11_PARSE(app, argc, argv);
   if (bridge_flags.empty())
     bridge_flags = {"--pool-size", "128", "--pool-fillers", "4", "--max-inflight", "200"};
@@ -834,12 +666,14 @@ int main(int argc, char** argv) {
   msb::log::set_level(msb::log::Level::kError);
 
   // The two upstreams, in this process.
-  RefServer ref;
+  RefServer ref(RefServer::Mode::kStreamable);
   int ref_port = ref.start();
+  RefServer ref_legacy(RefServer::Mode::kLegacySse);
   example::Options opt;
   opt.threads = 512;
-  example::LegacyServer legacy(opt);
-  int legacy_port = legacy.start("127.0.0.1", 0);
+  example::LegacyServer example_legacy(opt);
+  int legacy_port =
+      legacy_upstream == "ref" ? ref_legacy.start() : example_legacy.start("127.0.0.1", 0);
   if (ref_port <= 0 || legacy_port <= 0) {
     std::fprintf(stderr, "mcp-bridge-cpu: error: cannot start the upstream servers\n");
     return 2;
@@ -876,8 +710,10 @@ int main(int argc, char** argv) {
   auto bridge_cpu = [&] { return cpu_us(bridge.pid); };
 
   std::printf("mcp-bridge-cpu: %u cores; nginx %s (1 worker, upstream keepalive, proxy_buffering off) -> "
-              "reference Streamable HTTP server; bridge -> example legacy server; tool: echo\n",
-              std::thread::hardware_concurrency(), nginx_bin.c_str());
+              "reference Streamable HTTP server; bridge -> %s; tool: echo\n",
+              std::thread::hardware_concurrency(), nginx_bin.c_str(),
+              legacy_upstream == "ref" ? "reference legacy SSE server (same epoll loop)"
+                                       : "example legacy server (thread per connection)");
   std::printf("%d rounds; each cell: %d ms warm-up, %d ms measured; CPU = utime+stime from /proc; %s\n\n",
               rounds, warmup_ms, window_ms,
               rate > 0 ? ("calls offered at " + std::to_string(static_cast<long>(rate)) + "/s to both").c_str()
@@ -953,7 +789,8 @@ int main(int argc, char** argv) {
   bridge.stop();
   g_bridge_pid = -1;
   nginx.stop();
-  legacy.stop();
+  example_legacy.stop();
+  ref_legacy.stop();
   ref.stop();
   return failed ? 2 : (all_met ? 0 : 1);
 }

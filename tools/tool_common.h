@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -25,6 +26,7 @@
 
 #include "bridge_client.h"
 #include "mcp_sse_bridge/deadline.h"
+#include "mcp_sse_bridge/text_util.h"
 
 extern char** environ;
 
@@ -36,6 +38,22 @@ using msb::Deadline;
 
 inline constexpr char kInit[] =
     R"({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}})";
+
+// Value of header `name` in an HTTP/1.1 head ("...\r\n" lines after the
+// first), trimmed; nullopt when absent.
+inline std::optional<std::string_view> header_value(std::string_view head, std::string_view name) {
+  size_t pos = head.find("\r\n");
+  while (pos != std::string_view::npos && pos + 2 < head.size()) {
+    size_t start = pos + 2, end = head.find("\r\n", start);
+    if (end == std::string_view::npos) end = head.size();
+    std::string_view line = head.substr(start, end - start);
+    auto colon = line.find(':');
+    if (colon != std::string_view::npos && msb::iequals(line.substr(0, colon), name))
+      return msb::trim(line.substr(colon + 1));
+    pos = end;
+  }
+  return std::nullopt;
+}
 
 inline double percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
