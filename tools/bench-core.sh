@@ -9,7 +9,8 @@
 #
 #   mcp-bridge-cpu     bridge CPU per warm call / nginx CPU per proxied call, c10, c50 (<= 1.5x)
 #   mcp-bridge-bench   bridged/direct calls/s: TS SDK upstream c10, c50 (>= 0.85),
-#                      C++ upstream c16 (>= 0.8); cold session added cost (<= 300 us)
+#                      C++ upstream c16 (>= 0.8); cold session added cost (<= 300 us);
+#                      the C++ rows on both C++ upstreams (--cpp-upstream ref, example)
 #   burst.mjs          500 SDK clients at once: all connect (defaults); with
 #                      --max-inflight 50 every refusal is 503 + Retry-After + id + log line
 #   mcp-bridge-scale   10,000 idle + 2,000 streams (TS SDK legacy server upstream): all served,
@@ -81,8 +82,14 @@ run() {  # run NAME SECONDS CMD...: output to the terminal and $logs/NAME.log
 }
 
 run cpu 200 $b/tools/mcp-bridge-cpu --bridge $b/mcp-sse-bridge --max-seconds 180
-run bench 200 $b/tools/mcp-bridge-bench --bridge $b/mcp-sse-bridge --concurrency 1,16 --cell-ms 1500 \
-  --warmup-ms 300 --no-extras --ts-server "$interop/legacy-ts-server.mjs" --ts-concurrency 10,50 --ts-rounds 3 \
+# The C++ cells twice: on the reference legacy server (one epoll thread, like
+# the SDKs' servers and like nginx's upstream in mcp-bridge-cpu) and on the
+# example server (a thread per connection and per request, which costs the
+# cold session a thread start of its own).
+run bench-ref 60 $b/tools/mcp-bridge-bench --bridge $b/mcp-sse-bridge --cpp-upstream ref --concurrency 1,16 \
+  --cell-ms 1500 --warmup-ms 300 --no-extras
+run bench 200 $b/tools/mcp-bridge-bench --bridge $b/mcp-sse-bridge --cpp-upstream example --concurrency 1,16 \
+  --cell-ms 1500 --warmup-ms 300 --no-extras --ts-server "$interop/legacy-ts-server.mjs" --ts-concurrency 10,50 --ts-rounds 3 \
   --ts-warmup-ms 500 --ts-cell-ms 1500
 run burst-default 150 node tools/burst.mjs --bridge $b/mcp-sse-bridge --upstream $b/tools/mcp-bridge-upstream \
   --interop-dir "$interop" --clients 500 --key burst-default --max-seconds 140
