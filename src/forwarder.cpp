@@ -218,8 +218,9 @@ class CallRun {
     state_ = State::kSending;
     unsent_ = false;
     for (;;) {
-      auto s = initialized_pending_ ? co_await post_after_initialized(up, body, d, phase)
-                                    : co_await up.post(body, d, phase);
+      Status s = Ok{};
+      if (initialized_pending_) s = co_await post_after_initialized(up, body, d, phase);
+      else s = co_await up.post(body, d, phase);
       if (!s && s.error().kind == ErrorKind::kCancelled && sink_.alive()) {
         co_await rearm();
         // Cut short by a wake-up that was not urgent after all: the POST's

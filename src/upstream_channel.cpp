@@ -295,8 +295,13 @@ asio::awaitable<Status> UpstreamChannel::post(std::string_view json, Deadline d,
         kMaxPostReplyBody,
         cfg_.post_timeout.count() > 0 ? Deadline::earliest(d, Deadline::after(cfg_.post_timeout)) : d);
     if (!body && body.error().kind == ErrorKind::kCancelled) co_return with_phase(body.error(), phase);
-    if (head->status < 200 || head->status > 299)
-      co_return co_await refused(head->status, body ? *body : std::string(), phase);
+    if (head->status < 200 || head->status > 299) {
+      // (No temporaries inside the co_await: GCC 12 destroys them twice.)
+      std::string text;
+      if (body) text = std::move(*body);
+      auto e = co_await refused(head->status, text, phase);
+      co_return e;
+    }
     // A broken reply body after a 2xx only costs the keep-alive connection
     // (read_full_body closed it).
     co_return Ok{};
@@ -333,10 +338,12 @@ asio::awaitable<UpstreamChannel::PostPair> UpstreamChannel::post_pair(std::strin
   PostPair out;
   auto one_by_one = [&]() -> asio::awaitable<void> {
     // As without pipelining: the second only once the first was taken.
-    out.first = co_await post(first, d, first_phase);
+    auto s1 = co_await post(first, d, first_phase);
+    out.first = std::move(s1);
     if (!out.first) co_return;
     out.second_sent = true;
-    out.second = co_await post(second, d, second_phase);
+    auto s2 = co_await post(second, d, second_phase);
+    out.second = std::move(s2);
   };
   try {
     if (aborted_ || !have_endpoint_) {
@@ -364,12 +371,16 @@ asio::awaitable<UpstreamChannel::PostPair> UpstreamChannel::post_pair(std::strin
       co_return out;
     }
     if (r.first->status >= 200 && r.first->status <= 299) out.first = Ok{};
-    else out.first = co_await refused(r.first->status, r.first_body, first_phase);
+    else {
+      auto e = co_await refused(r.first->status, r.first_body, first_phase);
+      out.first = std::move(e);
+    }
     if (r.second_unanswered) {
       // The upstream did not take it (it closed the connection, or said it
       // would, after the first): once more on a fresh connection.
       out.resent = true;
-      out.second = co_await post(second, d, second_phase);
+      auto s2 = co_await post(second, d, second_phase);
+      out.second = std::move(s2);
       co_return out;
     }
     if (!r.second) {
@@ -388,10 +399,14 @@ asio::awaitable<UpstreamChannel::PostPair> UpstreamChannel::post_pair(std::strin
       out.second = with_phase(body.error(), second_phase);
       co_return out;
     }
-    if (head.status < 200 || head.status > 299)
-      out.second = co_await refused(head.status, body ? *body : std::string(), second_phase);
-    else
+    if (head.status < 200 || head.status > 299) {
+      std::string text;
+      if (body) text = std::move(*body);
+      auto e = co_await refused(head.status, text, second_phase);
+      out.second = std::move(e);
+    } else {
       out.second = Ok{};
+    }
     co_return out;
   } catch (const std::exception& e) {
     post_.close();
