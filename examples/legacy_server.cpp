@@ -150,6 +150,8 @@ struct Session {
 // written (fault switches; read by PipeliningServer's loop on the same thread).
 enum class After { kKeep, kClose, kAbort };
 thread_local After tl_after = After::kKeep;
+// The request being handled was already buffered when its turn came.
+thread_local bool tl_pipelined = false;
 
 // One buffered stream per connection. cpp-httplib 0.11.4 reads each request
 // through a fresh SocketStream whose read-ahead buffer dies with it: the
@@ -244,11 +246,21 @@ class PipeliningServer : public Backlogged<httplib::Server> {
       if (!strm.buffered() && !idle_wait(sock)) break;
       bool closed = false;
       tl_after = After::kKeep;
+      tl_pipelined = strm.buffered();
       ret = process_request(strm, count == 1, closed, nullptr);
       if (!ret || closed || tl_after != After::kKeep) break;
     }
     tl_after = After::kKeep;
-    ::shutdown(sock, SHUT_RDWR);
+    // A lingering close (as nginx does): FIN first, then read what the client
+    // still sends for a moment, so that unread bytes do not turn the close
+    // into a reset that could destroy the response in flight.
+    ::shutdown(sock, SHUT_WR);
+    char sink[4096];
+    for (int i = 0; i < 20; ++i) {
+      pollfd p{sock, POLLIN, 0};
+      if (::poll(&p, 1, 50) <= 0) break;
+      if (::recv(sock, sink, sizeof sink, 0) <= 0) break;
+    }
     ::close(sock);
     return ret;
   }
@@ -277,6 +289,7 @@ struct LegacyServer::Impl {
   std::thread thread;
   std::mutex headers_mu;
   Headers last_get, last_post;
+  std::vector<PostRecord> post_log;  // under headers_mu
   int port = -1;
   std::atomic<bool> stopping{false};
   std::mutex mu;
@@ -437,6 +450,29 @@ struct LegacyServer::Impl {
       return;
     }
     std::string method = msg.value("method", "");
+    {
+      std::lock_guard lk(headers_mu);
+      if (post_log.size() < 10000) post_log.push_back({method, req.remote_port, tl_pipelined});
+    }
+    if (method == "notifications/initialized") {
+      if (faults.initialized_abort.load() > 0) {
+        faults.initialized_abort.fetch_sub(1);
+        tl_after = After::kAbort;
+        return;
+      }
+      if (faults.initialized_conn_close.load()) {
+        res.set_header("Connection", "close");
+        tl_after = After::kClose;
+      } else if (faults.initialized_then_close.load()) {
+        tl_after = After::kClose;
+      }
+      if (int st = faults.initialized_status.load()) {
+        handle(*s, msg);
+        res.status = st;
+        res.set_content("initialized refused by fault switch", "text/plain");
+        return;
+      }
+    }
     if (method == "tools/call" && msg.contains("id")) {
       if (int st = faults.post_status.load()) {
         res.status = st;
@@ -997,6 +1033,10 @@ Headers LegacyServer::last_get_headers() const {
 Headers LegacyServer::last_post_headers() const {
   std::lock_guard lk(impl_->headers_mu);
   return impl_->last_post;
+}
+std::vector<PostRecord> LegacyServer::post_log() const {
+  std::lock_guard lk(impl_->headers_mu);
+  return impl_->post_log;
 }
 std::string LegacyServer::last_cancelled_id() const {
   std::lock_guard lk(impl_->mu);

@@ -643,7 +643,10 @@ asio::awaitable<UpstreamConnection::HeadRead> UpstreamConnection::read_head(Dead
 // ---- pipelining ---------------------------------------------------------------
 
 bool UpstreamConnection::can_pipeline(const Url& origin) const {
-  return persistent_ && connected() && same_origin(origin_, origin);
+  // Plain connections only: no TLS test server here serves pipelined
+  // requests (cpp-httplib 0.11.4's SSLServer leaves the second one in its
+  // TLS engine until the keep-alive timeout), so TLS is not claimed.
+  return persistent_ && connected() && !origin.tls() && same_origin(origin_, origin);
 }
 
 asio::awaitable<UpstreamConnection::Pipelined> UpstreamConnection::request_pair(
@@ -652,17 +655,25 @@ asio::awaitable<UpstreamConnection::Pipelined> UpstreamConnection::request_pair(
     Millis head_timeout) {
   Pipelined out;
   try {
-    if (!body_done_) skip_body_now(kMaxSkippedBody);
-    if (!(can_pipeline(origin) && body_done_ && reusable_ && idle_alive())) co_return out;  // not sent
+    if (!can_pipeline(origin)) co_return out;  // not sent
+    // The previous response's body (a 202's "Accepted") may still be on its
+    // way (servers write it apart from the head, and the SSE event the
+    // caller waited for can overtake it): the server is done with that
+    // request, so the two go out now and the body is read first.
+    if (!body_done_) skip_body_now(kMaxSkippedBody, /*close_if_incomplete=*/false);
+    const bool drain_previous = !body_done_;
+    if (!drain_previous && !(reusable_ && idle_alive())) co_return out;  // not sent
     std::string& req = req_;
     req.clear();
     req.reserve(512 + 2 * extra_headers.size() + body1.size() + body2.size());
     append_request(req, origin, method, target, extra_headers, body1, true);
     append_request(req, origin, method, target, extra_headers, body2, true);
     reusable_ = false;
-    body_done_ = false;
-    parser_->buf.clear();
-    parser_->reset();
+    if (!drain_previous) {
+      body_done_ = false;
+      parser_->buf.clear();
+      parser_->reset();
+    }
     if (MSB_CANCELLED()) {
       close();
       out.first = out.second = make_error(ErrorKind::kCancelled, Phase::kConnect,
@@ -688,6 +699,27 @@ asio::awaitable<UpstreamConnection::Pipelined> UpstreamConnection::request_pair(
       co_return out;
     }
     out.sent = true;
+    if (drain_previous) {
+      auto prev = co_await read_full_body(
+          kMaxSkippedBody,
+          head_timeout.count() > 0 ? Deadline::earliest(d, Deadline::after(head_timeout)) : d);
+      if (!prev) {
+        const auto k = prev.error().kind;
+        if (k != ErrorKind::kCancelled && k != ErrorKind::kTimeout && k != ErrorKind::kUnresponsive) {
+          out.sent = false;  // closed before answering either: nothing was answered
+          co_return out;
+        }
+        out.first = out.second = prev.error();
+        co_return out;
+      }
+      if (!persistent_) {  // cannot happen with a persistent head; be safe
+        close();
+        out.sent = false;
+        co_return out;
+      }
+      body_done_ = false;
+      parser_->reset();
+    }
     auto r1 = co_await read_head(d, head_timeout);
     if (!r1.head) {
       if (r1.stale) {  // closed before any byte of an answer: nothing was answered
@@ -741,7 +773,7 @@ asio::awaitable<UpstreamConnection::Pipelined> UpstreamConnection::request_pair(
 
 // ---- body -------------------------------------------------------------------
 
-void UpstreamConnection::skip_body_now(size_t max) {
+void UpstreamConnection::skip_body_now(size_t max, bool close_if_incomplete) {
   if (body_done_ || !connected()) return;
   std::string dropped;
   // Bounded: each pass parses bytes or reads more; a body that is not all
@@ -755,7 +787,7 @@ void UpstreamConnection::skip_body_now(size_t max) {
       p.out = nullptr;
       parser_->buf.consume(n);
       if (pec == http::error::need_buffer || pec == http::error::need_more) pec = {};
-      if (pec || dropped.size() > max) break;
+      if (pec || dropped.size() > max) return close();
       if (p.is_done()) {
         body_done_ = true;
         reusable_ = p.keep_alive();
@@ -767,9 +799,10 @@ void UpstreamConnection::skip_body_now(size_t max) {
     ErrorCode ec;
     size_t n = stream_->read_now(parser_->buf.prepare(kReadSize), ec);
     parser_->buf.commit(n);
-    if (ec || n == 0) break;
+    if (ec == asio::error::would_block || ec == asio::error::try_again) break;  // not here yet
+    if (ec || n == 0) return close();  // closed or failed
   }
-  close();  // not all here: the next request goes on a fresh connection
+  if (close_if_incomplete) close();  // not all here: the next request goes on a fresh connection
 }
 
 asio::awaitable<Expected<bool>> UpstreamConnection::read_body(std::string& out, Deadline d) {

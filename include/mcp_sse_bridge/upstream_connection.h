@@ -81,8 +81,8 @@ class UpstreamConnection {
                                               Millis head_timeout = Millis(0));
 
   // True when the connection may carry pipelined requests (RFC 9112 §9.3.2)
-  // to `origin`: connected to it, and its last response was HTTP/1.1 without
-  // `Connection: close` (the connection has proven persistent).
+  // to `origin`: a plain (not TLS) connection to it whose last response was
+  // HTTP/1.1 without `Connection: close` (it has proven persistent).
   bool can_pipeline(const Url& origin) const;
 
   // What request_pair() saw.
@@ -103,7 +103,8 @@ class UpstreamConnection {
   // HTTP/1.1 pipelining: writes two requests (same method, target and
   // headers) in one write on the kept-alive connection, then reads the two
   // responses in order: the first one whole, the second's head. Only when
-  // can_pipeline(origin) and the previous body is all here (else: not sent).
+  // can_pipeline(origin) (else: not sent). A previous body still on its way
+  // is read (bounded like the heads) before the first head.
   // Bounded by d; head_timeout bounds each head's wait (and the first body's)
   // as in request(). After an error the connection is closed.
   asio::awaitable<Pipelined> request_pair(const Url& origin, std::string_view method,
@@ -165,8 +166,9 @@ class UpstreamConnection {
   // Reads the response head after a request was written (see request()).
   asio::awaitable<HeadRead> read_head(Deadline d, Millis head_timeout);
   // Consumes the rest of the current body if all of it is here (buffered or
-  // readable without waiting, plain sockets; at most max bytes), else closes.
-  void skip_body_now(size_t max);
+  // readable without waiting, plain sockets; at most max bytes), else closes
+  // (or, close_if_incomplete false, leaves what it consumed consumed).
+  void skip_body_now(size_t max, bool close_if_incomplete = true);
   // Reads more raw bytes into the parser's buffer, bounded by d.
   asio::awaitable<std::pair<boost::system::error_code, Woke>> fill(Deadline d);
   void arm(Deadline d);
