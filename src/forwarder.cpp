@@ -241,10 +241,14 @@ class CallRun {
     initialized_pending_ = false;
     auto r = co_await up.post_pair(kInitialized, body, Deadline::earliest(d, initialized_deadline_),
                                    Phase::kInitialize, phase);
-    if (r.resent) {
+    if (r.dropped && !stats_.pipelining_off.exchange(true, std::memory_order_relaxed))
+      log::warn("upstream left a pipelined POST unanswered: it does not serve HTTP/1.1 pipelining; "
+                "notifications/initialized is waited for from now on (--upstream-pipelining=false "
+                "says so from the start)",
+                {{"upstream_session", up.upstream_session_id()}});
+    if (r.resent)
       log::warn("upstream did not answer a pipelined POST after notifications/initialized; sent again on a fresh connection",
                 {{"upstream_session", up.upstream_session_id()}});
-    }
     if (r.first) co_return std::move(r.second);
     const BridgeError& e = r.first.error();
     if (!r.second_sent) {
@@ -296,7 +300,8 @@ class CallRun {
                            "upstream refused the replayed initialize: " + r->raw.substr(0, 300));
       co_return false;
     }
-    if (call_follows && cfg_.pipelining && up.can_pipeline()) {
+    if (call_follows && cfg_.pipelining && !stats_.pipelining_off.load(std::memory_order_relaxed) &&
+        up.can_pipeline()) {
       // Not waited for: it goes out in the same write as the next POST on
       // this session (logging/setLevel or the call), on the same kept-alive
       // connection, so the upstream still receives it first (post()).

@@ -379,11 +379,14 @@ asio::awaitable<UpstreamChannel::PostPair> UpstreamChannel::post_pair(std::strin
       // The upstream did not take it (it closed the connection, or said it
       // would, after the first): once more on a fresh connection.
       out.resent = true;
+      out.dropped = r.first->keep_alive;
       auto s2 = co_await post(second, d, second_phase);
       out.second = std::move(s2);
       co_return out;
     }
     if (!r.second) {
+      const auto k = r.second.error().kind;
+      out.dropped = k == ErrorKind::kUnresponsive || k == ErrorKind::kTimeout;
       out.second = fix(r.second.error(), second_phase);
       co_return out;
     }

@@ -75,6 +75,10 @@ class UpstreamChannel {
     bool second_sent = false;  // false: the first failed before the second was sent
     bool pipelined = false;    // both went out in one write on the kept-alive connection
     bool resent = false;       // the second was sent again on a fresh connection
+    // The upstream answered the first and then left the second unanswered
+    // (closed without `Connection: close`, or no head within --post-timeout):
+    // it does not serve pipelined requests.
+    bool dropped = false;
   };
   // Two POSTs, `first` before `second`, pipelined (RFC 9112 §9.3.2) when
   // can_pipeline(): both in one write, the two response heads read in order,

@@ -100,6 +100,17 @@ TEST_CASE("pipelining fallback (a): initialized answered with Connection: close,
     CHECK(s[2].remote_port != s[1].remote_port);
     CHECK(!s[2].pipelined);
     CHECK(h.upstream().premature_requests() == 0);
+
+    // `Connection: close` is an answer (pipelining goes on); a close without
+    // it marks an upstream that drops pipelined requests (it stops).
+    h.faults().initialized_conn_close = false;
+    h.faults().initialized_then_close = false;
+    auto r2 = h.call_tool(sid, "a2", "echo", {{"text", "next"}});
+    CHECK(text_of(r2.last()) == "next");
+    s = last_session(h.upstream());
+    CAPTURE(describe(s));
+    REQUIRE(s.size() == 3);
+    CHECK(s[2].pipelined == (variant == 0));
   }
 }
 
