@@ -251,12 +251,12 @@ class CallRun {
                 {{"upstream_session", up.upstream_session_id()}});
     if (r.first) co_return std::move(r.second);
     const BridgeError& e = r.first.error();
-    if (!r.second_sent) {
-      unsent_ = true;
-      co_return e;
-    }
     if (e.kind == ErrorKind::kCancelled) {
       initialized_pending_ = true;  // sent again with the body (a wake-up, not a stop)
+      co_return e;
+    }
+    if (!r.second_sent) {
+      unsent_ = true;
       co_return e;
     }
     if (e.kind == ErrorKind::kRejected && r.second) {

@@ -661,6 +661,7 @@ asio::awaitable<UpstreamConnection::Pipelined> UpstreamConnection::request_pair(
     // caller waited for can overtake it): the server is done with that
     // request, so the two go out now and the body is read first.
     if (!body_done_) skip_body_now(kMaxSkippedBody, /*close_if_incomplete=*/false);
+    if (!connected()) co_return out;  // it ended or failed meanwhile: not sent
     const bool drain_previous = !body_done_;
     if (!drain_previous && !(reusable_ && idle_alive())) co_return out;  // not sent
     std::string& req = req_;
