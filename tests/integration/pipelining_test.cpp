@@ -129,8 +129,7 @@ TEST_CASE("pipelining fallback (b): the connection closes before any answer => b
   CHECK(s[2].method == "notifications/initialized");  // resent alone, then the call
   CHECK(s[3].method == "tools/call");
   CHECK(s[2].remote_port != s[1].remote_port);
-  CHECK(s[3].remote_port == s[2].remote_port);
-  CHECK(!s[3].pipelined);
+  CHECK(!s[3].pipelined);  // (on the same connection unless its 202 body came late)
   CHECK(h.upstream().premature_requests() == 0);
 }
 
