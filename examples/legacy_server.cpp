@@ -2,6 +2,13 @@
 
 #include <httplib.h>
 
+#include <arpa/inet.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <cerrno>
+#include <cstring>
+
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
@@ -139,6 +146,84 @@ struct Session {
   }
 };
 
+// What the POST handler wants done with its connection once its response is
+// written (fault switches; read by PipeliningServer's loop on the same thread).
+enum class After { kKeep, kClose, kAbort };
+thread_local After tl_after = After::kKeep;
+// The request being handled was already buffered when its turn came.
+thread_local bool tl_pipelined = false;
+
+// One buffered stream per connection. cpp-httplib 0.11.4 reads each request
+// through a fresh SocketStream whose read-ahead buffer dies with it: the
+// bytes of a pipelined next request (RFC 9112 §9.3.2) it had read ahead are
+// lost, and the client waits until the keep-alive timeout closes the
+// connection. Keeping one buffer for the connection's life keeps them.
+class ConnectionStream : public httplib::Stream {
+ public:
+  ConnectionStream(int fd, int read_timeout_ms, int write_timeout_ms)
+      : fd_(fd), read_ms_(read_timeout_ms), write_ms_(write_timeout_ms) {}
+  bool buffered() const { return pos_ < len_; }
+  bool is_readable() const override { return buffered() || wait(POLLIN, read_ms_); }
+  bool is_writable() const override { return wait(POLLOUT, write_ms_); }
+  ssize_t read(char* ptr, size_t size) override {
+    if (!buffered()) {
+      if (!wait(POLLIN, read_ms_)) return -1;
+      ssize_t n;
+      do n = ::recv(fd_, buf_, sizeof buf_, 0);
+      while (n < 0 && errno == EINTR);
+      if (n <= 0) return n;
+      pos_ = 0;
+      len_ = static_cast<size_t>(n);
+    }
+    size_t n = std::min(size, len_ - pos_);
+    std::memcpy(ptr, buf_ + pos_, n);
+    pos_ += n;
+    return static_cast<ssize_t>(n);
+  }
+  ssize_t write(const char* ptr, size_t size) override {
+    if (tl_after == After::kAbort) return -1;  // the connection ends unanswered
+    if (!is_writable()) return -1;
+    ssize_t n;
+    do n = ::send(fd_, ptr, size, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    return n;
+  }
+  void get_remote_ip_and_port(std::string& ip, int& port) const override { name(true, ip, port); }
+  void get_local_ip_and_port(std::string& ip, int& port) const override { name(false, ip, port); }
+  socket_t socket() const override { return fd_; }
+
+ private:
+  bool wait(short events, int ms) const {
+    pollfd p{fd_, events, 0};
+    int r;
+    do r = ::poll(&p, 1, ms);
+    while (r < 0 && errno == EINTR);
+    return r > 0;
+  }
+  void name(bool peer, std::string& ip, int& port) const {
+    sockaddr_storage a{};
+    socklen_t len = sizeof a;
+    if ((peer ? ::getpeername(fd_, reinterpret_cast<sockaddr*>(&a), &len)
+              : ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len)) != 0)
+      return;
+    char text[INET6_ADDRSTRLEN] = {};
+    if (a.ss_family == AF_INET) {
+      auto* in = reinterpret_cast<sockaddr_in*>(&a);
+      ::inet_ntop(AF_INET, &in->sin_addr, text, sizeof text);
+      port = ntohs(in->sin_port);
+    } else if (a.ss_family == AF_INET6) {
+      auto* in = reinterpret_cast<sockaddr_in6*>(&a);
+      ::inet_ntop(AF_INET6, &in->sin6_addr, text, sizeof text);
+      port = ntohs(in->sin6_port);
+    }
+    ip = text;
+  }
+  int fd_;
+  int read_ms_, write_ms_;
+  char buf_[4096];
+  size_t pos_ = 0, len_ = 0;
+};
+
 // cpp-httplib 0.11.4 listens with a backlog of 5; raise it once bound.
 template <class Base>
 class Backlogged : public Base {
@@ -148,7 +233,51 @@ class Backlogged : public Base {
     if (this->svr_sock_ != INVALID_SOCKET) ::listen(this->svr_sock_, n);
   }
 };
-using HttpServer = Backlogged<httplib::Server>;
+
+// Plain HTTP with pipelined requests served in order (ConnectionStream),
+// as Node's http, uvicorn and Go's net/http do.
+class PipeliningServer : public Backlogged<httplib::Server> {
+ private:
+  bool process_and_close_socket(socket_t sock) override {
+    ConnectionStream strm(sock, static_cast<int>(read_timeout_sec_ * 1000 + read_timeout_usec_ / 1000),
+                          static_cast<int>(write_timeout_sec_ * 1000 + write_timeout_usec_ / 1000));
+    bool ret = false;
+    for (size_t count = keep_alive_max_count_; count > 0 && svr_sock_ != INVALID_SOCKET; --count) {
+      if (!strm.buffered() && !idle_wait(sock)) break;
+      bool closed = false;
+      tl_after = After::kKeep;
+      tl_pipelined = strm.buffered();
+      ret = process_request(strm, count == 1, closed, nullptr);
+      if (!ret || closed || tl_after != After::kKeep) break;
+    }
+    tl_after = After::kKeep;
+    // A lingering close (as nginx does): FIN first, then read what the client
+    // still sends for a moment, so that unread bytes do not turn the close
+    // into a reset that could destroy the response in flight.
+    ::shutdown(sock, SHUT_WR);
+    char sink[4096];
+    for (int i = 0; i < 20; ++i) {
+      pollfd p{sock, POLLIN, 0};
+      if (::poll(&p, 1, 50) <= 0) break;
+      if (::recv(sock, sink, sizeof sink, 0) <= 0) break;
+    }
+    ::close(sock);
+    return ret;
+  }
+  // Waits for the next request up to the keep-alive timeout, in slices so
+  // that stop() is not held up.
+  bool idle_wait(socket_t sock) const {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(keep_alive_timeout_sec_);
+    while (svr_sock_ != INVALID_SOCKET && std::chrono::steady_clock::now() < until) {
+      pollfd p{sock, POLLIN, 0};
+      int r = ::poll(&p, 1, 50);
+      if (r > 0) return true;
+      if (r < 0 && errno != EINTR) return false;
+    }
+    return false;
+  }
+};
+using HttpServer = PipeliningServer;
 using HttpsServer = Backlogged<httplib::SSLServer>;
 
 struct LegacyServer::Impl {
@@ -160,6 +289,7 @@ struct LegacyServer::Impl {
   std::thread thread;
   std::mutex headers_mu;
   Headers last_get, last_post;
+  std::vector<PostRecord> post_log;  // under headers_mu
   int port = -1;
   std::atomic<bool> stopping{false};
   std::mutex mu;
@@ -320,6 +450,29 @@ struct LegacyServer::Impl {
       return;
     }
     std::string method = msg.value("method", "");
+    {
+      std::lock_guard lk(headers_mu);
+      if (post_log.size() < 10000) post_log.push_back({method, req.remote_port, tl_pipelined});
+    }
+    if (method == "notifications/initialized") {
+      if (faults.initialized_abort.load() > 0) {
+        faults.initialized_abort.fetch_sub(1);
+        tl_after = After::kAbort;
+        return;
+      }
+      if (faults.initialized_conn_close.load()) {
+        res.set_header("Connection", "close");
+        tl_after = After::kClose;
+      } else if (faults.initialized_then_close.load()) {
+        tl_after = After::kClose;
+      }
+      if (int st = faults.initialized_status.load()) {
+        handle(*s, msg);
+        res.status = st;
+        res.set_content("initialized refused by fault switch", "text/plain");
+        return;
+      }
+    }
     if (method == "tools/call" && msg.contains("id")) {
       if (int st = faults.post_status.load()) {
         res.status = st;
@@ -880,6 +1033,10 @@ Headers LegacyServer::last_get_headers() const {
 Headers LegacyServer::last_post_headers() const {
   std::lock_guard lk(impl_->headers_mu);
   return impl_->last_post;
+}
+std::vector<PostRecord> LegacyServer::post_log() const {
+  std::lock_guard lk(impl_->headers_mu);
+  return impl_->post_log;
 }
 std::string LegacyServer::last_cancelled_id() const {
   std::lock_guard lk(impl_->mu);

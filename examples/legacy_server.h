@@ -62,6 +62,21 @@ struct Faults {
   std::atomic<bool> post_hang{false};        // tools/call POST: never answered (held until stop)
   std::atomic<int> drop_then_404{0};         // next N tools/call POSTs: end the stream, answer 404
   std::atomic<bool> drop_after_initialized{false};  // end the stream once a session is initialized
+  // notifications/initialized POSTs (plain HTTP only, the pipelining tests):
+  std::atomic<int> initialized_status{0};       // handled, but answered with this status
+  std::atomic<bool> initialized_conn_close{false};  // answered 202 `Connection: close`, then closed
+  std::atomic<bool> initialized_then_close{false};  // answered 202 (keep-alive), then closed unread
+  std::atomic<int> initialized_abort{0};        // next N: not handled, connection closed unanswered
+};
+
+// One POST as the server received it (post_log()).
+struct PostRecord {
+  std::string method;  // "" for a response
+  int remote_port = 0; // the client's port: which connection it came on
+  // Its first bytes had already arrived with the previous request on that
+  // connection (read ahead before the previous response was written): it
+  // was pipelined. Plain HTTP only.
+  bool pipelined = false;
 };
 
 struct Options {
@@ -113,6 +128,9 @@ class LegacyServer {
   // REMOTE_ADDR-style pseudo-headers left out).
   Headers last_get_headers() const;
   Headers last_post_headers() const;
+  // Every POST to the message endpoint that named a known session, in
+  // arrival order (bounded: the first 10,000).
+  std::vector<PostRecord> post_log() const;
 
  private:
   struct Impl;

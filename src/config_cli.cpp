@@ -246,6 +246,10 @@ Config parse_or_throw(int argc, char** argv, std::string* help_text) {
       "Origin gets 403; loopback origins pass when listening on loopback", "ORIGIN");
   opt("allow-foreign-endpoint", u.allow_foreign_endpoint,
       "Accept an upstream `endpoint` on another origin than --upstream (SSRF risk)");
+  opt("upstream-pipelining", u.pipelining,
+      "A fresh upstream session sends notifications/initialized pipelined with the next POST (one "
+      "write, HTTP/1.1 pipelining on the kept-alive POST connection) instead of waiting for its "
+      "202; false: wait, as for an upstream (or proxy) that mishandles pipelined requests");
   opt("upstream-retries", u.retries,
       "Fresh-session retries for calls that provably never reached the upstream (or are read-only)")->check(CLI::Range(0, 5));
   std::string pool_age = format_duration(u.pool.max_idle_age);

@@ -33,6 +33,8 @@ namespace {
 // wake-up (keepalive comments are written from these checks).
 constexpr Millis kPollSlice{1000};
 
+constexpr std::string_view kInitialized = R"({"jsonrpc":"2.0","method":"notifications/initialized"})";
+
 std::atomic<uint64_t> g_internal_ids{0};
 
 // Ids of the bridge's own upstream requests. A string prefix no client
@@ -130,9 +132,12 @@ class CallRun {
 
   // Opens a session and replays the client session onto it: initialize,
   // notifications/initialized, the latest logging/setLevel. Fills a.error.
-  asio::awaitable<bool> setup(UpstreamChannel& up, Attempt& a) {
+  // `call_follows`: this run's own POST comes next, so notifications/initialized
+  // may be pipelined with it (--upstream-pipelining) instead of waited for.
+  asio::awaitable<bool> setup(UpstreamChannel& up, Attempt& a, bool call_follows = false) {
     state_ = State::kSetup;
-    bool ok = co_await setup_steps(up, a);
+    initialized_pending_ = false;
+    bool ok = co_await setup_steps(up, a, call_follows);
     if (ok) {
       stats_.sessions_opened.fetch_add(1, std::memory_order_relaxed);
     } else if (a.error && a.error->kind != ErrorKind::kCancelled) {
@@ -158,7 +163,7 @@ class CallRun {
       owned = std::make_unique<UpstreamChannel>(ex_, cfg_, std::string(headers_));
     }
     UpstreamChannel& up = *owned;
-    const bool ready = is_warm ? co_await probe_idle(up, a) : co_await setup(up, a);
+    const bool ready = is_warm ? co_await probe_idle(up, a) : co_await setup(up, a, true);
     *upstream_session_id = up.upstream_session_id();
     if (!ready) {
       co_await settle(up);
@@ -168,9 +173,10 @@ class CallRun {
     state_ = State::kSending;
     if (auto s = co_await post(up, req_.raw, deadline_, Phase::kRequest); !s) {
       // Connect failures and 404 (session gone, even when the stream's end
-      // was seen first) prove the request was not taken.
+      // was seen first) prove the request was not taken; so does a pipelined
+      // notifications/initialized that failed before it was sent.
       auto& e = s.error();
-      a.request_sent = !post_failure_proves_not_taken(e);
+      a.request_sent = !unsent_ && !post_failure_proves_not_taken(e);
       note_error(a, e);
       co_await settle(up);
       co_return a;
@@ -206,11 +212,15 @@ class CallRun {
   }
 
   // A POST that a wake-up does not cut short, unless the client is gone.
+  // With notifications/initialized pending (setup), the two are pipelined.
   asio::awaitable<Status> post(UpstreamChannel& up, std::string_view body, Deadline d, Phase phase) {
     auto prev = state_;
     state_ = State::kSending;
+    unsent_ = false;
     for (;;) {
-      auto s = co_await up.post(body, d, phase);
+      Status s = Ok{};
+      if (initialized_pending_) s = co_await post_after_initialized(up, body, d, phase);
+      else s = co_await up.post(body, d, phase);
       if (!s && s.error().kind == ErrorKind::kCancelled && sink_.alive()) {
         co_await rearm();
         // Cut short by a wake-up that was not urgent after all: the POST's
@@ -220,6 +230,45 @@ class CallRun {
       state_ = prev;
       co_return s;
     }
+  }
+
+  // notifications/initialized and `body` in one write (UpstreamChannel::post_pair).
+  // A refused initialized does not stop a call the upstream took (a warning);
+  // refused both, it is the error, as when it is sent alone; unanswered, the
+  // call's fate is unknown (its phase).
+  asio::awaitable<Status> post_after_initialized(UpstreamChannel& up, std::string_view body, Deadline d,
+                                                 Phase phase) {
+    initialized_pending_ = false;
+    auto r = co_await up.post_pair(kInitialized, body, Deadline::earliest(d, initialized_deadline_),
+                                   Phase::kInitialize, phase);
+    if (r.dropped && !stats_.pipelining_off.exchange(true, std::memory_order_relaxed))
+      log::warn("upstream left a pipelined POST unanswered: it does not serve HTTP/1.1 pipelining; "
+                "notifications/initialized is waited for from now on (--upstream-pipelining=false "
+                "says so from the start)",
+                {{"upstream_session", up.upstream_session_id()}});
+    if (r.resent)
+      log::warn("upstream did not answer a pipelined POST after notifications/initialized; sent again on a fresh connection",
+                {{"upstream_session", up.upstream_session_id()}});
+    if (r.first) co_return std::move(r.second);
+    const BridgeError& e = r.first.error();
+    if (e.kind == ErrorKind::kCancelled) {
+      initialized_pending_ = true;  // sent again with the body (a wake-up, not a stop)
+      co_return e;
+    }
+    if (!r.second_sent) {
+      unsent_ = true;
+      co_return e;
+    }
+    if (e.kind == ErrorKind::kRejected && r.second) {
+      log::warn("upstream refused the replayed notifications/initialized; the call it was pipelined with was accepted",
+                {{"cause", e.message()}, {"upstream_session", up.upstream_session_id()}});
+      co_return Ok{};
+    }
+    if (e.kind == ErrorKind::kRejected) {
+      unsent_ = !r.second || r.second.error().kind == ErrorKind::kRejected;
+      co_return e;
+    }
+    co_return std::move(r.second);
   }
 
   asio::awaitable<Expected<Message>> next_message(UpstreamChannel& up, Deadline d, Phase phase) {
@@ -234,7 +283,7 @@ class CallRun {
     co_return m;
   }
 
-  asio::awaitable<bool> setup_steps(UpstreamChannel& up, Attempt& a) {
+  asio::awaitable<bool> setup_steps(UpstreamChannel& up, Attempt& a, bool call_follows) {
     auto connect_d = Deadline::earliest(Deadline::after(cfg_.connect_timeout), deadline_);
     if (auto st = co_await up.open(connect_d, cfg_.endpoint_timeout, deadline_); !st) {
       note_error(a, st.error());
@@ -251,9 +300,14 @@ class CallRun {
                            "upstream refused the replayed initialize: " + r->raw.substr(0, 300));
       co_return false;
     }
-    if (auto s = co_await post(up, R"({"jsonrpc":"2.0","method":"notifications/initialized"})",
-                               init_d, Phase::kInitialize);
-        !s) {
+    if (call_follows && cfg_.pipelining && !stats_.pipelining_off.load(std::memory_order_relaxed) &&
+        up.can_pipeline()) {
+      // Not waited for: it goes out in the same write as the next POST on
+      // this session (logging/setLevel or the call), on the same kept-alive
+      // connection, so the upstream still receives it first (post()).
+      initialized_pending_ = true;
+      initialized_deadline_ = init_d;
+    } else if (auto s = co_await post(up, kInitialized, init_d, Phase::kInitialize); !s) {
       note_error(a, s.error());
       co_return false;
     }
@@ -489,6 +543,12 @@ class CallRun {
   State state_ = State::kSetup;
   bool waiting_message_ = false;
   bool woken_ = false;
+  // notifications/initialized goes out with the next POST (setup, pipelining).
+  bool initialized_pending_ = false;
+  Deadline initialized_deadline_ = Deadline::never();
+  // The last post()'s body provably did not reach the upstream: the
+  // initialized pipelined ahead of it failed first.
+  bool unsent_ = false;
   Clock::duration client_wait_{};  // sink_.client_wait() already added to the deadlines
   asio::cancellation_signal sig_;
   std::map<std::string, std::string> server_requests_;  // bridge id -> upstream id

@@ -296,20 +296,11 @@ asio::awaitable<Status> UpstreamChannel::post(std::string_view json, Deadline d,
         cfg_.post_timeout.count() > 0 ? Deadline::earliest(d, Deadline::after(cfg_.post_timeout)) : d);
     if (!body && body.error().kind == ErrorKind::kCancelled) co_return with_phase(body.error(), phase);
     if (head->status < 200 || head->status > 299) {
-      // A 404 usually means the session died with its stream: say so if the
-      // stream has ended (a look without waiting, unless a reader is on it).
-      if (head->status == 404 && !failed_ && !reading_ && sse_.maybe_readable())
-        (void)co_await read_more(Deadline::after(Millis(0)), phase);
-      if (head->status == 404 && failed_ && failed_->kind == ErrorKind::kClosed) {
-        auto e = with_phase(*failed_, phase);
-        e.detail += "; POST " + endpoint_.target + " answered HTTP 404";
-        e.http_status = 404;
-        co_return e;
-      }
-      std::string detail = "POST " + endpoint_.target + " answered HTTP " + std::to_string(head->status);
-      if (head->status == 404) detail += " (upstream session gone)";
-      if (body && !body->empty()) detail += ": " + body->substr(0, 200);
-      co_return make_error(ErrorKind::kRejected, phase, detail, head->status);
+      // (No temporaries inside the co_await: GCC 12 destroys them twice.)
+      std::string text;
+      if (body) text = std::move(*body);
+      auto e = co_await refused(head->status, text, phase);
+      co_return e;
     }
     // A broken reply body after a 2xx only costs the keep-alive connection
     // (read_full_body closed it).
@@ -317,6 +308,114 @@ asio::awaitable<Status> UpstreamChannel::post(std::string_view json, Deadline d,
   } catch (const std::exception& e) {
     post_.close();
     co_return from_exception(e, phase);
+  }
+}
+
+
+asio::awaitable<BridgeError> UpstreamChannel::refused(int status, const std::string& body, Phase phase) {
+  // A 404 usually means the session died with its stream: say so if the
+  // stream has ended (a look without waiting, unless a reader is on it).
+  if (status == 404 && !failed_ && !reading_ && sse_.maybe_readable())
+    (void)co_await read_more(Deadline::after(Millis(0)), phase);
+  if (status == 404 && failed_ && failed_->kind == ErrorKind::kClosed) {
+    auto e = with_phase(*failed_, phase);
+    e.detail += "; POST " + endpoint_.target + " answered HTTP 404";
+    e.http_status = 404;
+    co_return e;
+  }
+  std::string detail = "POST " + endpoint_.target + " answered HTTP " + std::to_string(status);
+  if (status == 404) detail += " (upstream session gone)";
+  if (!body.empty()) detail += ": " + body.substr(0, 200);
+  co_return make_error(ErrorKind::kRejected, phase, detail, status);
+}
+
+bool UpstreamChannel::can_pipeline() const { return have_endpoint_ && !aborted_ && post_.can_pipeline(endpoint_); }
+
+asio::awaitable<UpstreamChannel::PostPair> UpstreamChannel::post_pair(std::string_view first,
+                                                                      std::string_view second,
+                                                                      Deadline d, Phase first_phase,
+                                                                      Phase second_phase) {
+  PostPair out;
+  auto one_by_one = [&]() -> asio::awaitable<void> {
+    // As without pipelining: the second only once the first was taken.
+    auto s1 = co_await post(first, d, first_phase);
+    out.first = std::move(s1);
+    if (!out.first) co_return;
+    out.second_sent = true;
+    auto s2 = co_await post(second, d, second_phase);
+    out.second = std::move(s2);
+  };
+  try {
+    if (aborted_ || !have_endpoint_) {
+      co_await one_by_one();
+      co_return out;
+    }
+    auto r = co_await post_.request_pair(endpoint_, "POST", endpoint_.target, post_headers_, first,
+                                         second, d, cfg_.post_timeout);
+    if (!r.sent) {  // not pipelined, or nothing answered on a stale connection
+      co_await one_by_one();
+      co_return out;
+    }
+    out.pipelined = true;
+    out.second_sent = true;
+    auto fix = [&](BridgeError e, Phase phase) {
+      e.phase = phase;
+      e.detail = "POST " + endpoint_.target + " (pipelined): " + e.detail;
+      if (e.kind == ErrorKind::kUnresponsive) e.detail += " (--post-timeout)";
+      return e;
+    };
+    if (!r.first) {
+      // Unanswered: the second's fate is as unknown as the first's.
+      out.first = fix(r.first.error(), first_phase);
+      out.second = fix(r.second.error(), second_phase);
+      co_return out;
+    }
+    if (r.first->status >= 200 && r.first->status <= 299) out.first = Ok{};
+    else {
+      auto e = co_await refused(r.first->status, r.first_body, first_phase);
+      out.first = std::move(e);
+    }
+    if (r.second_unanswered) {
+      // The upstream did not take it (it closed the connection, or said it
+      // would, after the first): once more on a fresh connection.
+      out.resent = true;
+      out.dropped = r.first->keep_alive;
+      auto s2 = co_await post(second, d, second_phase);
+      out.second = std::move(s2);
+      co_return out;
+    }
+    if (!r.second) {
+      const auto k = r.second.error().kind;
+      out.dropped = k == ErrorKind::kUnresponsive || k == ErrorKind::kTimeout;
+      out.second = fix(r.second.error(), second_phase);
+      co_return out;
+    }
+    HttpHead& head = *r.second;
+    if (head.status >= 200 && head.status <= 299 && !endpoint_.tls()) {
+      out.second = Ok{};  // its body is skipped before the next request, as after post()
+      co_return out;
+    }
+    auto body = co_await post_.read_full_body(
+        kMaxPostReplyBody,
+        cfg_.post_timeout.count() > 0 ? Deadline::earliest(d, Deadline::after(cfg_.post_timeout)) : d);
+    if (!body && body.error().kind == ErrorKind::kCancelled) {
+      out.second = with_phase(body.error(), second_phase);
+      co_return out;
+    }
+    if (head.status < 200 || head.status > 299) {
+      std::string text;
+      if (body) text = std::move(*body);
+      auto e = co_await refused(head.status, text, second_phase);
+      out.second = std::move(e);
+    } else {
+      out.second = Ok{};
+    }
+    co_return out;
+  } catch (const std::exception& e) {
+    post_.close();
+    if (!out.first.ok() || !out.second_sent) out.first = from_exception(e, first_phase);
+    out.second = from_exception(e, second_phase);
+    co_return out;
   }
 }
 

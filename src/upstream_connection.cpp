@@ -225,8 +225,9 @@ class ResponseReader : public http::basic_parser<false> {
  private:
   using sv = boost::beast::string_view;
   void on_request_impl(http::verb, sv, sv, int, ErrorCode&) override {}
-  void on_response_impl(int code, sv, int, ErrorCode&) override {
+  void on_response_impl(int code, sv, int version, ErrorCode&) override {
     head.status = code;
+    head.version = version;
     head.fields.reserve(256);  // a usual head's headers in one allocation
   }
   void on_field_impl(http::field, sv name, sv value, ErrorCode&) override {
@@ -350,6 +351,7 @@ asio::awaitable<Status> UpstreamConnection::connect_impl(const Url& origin, Dead
   close();
   closed_by_us_ = false;
   reusable_ = false;
+  persistent_ = false;
   body_done_ = true;
   peer_closed_ = false;
   pending_error_.reset();
@@ -491,20 +493,7 @@ asio::awaitable<Expected<HttpHead>> UpstreamConnection::request(
     req.clear();
     const bool small = body.size() < 16384;
     req.reserve(256 + extra_headers.size() + (small ? body.size() : 0));
-    req.append(method).append(" ").append(target).append(" HTTP/1.1\r\nHost: ");
-    if (host_header_.empty() || !same_origin(host_origin_, origin)) {
-      host_origin_ = origin;
-      host_header_ = origin.host_header();
-    }
-    req.append(host_header_).append("\r\n");
-    req.append(extra_headers);
-    if (method != "GET" || !body.empty()) {
-      char len[24];
-      auto r = std::to_chars(len, len + sizeof len, body.size());
-      req.append("Content-Length: ").append(len, r.ptr).append("\r\n");
-    }
-    req.append("\r\n");
-    if (small) req.append(body);
+    append_request(req, origin, method, target, extra_headers, body, small);
 
     // A body the caller left unread (a POST's 202 "Accepted") is skipped
     // when all of it is here already, without waiting.
@@ -545,70 +534,9 @@ asio::awaitable<Expected<HttpHead>> UpstreamConnection::request(
         co_return make_error(ErrorKind::kClosed, Phase::kConnect, "sending request: " + wec.message());
       }
 
-      // A live server answers at once; head_timeout (--post-timeout) names the
-      // wait when it does not.
-      const Deadline head_d =
-          head_timeout.count() > 0 ? Deadline::earliest(d, Deadline::after(head_timeout)) : d;
-      bool got_any = false;
-      for (;;) {
-        auto& p = *parser_->p;
-        if (parser_->buf.size() > 0) {
-          ErrorCode pec;
-          size_t n = p.put(parser_->buf.data(), pec);
-          parser_->buf.consume(n);
-          if (pec && pec != http::error::need_more) {
-            close();
-            co_return make_error(ErrorKind::kProtocol, Phase::kConnect,
-                                 pec == http::error::header_limit
-                                     ? std::string("upstream HTTP head too large")
-                                     : "upstream HTTP: " + pec.message());
-          }
-          if (p.is_header_done()) {
-            int status = p.head.status;
-            if (status >= 100 && status < 200) {  // 1xx: read the real head
-              parser_->reset();
-              continue;
-            }
-            HttpHead h = std::move(p.head);
-            h.chunked = p.chunked();
-            if (auto cl = p.content_length()) h.content_length = *cl;
-            h.keep_alive = p.keep_alive();
-            p.eager(true);
-            body_done_ = p.is_done();
-            if (body_done_) reusable_ = h.keep_alive;
-            co_return h;
-          }
-          if (n > 0) continue;
-        }
-        auto [ec, woke] = co_await fill(head_d);
-        if (!ec) {
-          got_any = true;
-          continue;
-        }
-        switch (woke) {
-          case Woke::kCancelled:
-            close();  // the request is abandoned mid-exchange
-            co_return make_error(ErrorKind::kCancelled, Phase::kConnect,
-                                 "cancelled while the upstream had not answered");
-          case Woke::kClosed:
-            co_return make_error(ErrorKind::kClosed, Phase::kConnect, "connection closed by the bridge");
-          case Woke::kTimer:
-            close();
-            if (head_timeout.count() > 0 && !d.reached())
-              co_return make_error(ErrorKind::kUnresponsive, Phase::kConnect,
-                                   "no response head within " + std::to_string(head_timeout.count()) +
-                                       "ms of sending the request");
-            co_return make_error(ErrorKind::kTimeout, Phase::kConnect,
-                                 "waiting for the response head: deadline exceeded");
-          case Woke::kDone:
-            break;
-        }
-        close();
-        if (reused && !got_any) break;  // stale keep-alive connection: resend once
-        co_return make_error(ErrorKind::kClosed, Phase::kConnect,
-                             is_eof(ec) ? std::string("connection closed before the response head")
-                                        : "reading response head: " + ec.message());
-      }
+      auto r = co_await read_head(d, head_timeout);
+      if (r.stale && reused) continue;  // stale keep-alive connection: resend once
+      co_return std::move(r.head);
     }
     co_return make_error(ErrorKind::kClosed, Phase::kConnect, "connection closed before the response");
   } catch (const std::exception& e) {
@@ -617,9 +545,236 @@ asio::awaitable<Expected<HttpHead>> UpstreamConnection::request(
   }
 }
 
+void UpstreamConnection::append_request(std::string& req, const Url& origin, std::string_view method,
+                                        std::string_view target, std::string_view extra_headers,
+                                        std::string_view body, bool with_body) {
+  req.append(method).append(" ").append(target).append(" HTTP/1.1\r\nHost: ");
+  if (host_header_.empty() || !same_origin(host_origin_, origin)) {
+    host_origin_ = origin;
+    host_header_ = origin.host_header();
+  }
+  req.append(host_header_).append("\r\n");
+  req.append(extra_headers);
+  if (method != "GET" || !body.empty()) {
+    char len[24];
+    auto r = std::to_chars(len, len + sizeof len, body.size());
+    req.append("Content-Length: ").append(len, r.ptr).append("\r\n");
+  }
+  req.append("\r\n");
+  if (with_body) req.append(body);
+}
+
+UpstreamConnection::HeadStep UpstreamConnection::parse_head(HttpHead& out, std::string& why) {
+  auto& p = *parser_->p;
+  ErrorCode pec;
+  size_t n = p.put(parser_->buf.data(), pec);
+  parser_->buf.consume(n);
+  if (pec && pec != http::error::need_more) {
+    why = pec == http::error::header_limit ? std::string("upstream HTTP head too large")
+                                           : "upstream HTTP: " + pec.message();
+    return HeadStep::kError;
+  }
+  if (!p.is_header_done()) return n > 0 ? HeadStep::kProgress : HeadStep::kNeedMore;
+  if (p.head.status >= 100 && p.head.status < 200) {  // 1xx: read the real head
+    parser_->reset();
+    return HeadStep::kProgress;
+  }
+  out = std::move(p.head);
+  out.chunked = p.chunked();
+  if (auto cl = p.content_length()) out.content_length = *cl;
+  out.keep_alive = p.keep_alive();
+  p.eager(true);
+  body_done_ = p.is_done();
+  if (body_done_) reusable_ = out.keep_alive;
+  persistent_ = out.version >= 11 && out.keep_alive;
+  return HeadStep::kHead;
+}
+
+asio::awaitable<UpstreamConnection::HeadRead> UpstreamConnection::read_head(Deadline d,
+                                                                            Millis head_timeout) {
+  // A live server answers at once; head_timeout (--post-timeout) names the
+  // wait when it does not.
+  const Deadline head_d =
+      head_timeout.count() > 0 ? Deadline::earliest(d, Deadline::after(head_timeout)) : d;
+  bool got_any = parser_->buf.size() > 0;
+  for (;;) {
+    if (parser_->buf.size() > 0) {
+      HttpHead h;
+      std::string why;
+      auto step = parse_head(h, why);
+      if (step == HeadStep::kError) {
+        close();
+        co_return HeadRead{make_error(ErrorKind::kProtocol, Phase::kConnect, why)};
+      }
+      if (step == HeadStep::kHead) co_return HeadRead{std::move(h)};
+      if (step == HeadStep::kProgress) continue;
+    }
+    auto [ec, woke] = co_await fill(head_d);
+    if (!ec) {
+      got_any = true;
+      continue;
+    }
+    switch (woke) {
+      case Woke::kCancelled:
+        close();  // the request is abandoned mid-exchange
+        co_return HeadRead{make_error(ErrorKind::kCancelled, Phase::kConnect,
+                                      "cancelled while the upstream had not answered")};
+      case Woke::kClosed:
+        co_return HeadRead{make_error(ErrorKind::kClosed, Phase::kConnect, "connection closed by the bridge")};
+      case Woke::kTimer:
+        close();
+        if (head_timeout.count() > 0 && !d.reached())
+          co_return HeadRead{make_error(ErrorKind::kUnresponsive, Phase::kConnect,
+                                        "no response head within " + std::to_string(head_timeout.count()) +
+                                            "ms of sending the request")};
+        co_return HeadRead{make_error(ErrorKind::kTimeout, Phase::kConnect,
+                                      "waiting for the response head: deadline exceeded")};
+      case Woke::kDone:
+        break;
+    }
+    close();
+    co_return HeadRead{make_error(ErrorKind::kClosed, Phase::kConnect,
+                                  is_eof(ec) ? std::string("connection closed before the response head")
+                                             : "reading response head: " + ec.message()),
+                       !got_any};
+  }
+}
+
+// ---- pipelining ---------------------------------------------------------------
+
+bool UpstreamConnection::can_pipeline(const Url& origin) const {
+  // Plain connections only: no TLS test server here serves pipelined
+  // requests (cpp-httplib 0.11.4's SSLServer leaves the second one in its
+  // TLS engine until the keep-alive timeout), so TLS is not claimed.
+  return persistent_ && connected() && !origin.tls() && same_origin(origin_, origin);
+}
+
+asio::awaitable<UpstreamConnection::Pipelined> UpstreamConnection::request_pair(
+    const Url& origin, std::string_view method, std::string_view target,
+    std::string_view extra_headers, std::string_view body1, std::string_view body2, Deadline d,
+    Millis head_timeout) {
+  Pipelined out;
+  try {
+    if (!can_pipeline(origin)) co_return out;  // not sent
+    // The previous response's body (a 202's "Accepted") may still be on its
+    // way (servers write it apart from the head, and the SSE event the
+    // caller waited for can overtake it): the server is done with that
+    // request, so the two go out now and the body is read first.
+    if (!body_done_) skip_body_now(kMaxSkippedBody, /*close_if_incomplete=*/false);
+    if (!connected()) co_return out;  // it ended or failed meanwhile: not sent
+    const bool drain_previous = !body_done_;
+    if (!drain_previous && !(reusable_ && idle_alive())) co_return out;  // not sent
+    std::string& req = req_;
+    req.clear();
+    req.reserve(512 + 2 * extra_headers.size() + body1.size() + body2.size());
+    append_request(req, origin, method, target, extra_headers, body1, true);
+    append_request(req, origin, method, target, extra_headers, body2, true);
+    reusable_ = false;
+    if (!drain_previous) {
+      body_done_ = false;
+      parser_->buf.clear();
+      parser_->reset();
+    }
+    if (MSB_CANCELLED()) {
+      close();
+      out.first = out.second = make_error(ErrorKind::kCancelled, Phase::kConnect,
+                                          "cancelled before sending the request");
+      out.sent = true;
+      co_return out;
+    }
+    // Both requests in one write: the server reads them in order.
+    arm(d);
+    ErrorCode wec;
+    size_t wrote = stream_->is_tls() ? 0 : stream_->write_now(req, wec);
+    if (!wec && wrote < req.size()) wec = co_await stream_->write_all(std::string_view(req).substr(wrote));
+    disarm();
+    if (wec) {
+      Woke w = why_aborted(MSB_CANCELLED());
+      close();
+      if (w == Woke::kDone) co_return out;  // stale keep-alive connection: not sent, resend both
+      out.sent = true;
+      out.first = out.second =
+          w == Woke::kCancelled ? make_error(ErrorKind::kCancelled, Phase::kConnect, "cancelled while sending the request")
+          : w == Woke::kTimer   ? make_error(ErrorKind::kTimeout, Phase::kConnect, "sending request: deadline exceeded")
+                                : make_error(ErrorKind::kClosed, Phase::kConnect, "connection closed by the bridge");
+      co_return out;
+    }
+    out.sent = true;
+    if (drain_previous) {
+      auto prev = co_await read_full_body(
+          kMaxSkippedBody,
+          head_timeout.count() > 0 ? Deadline::earliest(d, Deadline::after(head_timeout)) : d);
+      if (!prev) {
+        const auto k = prev.error().kind;
+        if (k != ErrorKind::kCancelled && k != ErrorKind::kTimeout && k != ErrorKind::kUnresponsive) {
+          out.sent = false;  // closed before answering either: nothing was answered
+          co_return out;
+        }
+        out.first = out.second = prev.error();
+        co_return out;
+      }
+      if (!persistent_) {  // cannot happen with a persistent head; be safe
+        close();
+        out.sent = false;
+        co_return out;
+      }
+      body_done_ = false;
+      parser_->reset();
+    }
+    auto r1 = co_await read_head(d, head_timeout);
+    if (!r1.head) {
+      if (r1.stale) {  // closed before any byte of an answer: nothing was answered
+        out.sent = false;
+        co_return out;
+      }
+      out.first = r1.head.error();
+      out.second = r1.head.error();  // sent, unanswered, fate unknown
+      co_return out;
+    }
+    out.first = std::move(r1.head);
+    // The first body is read whole (a 202's "Accepted", or why it was refused).
+    const Deadline body_d =
+        head_timeout.count() > 0 ? Deadline::earliest(d, Deadline::after(head_timeout)) : d;
+    auto body = co_await read_full_body(kMaxSkippedBody, body_d);
+    if (!body) {
+      // Its connection is gone (read_full_body closed it) with the second
+      // unanswered.
+      if (body.error().kind == ErrorKind::kCancelled || body.error().kind == ErrorKind::kTimeout) {
+        out.second = body.error();
+        co_return out;
+      }
+      out.second_unanswered = true;
+      out.second = body.error();
+      co_return out;
+    }
+    out.first_body = std::move(*body);
+    if (!out.first->keep_alive) {
+      // RFC 9112 §9.6: a server that answers with `Connection: close` does not
+      // process further requests on that connection.
+      close();
+      out.second_unanswered = true;
+      out.second = make_error(ErrorKind::kClosed, Phase::kConnect,
+                              "the upstream closed the connection after the first pipelined response");
+      co_return out;
+    }
+    body_done_ = false;
+    reusable_ = false;
+    parser_->reset();
+    auto r2 = co_await read_head(d, head_timeout);
+    if (!r2.head && r2.stale) out.second_unanswered = true;
+    out.second = std::move(r2.head);
+    co_return out;
+  } catch (const std::exception& e) {
+    close();
+    out.first = out.second = from_exception(e, "pipelined " + std::string(target));
+    out.sent = true;
+    co_return out;
+  }
+}
+
 // ---- body -------------------------------------------------------------------
 
-void UpstreamConnection::skip_body_now(size_t max) {
+void UpstreamConnection::skip_body_now(size_t max, bool close_if_incomplete) {
   if (body_done_ || !connected()) return;
   std::string dropped;
   // Bounded: each pass parses bytes or reads more; a body that is not all
@@ -633,7 +788,7 @@ void UpstreamConnection::skip_body_now(size_t max) {
       p.out = nullptr;
       parser_->buf.consume(n);
       if (pec == http::error::need_buffer || pec == http::error::need_more) pec = {};
-      if (pec || dropped.size() > max) break;
+      if (pec || dropped.size() > max) return close();
       if (p.is_done()) {
         body_done_ = true;
         reusable_ = p.keep_alive();
@@ -645,9 +800,10 @@ void UpstreamConnection::skip_body_now(size_t max) {
     ErrorCode ec;
     size_t n = stream_->read_now(parser_->buf.prepare(kReadSize), ec);
     parser_->buf.commit(n);
-    if (ec || n == 0) break;
+    if (ec == asio::error::would_block || ec == asio::error::try_again) break;  // not here yet
+    if (ec || n == 0) return close();  // closed or failed
   }
-  close();  // not all here: the next request goes on a fresh connection
+  if (close_if_incomplete) close();  // not all here: the next request goes on a fresh connection
 }
 
 asio::awaitable<Expected<bool>> UpstreamConnection::read_body(std::string& out, Deadline d) {

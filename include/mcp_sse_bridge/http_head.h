@@ -20,6 +20,7 @@ struct HttpHead {
   bool chunked = false;
   std::optional<uint64_t> content_length;
   bool keep_alive = true;
+  int version = 11;  // 10 or 11 (HTTP/1.0, HTTP/1.1)
 
   void add(std::string_view name, std::string_view value) {
     for (char c : name) fields.push_back(ascii_lower(c));

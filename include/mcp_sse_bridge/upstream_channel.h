@@ -64,6 +64,36 @@ class UpstreamChannel {
   // for (the next POST skips it, or takes a fresh connection if it is late).
   asio::awaitable<Status> post(std::string_view json, Deadline d, Phase phase);
 
+  // True when post_pair() will pipeline: the POST connection is open and its
+  // last response was HTTP/1.1 without `Connection: close`.
+  bool can_pipeline() const;
+
+  // What post_pair() did.
+  struct PostPair {
+    Status first = make_error(ErrorKind::kInternal, Phase::kConnect, "not sent");
+    Status second = make_error(ErrorKind::kInternal, Phase::kConnect, "not sent");
+    bool second_sent = false;  // false: the first failed before the second was sent
+    bool pipelined = false;    // both went out in one write on the kept-alive connection
+    bool resent = false;       // the second was sent again on a fresh connection
+    // The upstream answered the first and then left the second unanswered
+    // (closed without `Connection: close`, or no head within --post-timeout):
+    // it does not serve pipelined requests.
+    bool dropped = false;
+  };
+  // Two POSTs, `first` before `second`, pipelined (RFC 9112 §9.3.2) when
+  // can_pipeline(): both in one write, the two response heads read in order,
+  // each bound by --post-timeout as in post(), all by d. The server receives
+  // them in order on one connection. When the upstream closes the connection
+  // after answering `first` (or answers it with `Connection: close`), `second`
+  // is sent once more on a fresh connection; when it closes before any answer,
+  // both are. Without pipelining: post(first), then post(second) only if
+  // `first` was taken, exactly as two post() calls. Statuses as post()'s,
+  // with the given phases; when the pipelined pair went unanswered (timeout),
+  // both fail, `second` possibly taken. The strings must stay valid until
+  // the awaitable completes.
+  asio::awaitable<PostPair> post_pair(std::string_view first, std::string_view second, Deadline d,
+                                      Phase first_phase, Phase second_phase);
+
   // The next message from the stream, waiting up to d. A timeout is kTimeout
   // with the given phase and is not fatal (the caller decides; a later call
   // resumes the stream), nor is kCancelled. Stream end/reset is kClosed (or
@@ -102,6 +132,8 @@ class UpstreamChannel {
   // Reads one more piece of the SSE stream and parses it (inbox_, endpoint_).
   asio::awaitable<Status> read_more(Deadline d, Phase phase);
   void on_event(SseEvent& ev, Phase phase);
+  // The error for a POST answered with a non-2xx status (and its body).
+  asio::awaitable<BridgeError> refused(int status, const std::string& body, Phase phase);
 
   asio::any_io_executor ex_;
   const UpstreamConfig& cfg_;

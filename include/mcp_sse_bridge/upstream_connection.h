@@ -80,6 +80,38 @@ class UpstreamConnection {
                                               std::string_view body, Deadline d,
                                               Millis head_timeout = Millis(0));
 
+  // True when the connection may carry pipelined requests (RFC 9112 §9.3.2)
+  // to `origin`: a plain (not TLS) connection to it whose last response was
+  // HTTP/1.1 without `Connection: close` (it has proven persistent).
+  bool can_pipeline(const Url& origin) const;
+
+  // What request_pair() saw.
+  struct Pipelined {
+    // False: nothing was sent, or the reused connection ended before any
+    // byte of an answer (nothing answered); the connection is closed and
+    // both requests may be sent again, one after the other.
+    bool sent = false;
+    Expected<HttpHead> first = make_error(ErrorKind::kInternal, Phase::kConnect, "not sent");
+    std::string first_body;  // the first response's whole body (at most 64 KiB)
+    // The second head; its body is left as request() leaves one.
+    Expected<HttpHead> second = make_error(ErrorKind::kInternal, Phase::kConnect, "not sent");
+    // The second request got no answer because the connection ended after
+    // the first response (or that response said `Connection: close`): the
+    // server did not take it (RFC 9112 §9.3.2, §9.6), send it again.
+    bool second_unanswered = false;
+  };
+  // HTTP/1.1 pipelining: writes two requests (same method, target and
+  // headers) in one write on the kept-alive connection, then reads the two
+  // responses in order: the first one whole, the second's head. Only when
+  // can_pipeline(origin) (else: not sent). A previous body still on its way
+  // is read (bounded like the heads) before the first head.
+  // Bounded by d; head_timeout bounds each head's wait (and the first body's)
+  // as in request(). After an error the connection is closed.
+  asio::awaitable<Pipelined> request_pair(const Url& origin, std::string_view method,
+                                          std::string_view target, std::string_view extra_headers,
+                                          std::string_view body1, std::string_view body2,
+                                          Deadline d, Millis head_timeout = Millis(0));
+
   // After request(): reads the next piece of the decoded body (chunked,
   // Content-Length or until close) and appends it to `out`; returns true once
   // the body is complete (possibly with a last piece appended). Waits until
@@ -121,9 +153,22 @@ class UpstreamConnection {
   enum class Woke { kDone, kTimer, kCancelled, kClosed };
 
   asio::awaitable<Status> connect_impl(const Url& origin, Deadline d);
+  void append_request(std::string& req, const Url& origin, std::string_view method,
+                      std::string_view target, std::string_view extra_headers,
+                      std::string_view body, bool with_body);
+  enum class HeadStep { kNeedMore, kProgress, kHead, kError };
+  // Parses buffered bytes toward a response head (1xx skipped); kHead fills out.
+  HeadStep parse_head(HttpHead& out, std::string& why);
+  struct HeadRead {
+    Expected<HttpHead> head;
+    bool stale = false;  // the connection ended before any byte of an answer
+  };
+  // Reads the response head after a request was written (see request()).
+  asio::awaitable<HeadRead> read_head(Deadline d, Millis head_timeout);
   // Consumes the rest of the current body if all of it is here (buffered or
-  // readable without waiting, plain sockets; at most max bytes), else closes.
-  void skip_body_now(size_t max);
+  // readable without waiting, plain sockets; at most max bytes), else closes
+  // (or, close_if_incomplete false, leaves what it consumed consumed).
+  void skip_body_now(size_t max, bool close_if_incomplete = true);
   // Reads more raw bytes into the parser's buffer, bounded by d.
   asio::awaitable<std::pair<boost::system::error_code, Woke>> fill(Deadline d);
   void arm(Deadline d);
@@ -152,6 +197,7 @@ class UpstreamConnection {
   Url host_origin_;          // the origin host_header_ was made for
   std::string host_header_;  // "host[:port]" of host_origin_
   bool reusable_ = false;
+  bool persistent_ = false;  // the last response was HTTP/1.1 keep-alive
   bool body_done_ = true;
   bool peer_closed_ = false;
   std::optional<BridgeError> pending_error_;  // reported by the next read_body()

@@ -20,6 +20,10 @@ struct ForwarderStats {
   std::atomic<uint64_t> server_requests{0};  // upstream requests forwarded to clients
   std::atomic<uint64_t> sessions_opened{0};  // upstream sessions set up (calls and pool)
   std::atomic<uint64_t> session_failures[kPhaseCount] = {};  // set-ups failed, by phase
+  // The upstream left a pipelined POST unanswered without saying it would
+  // close (a server that drops pipelined requests): cold sessions stop
+  // pipelining notifications/initialized for the rest of the process.
+  std::atomic<bool> pipelining_off{false};
 };
 
 struct PoolStats {

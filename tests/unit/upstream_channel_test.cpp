@@ -917,6 +917,98 @@ TEST_CASE("upstream channel: a 202 whose body comes late is not waited for; the 
   CHECK(f.accepted() == 3);           // the third POST went on a fresh connection
 }
 
+namespace {
+
+// An upstream (the SSE GET, then POSTs) that serves pipelined requests in order: each request
+// (head + Content-Length body) is answered with `status_line` and an
+// 8-byte body, the body `body_delay` after the head. Records the writes
+// (recv calls that brought a request start) per request.
+struct PipeServer {
+  std::string status_line = "HTTP/1.1 202 Accepted\r\n";
+  std::chrono::milliseconds body_delay{0};
+  std::atomic<int> requests{0};
+  std::atomic<int> arrived_together{0};  // requests already buffered when their turn came
+  FakeUpstream::Handler handler() {
+    return [this](int fd, const std::atomic<bool>& stop) {
+      std::string in;
+      char buf[4096];
+      auto fill = [&]() {
+        for (int i = 0; i < 100 && !stop; ++i) {
+          pollfd p{fd, POLLIN, 0};
+          if (::poll(&p, 1, 50) <= 0) continue;
+          ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+          if (n <= 0) return false;
+          in.append(buf, static_cast<size_t>(n));
+          return true;
+        }
+        return false;
+      };
+      bool buffered = false;
+      for (int k = 0; k < 64 && !stop; ++k) {
+        buffered = !in.empty();
+        size_t end;
+        while ((end = in.find("\r\n\r\n")) == std::string::npos)
+          if (!fill()) return;
+        size_t cl = 0;
+        if (auto p = in.find("Content-Length: "); p != std::string::npos && p < end)
+          cl = std::stoul(in.substr(p + 16));
+        while (in.size() < end + 4 + cl)
+          if (!fill()) return;
+        if (in.rfind("GET ", 0) == 0) {  // the SSE stream
+          FakeUpstream::send_all(fd, kSseHead + chunk("event: endpoint\ndata: /message?sessionId=f1\n\n"));
+          return FakeUpstream::hold(fd, stop);
+        }
+        in.erase(0, end + 4 + cl);
+        ++requests;
+        if (buffered) ++arrived_together;
+        FakeUpstream::send_all(fd, status_line + "Content-Length: 8\r\n\r\n");
+        if (body_delay.count() > 0) std::this_thread::sleep_for(body_delay);
+        FakeUpstream::send_all(fd, "Accepted");
+      }
+    };
+  }
+};
+
+}  // namespace
+
+TEST_CASE("upstream channel: post_pair pipelines only after an HTTP/1.1 keep-alive answer; a late 202 body is read first") {
+  for (int variant = 0; variant < 3; ++variant) {
+    // 0: HTTP/1.1 keep-alive; 1: HTTP/1.0 with keep-alive (not proven
+    // persistent); 2: HTTP/1.1 whose bodies come 300 ms after their heads.
+    CAPTURE(variant);
+    PipeServer ps;
+    if (variant == 1) ps.status_line = "HTTP/1.0 202 Accepted\r\nConnection: keep-alive\r\n";
+    if (variant == 2) ps.body_delay = 300ms;
+    FakeUpstream f(ps.handler());
+    UpstreamConfig c = config_for(f.port());
+    c.post_timeout = 2000ms;
+    Status st = Ok{};
+    UpstreamChannel::PostPair pr;
+    bool could = false;
+    LoopThread lt;
+    REQUIRE(lt.run([&]() -> asio::awaitable<void> {
+      UpstreamChannel ch(co_await asio::this_coro::executor, c, "");
+      st = co_await ch.open(Deadline::after(1s), 600ms, Deadline::after(5s));
+      if (!st) co_return;
+      st = co_await ch.post(kInitialized, Deadline::after(3s), Phase::kInitialize);
+      if (!st) co_return;
+      could = ch.can_pipeline();
+      const std::string call = R"({"jsonrpc":"2.0","id":1,"method":"ping"})";
+      pr = co_await ch.post_pair(kInitialized, call, Deadline::after(3s), Phase::kInitialize, Phase::kRequest);
+    }));
+    REQUIRE_MESSAGE(st.ok(), st.error().message());
+    CHECK(pr.first.ok());
+    CHECK(pr.second.ok());
+    CHECK(pr.second_sent);
+    CHECK(!pr.resent);
+    CHECK(could == (variant != 1));
+    CHECK(pr.pipelined == (variant != 1));
+    CHECK(ps.requests.load() == 3);
+    CHECK(ps.arrived_together.load() == (variant != 1 ? 1 : 0));
+    if (variant != 1) CHECK(f.accepted() == 2);  // the GET and one POST connection
+  }
+}
+
 // ---- TLS ---------------------------------------------------------------------------
 
 TEST_CASE("upstream channel: https upstream by name, verified against its CA; another CA fails") {

@@ -32,6 +32,7 @@ tests/chart/chart_test.mjs runs the real binary with these args
 - {{ printf "--session-idle-timeout=%v" $u.sessionIdleTimeout | quote }}
 - {{ printf "--allow-foreign-endpoint=%v" $u.allowForeignEndpoint | quote }}
 - {{ printf "--serve-stale-initialize=%v" $u.serveStaleInitialize | quote }}
+- {{ printf "--upstream-pipelining=%v" $u.pipelining | quote }}
 {{- range $k, $v := $u.headers }}
 - {{ printf "--upstream-header=%s: %v" $k $v | quote }}
 {{- end }}
