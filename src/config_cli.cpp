@@ -249,7 +249,8 @@ Config parse_or_throw(int argc, char** argv, std::string* help_text) {
   opt("upstream-pipelining", u.pipelining,
       "A fresh upstream session sends notifications/initialized pipelined with the next POST (one "
       "write, HTTP/1.1 pipelining on the kept-alive POST connection) instead of waiting for its "
-      "202; false: wait, as for an upstream (or proxy) that mishandles pipelined requests");
+      "202: one round trip less per cold session. Only for an upstream (and proxy) known to serve "
+      "pipelined requests in order (Node, uvicorn, Go); cpp-httplib servers drop them");
   opt("upstream-retries", u.retries,
       "Fresh-session retries for calls that provably never reached the upstream (or are read-only)")->check(CLI::Range(0, 5));
   std::string pool_age = format_duration(u.pool.max_idle_age);

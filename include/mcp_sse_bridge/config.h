@@ -52,7 +52,7 @@ struct UpstreamConfig {
   Duration resolve_cache_ttl{30000};        // lookups cached this long (0 = off)
   uint64_t max_message_size = 128ull << 20; // one upstream SSE event / message
   bool allow_foreign_endpoint = false;      // accept an endpoint on another origin
-  bool pipelining = true;                   // a cold session's notifications/initialized pipelined with the next POST
+  bool pipelining = false;                  // a cold session's notifications/initialized pipelined with the next POST
   int retries = 1;                          // fresh-session retries allowed by DESIGN §2.5
   UpstreamMode mode = UpstreamMode::kCall;  // --upstream-mode call|session
   Duration session_idle_timeout{1800000};   // --session-idle-timeout: session mode, unused upstream session closed

@@ -23,6 +23,9 @@ std::vector<example::PostRecord> last_session(const example::LegacyServer& up) {
   return out;
 }
 
+// Pipelining is opt-in (--upstream-pipelining, default off).
+void pipelining_on(msb::Config& c) { c.upstream.pipelining = true; }
+
 std::string describe(const std::vector<example::PostRecord>& log) {
   std::string s;
   for (auto& r : log)
@@ -33,7 +36,7 @@ std::string describe(const std::vector<example::PostRecord>& log) {
 }  // namespace
 
 TEST_CASE("pipelining: a cold call's notifications/initialized and the call go out in one write, initialized first") {
-  Harness h;
+  Harness h({}, pipelining_on);
   std::string sid = h.initialize();
   auto r = h.call_tool(sid, 1, "echo", {{"text", "one write"}});
   CHECK(text_of(r.last()) == "one write");
@@ -82,7 +85,7 @@ TEST_CASE("pipelining: --upstream-pipelining=false waits for initialized's 202 a
 TEST_CASE("pipelining fallback (a): initialized answered with Connection: close, or the connection closed after it => the call is sent once more on a fresh connection") {
   for (int variant = 0; variant < 2; ++variant) {
     CAPTURE(variant);
-    Harness h;
+    Harness h({}, pipelining_on);
     std::string sid = h.initialize();
     if (variant == 0) h.faults().initialized_conn_close = true;
     else h.faults().initialized_then_close = true;
@@ -115,7 +118,7 @@ TEST_CASE("pipelining fallback (a): initialized answered with Connection: close,
 }
 
 TEST_CASE("pipelining fallback (b): the connection closes before any answer => both are sent once more, in order") {
-  Harness h;
+  Harness h({}, pipelining_on);
   std::string sid = h.initialize();
   h.faults().initialized_abort = 1;
   auto r = h.call_tool(sid, "b", "echo", {{"text", "both again"}});
@@ -134,7 +137,7 @@ TEST_CASE("pipelining fallback (b): the connection closes before any answer => b
 }
 
 TEST_CASE("pipelining fallback (c): initialized refused => the call's answer still reaches the client; both refused => the error with the id") {
-  Harness h;
+  Harness h({}, pipelining_on);
   std::string sid = h.initialize();
   h.faults().initialized_status = 500;
   auto r = h.call_tool(sid, "c", "echo", {{"text", "still answered"}});
