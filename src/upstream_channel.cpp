@@ -280,37 +280,49 @@ asio::awaitable<Status> UpstreamChannel::post(std::string_view json, Deadline d,
       co_return make_error(ErrorKind::kInternal, phase, "POST before the upstream session was open");
     auto head = co_await post_.request(endpoint_, "POST", endpoint_.target, post_headers_, json, d,
                                        cfg_.post_timeout);
-    if (!head) {
-      auto e = with_phase(head.error(), phase);
-      e.detail = "POST " + endpoint_.target + ": " + e.detail;
-      if (e.kind == ErrorKind::kUnresponsive) e.detail += " (--post-timeout)";
-      co_return e;
-    }
+    if (!head) co_return post_error(head.error(), phase, "");
     // A 2xx's body ("Accepted") says nothing: on a plain connection it is
     // not waited for (servers such as cpp-httplib write it apart from the
     // head, a wake-up more per POST); the next POST skips it (it is there by
-    // then) or replaces the connection.
-    if (head->status >= 200 && head->status <= 299 && !endpoint_.tls()) co_return Ok{};
-    auto body = co_await post_.read_full_body(
-        kMaxPostReplyBody,
-        cfg_.post_timeout.count() > 0 ? Deadline::earliest(d, Deadline::after(cfg_.post_timeout)) : d);
-    if (!body && body.error().kind == ErrorKind::kCancelled) co_return with_phase(body.error(), phase);
-    if (head->status < 200 || head->status > 299) {
-      // (No temporaries inside the co_await: GCC 12 destroys them twice.)
-      std::string text;
-      if (body) text = std::move(*body);
-      auto e = co_await refused(head->status, text, phase);
-      co_return e;
-    }
-    // A broken reply body after a 2xx only costs the keep-alive connection
-    // (read_full_body closed it).
-    co_return Ok{};
+    // then) or replaces the connection. (Checked here, before
+    // finish_post: the usual case costs no coroutine frame.)
+    if (accepted_at_head(head->status)) co_return Ok{};
+    auto st = co_await finish_post(head->status, d, phase);
+    co_return st;
   } catch (const std::exception& e) {
     post_.close();
     co_return from_exception(e, phase);
   }
 }
 
+
+bool UpstreamChannel::accepted_at_head(int status) const {
+  return status >= 200 && status <= 299 && !endpoint_.tls();
+}
+
+BridgeError UpstreamChannel::post_error(BridgeError e, Phase phase, std::string_view how) const {
+  e.phase = phase;
+  e.detail = "POST " + endpoint_.target + std::string(how) + ": " + e.detail;
+  if (e.kind == ErrorKind::kUnresponsive) e.detail += " (--post-timeout)";
+  return e;
+}
+
+asio::awaitable<Status> UpstreamChannel::finish_post(int status, Deadline d, Phase phase) {
+  auto body = co_await post_.read_full_body(
+      kMaxPostReplyBody,
+      cfg_.post_timeout.count() > 0 ? Deadline::earliest(d, Deadline::after(cfg_.post_timeout)) : d);
+  if (!body && body.error().kind == ErrorKind::kCancelled) co_return with_phase(body.error(), phase);
+  if (status < 200 || status > 299) {
+    // (No temporaries inside the co_await: GCC 12 destroys them twice.)
+    std::string text;
+    if (body) text = std::move(*body);
+    auto e = co_await refused(status, text, phase);
+    co_return e;
+  }
+  // A broken reply body after a 2xx only costs the keep-alive connection
+  // (read_full_body closed it).
+  co_return Ok{};
+}
 
 asio::awaitable<BridgeError> UpstreamChannel::refused(int status, const std::string& body, Phase phase) {
   // A 404 usually means the session died with its stream: say so if the
@@ -358,12 +370,7 @@ asio::awaitable<UpstreamChannel::PostPair> UpstreamChannel::post_pair(std::strin
     }
     out.pipelined = true;
     out.second_sent = true;
-    auto fix = [&](BridgeError e, Phase phase) {
-      e.phase = phase;
-      e.detail = "POST " + endpoint_.target + " (pipelined): " + e.detail;
-      if (e.kind == ErrorKind::kUnresponsive) e.detail += " (--post-timeout)";
-      return e;
-    };
+    auto fix = [&](BridgeError e, Phase phase) { return post_error(std::move(e), phase, " (pipelined)"); };
     if (!r.first) {
       // Unanswered: the second's fate is as unknown as the first's.
       out.first = fix(r.first.error(), first_phase);
@@ -390,26 +397,13 @@ asio::awaitable<UpstreamChannel::PostPair> UpstreamChannel::post_pair(std::strin
       out.second = fix(r.second.error(), second_phase);
       co_return out;
     }
-    HttpHead& head = *r.second;
-    if (head.status >= 200 && head.status <= 299 && !endpoint_.tls()) {
+    const int status = r.second->status;
+    if (accepted_at_head(status)) {
       out.second = Ok{};  // its body is skipped before the next request, as after post()
       co_return out;
     }
-    auto body = co_await post_.read_full_body(
-        kMaxPostReplyBody,
-        cfg_.post_timeout.count() > 0 ? Deadline::earliest(d, Deadline::after(cfg_.post_timeout)) : d);
-    if (!body && body.error().kind == ErrorKind::kCancelled) {
-      out.second = with_phase(body.error(), second_phase);
-      co_return out;
-    }
-    if (head.status < 200 || head.status > 299) {
-      std::string text;
-      if (body) text = std::move(*body);
-      auto e = co_await refused(head.status, text, second_phase);
-      out.second = std::move(e);
-    } else {
-      out.second = Ok{};
-    }
+    auto st = co_await finish_post(status, d, second_phase);
+    out.second = std::move(st);
     co_return out;
   } catch (const std::exception& e) {
     post_.close();

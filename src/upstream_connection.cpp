@@ -47,6 +47,12 @@ using ErrorCode = boost::system::error_code;
 
 namespace {
 
+// A wait for an answer: bounded by d and, when set, by head_timeout from now
+// (--post-timeout: a live server answers at once).
+Deadline head_deadline(Deadline d, Millis head_timeout) {
+  return head_timeout.count() > 0 ? Deadline::earliest(d, Deadline::after(head_timeout)) : d;
+}
+
 constexpr auto kTok = asio::as_tuple(asio::use_awaitable);
 constexpr size_t kReadSize = 16 * 1024;
 constexpr size_t kMaxSkippedBody = 64 * 1024;  // larger unread bodies cost the connection
@@ -594,8 +600,7 @@ asio::awaitable<UpstreamConnection::HeadRead> UpstreamConnection::read_head(Dead
                                                                             Millis head_timeout) {
   // A live server answers at once; head_timeout (--post-timeout) names the
   // wait when it does not.
-  const Deadline head_d =
-      head_timeout.count() > 0 ? Deadline::earliest(d, Deadline::after(head_timeout)) : d;
+  const Deadline head_d = head_deadline(d, head_timeout);
   bool got_any = parser_->buf.size() > 0;
   for (;;) {
     if (parser_->buf.size() > 0) {
@@ -701,9 +706,7 @@ asio::awaitable<UpstreamConnection::Pipelined> UpstreamConnection::request_pair(
     }
     out.sent = true;
     if (drain_previous) {
-      auto prev = co_await read_full_body(
-          kMaxSkippedBody,
-          head_timeout.count() > 0 ? Deadline::earliest(d, Deadline::after(head_timeout)) : d);
+      auto prev = co_await read_full_body(kMaxSkippedBody, head_deadline(d, head_timeout));
       if (!prev) {
         const auto k = prev.error().kind;
         if (k != ErrorKind::kCancelled && k != ErrorKind::kTimeout && k != ErrorKind::kUnresponsive) {
@@ -733,9 +736,7 @@ asio::awaitable<UpstreamConnection::Pipelined> UpstreamConnection::request_pair(
     }
     out.first = std::move(r1.head);
     // The first body is read whole (a 202's "Accepted", or why it was refused).
-    const Deadline body_d =
-        head_timeout.count() > 0 ? Deadline::earliest(d, Deadline::after(head_timeout)) : d;
-    auto body = co_await read_full_body(kMaxSkippedBody, body_d);
+    auto body = co_await read_full_body(kMaxSkippedBody, head_deadline(d, head_timeout));
     if (!body) {
       // Its connection is gone (read_full_body closed it) with the second
       // unanswered.

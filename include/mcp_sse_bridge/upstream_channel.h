@@ -132,6 +132,15 @@ class UpstreamChannel {
   // Reads one more piece of the SSE stream and parses it (inbox_, endpoint_).
   asio::awaitable<Status> read_more(Deadline d, Phase phase);
   void on_event(SseEvent& ev, Phase phase);
+  // A 2xx on a plain connection: done at its head (its body is skipped
+  // before the next request).
+  bool accepted_at_head(int status) const;
+  // A POST's failure as its caller sees it: the phase, the target (`how`
+  // after it, e.g. " (pipelined)"), --post-timeout named when it fired.
+  BridgeError post_error(BridgeError e, Phase phase, std::string_view how) const;
+  // After a POST's head that was not accepted_at_head(): reads its body
+  // (bounded by --post-timeout and d) and makes a non-2xx the error.
+  asio::awaitable<Status> finish_post(int status, Deadline d, Phase phase);
   // The error for a POST answered with a non-2xx status (and its body).
   asio::awaitable<BridgeError> refused(int status, const std::string& body, Phase phase);
 
