@@ -14,8 +14,9 @@ bool may_retry(const BridgeError& e, bool request_sent, std::string_view method)
       e.kind == ErrorKind::kInternal)
     return false;
   if (!request_sent) {
-    // A connect that timed out already spent --connect-timeout (the kernel
-    // resent the SYN within it): the path is dead, and a second connect
+    // A connect that timed out already spent --connect-timeout, and a SYN was
+    // resent within it (by the kernel, or under a bound below 2 s by
+    // UpstreamConnection itself): the path is dead, and a second connect
     // would only double the client's wait.
     if (e.phase == Phase::kConnect && e.kind == ErrorKind::kTimeout) return false;
     // The upstream refused the replayed initialize: a fresh session will too.

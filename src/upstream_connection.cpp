@@ -35,6 +35,7 @@
 #include <tuple>
 #include <vector>
 
+#include "mcp_sse_bridge/log.h"
 #include "mcp_sse_bridge/net_stream.h"
 #include "mcp_sse_bridge/resolver.h"
 #include "mcp_sse_bridge/text_util.h"
@@ -344,6 +345,55 @@ bool UpstreamConnection::maybe_readable() {
 
 // ---- connect ----------------------------------------------------------------
 
+// Linux resends an unanswered SYN after its initial RTO, 1 s (RFC 6298 §2.1;
+// then 3 s, 7 s, ...).
+constexpr Millis kKernelSynResend{1000};
+
+// A connect bounded by less than twice the kernel's first SYN resend would
+// never see that resend answered: one lost SYN or SYN-ACK (3 % loss: about one
+// connect in 16) fails a connect on a path that works. So under such a bound
+// the bridge sends a second SYN itself, from a second socket, at half the
+// bound, and keeps whichever connects first. The bound is unchanged: a dead
+// path still fails at it.
+struct UpstreamConnection::SecondSyn {
+  explicit SecondSyn(const asio::any_io_executor& ex) : sock(ex), timer(ex) {}
+  tcp::socket sock;
+  asio::steady_timer timer;
+  Millis after{0};
+  bool won = false;   // the second socket connected while the first still waited
+  bool done = false;  // the connect ended; late completions are ignored
+  void stop() {
+    done = true;
+    ErrorCode ig;
+    timer.cancel();
+    if (sock.is_open()) sock.close(ig);
+  }
+};
+
+std::shared_ptr<UpstreamConnection::SecondSyn> UpstreamConnection::start_second_syn(
+    const tcp::endpoint& ep, Deadline cd) {
+  if (cd.is_never()) return nullptr;
+  const auto bound = std::chrono::duration_cast<Millis>(cd.left());
+  if (bound >= 2 * kKernelSynResend || bound < Millis(20)) return nullptr;
+  auto s = std::make_shared<SecondSyn>(ex_);
+  s->after = bound / 2;
+  s->timer.expires_after(s->after);
+  s->timer.async_wait([this, s, ep, alive = alive_](const ErrorCode& ec) {
+    if (ec || s->done || !*alive) return;
+    ErrorCode oec;
+    s->sock.open(ep.protocol(), oec);
+    if (oec) return;  // the first connect goes on alone
+    set_tcp_options(s->sock, opt_);
+    s->sock.async_connect(ep, [this, s, alive](const ErrorCode& cec) {
+      if (cec || s->done || !*alive) return;
+      s->won = true;
+      ErrorCode ig;
+      connecting_.cancel(ig);  // wakes connect_impl, which takes this socket
+    });
+  });
+  return s;
+}
+
 asio::awaitable<Status> UpstreamConnection::connect(const Url& origin, Deadline d) {
   try {
     co_return co_await connect_impl(origin, d);
@@ -385,9 +435,19 @@ asio::awaitable<Status> UpstreamConnection::connect_impl(const Url& origin, Dead
       continue;
     }
     set_tcp_options(connecting_, opt_);
+    auto second = start_second_syn(ep, cd);
     arm(cd);
     auto [cec] = co_await connecting_.async_connect(ep, kTok);
     disarm();
+    if (second) {
+      if (cec && second->won && !MSB_CANCELLED() && !closed_by_us_) {
+        log::debug("upstream connect: no answer to the first SYN; the second one connected",
+                   {{"upstream", where}, {"after_ms", std::to_string(second->after.count())}});
+        cec = {};
+        connecting_ = std::move(second->sock);
+      }
+      second->stop();
+    }
     switch (cec ? why_aborted(MSB_CANCELLED()) : Woke::kDone) {
       case Woke::kCancelled:
         close();

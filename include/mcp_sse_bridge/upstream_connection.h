@@ -54,7 +54,10 @@ class UpstreamConnection {
   // in turn with TCP_NODELAY and the TcpOptions (keepalive, TCP_USER_TIMEOUT),
   // then for https runs the TLS handshake (SNI and certificate name checks
   // for origin.host unless --upstream-insecure). Bounded by d and, when set,
-  // opt.connect_timeout. Closes any previous connection first.
+  // opt.connect_timeout. Under a bound shorter than 2 s, which leaves the
+  // kernel no room to resend a lost SYN (its first resend is at 1 s), a second
+  // SYN goes out from a second socket at half the bound and the first socket to
+  // connect is kept. Closes any previous connection first.
   // Errors: kUnreachable (refused, no route, name not found), kTimeout,
   // kProtocol (TLS handshake or verification failed), kCancelled, kInternal.
   asio::awaitable<Status> connect(const Url& origin, Deadline d);
@@ -153,6 +156,10 @@ class UpstreamConnection {
   enum class Woke { kDone, kTimer, kCancelled, kClosed };
 
   asio::awaitable<Status> connect_impl(const Url& origin, Deadline d);
+  // The bridge's own early SYN resend under a short connect bound (see the
+  // source); nullptr when the kernel's resend fits in the bound.
+  struct SecondSyn;
+  std::shared_ptr<SecondSyn> start_second_syn(const asio::ip::tcp::endpoint& ep, Deadline cd);
   void append_request(std::string& req, const Url& origin, std::string_view method,
                       std::string_view target, std::string_view extra_headers,
                       std::string_view body, bool with_body);

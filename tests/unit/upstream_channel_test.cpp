@@ -288,6 +288,7 @@ class FakeUpstream {
     fd_ = -1;
   }
   int port() const { return port_; }
+  int listen_fd() const { return fd_; }
   int accepted() const { return accepted_.load(); }
 
   // Reads until a blank line (a request head), bounded; returns it.
@@ -758,6 +759,47 @@ TEST_CASE("upstream connection: a black-holed connect is kTimeout at the deadlin
   Outcome cancelled = connect_once(lt, c, false, TcpOptions{}, 3s, 100ms);
   for (int s : fillers) ::close(s);
   check_timeout_and_cancel(timed_out, cancelled);
+}
+
+TEST_CASE("upstream connection: under a bound below 2 s a lost SYN is sent again at half the bound") {
+  // The listener's queue is full, so the first SYN is dropped (as on a lossy
+  // path). 200 ms in, the queue is emptied. The kernel would resend that SYN
+  // only at 1 s, when the 1 s bound ends: without the bridge's own second SYN
+  // at 500 ms the connect fails although the path works from 200 ms on.
+  FakeUpstream f(nullptr, 0);
+  std::vector<int> fillers;
+  auto dial = [&] {
+    int s = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<uint16_t>(f.port()));
+    (void)::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    fillers.push_back(s);
+  };
+  for (int i = 0; i < 4; ++i) dial();
+  std::this_thread::sleep_for(50ms);
+  std::atomic<int> drained{0};
+  std::thread drainer([&] {
+    std::this_thread::sleep_for(200ms);
+    for (int i = 0; i < 100; ++i) {  // empty the accept queue (bounded)
+      pollfd p{f.listen_fd(), POLLIN, 0};
+      if (::poll(&p, 1, 0) <= 0) break;  // the listener blocks: accept only what is there
+      int a = ::accept4(f.listen_fd(), nullptr, nullptr, SOCK_CLOEXEC);
+      if (a < 0) break;
+      ::close(a);
+      ++drained;
+    }
+  });
+  UpstreamConfig c = config_for(f.port());
+  LoopThread lt;
+  Outcome r = connect_once(lt, c, false, TcpOptions{Millis(0), Millis(0), 1000ms}, 5s);
+  drainer.join();
+  for (int s : fillers) ::close(s);
+  CHECK(drained.load() >= 1);
+  CHECK_MESSAGE(!r.err, (r.err ? r.err->message() : std::string()));
+  CHECK(r.took >= 400);
+  CHECK(r.took < 950);
 }
 
 TEST_CASE("upstream channel: an upstream that accepts and never answers the GET is kTimeout in kConnect") {
