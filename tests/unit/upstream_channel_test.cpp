@@ -723,6 +723,24 @@ TEST_CASE("upstream channel: cancellation mid-wait returns kCancelled promptly, 
 
 // ---- hostile fakes -------------------------------------------------------------
 
+// Fills the accept queue of a listener with backlog 0 that nobody accepts
+// from: Linux then drops further SYNs, as a lossy or black-holed path does.
+// Returns the filler sockets (the caller closes them).
+std::vector<int> fill_accept_queue(int port) {
+  std::vector<int> fillers;
+  for (int i = 0; i < 4; ++i) {
+    int s = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    (void)::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    fillers.push_back(s);
+  }
+  std::this_thread::sleep_for(50ms);
+  return fillers;
+}
+
 TEST_CASE("upstream connection: a closed port is kUnreachable at once") {
   int port = 0;
   {
@@ -741,17 +759,7 @@ TEST_CASE("upstream connection: a closed port is kUnreachable at once") {
 TEST_CASE("upstream connection: a black-holed connect is kTimeout at the deadline, or kCancelled") {
   // A listener that never accepts, its queue filled: further SYNs are dropped.
   FakeUpstream f(nullptr, 0);
-  std::vector<int> fillers;
-  for (int i = 0; i < 4; ++i) {
-    int s = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(static_cast<uint16_t>(f.port()));
-    (void)::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    fillers.push_back(s);
-  }
-  std::this_thread::sleep_for(50ms);
+  std::vector<int> fillers = fill_accept_queue(f.port());
   UpstreamConfig c = config_for(f.port());
   c.connect_timeout = 300ms;
   LoopThread lt;
@@ -767,18 +775,7 @@ TEST_CASE("upstream connection: under a bound below 2 s a lost SYN is sent again
   // only at 1 s, when the 1 s bound ends: without the bridge's own second SYN
   // at 500 ms the connect fails although the path works from 200 ms on.
   FakeUpstream f(nullptr, 0);
-  std::vector<int> fillers;
-  auto dial = [&] {
-    int s = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(static_cast<uint16_t>(f.port()));
-    (void)::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    fillers.push_back(s);
-  };
-  for (int i = 0; i < 4; ++i) dial();
-  std::this_thread::sleep_for(50ms);
+  std::vector<int> fillers = fill_accept_queue(f.port());
   std::atomic<int> drained{0};
   std::thread drainer([&] {
     std::this_thread::sleep_for(200ms);
