@@ -308,9 +308,7 @@ BridgeError UpstreamChannel::post_error(BridgeError e, Phase phase, std::string_
 }
 
 asio::awaitable<Status> UpstreamChannel::finish_post(int status, Deadline d, Phase phase) {
-  auto body = co_await post_.read_full_body(
-      kMaxPostReplyBody,
-      cfg_.post_timeout.count() > 0 ? Deadline::earliest(d, Deadline::after(cfg_.post_timeout)) : d);
+  auto body = co_await post_.read_full_body(kMaxPostReplyBody, Deadline::within(d, cfg_.post_timeout));
   if (!body && body.error().kind == ErrorKind::kCancelled) co_return with_phase(body.error(), phase);
   if (status < 200 || status > 299) {
     // (No temporaries inside the co_await: GCC 12 destroys them twice.)

@@ -48,12 +48,6 @@ using ErrorCode = boost::system::error_code;
 
 namespace {
 
-// A wait for an answer: bounded by d and, when set, by head_timeout from now
-// (--post-timeout: a live server answers at once).
-Deadline head_deadline(Deadline d, Millis head_timeout) {
-  return head_timeout.count() > 0 ? Deadline::earliest(d, Deadline::after(head_timeout)) : d;
-}
-
 constexpr auto kTok = asio::as_tuple(asio::use_awaitable);
 constexpr size_t kReadSize = 16 * 1024;
 constexpr size_t kMaxSkippedBody = 64 * 1024;  // larger unread bodies cost the connection
@@ -416,9 +410,7 @@ asio::awaitable<Status> UpstreamConnection::connect_impl(const Url& origin, Dead
   const std::string where = origin.host + ":" + std::to_string(origin.port);
   if (origin.tls() && !tls_)
     co_return make_error(ErrorKind::kInternal, Phase::kConnect, "https upstream without a TLS context");
-  const Deadline cd = opt_.connect_timeout.count() > 0
-                          ? Deadline::earliest(d, Deadline::after(opt_.connect_timeout))
-                          : d;
+  const Deadline cd = Deadline::within(d, opt_.connect_timeout);
   auto addrs = co_await resolve(ex_, origin.host, origin.port, cd);
   if (!addrs) co_return addrs.error();
 
@@ -660,7 +652,7 @@ asio::awaitable<UpstreamConnection::HeadRead> UpstreamConnection::read_head(Dead
                                                                             Millis head_timeout) {
   // A live server answers at once; head_timeout (--post-timeout) names the
   // wait when it does not.
-  const Deadline head_d = head_deadline(d, head_timeout);
+  const Deadline head_d = Deadline::within(d, head_timeout);
   bool got_any = parser_->buf.size() > 0;
   for (;;) {
     if (parser_->buf.size() > 0) {
@@ -766,7 +758,7 @@ asio::awaitable<UpstreamConnection::Pipelined> UpstreamConnection::request_pair(
     }
     out.sent = true;
     if (drain_previous) {
-      auto prev = co_await read_full_body(kMaxSkippedBody, head_deadline(d, head_timeout));
+      auto prev = co_await read_full_body(kMaxSkippedBody, Deadline::within(d, head_timeout));
       if (!prev) {
         const auto k = prev.error().kind;
         if (k != ErrorKind::kCancelled && k != ErrorKind::kTimeout && k != ErrorKind::kUnresponsive) {
@@ -796,7 +788,7 @@ asio::awaitable<UpstreamConnection::Pipelined> UpstreamConnection::request_pair(
     }
     out.first = std::move(r1.head);
     // The first body is read whole (a 202's "Accepted", or why it was refused).
-    auto body = co_await read_full_body(kMaxSkippedBody, head_deadline(d, head_timeout));
+    auto body = co_await read_full_body(kMaxSkippedBody, Deadline::within(d, head_timeout));
     if (!body) {
       // Its connection is gone (read_full_body closed it) with the second
       // unanswered.

@@ -45,6 +45,11 @@ class Deadline {
 
   // The earlier of two deadlines.
   static Deadline earliest(Deadline a, Deadline b) { return a.when_ <= b.when_ ? a : b; }
+  // d, narrowed to `bound` from now when bound is set (a zero bound = off,
+  // as configured timeouts use it).
+  static Deadline within(Deadline d, Clock::duration bound) {
+    return bound > Clock::duration::zero() ? earliest(d, after(bound)) : d;
+  }
 
   friend bool operator<(const Deadline& a, const Deadline& b) { return a.when_ < b.when_; }
   friend bool operator==(const Deadline& a, const Deadline& b) { return a.when_ == b.when_; }

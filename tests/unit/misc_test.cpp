@@ -9,7 +9,7 @@
 
 using namespace msb;
 
-TEST_CASE("deadline: after, reached, left, earliest, never") {
+TEST_CASE("deadline: after, reached, left, earliest, within, never") {
   auto d = Deadline::after(Millis(50));
   CHECK_FALSE(d.reached());
   CHECK(d.left() <= Millis(50));
@@ -20,6 +20,12 @@ TEST_CASE("deadline: after, reached, left, earliest, never") {
   CHECK(past.left() == Clock::duration::zero());
   CHECK(past.poll_ms() == 0);
   CHECK(Deadline::earliest(d, past) == past);
+  // within: a set bound narrows, a zero bound (off) leaves d, a wider one too.
+  CHECK(Deadline::within(d, Millis(10)) < d);
+  CHECK(Deadline::within(d, Millis(0)) == d);
+  CHECK(Deadline::within(d, Millis(5000)) == d);
+  CHECK(Deadline::within(Deadline::never(), Millis(0)).is_never());
+  CHECK_FALSE(Deadline::within(Deadline::never(), Millis(10)).is_never());
   CHECK(Deadline::never().poll_ms(250) == 250);
   CHECK_FALSE(Deadline::never().reached());
   std::this_thread::sleep_for(Millis(60));
