@@ -777,7 +777,7 @@ TEST_CASE("upstream connection: under a bound below 2 s a lost SYN is sent again
   FakeUpstream f(nullptr, 0);
   std::vector<int> fillers = fill_accept_queue(f.port());
   std::atomic<int> drained{0};
-  std::thread drainer([&] {
+  std::jthread drainer([&] {  // joined also when a REQUIRE below throws
     std::this_thread::sleep_for(200ms);
     for (int i = 0; i < 100; ++i) {  // empty the accept queue (bounded)
       pollfd p{f.listen_fd(), POLLIN, 0};
