@@ -38,18 +38,20 @@ bool Admission::admit(int n) {
 
 void Admission::release(int n) { inflight_.fetch_sub(n); }
 
-bool Admission::admit_session(const std::string& sid, int n) {
+bool Admission::admit_session(std::string_view sid, int n) {
   std::lock_guard lk(mu_);
-  int& c = per_session_[sid];
-  if (c + n > max_per_session_) {
-    if (c == 0) per_session_.erase(sid);
-    return false;
+  auto it = per_session_.find(sid);
+  if (it == per_session_.end()) {
+    if (n > max_per_session_) return false;
+    per_session_.emplace(std::string(sid), n);
+    return true;
   }
-  c += n;
+  if (it->second + n > max_per_session_) return false;
+  it->second += n;
   return true;
 }
 
-void Admission::release_session(const std::string& sid) {
+void Admission::release_session(std::string_view sid) {
   std::lock_guard lk(mu_);
   auto it = per_session_.find(sid);
   if (it != per_session_.end() && --it->second <= 0) per_session_.erase(it);

@@ -66,19 +66,22 @@ struct Attempt {
 // the client's initialize params, every header sent upstream (forwarded
 // credentials included) and the replayed log level.
 struct PoolKey {
-  std::string client_session;
-  std::string init_params;
+  ClientSession session;
   std::string headers;
   std::optional<std::string> log_level;
-  std::string id() const { return make_id(client_session, init_params, headers, log_level); }
+  std::string id() const { return make_id(session, headers, log_level); }
   // The id without a PoolKey (a warm call needs only this; one allocation).
-  static std::string make_id(std::string_view client_session, std::string_view init_params,
-                             std::string_view headers, const std::optional<std::string>& log_level) {
+  // A minted session is told apart by its key, which authenticates its
+  // params; a synthesized one (no key) by its id and params.
+  static std::string make_id(const ClientSession& s, std::string_view headers,
+                             const std::optional<std::string>& log_level) {
+    std::string_view params = s.key.empty() ? std::string_view(s.init_params) : std::string_view();
     std::string k;
-    k.reserve(client_session.size() + init_params.size() + headers.size() + 3 +
+    k.reserve(1 + s.scope().size() + params.size() + headers.size() + 3 +
               (log_level ? log_level->size() : 0));
-    k.append(client_session).push_back('\0');
-    k.append(init_params).push_back('\0');
+    k.push_back(s.key.empty() ? 'p' : 'k');
+    k.append(s.scope()).push_back('\0');
+    k.append(params).push_back('\0');
     k.append(headers).push_back('\0');
     if (log_level) k.append(*log_level);
     return k;
@@ -745,9 +748,7 @@ class WarmPool : public std::enable_shared_from_this<WarmPool> {
   asio::awaitable<ChannelPtr> open(const PoolKey& key) {
     PoolSink sink(stopping_);
     Message none;
-    ClientSession cs;
-    cs.init_params = key.init_params;
-    CallRun run(cfg_, fstats_, none, &cs, key.log_level, key.headers, sink, Clock::now(),
+    CallRun run(cfg_, fstats_, none, &key.session, key.log_level, key.headers, sink, Clock::now(),
                 loop_.io().get_executor());
     auto ch = std::make_unique<UpstreamChannel>(loop_.io().get_executor(), cfg_, key.headers);
     opening_.insert(ch.get());
@@ -797,12 +798,12 @@ asio::awaitable<CallResult> Forwarder::call(EventLoop& loop, const Message& req,
   ChannelPtr warm;
   std::string key_id;
   auto make_key = [&] {
-    return PoolKey{session->id, session->init_params, extra_headers, log_level_params};
+    return PoolKey{*session, extra_headers, log_level_params};
   };
   WarmPool* pool = nullptr;
   if (session && cfg_.pool.size > 0) {
     pool = pool_for(loop);
-    key_id = PoolKey::make_id(session->id, session->init_params, extra_headers, log_level_params);
+    key_id = PoolKey::make_id(*session, extra_headers, log_level_params);
     warm = pool->take(key_id);
     if (warm) pool_stats_.hits.fetch_add(1, std::memory_order_relaxed);
     else pool_stats_.misses.fetch_add(1, std::memory_order_relaxed);
@@ -896,12 +897,10 @@ WarmPool* Forwarder::pool_for(EventLoop& loop) {
   return p.get();
 }
 
-void Forwarder::prewarm(EventLoop& loop, std::string_view client_session,
-                        std::string_view init_params, std::string_view extra_headers,
+void Forwarder::prewarm(EventLoop& loop, const ClientSession& session, std::string_view extra_headers,
                         const std::optional<std::string>& log_level_params) {
   if (cfg_.pool.size == 0) return;
-  pool_for(loop)->want(PoolKey{std::string(client_session), std::string(init_params),
-                               std::string(extra_headers), log_level_params});
+  pool_for(loop)->want(PoolKey{session, std::string(extra_headers), log_level_params});
 }
 
 void Forwarder::stop() {
@@ -932,7 +931,7 @@ void Forwarder::stop() {
 
 asio::awaitable<CallResult> Forwarder::guarded(asio::awaitable<CallResult> call, const Message& m,
                                                CallSink& sink, Clock::time_point arrival,
-                                               std::string upstream) {
+                                               const Url& upstream) {
   std::string what;
   try {
     co_return co_await std::move(call);
@@ -943,7 +942,7 @@ asio::awaitable<CallResult> Forwarder::guarded(asio::awaitable<CallResult> call,
   CallResult r;
   r.error = make_error(ErrorKind::kInternal, Phase::kRequest,
                        "internal error in mcp-sse-bridge: " + what);
-  r.response = jsonrpc_error_response(m.id, *r.error, elapsed_ms(arrival), upstream);
+  r.response = jsonrpc_error_response(m.id, *r.error, elapsed_ms(arrival), upstream.str());
   log::error("call failed with an exception", {{"method", m.method}, {"id", m.id}, {"what", what}});
   co_return r;
 }

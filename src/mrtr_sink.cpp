@@ -59,7 +59,7 @@ struct MrtrSink::Impl {
     auto r = co_await Forwarder::guarded(
         fwd->call(self->loop_, req, session ? &*session : nullptr, std::move(log_level),
                   std::move(headers), *self, arrival),
-        req, *self, arrival, fwd->config().sse_url.str());
+        req, *self, arrival, fwd->config().sse_url);
     self->finish(std::move(r));
   }
 };

@@ -85,7 +85,8 @@ bool ResponseSink::admit_request(std::string_view method, std::string_view bridg
 }
 
 std::string ResponseSink::route_key(std::string_view bridge_id) const {
-  return (session_ ? session_->id : std::string()) + "\n" + std::string(bridge_id);
+  std::string key(session_ ? session_->scope() : std::string_view());
+  return key.append(1, '\n').append(bridge_id);
 }
 
 SseSink::SseSink(CallRegistry& registry, const Lifecycle& life, std::shared_ptr<Exchange> ex,

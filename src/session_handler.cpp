@@ -26,11 +26,11 @@ double seconds_since(Clock::time_point t0) {
 
 // X-Request-Id: the client's when it is short and plain, else a new one.
 std::string request_id_for(const HeaderList& h) {
-  std::string v(find_header(h, "X-Request-Id").value_or(""));
+  std::string_view v = find_header(h, "X-Request-Id").value_or("");
   bool ok = !v.empty() && v.size() <= 64;
   for (unsigned char c : v)
     if (!(std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == ':')) ok = false;
-  if (ok) return v;
+  if (ok) return std::string(v);
   static std::atomic<uint64_t> counter{0};
   static const uint64_t salt = [] {
     uint64_t x = 0;
@@ -38,10 +38,10 @@ std::string request_id_for(const HeaderList& h) {
     std::memcpy(&x, r.data(), 8);
     return x;
   }();
-  uint64_t n = counter.fetch_add(1) ^ salt;
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(n));
-  return buf;
+  uint64_t n = counter.fetch_add(1, std::memory_order_relaxed) ^ salt;
+  std::string out(16, '0');  // 16 hex digits (no snprintf: this runs per request)
+  for (int i = 15; i >= 0; --i, n >>= 4) out[i] = "0123456789abcdef"[n & 15];
+  return out;
 }
 
 std::string params_too_large(std::string_view id, size_t bytes) {
@@ -89,22 +89,22 @@ void SessionHandler::handle(std::shared_ptr<Exchange> ex, HttpRequest req) {
   refuse(*ex, r);
 }
 
-std::optional<ClientSession> SessionHandler::require_session(const HeaderList& h, Exchange& ex,
+std::shared_ptr<const ClientSession> SessionHandler::require_session(const HeaderList& h, Exchange& ex,
                                                              std::string_view id,
                                                              HttpResponse* base) {
   auto sid = find_header(h, kSessionHeader);
   if (!sid) {
     refuse(ex, Rejection{400, -32000, "Bad Request: Mcp-Session-Id header is required"}, id, base);
-    return std::nullopt;
+    return nullptr;
   }
-  auto s = d_.tokens.verify(std::string(*sid));
+  auto s = d_.tokens.verify(*sid);
   if (!s) {
     refuse(ex,
            Rejection{404, -32001,
                      "Session not found: unknown, expired or terminated Mcp-Session-Id; "
                      "send initialize again"},
            id, base);
-    return std::nullopt;
+    return nullptr;
   }
   return s;
 }
@@ -213,21 +213,21 @@ void SessionHandler::handle_post(std::shared_ptr<Exchange> ex, HttpRequest& req)
   for (auto& m : parsed.messages) {
     if (m.kind == MsgKind::kRequest) {
       std::string key;
-      key.reserve(session->id.size() + 1 + m.id.size());
-      key.append(session->id).append(1, '\n').append(m.id);
+      key.reserve(session->scope().size() + 1 + m.id.size());
+      key.append(session->scope()).append(1, '\n').append(m.id);
       calls.push_back(PendingCall{std::move(m), std::move(key), nullptr, true, request_id, arrival,
                                   d_.life.draining.load()});
       continue;
     }
     if (m.kind == MsgKind::kNotification && m.method == "notifications/cancelled" &&
         !m.cancel_id.empty()) {
-      if (registry_.cancel(session->id + "\n" + m.cancel_id))
+      if (registry_.cancel(std::string(session->scope()) + "\n" + m.cancel_id))
         log::info("client cancelled a call", {{"id", m.cancel_id}});
     } else if (m.kind == MsgKind::kResponse) {
       // An answer to a server-to-client request forwarded by one of this
       // session's calls.
       std::string rid = m.id;
-      if (registry_.route(session->id + "\n" + rid, m)) continue;
+      if (registry_.route(std::string(session->scope()) + "\n" + rid, m)) continue;
       // Session mode: an answer to a request forwarded on the GET stream.
       if (auto up = session_mode() ? sessions_.find(session->id) : nullptr)
         up->client_answer(std::move(m));
@@ -251,10 +251,10 @@ void SessionHandler::handle_post(std::shared_ptr<Exchange> ex, HttpRequest& req)
   // client's pending request gets it.
   int n = static_cast<int>(calls.size());
   std::string first_id = calls.size() == 1 ? calls.front().msg.id : "";
-  if (!d_.admission.admit_session(session->id, n))
+  if (!d_.admission.admit_session(session->scope(), n))
     return refuse(*ex, d_.admission.session_refusal(), first_id, &base);
   if (!d_.admission.admit(n)) {
-    for (int i = 0; i < n; ++i) d_.admission.release_session(session->id);
+    for (int i = 0; i < n; ++i) d_.admission.release_session(session->scope());
     return refuse(*ex, d_.admission.inflight_refusal(), first_id, &base);
   }
   std::vector<MailboxPtr> boxes;
@@ -277,7 +277,7 @@ void SessionHandler::handle_post(std::shared_ptr<Exchange> ex, HttpRequest& req)
   // The calls run on this connection's loop, as one coroutine.
   auto& io = ex->loop().io();
   boost::asio::co_spawn(io,
-                        run_calls(std::move(ex), std::move(calls), std::move(*session),
+                        run_calls(std::move(ex), std::move(calls), std::move(session),
                                   std::move(upstream_headers), accepts_sse, parsed.batch,
                                   std::move(base)),
                         boost::asio::detached);
@@ -286,9 +286,11 @@ void SessionHandler::handle_post(std::shared_ptr<Exchange> ex, HttpRequest& req)
 // On the connection's loop: runs the calls of one POST in order and answers them.
 boost::asio::awaitable<void> SessionHandler::run_calls(std::shared_ptr<Exchange> ex,
                                                        std::vector<PendingCall> calls,
-                                                       ClientSession session, std::string headers,
+                                                       std::shared_ptr<const ClientSession> sp,
+                                                       std::string headers,
                                                        bool sse, bool batch, HttpResponse base) {
   EventLoop& loop = ex->loop();
+  const ClientSession& session = *sp;
   std::vector<std::string> out;
   std::string tail;  // SSE: the last call's event, sent with the stream's end
   bool gone = false;
@@ -407,7 +409,7 @@ void SessionHandler::release(PendingCall& c) {
   c.counted = false;
   registry_.remove_call(c.key, c.mailbox);
   d_.admission.release();
-  d_.admission.release_session(c.key.substr(0, c.key.find('\n')));
+  d_.admission.release_session(std::string_view(c.key).substr(0, c.key.find('\n')));
 }
 
 // The call on the upstream session of the client session (session mode) or
@@ -419,7 +421,7 @@ boost::asio::awaitable<CallResult> SessionHandler::call_guarded(
                   ? sessions_.call(loop, m, *s, std::move(headers), std::move(log_level), sink, arrival)
                   : d_.forwarder.call(loop, m, s, std::move(log_level), std::move(headers), sink,
                                       arrival);
-  return Forwarder::guarded(std::move(call), m, sink, arrival, d_.cfg.upstream.sse_url.str());
+  return Forwarder::guarded(std::move(call), m, sink, arrival, d_.cfg.upstream.sse_url);
 }
 
 // Runs one call to completion (or cancellation) and logs it.
@@ -530,7 +532,7 @@ boost::asio::awaitable<void> SessionHandler::initialize_call(
   // Session mode: the client session is minted first, and the open of its
   // own upstream session answers this initialize (one upstream connect).
   std::string sid;
-  std::optional<ClientSession> minted;
+  std::shared_ptr<const ClientSession> minted;
   if (session_mode()) {
     sid = d_.tokens.mint(params);
     if (!sid.empty()) minted = d_.tokens.verify(sid);
@@ -542,7 +544,7 @@ boost::asio::awaitable<void> SessionHandler::initialize_call(
     r.error = make_error(ErrorKind::kInternal, Phase::kInitialize, "initialize params too large");
     r.response = params_too_large(init.id, params.size());
   } else {
-    r = co_await call_guarded(ex.loop(), init, minted ? &*minted : nullptr, std::nullopt, headers,
+    r = co_await call_guarded(ex.loop(), init, minted.get(), std::nullopt, headers,
                               sink, Clock::now());
   }
   if (r.cancelled) {
@@ -592,7 +594,8 @@ boost::asio::awaitable<void> SessionHandler::initialize_call(
   if (!ok && minted) {
     sessions_.close(minted->id);  // the client never learns this session id
   } else if (ok && !session_mode()) {
-    d_.forwarder.prewarm(ex.loop(), sid, params, headers, std::nullopt);
+    // (Verified here: the session is then cached for the client's first call.)
+    if (auto s = d_.tokens.verify(sid)) d_.forwarder.prewarm(ex.loop(), *s, headers, std::nullopt);
   }
   if (ok) {
     base.set_header(kSessionHeader, sid);

@@ -137,7 +137,7 @@ std::string session_tag(std::string_view id) {
   return hex(std::string_view(reinterpret_cast<const char*>(d), 6));
 }
 
-std::optional<ClientSession> SessionTokens::verify(std::string_view id) const {
+std::shared_ptr<const ClientSession> SessionTokens::verify(std::string_view id) const {
   uint64_t revocations;
   {
     std::lock_guard lk(cache_mu_);
@@ -152,36 +152,37 @@ std::optional<ClientSession> SessionTokens::verify(std::string_view id) const {
     cache_.clear();
     cache_bytes_ = 0;
   }
-  if (cache_.emplace(s->id, *s).second) cache_bytes_ += 2 * s->id.size() + s->init_params.size() + 64;
+  if (cache_.emplace(s->id, s).second) cache_bytes_ += 2 * s->id.size() + s->init_params.size() + 64;
   return s;
 }
 
-std::optional<ClientSession> SessionTokens::verify_uncached(std::string_view id) const {
-  if (id.empty() || id.size() > kMaxTokenLength) return std::nullopt;
+std::shared_ptr<const ClientSession> SessionTokens::verify_uncached(std::string_view id) const {
+  if (id.empty() || id.size() > kMaxTokenLength) return nullptr;
   auto dot = id.find('.');
-  if (dot == std::string_view::npos) return std::nullopt;
+  if (dot == std::string_view::npos) return nullptr;
   std::string_view body = id.substr(0, dot);
   auto given = base64url_decode(id.substr(dot + 1));
-  if (!given) return std::nullopt;
+  if (!given) return nullptr;
   std::string expected = mac(body);
   if (given->size() != expected.size() ||
       CRYPTO_memcmp(given->data(), expected.data(), expected.size()) != 0)
-    return std::nullopt;
+    return nullptr;
   {
     std::lock_guard lk(mu_);
-    if (revoked_.count(std::string(id.substr(dot + 1)))) return std::nullopt;
+    if (revoked_.count(std::string(id.substr(dot + 1)))) return nullptr;
   }
   auto json = base64url_decode(body);
-  if (!json) return std::nullopt;
+  if (!json) return nullptr;
   auto payload = nlohmann::ordered_json::parse(*json, nullptr, false);
   if (payload.is_discarded() || !payload.is_object() || payload.value("v", 0) != 1 ||
       !payload.contains("p") || !payload["p"].is_object())
-    return std::nullopt;
-  ClientSession s;
-  s.id = std::string(id);
-  s.init_params = payload["p"].dump();
-  s.issued_at = payload.value("iat", int64_t{0});
-  s.tag = session_tag(id);
+    return nullptr;
+  auto s = std::make_shared<ClientSession>();
+  s->id = std::string(id);
+  s->init_params = payload["p"].dump();
+  s->issued_at = payload.value("iat", int64_t{0});
+  s->tag = session_tag(id);
+  s->key = std::string(id.substr(dot + 1));
   return s;
 }
 
@@ -206,7 +207,7 @@ bool SessionTokens::revoke(std::string_view id) {
   std::lock_guard ck(cache_mu_);
   ++revocations_;
   if (auto it = cache_.find(id); it != cache_.end()) {
-    cache_bytes_ -= std::min(cache_bytes_, 2 * it->second.id.size() + it->second.init_params.size() + 64);
+    cache_bytes_ -= std::min(cache_bytes_, 2 * it->second->id.size() + it->second->init_params.size() + 64);
     cache_.erase(it);
   }
   return fresh;
@@ -215,16 +216,16 @@ bool SessionTokens::revoke(std::string_view id) {
 namespace {
 // Per-session state is keyed by the id's MAC part (43 bytes), not the id
 // itself (up to 32 KiB).
-std::string state_key(std::string_view id) {
+std::string_view state_key(std::string_view id) {
   auto dot = id.find('.');
-  return std::string(dot == std::string_view::npos ? id.substr(0, 64) : id.substr(dot + 1, 64));
+  return dot == std::string_view::npos ? id.substr(0, 64) : id.substr(dot + 1, 64);
 }
 }  // namespace
 
 void SessionTokens::set_log_level(std::string_view id, std::string params_json) {
   if (params_json.size() > kMaxLogLevelParams) return;  // the caller validated it; never grow
   std::lock_guard lk(mu_);
-  auto [it, inserted] = log_levels_.insert_or_assign(state_key(id), std::move(params_json));
+  auto [it, inserted] = log_levels_.insert_or_assign(std::string(state_key(id)), std::move(params_json));
   if (inserted) {
     log_level_order_.push_back(it->first);
     if (log_level_order_.size() > max_entries_) {

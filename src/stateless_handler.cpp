@@ -162,7 +162,7 @@ boost::asio::awaitable<void> StatelessHandler::run_call(std::shared_ptr<Exchange
     r = co_await Forwarder::guarded(
         d_.forwarder.call(ex->loop(), c->msg, &c->session, c->env.log_level_params, c->headers,
                           sink, c->arrival),
-        c->msg, sink, c->arrival, upstream);
+        c->msg, sink, c->arrival, d_.cfg.upstream.sse_url);
   }
   registry_.remove_call(c->key, c->box);
   d_.admission.release();
@@ -384,7 +384,7 @@ boost::asio::awaitable<void> StatelessHandler::discover(std::shared_ptr<Exchange
     parse_message(make_request(id, "initialize", params), init);
     r = co_await Forwarder::guarded(
         d_.forwarder.call(ex->loop(), init, nullptr, std::nullopt, headers, sink, t0), init, sink,
-        t0, upstream);
+        t0, d_.cfg.upstream.sse_url);
     registry_.remove_call(key, box);
     d_.admission.release();
     if (r.cancelled && (sink.gone() || box->gone.load() || ex->client_gone())) {

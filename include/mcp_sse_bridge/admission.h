@@ -16,6 +16,7 @@
 #include "mcp_sse_bridge/http_exchange.h"
 #include "mcp_sse_bridge/log.h"
 #include "mcp_sse_bridge/request_policy.h"
+#include "mcp_sse_bridge/text_util.h"
 
 namespace msb {
 
@@ -49,8 +50,8 @@ class Admission {
   bool admit(int n);
   void release(int n = 1);
   // Takes n slots of a client session; false above --max-calls-per-session.
-  bool admit_session(const std::string& sid, int n);
-  void release_session(const std::string& sid);
+  bool admit_session(std::string_view sid, int n);
+  void release_session(std::string_view sid);
 
   int inflight() const { return inflight_.load(); }
   Rejection inflight_refusal() const;
@@ -61,7 +62,7 @@ class Admission {
   const int max_per_session_;
   std::atomic<int> inflight_{0};
   std::mutex mu_;
-  std::unordered_map<std::string, int> per_session_;
+  std::unordered_map<std::string, int, StringHash, std::equal_to<>> per_session_;
 };
 
 }  // namespace msb

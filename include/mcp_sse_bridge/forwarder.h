@@ -102,14 +102,15 @@ class Forwarder {
   // becomes the call's internal error with `m`'s id, logged, so that no
   // client is left without an answer. Every caller of a call coroutine
   // (Forwarder::call, SessionTable::call) awaits it through this.
+  // `upstream` (named in the error) must outlive the call: the config's.
   static boost::asio::awaitable<CallResult> guarded(boost::asio::awaitable<CallResult> call,
                                                     const Message& m, CallSink& sink,
-                                                    Clock::time_point arrival, std::string upstream);
+                                                    Clock::time_point arrival, const Url& upstream);
 
   // Asks loop's warm pool for a session ready for this client session's next
   // call (after initialize). No-op when the pool is off. Loop thread.
-  void prewarm(EventLoop& loop, std::string_view client_session, std::string_view init_params,
-               std::string_view extra_headers, const std::optional<std::string>& log_level_params);
+  void prewarm(EventLoop& loop, const ClientSession& session, std::string_view extra_headers,
+               const std::optional<std::string>& log_level_params);
   // Stops the pools' fillers and closes their idle sessions (each on its
   // loop; the loops must still run). Bounded.
   void stop();

@@ -73,7 +73,7 @@ class SessionHandler {
   bool guard(const HttpRequest& req, Exchange& ex);
   void refuse(Exchange& ex, const Rejection& r, std::string_view id = "",
               HttpResponse* base = nullptr);
-  std::optional<ClientSession> require_session(const HeaderList& h, Exchange& ex,
+  std::shared_ptr<const ClientSession> require_session(const HeaderList& h, Exchange& ex,
                                                std::string_view id = "",
                                                HttpResponse* base = nullptr);
   void handle_post(std::shared_ptr<Exchange> ex, HttpRequest& req);
@@ -88,7 +88,8 @@ class SessionHandler {
                                                std::string request_id, bool late,
                                                HttpResponse base);
   boost::asio::awaitable<void> run_calls(std::shared_ptr<Exchange> ex,
-                                         std::vector<PendingCall> calls, ClientSession session,
+                                         std::vector<PendingCall> calls,
+                                         std::shared_ptr<const ClientSession> session,
                                          std::string headers, bool sse, bool batch,
                                          HttpResponse base);
   std::optional<std::string> local_answer(const Message& m, const ClientSession& s);

@@ -16,12 +16,15 @@
 
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <unordered_set>
+
+#include "mcp_sse_bridge/text_util.h"
 
 namespace msb {
 
@@ -30,6 +33,15 @@ struct ClientSession {
   std::string init_params;  // compact JSON of the client's initialize params
   int64_t issued_at = 0;    // unix seconds
   std::string tag;          // short non-reversible tag of the id, for logs
+  // The id's MAC part (43 bytes): it authenticates the whole id, initialize
+  // params included, so it tells minted sessions apart as well as the id
+  // does, at a tenth of the bytes to copy and hash. Empty for a session the
+  // bridge synthesized (the 2026-07-28 era's), whose id is only a marker.
+  std::string key;
+
+  // What per-session maps (calls, admission, the warm pool) key this session
+  // by: `key`, or the id where there is no key.
+  std::string_view scope() const { return key.empty() ? std::string_view(id) : std::string_view(key); }
 };
 
 class SessionTokens {
@@ -44,9 +56,10 @@ class SessionTokens {
   // every later request would find unknown.
   std::string mint(std::string_view init_params_json);
 
-  // Verifies an id: nullopt when malformed, tampered, signed with another
-  // secret, or revoked here.
-  std::optional<ClientSession> verify(std::string_view id) const;
+  // Verifies an id: null when malformed, tampered, signed with another
+  // secret, or revoked here. Shared and immutable: a session's requests do
+  // not copy its id and params.
+  std::shared_ptr<const ClientSession> verify(std::string_view id) const;
 
   // Revokes an id on this process. Returns false if it was already revoked.
   bool revoke(std::string_view id);
@@ -68,22 +81,19 @@ class SessionTokens {
 
  private:
   std::string mac(std::string_view data) const;
-  std::optional<ClientSession> verify_uncached(std::string_view id) const;
+  std::shared_ptr<const ClientSession> verify_uncached(std::string_view id) const;
 
   std::string secret_;
   size_t max_entries_;
   mutable std::mutex mu_;
   std::unordered_set<std::string> revoked_;  // keyed by the mac part
   std::deque<std::string> revoked_order_;
-  std::unordered_map<std::string, std::string> log_levels_;
+  std::unordered_map<std::string, std::string, StringHash, std::equal_to<>> log_levels_;
   std::deque<std::string> log_level_order_;
 
-  struct StringHash {
-    using is_transparent = void;
-    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-  };
   mutable std::mutex cache_mu_;
-  mutable std::unordered_map<std::string, ClientSession, StringHash, std::equal_to<>> cache_;
+  mutable std::unordered_map<std::string, std::shared_ptr<const ClientSession>, StringHash, std::equal_to<>>
+      cache_;
   mutable size_t cache_bytes_ = 0;
   uint64_t revocations_ = 0;  // under cache_mu_: a verify that raced a revoke does not cache
 };

@@ -31,6 +31,13 @@ TEST_CASE("admission: per-session caps are per session") {
   a.release_session("s1");
   CHECK(a.admit_session("s1", 1));
   CHECK(a.session_refusal().status == 429);
+  // A batch larger than the cap is refused whole, on a new session too, and
+  // leaves nothing counted behind.
+  CHECK_FALSE(a.admit_session("s3", 3));
+  CHECK(a.admit_session("s3", 2));
+  a.release_session("s3");
+  a.release_session("s3");
+  CHECK(a.admit_session("s3", 2));
 }
 
 TEST_CASE("refusals: the answer carries the id and the status is counted") {

@@ -83,8 +83,22 @@ TEST_CASE("session ids: sign, verify, tamper, other secret, revoke") {
   CHECK_FALSE(a.verify(""));
   CHECK_FALSE(a.verify("no-dot"));
   CHECK_FALSE(a.verify(id + "x"));
-  // Two sessions with the same params get different ids.
-  CHECK(a.mint(params) != id);
+  // Two sessions with the same params get different ids, and different keys:
+  // the key (the MAC part) is what per-session maps and the warm pool use.
+  std::string id2 = a.mint(params);
+  CHECK(id2 != id);
+  auto s2 = a.verify(id2);
+  REQUIRE(s2);
+  CHECK(s->key == id.substr(id.find('.') + 1));
+  CHECK(s->key.size() == 43);
+  CHECK(s2->key != s->key);
+  CHECK(s->scope() == s->key);
+  // A cached session is shared, not copied per request.
+  CHECK(a.verify(id).get() == s.get());
+  // A synthesized session (no minted id) is told apart by its id.
+  ClientSession synth;
+  synth.id = "stateless";
+  CHECK(synth.scope() == "stateless");
   // Revocation is local and bounded.
   CHECK(a.revoke(id));
   CHECK_FALSE(a.verify(id));
