@@ -173,16 +173,14 @@ std::optional<Rejection> RequestPolicy::check_protocol_version(const HeaderList&
 }
 
 std::optional<Rejection> RequestPolicy::check_post(const HeaderList& h, bool* accepts_sse) const {
-  std::string accept = lower(find_header(h, "Accept").value_or(""));
-  *accepts_sse = accept.find("text/event-stream") != std::string::npos;
-  bool accepts_json = accept.empty() || accept.find("application/json") != std::string::npos ||
-                      accept.find("*/*") != std::string::npos ||
-                      accept.find("application/*") != std::string::npos;
+  std::string_view accept = find_header(h, "Accept").value_or("");
+  *accepts_sse = icontains(accept, "text/event-stream");
+  bool accepts_json = accept.empty() || icontains(accept, "application/json") ||
+                      icontains(accept, "*/*") || icontains(accept, "application/*");
   if (!*accepts_sse && !accepts_json)
     return Rejection{406, -32000,
                      "Not Acceptable: Accept must list application/json and/or text/event-stream"};
-  std::string ctype = lower(find_header(h, "Content-Type").value_or(""));
-  if (ctype.rfind("application/json", 0) != 0)
+  if (!istarts_with(find_header(h, "Content-Type").value_or(""), "application/json"))
     return Rejection{415, -32000, "Unsupported Media Type: Content-Type must be application/json"};
   return std::nullopt;
 }

@@ -257,17 +257,22 @@ void SessionHandler::handle_post(std::shared_ptr<Exchange> ex, HttpRequest& req)
     for (int i = 0; i < n; ++i) d_.admission.release_session(session->scope());
     return refuse(*ex, d_.admission.inflight_refusal(), first_id, &base);
   }
-  std::vector<MailboxPtr> boxes;
-  boxes.reserve(calls.size());
   for (auto& c : calls) {
     c.mailbox = std::make_shared<CallMailbox>();
     registry_.add_call(c.key, c.mailbox);
-    boxes.push_back(c.mailbox);
   }
-  // A client that hangs up ends its calls at once.
-  ex->on_gone([boxes = std::move(boxes)] {
-    for (auto& b : boxes) b->hangup();
-  });
+  // A client that hangs up ends its calls at once. (A single call, the
+  // common case, captures its mailbox alone: no vector, no heap function.)
+  if (calls.size() == 1) {
+    ex->on_gone([box = calls.front().mailbox] { box->hangup(); });
+  } else {
+    std::vector<MailboxPtr> boxes;
+    boxes.reserve(calls.size());
+    for (auto& c : calls) boxes.push_back(c.mailbox);
+    ex->on_gone([boxes = std::move(boxes)] {
+      for (auto& b : boxes) b->hangup();
+    });
+  }
   if (accepts_sse) {
     // A quick answer then leaves with its head in one write.
     HttpResponse head = SseSink::head(base);

@@ -18,6 +18,18 @@ inline bool iequals(std::string_view a, std::string_view b) {
   return true;
 }
 
+// Whether `s` starts with / contains `token`, ASCII case-insensitively
+// (`token` in lower case). No allocation: these run per request.
+inline bool istarts_with(std::string_view s, std::string_view token) {
+  return s.size() >= token.size() && iequals(s.substr(0, token.size()), token);
+}
+inline bool icontains(std::string_view s, std::string_view token) {
+  if (token.empty()) return true;
+  for (size_t i = 0; i + token.size() <= s.size(); ++i)
+    if (ascii_lower(s[i]) == token.front() && istarts_with(s.substr(i), token)) return true;
+  return false;
+}
+
 inline std::string lower(std::string_view s) {
   std::string o(s);
   for (auto& c : o) c = ascii_lower(c);

@@ -6,6 +6,7 @@
 #include "mcp_sse_bridge/config.h"
 #include "mcp_sse_bridge/deadline.h"
 #include "mcp_sse_bridge/session_token.h"
+#include "mcp_sse_bridge/text_util.h"
 
 using namespace msb;
 
@@ -115,4 +116,18 @@ TEST_CASE("base64url round trip") {
   }
   CHECK_FALSE(base64url_decode("a"));
   CHECK_FALSE(base64url_decode("ab+/"));
+}
+
+TEST_CASE("text: ASCII case-insensitive equals, starts-with and contains") {
+  CHECK(iequals("Content-Type", "content-type"));
+  CHECK_FALSE(iequals("Content-Type", "content-typ"));
+  CHECK(istarts_with("Application/JSON; charset=utf-8", "application/json"));
+  CHECK_FALSE(istarts_with("text/application/json", "application/json"));
+  CHECK_FALSE(istarts_with("application/js", "application/json"));
+  CHECK(icontains("application/json, Text/Event-Stream", "text/event-stream"));
+  CHECK(icontains("*/*", "*/*"));
+  CHECK_FALSE(icontains("application/json", "text/event-stream"));
+  CHECK_FALSE(icontains("", "a"));
+  CHECK(icontains("", ""));
+  CHECK(icontains("aab", "ab"));  // a false start is not the end of the search
 }
