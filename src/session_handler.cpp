@@ -126,8 +126,7 @@ void SessionHandler::handle_delete(Exchange& ex, const HttpRequest& req) {
 void SessionHandler::handle_get(std::shared_ptr<Exchange> ex, const HttpRequest& req) {
   const auto& h = req.headers;
   if (auto r = d_.policy.check_protocol_version(h)) return refuse(*ex, *r);
-  auto accept = lower(std::string(find_header(h, "Accept").value_or("")));
-  if (accept.find("text/event-stream") == std::string::npos)
+  if (!icontains(find_header(h, "Accept").value_or(""), "text/event-stream"))
     return refuse(*ex, Rejection{406, -32000,
                                  "Not Acceptable: the standalone stream (GET) needs Accept: "
                                  "text/event-stream"});
