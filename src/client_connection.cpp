@@ -240,6 +240,31 @@ void ClientConnection::start() {
   asio::co_spawn(loop_.io(), run(), asio::detached);
 }
 
+void ClientConnection::start_moved(std::string first, int served) {
+  first_ = std::move(first);
+  served_ = served;
+  start();
+}
+
+bool ClientConnection::movable() const {
+  return handshaken_ && !stream_->is_tls() && buf_.size() == 0 && !parser_ && !current_ &&
+         pending_.empty() && !writing_ && out_.empty() && !closed_ && !closing_after_ &&
+         !lingering_ && !drain_ && !deferred_status_;
+}
+
+int ClientConnection::release_for_move() {
+  if (!movable()) return -1;
+  ErrorCode ec;
+  int fd = stream_->socket().release(ec);  // leaves this loop's epoll set
+  if (ec || fd < 0) return -1;
+  closed_ = true;
+  disarm_reads();
+  write_timer_.cancel();
+  head_timer_.cancel();
+  on_closed = nullptr;  // (mover stays: it is running)
+  return fd;
+}
+
 ClientConnection* owner_of(TimerEntry* e) { return static_cast<ClientConnection*>(e->owner); }
 
 void ClientConnection::on_read_timeout(TimerEntry* e) {
@@ -312,9 +337,15 @@ asio::awaitable<void> ClientConnection::serve() {
   }
   handshaken_ = true;
   arm_idle();
+  if (!first_.empty()) {  // moved here with the start of a request
+    std::string first = std::move(first_);
+    first_ = std::string();
+    take(first.data(), first.size());
+  }
   thread_local std::vector<char> scratch(kScratch);
   while (!closed_) {
     size_t n = 0;
+    const char* data = nullptr;
     if (stream_->is_tls()) {
       // OpenSSL buffers inside the stream: read straight into ours.
       auto [ec, got] = co_await stream_->read_some(buf_.prepare(16 * 1024));
@@ -322,17 +353,25 @@ asio::awaitable<void> ClientConnection::serve() {
       buf_.commit(got);
       n = got;
     } else {
-      // Wait for readability, then one non-blocking read into the loop's
-      // scratch buffer: no speculative read that returns EAGAIN, and an idle
-      // connection holds no read buffer of its own.
-      auto [ec] = co_await stream_->socket().async_wait(tcp::socket::wait_read,
-                                                       asio::as_tuple(asio::use_awaitable));
+      // A read into the connection's small buffer, pending while it waits
+      // (during a call it is also the hang-up watch). Asio queues it without
+      // a syscall when the last read drained the socket, and reads when
+      // epoll reports bytes: no EAGAIN, and no epoll_ctl (a readiness wait
+      // costs one each time).
+      auto [ec, got] = co_await stream_->socket().async_read_some(
+          asio::buffer(rbuf_), asio::as_tuple(asio::use_awaitable));
       if (ec || closed_) break;
-      ErrorCode rec;
-      n = stream_->socket().read_some(asio::buffer(scratch.data(), scratch.size()), rec);
-      if (rec == asio::error::would_block || rec == asio::error::try_again) continue;
-      if (rec) break;
+      n = got;
       if (lingering_) continue;
+      data = rbuf_.data();
+      if (n == rbuf_.size()) {
+        // Perhaps more: what else is there now joins it in the scratch
+        // buffer (an error shows on the next read).
+        std::memcpy(scratch.data(), rbuf_.data(), n);
+        ErrorCode rec;
+        n += stream_->read_now(asio::buffer(scratch.data() + n, scratch.size() - n), rec);
+        data = scratch.data();
+      }
     }
     if (lingering_ || closing_after_ || deferred_status_) {
       buf_.consume(buf_.size());  // nothing more is answered on this connection
@@ -342,20 +381,27 @@ asio::awaitable<void> ClientConnection::serve() {
     if (stream_->is_tls() || buf_.size() > 0) {
       if (!stream_->is_tls()) {
         auto dst = buf_.prepare(n);
-        std::memcpy(dst.data(), scratch.data(), n);
+        std::memcpy(dst.data(), data, n);
         buf_.commit(n);
       }
       feed();
       continue;
     }
-    // Nothing buffered: parse straight from the scratch buffer and keep
-    // only what is left (a partial or read-ahead request).
-    size_t used = parse(scratch.data(), n);
-    if (used < n && !closed_ && !closing_after_ && !lingering_ && !deferred_status_) {
-      auto dst = buf_.prepare(n - used);
-      std::memcpy(dst.data(), scratch.data() + used, n - used);
-      buf_.commit(n - used);
-    }
+    // A request starting on an idle connection: the listener may move the
+    // connection to a loop with more room (LoopBalancer), bytes and all.
+    if (mover && movable() && mover(this, std::string_view(data, n))) co_return;
+    take(data, n);
+  }
+}
+
+void ClientConnection::take(const char* in, size_t n) {
+  // Nothing buffered: parse straight from `in` and keep only what is left
+  // (a partial or read-ahead request).
+  size_t used = parse(in, n);
+  if (used < n && !closed_ && !closing_after_ && !lingering_ && !deferred_status_) {
+    auto dst = buf_.prepare(n - used);
+    std::memcpy(dst.data(), in + used, n - used);
+    buf_.commit(n - used);
   }
 }
 

@@ -265,6 +265,11 @@ Config parse_or_throw(int argc, char** argv, std::string* help_text) {
   opt("loop-threads", c.loop_threads,
       "Event-loop threads serving client connections (0 = one per core); an idle connection or "
       "open response stream costs memory, not a thread")->check(CLI::Range(0, 256));
+  opt("loop-packing", c.loop_packing,
+      "With several loops: connections live on the first loop while it is below 70% busy (one "
+      "loop waking for every call costs less CPU than two waking in turn), and idle connections "
+      "move to a less busy loop at their next request once it is busier; off = each connection "
+      "stays on the loop the kernel handed it to");
   opt("max-connections", c.max_connections,
       "Client connections open at once; one more gets HTTP 503 with Retry-After and is closed")
       ->check(CLI::Range(16, 1000000));

@@ -71,12 +71,14 @@ struct FrontServer::Impl {
                             [this] { return gauges(); }}),
         limits(limits_of(cfg)),
         loops(cfg.loop_threads > 0 ? cfg.loop_threads : default_loop_count()),
-        listener(loops, limits, cfg.max_connections, router, &metrics, cfg.tls_ctx) {}
+        listener(loops, limits, cfg.max_connections, router, &metrics, cfg.tls_ctx, cfg.loop_packing) {}
 
   MetricsGauges gauges() {
     MetricsGauges g;
     g.inflight = admission.inflight();
     g.connections = listener.connections();
+    for (int i = 0; i < loops.size(); ++i) g.loop_connections.push_back(listener.connections_on(i));
+    g.connection_moves = listener.moves();
     g.upstream_sessions = static_cast<int64_t>(Forwarder::open_sessions());
     g.ready = !life.draining.load() && ready.last();
     g.draining = life.draining.load();

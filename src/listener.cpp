@@ -7,6 +7,8 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <future>
+#include <unistd.h>
+#include <utility>
 
 #include "mcp_sse_bridge/client_connection.h"
 #include "mcp_sse_bridge/error.h"
@@ -21,21 +23,25 @@ constexpr auto kTok = asio::as_tuple(asio::use_awaitable);
 }
 
 struct Listener::PerLoop {
-  explicit PerLoop(EventLoop& l) : loop(l), acceptor(l.io()) {}
+  PerLoop(EventLoop& l, int i) : loop(l), index(i), acceptor(l.io()) {}
   EventLoop& loop;
+  const int index;
   tcp::acceptor acceptor;
   std::shared_ptr<asio::ssl::context> tls;
   ClientConnection* head = nullptr;  // this loop's open connections (loop thread only)
+  std::atomic<int64_t> count{0};     // how many (written on the loop thread)
 
   void link(ClientConnection* c) {
     c->next = head;
     if (head) head->prev = c;
     head = c;
+    count.store(count.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   }
   void unlink(ClientConnection* c) {
     (c->prev ? c->prev->next : head) = c->next;
     if (c->next) c->next->prev = c->prev;
     c->prev = c->next = nullptr;
+    count.store(count.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
   }
   template <class F>
   void for_each(F f) {
@@ -49,13 +55,19 @@ struct Listener::PerLoop {
 };
 
 Listener::Listener(EventLoops& loops, const ConnLimits& limits, int max_connections,
-                   RequestHandler& handler, Metrics* metrics, std::shared_ptr<const TlsContext> tls)
+                   RequestHandler& handler, Metrics* metrics, std::shared_ptr<const TlsContext> tls,
+                   bool pack)
     : loops_(loops), limits_(limits), max_connections_(max_connections), handler_(handler),
       metrics_(metrics), tls_(std::move(tls)) {
   for (int i = 0; i < loops_.size(); ++i) {
-    per_loop_.push_back(std::make_unique<PerLoop>(loops_.at(i)));
+    per_loop_.push_back(std::make_unique<PerLoop>(loops_.at(i), i));
     if (tls_) per_loop_.back()->tls = asio_tls_context(*tls_);
   }
+  if (pack && loops_.size() > 1) balancer_ = std::make_unique<LoopBalancer>(loops_.size());
+}
+
+int64_t Listener::connections_on(int i) const {
+  return per_loop_[static_cast<size_t>(i)]->count.load(std::memory_order_relaxed);
 }
 
 Listener::~Listener() = default;
@@ -92,6 +104,7 @@ bool Listener::bind(const std::string& host, int port, std::string* why) {
     ep = a.local_endpoint();  // port 0: the other loops bind the port just chosen
   }
   port_ = ep.port();
+  v6_ = ep.address().is_v6();
   return true;
 }
 
@@ -128,6 +141,60 @@ void refuse_connection(tcp::socket& s, bool tls, Metrics* metrics) {
 
 }  // namespace
 
+// A descriptor on its way to another loop: closed unless it arrives (the
+// loop may stop with the post pending).
+struct OwnedFd {
+  explicit OwnedFd(int f) : fd(f) {}
+  OwnedFd(OwnedFd&& o) noexcept : fd(std::exchange(o.fd, -1)) {}
+  OwnedFd& operator=(OwnedFd&&) = delete;
+  ~OwnedFd() {
+    if (fd >= 0) ::close(fd);
+  }
+  int take() { return std::exchange(fd, -1); }
+  int fd;
+};
+
+void Listener::serve_on(PerLoop* p, std::unique_ptr<NetStream> stream, std::string first, int served) {
+  auto c = std::make_shared<ClientConnection>(p->loop, std::move(stream), limits_, handler_, metrics_);
+  p->link(c.get());
+  c->on_closed = [this, p](ClientConnection* cc) {
+    p->unlink(cc);
+    connections_.fetch_sub(1);
+  };
+  if (balancer_) c->mover = [this, p](ClientConnection* cc, std::string_view b) { return move(p, cc, b); };
+  if (first.empty() && served == 0) c->start();
+  else c->start_moved(std::move(first), served);
+}
+
+void Listener::post_to(int to, int fd, std::string first, int served) {
+  PerLoop* q = per_loop_[static_cast<size_t>(to)].get();
+  asio::post(q->loop.io(), [this, q, owned = OwnedFd(fd), first = std::move(first), served]() mutable {
+    tcp::socket s(q->loop.io());
+    ErrorCode ec;
+    s.assign(v6_ ? tcp::v6() : tcp::v4(), owned.fd, ec);
+    if (ec) {
+      connections_.fetch_sub(1);
+      return;  // owned closes it
+    }
+    owned.take();
+    auto stream = q->tls ? std::make_unique<NetStream>(std::move(s), q->tls)
+                         : std::make_unique<NetStream>(std::move(s));
+    serve_on(q, std::move(stream), std::move(first), served);
+  });
+}
+
+bool Listener::move(PerLoop* p, ClientConnection* c, std::string_view first) {
+  int to = balancer_->should_move(p->index);
+  if (to < 0 || to == p->index) return false;
+  int served = c->served();
+  int fd = c->release_for_move();
+  if (fd < 0) return false;
+  p->unlink(c);  // connections_ is unchanged: it lives on elsewhere
+  moves_.fetch_add(1, std::memory_order_relaxed);
+  post_to(to, fd, std::string(first), served);
+  return true;
+}
+
 void Listener::start() {
   for (auto& pl : per_loop_) {
     PerLoop* p = pl.get();
@@ -150,16 +217,36 @@ void Listener::start() {
               refuse_connection(s, p->tls != nullptr, metrics_);
               continue;
             }
+            int to = balancer_ ? balancer_->place() : p->index;
+            if (to != p->index) {
+              int fd = s.release(e);
+              if (!e && fd >= 0) {
+                post_to(to, fd, {}, 0);
+                continue;
+              }
+              connections_.fetch_sub(1);
+              continue;
+            }
             auto stream = p->tls ? std::make_unique<NetStream>(std::move(s), p->tls)
                                  : std::make_unique<NetStream>(std::move(s));
-            auto c = std::make_shared<ClientConnection>(p->loop, std::move(stream), limits_,
-                                                        handler_, metrics_);
-            p->link(c.get());
-            c->on_closed = [this, p](ClientConnection* cc) {
-              p->unlink(cc);
-              connections_.fetch_sub(1);
-            };
-            c->start();
+            serve_on(p, std::move(stream), {}, 0);
+          }
+        },
+        asio::detached);
+    if (!balancer_) continue;
+    // The loop's busy share, every LoopBalancer::kTick, while it accepts.
+    asio::co_spawn(
+        p->loop.io(),
+        [this, p]() -> asio::awaitable<void> {
+          LoopBalancer::Meter meter;
+          meter.sample();
+          asio::steady_timer t(p->loop.io());
+          while (p->acceptor.is_open()) {
+            t.expires_after(LoopBalancer::kTick);
+            auto [ec] = co_await t.async_wait(kTok);
+            if (ec) co_return;
+            balancer_->tick(p->index, meter.sample(),
+                            static_cast<int>(p->count.load(std::memory_order_relaxed)));
           }
         },
         asio::detached);

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 
@@ -181,6 +182,14 @@ std::string Metrics::render(const MetricsGauges& g, const ForwarderStats& f,
   }
   head(out, "mcp_bridge_client_connections", "gauge", "Client connections being served.");
   line(out, "mcp_bridge_client_connections", "", static_cast<uint64_t>(g.connections));
+  head(out, "mcp_bridge_loop_connections", "gauge",
+       "Client connections per event loop (--loop-packing: loop 0 holds them all at light load).");
+  for (size_t i = 0; i < g.loop_connections.size(); ++i)
+    line(out, "mcp_bridge_loop_connections", "loop=\"" + std::to_string(i) + "\"",
+         static_cast<uint64_t>(std::max<int64_t>(g.loop_connections[i], 0)));
+  head(out, "mcp_bridge_connection_moves_total", "counter",
+       "Idle client connections moved to another event loop at their next request (--loop-packing).");
+  line(out, "mcp_bridge_connection_moves_total", "", g.connection_moves);
   head(out, "mcp_bridge_client_connections_refused_total", "counter",
        "Client connections refused with 503 because every worker thread was busy.");
   line(out, "mcp_bridge_client_connections_refused_total", "", connections_refused_.load());

@@ -16,6 +16,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 
+#include <array>
 #include <atomic>
 #include <deque>
 #include <memory>
@@ -52,6 +53,15 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
 
   // Starts serving (handshake, then requests). Loop thread.
   void start();
+  // Starts serving a plain connection moved here from another loop: `first`
+  // is what was read of its next request there, `served` how many requests
+  // it had answered (--max-requests-per-connection counts on). Loop thread.
+  void start_moved(std::string first, int served);
+  // Hands the socket over for a move to another loop: this object is done
+  // (closed, no callbacks) and the caller owns the returned descriptor, or
+  // -1 (nothing changed). Only when the connection is idle. Loop thread.
+  int release_for_move();
+  int served() const { return served_; }
   // Closes now: pending calls see the client gone. Loop thread.
   void close();
   // Drain: closes the connection if it is idle; otherwise its current
@@ -65,12 +75,18 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   ClientConnection* prev = nullptr;
   ClientConnection* next = nullptr;
   std::function<void(ClientConnection*)> on_closed;
+  // Set by the listener when connections may move between loops: offered
+  // the first bytes of a request that arrived on an idle plain connection;
+  // true when it moved the connection (release_for_move) to another loop.
+  std::function<bool(ClientConnection*, std::string_view)> mover;
 
  private:
   friend class ClientExchange;
 
   asio::awaitable<void> run();    // serve(), and close() however it ends
   asio::awaitable<void> serve();
+  bool movable() const;   // idle between requests, plain, nothing owed
+  void take(const char* in, size_t n);  // bytes just read, nothing buffered before them
   void feed();            // parses buffered bytes (buf_) into pending_ requests
   // Parses `in` into pending_ requests; returns how many bytes it used.
   size_t parse(const char* in, size_t n);
@@ -97,11 +113,13 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   Metrics* metrics_;
 
   boost::beast::flat_buffer buf_;
+  std::array<char, 2048> rbuf_;  // a plain connection's pending read (most requests fit)
   std::optional<RequestReader> parser_;
   Clock::time_point request_start_{};
   std::deque<HttpRequest> pending_;
   std::shared_ptr<ClientExchange> current_;  // the request being answered
   int served_ = 0;
+  std::string first_;  // bytes read on the loop it moved from (start_moved)
   bool handshaken_ = false;
   bool closed_ = false;
   bool closing_after_ = false;  // close once the output is written

@@ -70,6 +70,7 @@ struct Config {
   Duration keepalive_interval{15000};        // SSE comment on idle response streams (0 = off)
   uint64_t max_body_size = 16ull << 20;      // client request body
   int loop_threads = 0;                      // event-loop threads serving connections (0 = one per core)
+  bool loop_packing = true;                  // connections packed on loop 0 at light load, spread under load
   int max_connections = 20000;               // client connections open at once; above: 503 + close
   int max_inflight = 1024;                   // calls at once; above: 503 + Retry-After
   int max_calls_per_session = 32;            // calls at once per client session; above: 429

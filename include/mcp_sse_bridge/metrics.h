@@ -5,6 +5,7 @@
 
 #include <array>
 #include <atomic>
+#include <vector>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -38,6 +39,8 @@ struct MetricsGauges {
   int64_t upstream_sessions = 0;
   bool ready = false;
   bool draining = false;
+  std::vector<int64_t> loop_connections;  // per event loop
+  uint64_t connection_moves = 0;          // between loops (LoopBalancer)
 };
 
 class Metrics {

@@ -1,0 +1,67 @@
+#include "mcp_sse_bridge/loop_balancer.h"
+
+#include <time.h>
+
+#include <algorithm>
+
+namespace msb {
+
+LoopBalancer::LoopBalancer(int loops) {
+  for (int i = 0; i < std::max(loops, 1); ++i) loops_.push_back(std::make_unique<Loop>());
+}
+
+void LoopBalancer::tick(int i, int busy_permille, int connections) {
+  Loop& me = *loops_[static_cast<size_t>(i)];
+  me.busy.store(busy_permille, std::memory_order_relaxed);
+  me.quota = 0;
+  me.target = -1;
+  if (loops() == 1 || connections <= 0) return;
+  int sum = 0, least = -1;
+  for (int j = 0; j < loops(); ++j) {
+    int b = busy(j);
+    sum += b;
+    if (j != i && (least < 0 || b < busy(least))) least = j;
+  }
+  if (i != 0 && sum < kPackBelow) {  // light load: back to loop 0
+    me.quota = connections;
+    me.target = 0;
+    return;
+  }
+  if (busy_permille >= kSpreadAt && busy(least) + kMargin <= busy_permille) {
+    // Enough connections to halve the gap, if load follows connections.
+    int gap = busy_permille - busy(least);
+    me.quota = std::max(1, static_cast<int>(static_cast<int64_t>(connections) * gap / (2 * busy_permille)));
+    me.target = least;
+  }
+}
+
+int LoopBalancer::place() const {
+  if (loops() == 1 || busy(0) < kSpreadAt) return 0;
+  int least = 0;
+  for (int j = 1; j < loops(); ++j)
+    if (busy(j) < busy(least)) least = j;
+  return least;
+}
+
+int LoopBalancer::should_move(int i) {
+  Loop& me = *loops_[static_cast<size_t>(i)];
+  if (me.quota <= 0) return -1;
+  --me.quota;
+  return me.target;
+}
+
+int LoopBalancer::Meter::sample() {
+  timespec cpu{}, wall{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu);
+  clock_gettime(CLOCK_MONOTONIC, &wall);
+  int64_t c = cpu.tv_sec * 1'000'000'000LL + cpu.tv_nsec;
+  int64_t w = wall.tv_sec * 1'000'000'000LL + wall.tv_nsec;
+  int out = 0;
+  if (cpu_ns >= 0 && w > wall_ns)
+    out = static_cast<int>(std::clamp<int64_t>((c - cpu_ns) * 1000 / (w - wall_ns), 0, 1000));
+  cpu_ns = c;
+  wall_ns = w;
+  return out;
+}
+
+}  // namespace msb

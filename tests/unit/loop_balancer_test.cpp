@@ -1,0 +1,86 @@
+// LoopBalancer: packed on loop 0 at light load, spread under load, and the
+// thresholds keep the two from undoing each other.
+#include <doctest/doctest.h>
+
+#include <thread>
+
+#include "mcp_sse_bridge/loop_balancer.h"
+
+using msb::LoopBalancer;
+
+namespace {
+// Every connection loop i is asked about (each asks should_move once).
+int moves_asked(LoopBalancer& b, int i, int connections, int* target) {
+  int n = 0;
+  for (int k = 0; k < connections; ++k) {
+    int t = b.should_move(i);
+    if (t < 0) continue;
+    *target = t;
+    ++n;
+  }
+  return n;
+}
+}  // namespace
+
+TEST_CASE("loop balancer: one loop never moves anything") {
+  LoopBalancer b(1);
+  b.tick(0, 1000, 50);
+  CHECK(b.place() == 0);
+  CHECK(b.should_move(0) == -1);
+}
+
+TEST_CASE("loop balancer: light load packs every connection on loop 0") {
+  LoopBalancer b(2);
+  b.tick(0, 150, 10);
+  b.tick(1, 100, 6);
+  CHECK(b.place() == 0);
+  int target = -1;
+  CHECK(moves_asked(b, 1, 6, &target) == 6);  // all of loop 1's connections, at their next request
+  CHECK(target == 0);
+  CHECK(moves_asked(b, 1, 6, &target) == 0);  // the quota is per tick
+  CHECK(moves_asked(b, 0, 10, &target) == 0);  // loop 0 keeps its own
+}
+
+TEST_CASE("loop balancer: a busy loop 0 sheds about half the gap to the idle loop, and new connections go there") {
+  LoopBalancer b(2);
+  b.tick(1, 0, 0);
+  b.tick(0, 1000, 40);
+  CHECK(b.place() == 1);
+  int target = -1;
+  int n = moves_asked(b, 0, 40, &target);
+  CHECK(target == 1);
+  CHECK(n == 20);  // 40 * (1000 - 0) / (2 * 1000)
+  // Next tick, half-way there: the gap is below the margin, nothing moves.
+  b.tick(1, 450, 20);
+  b.tick(0, 550, 20);
+  CHECK(moves_asked(b, 0, 20, &target) == 0);
+  CHECK(moves_asked(b, 1, 20, &target) == 0);
+}
+
+TEST_CASE("loop balancer: between the thresholds nothing moves (no flapping)") {
+  LoopBalancer b(2);
+  // Spread and fairly loaded: the sum is above kPackBelow, nobody above kSpreadAt.
+  b.tick(0, 400, 20);
+  b.tick(1, 350, 20);
+  int target = -1;
+  CHECK(moves_asked(b, 0, 20, &target) == 0);
+  CHECK(moves_asked(b, 1, 20, &target) == 0);
+  // Packed at 60%: below kSpreadAt, loop 0 keeps everything.
+  b.tick(1, 0, 0);
+  b.tick(0, 600, 40);
+  CHECK(moves_asked(b, 0, 40, &target) == 0);
+  CHECK(b.place() == 0);
+  static_assert(LoopBalancer::kPackBelow < LoopBalancer::kSpreadAt);
+}
+
+TEST_CASE("loop balancer: the meter reads the calling thread's CPU share") {
+  LoopBalancer::Meter m;
+  CHECK(m.sample() == 0);  // the first sample has nothing to compare with
+  auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(60);
+  volatile uint64_t x = 0;
+  while (std::chrono::steady_clock::now() < until) x = x + 1;  // bounded spin
+  int busy = m.sample();
+  CHECK(busy > 300);  // spinning: most of the wall time on the CPU (noisy VM)
+  std::this_thread::sleep_for(std::chrono::milliseconds(60));
+  CHECK(m.sample() < 300);  // asleep
+}
