@@ -16,7 +16,6 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 
-#include <array>
 #include <atomic>
 #include <deque>
 #include <memory>
@@ -113,7 +112,6 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   Metrics* metrics_;
 
   boost::beast::flat_buffer buf_;
-  std::array<char, 2048> rbuf_;  // a plain connection's pending read (most requests fit)
   std::optional<RequestReader> parser_;
   Clock::time_point request_start_{};
   std::deque<HttpRequest> pending_;
