@@ -10,7 +10,7 @@ FROM debian:${DEBIAN}-slim AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends g++ meson ninja-build pkg-config cmake \
       libcpp-httplib-dev libssl-dev libsimdjson-dev nlohmann-json3-dev libcli11-dev \
-      ca-certificates \
+      libboost1.81-dev libjemalloc-dev ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY meson.build meson_options.txt ./

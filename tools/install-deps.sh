@@ -9,8 +9,9 @@ want_interop=0
 [ "${1:-}" = "--interop" ] && want_interop=1
 
 pkgs=(g++ meson ninja-build pkg-config cmake libcpp-httplib-dev libssl-dev libsimdjson-dev
-      nlohmann-json3-dev libcli11-dev doctest-dev libboost1.81-dev nginx-light)
-# libboost1.81-dev: Asio + Beast of the event-driven core (#12). nginx-light: the
+      nlohmann-json3-dev libcli11-dev doctest-dev libboost1.81-dev libjemalloc-dev nginx-light)
+# libboost1.81-dev: Asio + Beast of the event-driven core (#12). libjemalloc-dev:
+# the bridge binary's malloc (meson option allocator). nginx-light: the
 # reference that tools/mcp-bridge-cpu configures and starts on its own (127.0.0.1,
 # a temp dir; the package's system service is not used).
 # The test suite also needs: clang + libFuzzer runtime (fuzz targets), promtool
