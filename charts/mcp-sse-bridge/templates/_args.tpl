@@ -56,6 +56,7 @@ tests/chart/chart_test.mjs runs the real binary with these args
 - {{ printf "--keepalive-interval=%v" $s.keepaliveInterval | quote }}
 - {{ printf "--max-body-size=%v" $s.maxBodySize | quote }}
 - {{ printf "--loop-threads=%v" $s.loopThreads | quote }}
+- {{ printf "--loop-packing=%v" $s.loopPacking | quote }}
 - {{ printf "--max-connections=%v" $s.maxConnections | quote }}
 - {{ printf "--max-inflight=%v" $s.maxInflight | quote }}
 - {{ printf "--max-calls-per-session=%v" $s.maxCallsPerSession | quote }}
