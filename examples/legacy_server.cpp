@@ -568,14 +568,18 @@ struct LegacyServer::Impl {
         std::lock_guard lk(s.mu);
         s.initialized = true;
       } else if (method == "notifications/cancelled") {
-        cancellations++;
         std::string rid = msg["params"].value("requestId", json()).dump();
         {
           std::lock_guard lk(s.mu);
           s.cancelled.insert(rid);
         }
-        std::lock_guard lk2(mu);  // never under s.mu: stop() takes mu, then each session's
-        last_cancelled = rid;
+        {
+          std::lock_guard lk2(mu);  // never under s.mu: stop() takes mu, then each session's
+          last_cancelled = rid;
+        }
+        // Counted last: a test that waits for the count then reads last_cancelled_id() must
+        // see this cancellation's id.
+        cancellations++;
       }
       return;
     }

@@ -183,11 +183,15 @@ function startAndWait(bin, args, re) {
 }
 
 test('the binary serves what the probes and the ServiceMonitor ask for, with the rendered args', async () => {
-  const up = await startAndWait(example, ['--listen', '127.0.0.1:0'], /(http:\/\/127\.0\.0\.1:\d+\/sse)/);
-  const docs = render(['--set', 'serviceMonitor.enabled=true']);
-  const { args, container } = localArgs(docs, { upstream: up.match[1] });
-  const b = await startAndWait(bridge, args, /"url":"(http:\/\/127\.0\.0\.1:\d+)\/mcp"/);
+  // Every process started here is killed in `finally`, also when a later start fails: a live
+  // child would keep node (and the test) running until meson's timeout.
+  let up;
+  let b;
   try {
+    up = await startAndWait(example, ['--listen', '127.0.0.1:0'], /(http:\/\/127\.0\.0\.1:\d+\/sse)/);
+    const docs = render(['--set', 'serviceMonitor.enabled=true']);
+    const { args, container } = localArgs(docs, { upstream: up.match[1] });
+    b = await startAndWait(bridge, args, /"url":"(http:\/\/127\.0\.0\.1:\d+)\/mcp"/);
     const base = b.match[1];
     for (const probe of ['startupProbe', 'readinessProbe', 'livenessProbe']) {
       const r = await fetch(base + container[probe].httpGet.path, { signal: AbortSignal.timeout(5000) });
@@ -198,7 +202,7 @@ test('the binary serves what the probes and the ServiceMonitor ask for, with the
     assert.equal(m.status, 200);
     assert.match(await m.text(), /mcp_bridge_requests_total/);
   } finally {
-    b.proc.kill('SIGTERM');
-    up.proc.kill('SIGTERM');
+    b?.proc.kill('SIGTERM');
+    up?.proc.kill('SIGTERM');
   }
 });
