@@ -80,7 +80,11 @@ class EventLoop {
   void set_thread(std::thread::id id) { thread_id_.store(id); }
 
  private:
-  asio::io_context io_{1};
+  // Every socket and timer of a loop is used on the loop's thread only (work
+  // for another loop is posted to it), so the per-descriptor mutexes of Asio's
+  // reactor are skipped (UNSAFE_IO); the scheduler keeps its lock for those
+  // posts from other threads.
+  asio::io_context io_{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
   std::map<Clock::duration::rep, std::unique_ptr<DeadlineList>> lists_;
   std::atomic<std::thread::id> thread_id_{};
 };
