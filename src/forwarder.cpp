@@ -584,10 +584,12 @@ class WarmPool : public std::enable_shared_from_this<WarmPool> {
       : loop_(loop), cfg_(cfg), fstats_(fstats), stats_(stats), idle_total_(idle_total),
         sweep_(loop.io()) {}
 
+  // O(1) in the number of buckets: only key_id's own bucket is expired here
+  // (what is handed out is never past its age); the others are the sweep's.
   ChannelPtr take(const std::string& key_id) {
-    expire(Clock::now());
     auto it = buckets_.find(key_id);
     if (it == buckets_.end() || it->second.idle.empty()) return nullptr;
+    expire_bucket(it->second, Clock::now());
     while (!it->second.idle.empty()) {
       Entry e = std::move(it->second.idle.front());
       it->second.idle.pop_front();
@@ -660,7 +662,10 @@ class WarmPool : public std::enable_shared_from_this<WarmPool> {
 
   Bucket& bucket(const PoolKey& key) {
     auto [it, fresh] = buckets_.try_emplace(key.id());
-    if (fresh) it->second.key = key;
+    if (fresh) {
+      it->second.key = key;
+      schedule_sweep();  // drops the bucket if it stays empty
+    }
     return it->second;
   }
   void add_idle_count() {
@@ -672,16 +677,22 @@ class WarmPool : public std::enable_shared_from_this<WarmPool> {
     stats_.idle.fetch_sub(1, std::memory_order_relaxed);
   }
 
+  // Closes the bucket's sessions idle for max_idle_age or longer (the oldest
+  // are at the front).
+  void expire_bucket(Bucket& b, Clock::time_point now) {
+    auto& q = b.idle;
+    while (!q.empty() && now - q.front().ready_at >= cfg_.pool.max_idle_age) {
+      q.front().ch->abort();
+      q.pop_front();
+      drop_idle_count();
+      stats_.expired.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+  // Every bucket (the sweep): expired sessions closed, empty buckets dropped.
   void expire(Clock::time_point now) {
     for (auto it = buckets_.begin(); it != buckets_.end();) {
-      auto& q = it->second.idle;
-      while (!q.empty() && now - q.front().ready_at >= cfg_.pool.max_idle_age) {
-        q.front().ch->abort();
-        q.pop_front();
-        drop_idle_count();
-        stats_.expired.fetch_add(1, std::memory_order_relaxed);
-      }
-      if (q.empty() && it->second.pending == 0) it = buckets_.erase(it);
+      expire_bucket(it->second, now);
+      if (it->second.idle.empty() && it->second.pending == 0) it = buckets_.erase(it);
       else ++it;
     }
   }
@@ -700,13 +711,9 @@ class WarmPool : public std::enable_shared_from_this<WarmPool> {
       sweeping_ = false;
       if (ec || stopping_) return;
       expire(Clock::now());
-      if (idle_here() > 0) schedule_sweep();
+      // Until every bucket is gone: take() leaves emptied buckets to the sweep.
+      if (!buckets_.empty()) schedule_sweep();
     }
-  }
-  size_t idle_here() const {
-    size_t n = 0;
-    for (auto& [k, b] : buckets_) n += b.idle.size();
-    return n;
   }
 
   // `self` keeps the pool alive while the filler runs.
