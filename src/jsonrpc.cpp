@@ -26,13 +26,54 @@ bool classify(simdjson::dom::element el, Message& m, std::string* why) {
     if (why) *why = "message is not a JSON object";
     return false;
   }
+  // One pass over the members (a lookup per key would scan the object five
+  // times); the first of duplicate keys counts, as with operator[].
+  dom::element version_el, id_el, method_el, params_el;
+  bool has_version = false, has_id = false, has_method = false, has_params = false;
+  bool has_result = false, has_error = false;
+  for (dom::key_value_pair kv : obj) {
+    std::string_view k = kv.key;
+    if (k.size() < 2 || k.size() > 7) continue;
+    switch (k[0]) {
+      case 'j':
+        if (k == "jsonrpc" && !has_version) {
+          has_version = true;
+          version_el = kv.value;
+        }
+        break;
+      case 'i':
+        if (k == "id" && !has_id) {
+          has_id = true;
+          id_el = kv.value;
+        }
+        break;
+      case 'm':
+        if (k == "method" && !has_method) {
+          has_method = true;
+          method_el = kv.value;
+        }
+        break;
+      case 'p':
+        if (k == "params" && !has_params) {
+          has_params = true;
+          params_el = kv.value;
+        }
+        break;
+      case 'r':
+        has_result = has_result || k == "result";
+        break;
+      case 'e':
+        has_error = has_error || k == "error";
+        break;
+      default:
+        break;
+    }
+  }
   std::string_view version;
-  if (obj["jsonrpc"].get_string().get(version) != SUCCESS || version != "2.0") {
+  if (!has_version || version_el.get_string().get(version) != SUCCESS || version != "2.0") {
     if (why) *why = "missing or wrong \"jsonrpc\": \"2.0\"";
     return false;
   }
-  dom::element id_el;
-  bool has_id = obj["id"].get(id_el) == SUCCESS;
   if (has_id) {
     auto t = id_el.type();
     if (t != dom::element_type::STRING && t != dom::element_type::INT64 &&
@@ -43,9 +84,8 @@ bool classify(simdjson::dom::element el, Message& m, std::string* why) {
     m.id = simdjson::minify(id_el);
   }
   std::string_view method;
-  auto method_res = obj["method"];
-  if (method_res.error() == SUCCESS) {
-    if (method_res.get_string().get(method) != SUCCESS) {
+  if (has_method) {
+    if (method_el.get_string().get(method) != SUCCESS) {
       if (why) *why = "method must be a string";
       return false;
     }
@@ -60,7 +100,7 @@ bool classify(simdjson::dom::element el, Message& m, std::string* why) {
       m.kind = MsgKind::kNotification;
     }
     dom::object params;
-    if (obj["params"].get_object().get(params) == SUCCESS) {
+    if (has_params && params_el.get_object().get(params) == SUCCESS) {
       dom::element tok;
       if (m.kind == MsgKind::kRequest) {
         dom::object meta;
@@ -78,8 +118,6 @@ bool classify(simdjson::dom::element el, Message& m, std::string* why) {
     }
     return true;
   }
-  bool has_result = obj["result"].error() == SUCCESS;
-  bool has_error = obj["error"].error() == SUCCESS;
   if (has_id && (has_result != has_error)) {
     m.kind = MsgKind::kResponse;
     m.is_error = has_error;

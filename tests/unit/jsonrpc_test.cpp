@@ -64,6 +64,30 @@ TEST_CASE("jsonrpc: malformed and invalid input") {
   CHECK(parse_body("{\"jsonrpc\":\"2.0\",\"method\":\"\xff\"}").error_code == -32700);  // bad UTF-8
 }
 
+TEST_CASE("jsonrpc: members in any order; the first of duplicate keys counts; near-miss keys do not") {
+  Message m;
+  REQUIRE(parse_message(R"({"result":{"x":1},"id":"z","jsonrpc":"2.0"})", m));
+  CHECK(m.kind == MsgKind::kResponse);
+  CHECK(m.id == "\"z\"");
+  CHECK_FALSE(m.is_error);
+  Message d;
+  REQUIRE(parse_message(R"({"jsonrpc":"2.0","id":1,"id":2,"method":"a","method":"b"})", d));
+  CHECK(d.id == "1");
+  CHECK(d.method == "a");
+  // "ids", "methods", "results", "errors", "json": not the members they resemble.
+  CHECK(parse_body(R"({"jsonrpc":"2.0","ids":1,"method":"x"})").messages.at(0).kind == MsgKind::kNotification);
+  CHECK(parse_body(R"({"jsonrpc":"2.0","id":1,"methods":"x"})").error_code == -32600);
+  CHECK(parse_body(R"({"jsonrpc":"2.0","id":1,"results":{}})").error_code == -32600);
+  CHECK(parse_body(R"({"jsonrpc":"2.0","id":1,"errors":{}})").error_code == -32600);
+  CHECK(parse_body(R"({"json":"2.0","id":1,"method":"x"})").error_code == -32600);
+  // The version must be the string "2.0", wherever it is.
+  CHECK(parse_body(R"({"id":1,"method":"x","jsonrpc":2.0})").error_code == -32600);
+  // params of a request found after the method, _meta read from it.
+  auto r = parse_body(R"({"params":{"_meta":{"progressToken":"p"}},"method":"tools/call","jsonrpc":"2.0","id":3})");
+  REQUIRE(r.ok);
+  CHECK(r.messages[0].progress_token == "\"p\"");
+}
+
 TEST_CASE("jsonrpc: read-only methods") {
   CHECK(is_read_only_method("tools/list"));
   CHECK(is_read_only_method("resources/read"));
