@@ -1,5 +1,7 @@
 #include "mcp_sse_bridge/request_policy.h"
 
+#include <cstring>
+
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
@@ -80,7 +82,63 @@ bool is_loopback_name(std::string_view host) {
   return host == "localhost" || host == "::1" || host == "[::1]" || host.rfind("127.", 0) == 0;
 }
 
+namespace {
+
+// name == lower (same length), ASCII case-insensitively, 8 bytes at a time.
+// `lower` holds only lower-case letters and '-': a byte of `name` ORed with
+// 0x20 equals one of those only when it is that letter in either case, or
+// '-' (or CR, which no header name holds: the parser refuses it).
+bool equals_lower(std::string_view name, std::string_view lower) {
+  size_t n = lower.size(), i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t a, b;
+    std::memcpy(&a, name.data() + i, 8);
+    std::memcpy(&b, lower.data() + i, 8);
+    if ((a | 0x2020202020202020ull) != b) return false;
+  }
+  for (; i < n; ++i)
+    if ((name[i] | 0x20) != lower[i]) return false;
+  return true;
+}
+
+}  // namespace
+
+int known_header_slot(std::string_view name) {
+  // By length, then one case-insensitive compare: the names are fixed.
+  auto is = [&](std::string_view known, int slot) { return equals_lower(name, known) ? slot : -1; };
+  switch (name.size()) {
+    case 4: return is("host", 0);
+    case 6: return (name[0] | 0x20) == 'a' ? is("accept", 1) : is("origin", 4);
+    case 12: return (name[0] | 0x20) == 'c' ? is("content-type", 2) : is("x-request-id", 7);
+    case 13: return is("authorization", 3);
+    case 14: return is("mcp-session-id", 5);
+    case 20: return is("mcp-protocol-version", 6);
+    case 10: return is("mcp-method", 8);
+    case 8: return is("mcp-name", 9);
+    default: return -1;
+  }
+}
+
+void HeaderList::index() {
+  first_.fill(0);
+  indexed_size_ = 0;
+  if (size() >= UINT16_MAX) return;  // (a head that large is refused first; then: scans)
+  for (size_t i = 0; i < size(); ++i) {
+    int slot = known_header_slot((*this)[i].name);
+    if (slot >= 0 && first_[static_cast<size_t>(slot)] == 0)
+      first_[static_cast<size_t>(slot)] = static_cast<uint16_t>(i + 1);
+  }
+  indexed_size_ = size();
+}
+
 std::optional<std::string_view> find_header(const HeaderList& h, std::string_view name) {
+  if (h.indexed()) {
+    if (int slot = known_header_slot(name); slot >= 0) {
+      uint16_t at = h.first(slot);
+      if (at == 0) return std::nullopt;
+      return h[at - 1u].value;
+    }
+  }
   for (auto& kv : h)
     if (iequals(kv.name, name)) return kv.value;
   return std::nullopt;

@@ -47,6 +47,7 @@ void RequestReader::on_header_impl(error_code&) {
     req_.headers.push_back(HeaderView{rest.substr(0, n), rest.substr(n + 1, v - n - 1)});
     rest.remove_prefix(v + 1);
   }
+  req_.headers.index();
   req_.keep_alive = keep_alive();
   expect_continue_ = expect_continue_ && version_ == 11;  // HTTP/1.0 clients get no 100
 }

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <array>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -20,7 +21,31 @@ struct HeaderView {
   std::string_view name;
   std::string_view value;
 };
-using HeaderList = std::vector<HeaderView>;
+
+// The request headers the bridge itself reads (Host, Accept, Content-Type,
+// Authorization, Origin, Mcp-Session-Id, MCP-Protocol-Version, X-Request-Id,
+// Mcp-Method, Mcp-Name): their number by name, case-insensitively; -1 for
+// any other name.
+int known_header_slot(std::string_view name);
+inline constexpr int kKnownHeaders = 10;
+
+// A request's headers in arrival order. index() (RequestReader calls it once
+// the head is parsed) records where each known header first appears, so that
+// find_header() on them is a lookup instead of a scan of the list. A list
+// changed after index() (or never indexed) is scanned.
+class HeaderList : public std::vector<HeaderView> {
+ public:
+  using std::vector<HeaderView>::vector;
+  void index();
+  // True when index() ran and the list has not grown or shrunk since.
+  bool indexed() const { return indexed_size_ == size() && indexed_size_ != 0; }
+  // The position + 1 of known header `slot`'s first occurrence; 0 when absent.
+  uint16_t first(int slot) const { return first_[static_cast<size_t>(slot)]; }
+
+ private:
+  std::array<uint16_t, kKnownHeaders> first_{};
+  size_t indexed_size_ = 0;
+};
 
 // First value of a header (names compare case-insensitively).
 std::optional<std::string_view> find_header(const HeaderList& h, std::string_view name);
