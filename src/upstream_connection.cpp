@@ -331,7 +331,15 @@ bool UpstreamConnection::idle_alive() const {
 
 bool UpstreamConnection::maybe_readable() {
   if (!connected()) return true;  // a read reports the failure at once
-  if (parser_->buf.size() > 0 || stream_->is_tls()) return true;
+  if (stream_->is_tls()) return true;
+  // The CRLF that ends a chunk stays buffered until the next chunk's size
+  // line arrives (the parser reads the two together): alone it yields
+  // nothing, so the socket decides (a 1-byte peek instead of a read attempt,
+  // its timer and its coroutine frames).
+  const auto& b = parser_->buf;
+  bool chunk_crlf_only = b.size() == 2 && parser_->p->chunked() &&
+                         std::memcmp(b.data().data(), "\r\n", 2) == 0;
+  if (b.size() > 0 && !chunk_crlf_only) return true;
   char c;
   ssize_t n = ::recv(stream_->fd(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
   return !(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
