@@ -13,9 +13,15 @@
 #   tools/profile-call.sh wakeups [BRIDGE] [RATE]   the bridge's context switches
 #       (all threads, /proc) per call over 3 s of its cell (default 4000 calls/s):
 #       how often it blocks and is woken, without strace slowing it down.
+#   tools/profile-call.sh syscount [BRIDGE] [RATE]   kernel tracepoints counted by
+#       `perf stat` (no ptrace: the process runs at full speed, unlike strace,
+#       whose slowdown changes which reads find data) for 3 s of nginx's cell
+#       and 3 s of the bridge's (default 4000 calls/s): syscalls per call of
+#       each, by name, with the reads that returned EAGAIN and the epoll_waits
+#       that returned nothing.
 #
 # BRIDGE defaults to build-release/mcp-sse-bridge. Output files stay in a temp
-# dir (printed). Needs valgrind / strace; every child is bounded by timeout.
+# dir (printed). Needs valgrind / strace / perf; every child is bounded by timeout.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -93,6 +99,63 @@ PY
       "$out/strace.txt" | sort -k2 -nr
     awk -v n="$n" '$NF=="total"{printf "  total            %6.2f\n", $4/n}' "$out/strace.txt"
     ;;
-  *) sed -n '2,18p' "$0"; exit 2 ;;
+  syscount)
+    rate=${3:-4000}
+    timeout 120 "$cpu" --bridge "$bridge" --rounds 1 --concurrency 10 --rate "$rate" --warmup-ms 1000 \
+      --window-ms 6000 >"$out/cell.txt" 2>&1 &
+    tool=$!
+    events=(-e syscalls:sys_enter_recvfrom -e syscalls:sys_enter_sendto -e syscalls:sys_enter_writev
+      -e syscalls:sys_enter_epoll_wait -e syscalls:sys_enter_epoll_ctl -e syscalls:sys_enter_getsockopt
+      -e syscalls:sys_exit_recvfrom --filter 'ret == -11' -e syscalls:sys_exit_epoll_wait --filter 'ret == 0'
+      -e raw_syscalls:sys_enter)
+    count() {  # name pid
+      timeout 10 perf stat -x, "${events[@]}" -p "$2" -o "$out/$1.perf" -- sleep 3 >/dev/null 2>&1
+    }
+    pid=""
+    for _ in $(seq 1 300); do  # nginx's cell comes first: its worker, 2.5 s into the cell
+      pid=$(pgrep -n -f "nginx: worker") && break
+      sleep 0.1
+    done
+    [ -n "$pid" ] || { echo "profile-call: nginx did not start" >&2; wait $tool; exit 1; }
+    sleep 2.5
+    count nginx "$pid"
+    pid=""
+    for _ in $(seq 1 300); do
+      if grep -Eq "^1 +10 +nginx" "$out/cell.txt" 2>/dev/null; then
+        pid=$(pgrep -n -f "^$bridge --upstream") && break
+      fi
+      sleep 0.1
+    done
+    [ -n "$pid" ] || { echo "profile-call: the bridge did not start" >&2; wait $tool; exit 1; }
+    sleep 2.5
+    count bridge "$pid"
+    wait $tool
+    python3 - "$out" <<'PY'
+import sys
+out = sys.argv[1]
+rates = {}
+for line in open(f"{out}/cell.txt"):
+    f = line.split()
+    if len(f) > 3 and f[0] == "1" and f[2] in ("nginx", "bridge"):
+        rates[f[2]] = float(f[3])
+names = {"syscalls:sys_exit_recvfrom": "recvfrom EAGAIN", "syscalls:sys_exit_epoll_wait": "epoll_wait empty",
+         "raw_syscalls:sys_enter": "total"}
+for who in ("nginx", "bridge"):
+    n = rates.get(who, 0) * 3
+    if not n:
+        print(f"{who}: no calls counted"); continue
+    print(f"{who}: syscalls per call ({rates[who]:.0f} calls/s, ~{n:.0f} calls in the 3 s counted)")
+    for line in open(f"{out}/{who}.perf"):
+        f = line.strip().split(",")
+        if len(f) < 3 or not f[0].replace(".", "").isdigit():
+            continue
+        ev = f[2]
+        label = names.get(ev, ev.replace("syscalls:sys_enter_", ""))
+        v = float(f[0]) / n
+        if v >= 0.005 or label == "total":
+            print(f"  {label:18s} {v:6.2f}")
+PY
+    ;;
+  *) sed -n '2,26p' "$0"; exit 2 ;;
 esac
 echo "(files in $out)"
