@@ -156,6 +156,6 @@ for who in ("nginx", "bridge"):
             print(f"  {label:18s} {v:6.2f}")
 PY
     ;;
-  *) sed -n '2,25p' "$0"; exit 2 ;;
+  *) sed -n '2,24p' "$0"; exit 2 ;;
 esac
 echo "(files in $out)"
