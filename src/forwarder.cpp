@@ -612,7 +612,10 @@ class WarmPool : public std::enable_shared_from_this<WarmPool> {
       return;
     }
     auto [it, fresh] = buckets_.try_emplace(key_id);
-    if (fresh) it->second.key = make_key();
+    if (fresh) {
+      it->second.key = make_key();
+      stats_.keys.fetch_add(1, std::memory_order_relaxed);
+    }
     auto& b = it->second;
     b.idle.push_back(Entry{std::move(ch), Clock::now()});
     add_idle_count();
@@ -645,6 +648,7 @@ class WarmPool : public std::enable_shared_from_this<WarmPool> {
         e.ch->abort();
         drop_idle_count();
       }
+    stats_.keys.fetch_sub(static_cast<int64_t>(buckets_.size()), std::memory_order_relaxed);
     buckets_.clear();
     sweep_.cancel();
   }
@@ -664,6 +668,7 @@ class WarmPool : public std::enable_shared_from_this<WarmPool> {
     auto [it, fresh] = buckets_.try_emplace(key.id());
     if (fresh) {
       it->second.key = key;
+      stats_.keys.fetch_add(1, std::memory_order_relaxed);
       schedule_sweep();  // drops the bucket if it stays empty
     }
     return it->second;
@@ -692,8 +697,12 @@ class WarmPool : public std::enable_shared_from_this<WarmPool> {
   void expire(Clock::time_point now) {
     for (auto it = buckets_.begin(); it != buckets_.end();) {
       expire_bucket(it->second, now);
-      if (it->second.idle.empty() && it->second.pending == 0) it = buckets_.erase(it);
-      else ++it;
+      if (it->second.idle.empty() && it->second.pending == 0) {
+        it = buckets_.erase(it);
+        stats_.keys.fetch_sub(1, std::memory_order_relaxed);
+      } else {
+        ++it;
+      }
     }
   }
 

@@ -35,6 +35,7 @@ struct PoolStats {
   std::atomic<uint64_t> expired{0};    // idle longer than max_idle_age
   std::atomic<uint64_t> reused{0};     // sessions given back after a clean call
   std::atomic<uint64_t> idle{0};       // ready now
+  std::atomic<int64_t> keys{0};        // pool keys with a bucket now (emptied ones are swept)
 };
 
 }  // namespace msb

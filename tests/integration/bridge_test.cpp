@@ -475,6 +475,25 @@ TEST_CASE("warm pool: idle sessions expire after --pool-max-idle-age") {
   CHECK(h.bridge().forwarder().pool_stats().idle.load() == 0);
 }
 
+TEST_CASE("warm pool: the keys of client sessions that stopped calling are dropped, not kept") {
+  Harness h({}, [](msb::Config& c) {
+    c.loop_threads = 1;
+    c.upstream.pool.size = 4;
+    c.upstream.pool.reuse = false;  // every call takes its session out for good
+    c.upstream.pool.max_idle_age = 300ms;
+  });
+  auto& stats = h.bridge().forwarder().pool_stats();
+  std::vector<std::string> sids;
+  for (int i = 0; i < 3; ++i) sids.push_back(h.initialize());
+  REQUIRE(wait_for([&] { return stats.idle.load() >= 1; }, 2000ms));
+  for (size_t i = 0; i < sids.size(); ++i)
+    CHECK(text_of(h.call_tool(sids[i], static_cast<int>(i), "echo", {{"text", "k"}}).last()) == "k");
+  CHECK(stats.keys.load() >= 1);
+  // No more calls: every bucket's sessions expire and the buckets go with them.
+  CHECK(wait_for([&] { return stats.keys.load() == 0; }, 3000ms));
+  CHECK(stats.idle.load() == 0);
+}
+
 TEST_CASE("warm pool: sessions are never shared across forwarded credentials") {
   Harness h({}, [](msb::Config& c) {
     with_pool(c);
