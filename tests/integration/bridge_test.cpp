@@ -976,10 +976,13 @@ TEST_CASE("drain: in-flight calls finish within --drain-timeout, later ones get 
   Reply quick, slow;
   std::thread a([&] { quick = h.call_tool(sid, 1, "sleep", {{"ms", 300}}); });
   std::thread b([&] { slow = h.call_tool(sid, 2, "sleep", {{"ms", 5000}}); });
-  if (!wait_for([&] { return h.upstream().open_streams() >= 2; }, 2000ms)) {
+  // Both calls in flight in the bridge (the upstream's stream count alone can
+  // include a warm pooled session: a slow machine then drained before the
+  // second call had arrived).
+  if (!wait_for([&] { return series(scrape(h.port()), "mcp_bridge_inflight_calls") == 2; }, 2000ms)) {
     a.join();  // never leave a thread writing into this frame
     b.join();
-    FAIL("the two calls did not reach the upstream within 2 s");
+    FAIL("the two calls were not in flight within 2 s");
   }
   auto t0 = SteadyClock::now();
   int cut = h.bridge().drain(800ms);
