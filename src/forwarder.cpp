@@ -928,7 +928,9 @@ void Forwarder::stop() {
     pools_.clear();
   }
   std::vector<std::future<void>> done;
-  for (auto [l, p] : all) {
+  // By reference: the post takes the pool out of `all`, so that its last
+  // reference (and its timer) goes on its own loop, not on this thread.
+  for (auto& [l, p] : all) {
     auto pr = std::make_shared<std::promise<void>>();
     done.push_back(pr->get_future());
     if (l->in_loop()) {

@@ -1,8 +1,11 @@
 #include "mcp_sse_bridge/loop_balancer.h"
 
+#include <fcntl.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 
 namespace msb {
 
@@ -50,16 +53,57 @@ int LoopBalancer::should_move(int i) {
   return me.target;
 }
 
+LoopBalancer::Meter::Meter() { fd = ::open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC); }
+
+LoopBalancer::Meter::~Meter() {
+  if (fd >= 0) ::close(fd);
+}
+
+namespace {
+
+// schedstat: "<ns on a CPU> <ns runnable, waiting for one> <timeslices>".
+bool read_schedstat(int fd, int64_t* ran, int64_t* waited) {
+  char buf[96];
+  ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
+  if (n <= 0) return false;
+  buf[n] = '\0';
+  char* end = nullptr;
+  long long a = std::strtoll(buf, &end, 10);
+  if (end == buf) return false;
+  char* end2 = nullptr;
+  long long b = std::strtoll(end, &end2, 10);
+  if (end2 == end || a < 0 || b < 0) return false;
+  *ran = a;
+  *waited = b;
+  return true;
+}
+
+}  // namespace
+
 int LoopBalancer::Meter::sample() {
-  timespec cpu{}, wall{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu);
+  int64_t used = -1;
+  if (fd >= 0) {
+    int64_t ran = 0, waited = 0;
+    if (read_schedstat(fd, &ran, &waited)) {
+      used = ran + waited;
+    } else {
+      ::close(fd);  // (not expected) from now on: CPU time only
+      fd = -1;
+      used_ns = -1;
+    }
+  }
+  if (used < 0) {
+    timespec cpu{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu);
+    used = cpu.tv_sec * 1'000'000'000LL + cpu.tv_nsec;
+  }
+  timespec wall{};
   clock_gettime(CLOCK_MONOTONIC, &wall);
-  int64_t c = cpu.tv_sec * 1'000'000'000LL + cpu.tv_nsec;
   int64_t w = wall.tv_sec * 1'000'000'000LL + wall.tv_nsec;
   int out = 0;
-  if (cpu_ns >= 0 && w > wall_ns)
-    out = static_cast<int>(std::clamp<int64_t>((c - cpu_ns) * 1000 / (w - wall_ns), 0, 1000));
-  cpu_ns = c;
+  if (used_ns >= 0 && w > wall_ns)
+    out = static_cast<int>(std::clamp<int64_t>((used - used_ns) * 1000 / (w - wall_ns), 0, 1000));
+  used_ns = used;
   wall_ns = w;
   return out;
 }

@@ -27,6 +27,10 @@ void RequestReader::on_request_impl(http::verb, string_view method, string_view 
 // into that put()'s input: copied at once, as "name\0value\0" (the parser
 // admits no NUL in either), and indexed once the head is complete.
 void RequestReader::on_field_impl(http::field f, string_view name, string_view value, error_code&) {
+  // Beast hands a chunked body's trailer fields here too, after the head:
+  // ignored (nothing the bridge reads is a trailer), and never appended, which
+  // could move head_bytes under the views already taken into it.
+  if (is_header_done()) return;
   if (req_.head_bytes.capacity() < 256) req_.head_bytes.reserve(256);  // a usual head: one allocation
   req_.head_bytes.append(name.data(), name.size()).push_back('\0');
   req_.head_bytes.append(value.data(), value.size()).push_back('\0');

@@ -53,12 +53,23 @@ class LoopBalancer {
   int busy(int i) const { return loops_[static_cast<size_t>(i)]->busy.load(std::memory_order_relaxed); }
 
   // Measures the calling thread's busy share since the last call (per mille;
-  // the first call returns 0). One per loop thread, kept by the caller.
+  // the first call returns 0): the time it ran plus the time it waited,
+  // runnable, for a CPU (/proc/thread-self/schedstat), over wall time. A loop
+  // that other processes keep from running thus reads busy, as a loop that
+  // is the bottleneck should. Without schedstat: the time it ran only
+  // (CLOCK_THREAD_CPUTIME_ID). Construct, sample and destroy on that thread.
   struct Meter {
-    int64_t cpu_ns = -1;
-    int64_t wall_ns = 0;
+    Meter();
+    ~Meter();
+    Meter(const Meter&) = delete;
+    Meter& operator=(const Meter&) = delete;
     int sample();
+    bool counts_waits() const { return fd >= 0; }
+    int64_t used_ns = -1;
+    int64_t wall_ns = 0;
+    int fd = -1;  // /proc/thread-self/schedstat, or -1
   };
+
 
  private:
   struct Loop {

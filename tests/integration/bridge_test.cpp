@@ -233,6 +233,28 @@ TEST_CASE("client side: header and body rules") {
   CHECK(h.post(call, sid).status == 404);
 }
 
+TEST_CASE("client side: a chunked POST with a trailer is answered; the trailer is ignored") {
+  Harness h;
+  std::string sid = h.initialize();
+  RawConn c(h.port());
+  REQUIRE(c.connected());
+  std::string body = R"({"jsonrpc":"2.0","id":"tr","method":"tools/call","params":{"name":"echo","arguments":{"text":"chunked"}}})";
+  char size[16];
+  std::snprintf(size, sizeof size, "%zx", body.size());
+  // A trailer larger than the head: it must not disturb the head's headers
+  // (Mcp-Session-Id, Content-Type, Accept are read after the body is in).
+  REQUIRE(c.send("POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json\r\n"
+                 "Content-Type: application/json\r\nMcp-Session-Id: " + sid +
+                 "\r\nTransfer-Encoding: chunked\r\n\r\n" + size + "\r\n" + body + "\r\n0\r\nX-Trailer: " +
+                 std::string(2000, 't') + "\r\n\r\n"));
+  auto r = c.read_response(5s);
+  REQUIRE(r.status == 200);
+  auto j = json::parse(r.body, nullptr, false);
+  REQUIRE(j.is_object());
+  CHECK(j["id"] == "tr");
+  CHECK(text_of(j) == "chunked");
+}
+
 TEST_CASE("oversized request body: 413 with the limit, for chunked bodies too") {
   Harness h({}, [](msb::Config& c) { c.max_body_size = 4096; });
   std::string sid = h.initialize();
@@ -974,12 +996,15 @@ TEST_CASE("drain: in-flight calls finish within --drain-timeout, later ones get 
   Harness h;
   std::string sid = h.initialize();
   Reply quick, slow;
-  std::thread a([&] { quick = h.call_tool(sid, 1, "sleep", {{"ms", 300}}); });
+  // Both calls in flight in the bridge before the drain (the upstream's
+  // stream count alone can include a warm pooled session: a slow machine then
+  // drained before the second call had arrived). The slow one first, so that
+  // the quick one cannot end before both are seen.
+  auto inflight = [&] { return series(scrape(h.port()), "mcp_bridge_inflight_calls"); };
   std::thread b([&] { slow = h.call_tool(sid, 2, "sleep", {{"ms", 5000}}); });
-  // Both calls in flight in the bridge (the upstream's stream count alone can
-  // include a warm pooled session: a slow machine then drained before the
-  // second call had arrived).
-  if (!wait_for([&] { return series(scrape(h.port()), "mcp_bridge_inflight_calls") == 2; }, 2000ms)) {
+  bool one = wait_for([&] { return inflight() == 1; }, 2000ms);
+  std::thread a([&] { quick = h.call_tool(sid, 1, "sleep", {{"ms", 300}}); });
+  if (!one || !wait_for([&] { return inflight() == 2; }, 2000ms)) {
     a.join();  // never leave a thread writing into this frame
     b.join();
     FAIL("the two calls were not in flight within 2 s");

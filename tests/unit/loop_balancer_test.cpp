@@ -2,7 +2,10 @@
 // thresholds keep the two from undoing each other.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <atomic>
 #include <thread>
+#include <vector>
 
 #include "mcp_sse_bridge/loop_balancer.h"
 
@@ -83,4 +86,31 @@ TEST_CASE("loop balancer: the meter reads the calling thread's CPU share") {
   CHECK(busy > 300);  // spinning: most of the wall time on the CPU (noisy VM)
   std::this_thread::sleep_for(std::chrono::milliseconds(60));
   CHECK(m.sample() < 300);  // asleep
+}
+
+TEST_CASE("loop balancer: a thread kept from the CPU by others still reads busy") {
+  LoopBalancer::Meter m;
+  if (!m.counts_waits()) {
+    MESSAGE("no /proc/thread-self/schedstat here: the meter counts CPU time only");
+    return;
+  }
+  // Twice as many spinning threads as cores, plus this one: it gets a share
+  // of a CPU, and waits, runnable, for the rest.
+  unsigned hogs = std::max(2u, std::thread::hardware_concurrency()) * 2;
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> spin;
+  for (unsigned i = 0; i < hogs; ++i)
+    spin.emplace_back([&stop] {
+      volatile uint64_t y = 0;
+      auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);  // bounded
+      while (!stop.load(std::memory_order_relaxed) && std::chrono::steady_clock::now() < until) y = y + 1;
+    });
+  m.sample();
+  auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
+  volatile uint64_t x = 0;
+  while (std::chrono::steady_clock::now() < until) x = x + 1;  // bounded spin
+  int busy = m.sample();
+  stop = true;
+  for (auto& t : spin) t.join();
+  CHECK(busy > 800);  // ran + waited; by CPU time alone about 1000 / 3
 }

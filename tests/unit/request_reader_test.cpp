@@ -79,6 +79,25 @@ TEST_CASE("RequestReader: a chunked body, Connection: close, a body over the kep
   CHECK(big.keep_alive);
 }
 
+TEST_CASE("RequestReader: a chunked body's trailer is ignored and leaves the head's views intact") {
+  // The trailer is larger than the head's buffer: appended there, it would
+  // move the bytes the header views point into.
+  std::string trailer = "X-Trailer: " + std::string(600, 't') + "\r\nContent-Type: text/plain\r\n";
+  for (size_t slice : {size_t(1), size_t(7), size_t(4096)}) {
+    CAPTURE(slice);
+    HttpRequest r = read("POST /mcp HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\n"
+                         "Transfer-Encoding: chunked\r\nTrailer: X-Trailer\r\n\r\n"
+                         "2\r\n{}\r\n0\r\n" + trailer + "\r\n",
+                         slice);
+    CHECK(r.body == "{}");
+    REQUIRE(r.headers.size() == 4);
+    CHECK(r.headers[0].value == "h");
+    CHECK(msb::find_header(r.headers, "Content-Type").value_or("") == "application/json");
+    CHECK_FALSE(msb::find_header(r.headers, "X-Trailer"));
+    CHECK(r.head_bytes.find("ttt") == std::string::npos);
+  }
+}
+
 TEST_CASE("RequestReader: 100-continue only for HTTP/1.1") {
   bool cont = false;
   (void)read("POST /mcp HTTP/1.1\r\nHost: h\r\nExpect: 100-Continue\r\nContent-Length: 2\r\n\r\n{}", 1000, 1 << 20, &cont);
