@@ -816,9 +816,9 @@ asio::awaitable<CallResult> Forwarder::call(EventLoop& loop, const Message& req,
   auto make_key = [&] {
     return PoolKey{*session, extra_headers, log_level_params};
   };
-  WarmPool* pool = nullptr;
-  if (session && cfg_.pool.size > 0) {
-    pool = pool_for(loop);
+  std::shared_ptr<WarmPool> pool;
+  if (session && cfg_.pool.size > 0) pool = pool_for(loop);
+  if (pool) {
     key_id = PoolKey::make_id(*session, extra_headers, log_level_params);
     warm = pool->take(key_id);
     if (warm) pool_stats_.hits.fetch_add(1, std::memory_order_relaxed);
@@ -906,17 +906,18 @@ Forwarder::~Forwarder() = default;
 
 size_t Forwarder::open_sessions() { return UpstreamChannel::open_count(); }
 
-WarmPool* Forwarder::pool_for(EventLoop& loop) {
+std::shared_ptr<WarmPool> Forwarder::pool_for(EventLoop& loop) {
   std::lock_guard lk(pools_mu_);
+  if (pools_stopped_) return nullptr;  // no new pool (and no fillers) after stop()
   auto& p = pools_[&loop];
   if (!p) p = std::make_shared<WarmPool>(loop, cfg_, stats_, pool_stats_, pool_idle_);
-  return p.get();
+  return p;
 }
 
 void Forwarder::prewarm(EventLoop& loop, const ClientSession& session, std::string_view extra_headers,
                         const std::optional<std::string>& log_level_params) {
   if (cfg_.pool.size == 0) return;
-  pool_for(loop)->want(PoolKey{session, std::string(extra_headers), log_level_params});
+  if (auto pool = pool_for(loop)) pool->want(PoolKey{session, std::string(extra_headers), log_level_params});
 }
 
 void Forwarder::stop() {
@@ -924,6 +925,7 @@ void Forwarder::stop() {
   std::vector<std::pair<EventLoop*, std::shared_ptr<WarmPool>>> all;
   {
     std::lock_guard lk(pools_mu_);
+    pools_stopped_ = true;
     for (auto& [l, p] : pools_) all.emplace_back(l, std::move(p));
     pools_.clear();
   }

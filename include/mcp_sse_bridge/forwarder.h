@@ -122,7 +122,9 @@ class Forwarder {
   static size_t open_sessions();
 
  private:
-  WarmPool* pool_for(EventLoop& loop);
+  // The loop's pool (created on first use); null once stop() has run. Held
+  // by the call for its whole run: a pool stopped meanwhile refuses returns.
+  std::shared_ptr<WarmPool> pool_for(EventLoop& loop);
 
   const UpstreamConfig& cfg_;
   ForwarderStats stats_;
@@ -130,6 +132,7 @@ class Forwarder {
   std::atomic<size_t> pool_idle_{0};  // idle warm sessions over all loops
   std::mutex pools_mu_;
   std::unordered_map<EventLoop*, std::shared_ptr<WarmPool>> pools_;
+  bool pools_stopped_ = false;  // under pools_mu_
 };
 
 }  // namespace msb
