@@ -81,15 +81,16 @@ bool read_schedstat(int fd, int64_t* ran, int64_t* waited) {
 }  // namespace
 
 int LoopBalancer::Meter::sample() {
-  int64_t used = -1;
+  int64_t used = -1, waited = 0;
   if (fd >= 0) {
-    int64_t ran = 0, waited = 0;
+    int64_t ran = 0;
     if (read_schedstat(fd, &ran, &waited)) {
-      used = ran + waited;
+      used = ran;
     } else {
-      ::close(fd);  // (not expected) from now on: CPU time only
+      ::close(fd);  // (not expected) from now on: CPU time over wall time
       fd = -1;
       used_ns = -1;
+      waited = 0;
     }
   }
   if (used < 0) {
@@ -101,9 +102,13 @@ int LoopBalancer::Meter::sample() {
   clock_gettime(CLOCK_MONOTONIC, &wall);
   int64_t w = wall.tv_sec * 1'000'000'000LL + wall.tv_nsec;
   int out = 0;
-  if (used_ns >= 0 && w > wall_ns)
-    out = static_cast<int>(std::clamp<int64_t>((used - used_ns) * 1000 / (w - wall_ns), 0, 1000));
+  if (used_ns >= 0 && w > wall_ns) {
+    // The time it could have run: wall time less the time it waited for a CPU.
+    int64_t could = std::max<int64_t>((w - wall_ns) - (waited - waited_ns), 1);
+    out = static_cast<int>(std::clamp<int64_t>((used - used_ns) * 1000 / could, 0, 1000));
+  }
   used_ns = used;
+  waited_ns = waited;
   wall_ns = w;
   return out;
 }

@@ -51,6 +51,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "blocking_http.h"
 #include "legacy_server.h"
 #include "ref_server.h"
 #include "tool_common.h"
@@ -718,19 +719,37 @@ int main(int argc, char** argv) {
               rounds, warmup_ms, window_ms,
               rate > 0 ? ("calls offered at " + std::to_string(static_cast<long>(rate)) + "/s to both").c_str()
                        : "closed loop");
-  std::printf("%-5s %-5s %-6s %10s %8s %12s %8s %8s %8s\n", "round", "conc", "target", "calls/s", "p50 us",
-              "CPU us/call", "calls", "errors", "reconn");
+  std::printf("%-5s %-5s %-6s %10s %8s %12s %8s %8s %8s %6s\n", "round", "conc", "target", "calls/s", "p50 us",
+              "CPU us/call", "calls", "errors", "reconn", "moves");
   std::fflush(stdout);
 
   std::vector<std::vector<double>> ratios(levels.size());
   std::vector<std::vector<double>> ng_cpu(levels.size()), br_cpu(levels.size());
   bool failed = false;
-  auto row = [rate](int round, int c, const char* name, const CellResult& r) {
+  // The bridge's client connections moved between its loops during the cell
+  // (its /metrics; "-" for nginx or when unreadable): moving spreads a call
+  // over two threads, which costs CPU per call, so a ratio read with moves
+  // is not the packed figure.
+  auto bridge_moves = [&bridge]() -> std::string {
+    msb_tools::BlockingHttp http("127.0.0.1", bridge.port);
+    msb_tools::BlockingHttp::Head head;
+    std::string body;
+    auto d = msb::Deadline::after(std::chrono::milliseconds(2000));
+    if (!http.request("GET", "/metrics", "", "", d, head) || head.status != 200 ||
+        !http.read_full_body(body, 1 << 20, d))
+      return "?";
+    std::string_view key = "\nmcp_bridge_connection_moves_total ";
+    auto at = body.find(key);
+    if (at == std::string::npos) return "?";
+    auto from = at + key.size();
+    return body.substr(from, body.find('\n', from) - from);
+  };
+  auto row = [rate](int round, int c, const char* name, const CellResult& r, const std::string& moves) {
     // Below the offered rate the two did not do the same work per second.
     bool behind = rate > 0 && r.ok && r.calls_per_s() < 0.95 * rate;
-    std::printf("%-5d %-5d %-6s %10.0f %8.0f %12.1f %8llu %8llu %8llu%s%s%s\n", round, c, name, r.calls_per_s(),
+    std::printf("%-5d %-5d %-6s %10.0f %8.0f %12.1f %8llu %8llu %8llu %6s%s%s%s\n", round, c, name, r.calls_per_s(),
                 r.p50_us, r.cpu_per_call(), static_cast<unsigned long long>(r.calls),
-                static_cast<unsigned long long>(r.errors), static_cast<unsigned long long>(r.reconnects),
+                static_cast<unsigned long long>(r.errors), static_cast<unsigned long long>(r.reconnects), moves.c_str(),
                 r.ok ? "" : "  FAILED: ", r.ok ? "" : r.why.c_str(),
                 behind ? "  (below the offered rate: saturated)" : "");
     std::fflush(stdout);
@@ -740,10 +759,10 @@ int main(int argc, char** argv) {
     for (size_t li = 0; li < levels.size(); ++li) {
       int c = levels[li];
       CellResult n = run_cell(nginx.port(), c, false, nginx_cpu, wu, win, rate);
-      row(round, c, "nginx", n);
+      row(round, c, "nginx", n, "-");
       if (round > 1 || li > 0) restart_bridge();
       CellResult b = run_cell(bridge.port, c, true, bridge_cpu, wu, win, rate);
-      row(round, c, "bridge", b);
+      row(round, c, "bridge", b, bridge_moves());
       if (!n.ok || !b.ok || n.cpu_per_call() <= 0) {
         failed = true;
         continue;

@@ -53,11 +53,15 @@ class LoopBalancer {
   int busy(int i) const { return loops_[static_cast<size_t>(i)]->busy.load(std::memory_order_relaxed); }
 
   // Measures the calling thread's busy share since the last call (per mille;
-  // the first call returns 0): the time it ran plus the time it waited,
-  // runnable, for a CPU (/proc/thread-self/schedstat), over wall time. A loop
-  // that other processes keep from running thus reads busy, as a loop that
-  // is the bottleneck should. Without schedstat: the time it ran only
-  // (CLOCK_THREAD_CPUTIME_ID). Construct, sample and destroy on that thread.
+  // the first call returns 0): the time it ran over the time it could have
+  // run, i.e. wall time less the time it waited, runnable, for a CPU
+  // (/proc/thread-self/schedstat). That is its demand whatever else runs:
+  // a loop that other processes keep from running but that runs whenever it
+  // can reads busy, as a bottleneck should, and a loop that merely waits its
+  // turn on a shared machine does not (counting the waits as busy spread the
+  // benchmark's connections over both loops, at 8-10 us per call). Without
+  // schedstat: CPU time (CLOCK_THREAD_CPUTIME_ID) over wall time. Construct,
+  // sample and destroy on that thread.
   struct Meter {
     Meter();
     ~Meter();
@@ -66,6 +70,7 @@ class LoopBalancer {
     int sample();
     bool counts_waits() const { return fd >= 0; }
     int64_t used_ns = -1;
+    int64_t waited_ns = 0;
     int64_t wall_ns = 0;
     int fd = -1;  // /proc/thread-self/schedstat, or -1
   };
