@@ -3,6 +3,7 @@
 #include <simdjson.h>
 
 #include <cstring>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -198,7 +199,10 @@ bool classify_large(std::string& text, Message& m, std::string* why) {
     return false;
   }
   bool has_id = false, has_result = false, has_error = false, version_ok = false;
+  bool seen_version = false, seen_method = false, seen_params = false;
   std::string_view params_raw;
+  // As classify(): the first of duplicate keys counts, so that a message
+  // reads the same whatever its size.
   for (auto field : obj) {
     std::string_view key;
     if (field.unescaped_key().get(key) != SUCCESS) {
@@ -206,6 +210,10 @@ bool classify_large(std::string& text, Message& m, std::string* why) {
       return false;
     }
     auto value = field.value();
+    if ((key == "jsonrpc" && std::exchange(seen_version, true)) || (key == "id" && has_id) ||
+        (key == "method" && std::exchange(seen_method, true)) ||
+        (key == "params" && std::exchange(seen_params, true)))
+      continue;
     if (key == "jsonrpc") {
       std::string_view v;
       version_ok = value.get_string().get(v) == SUCCESS && v == "2.0";

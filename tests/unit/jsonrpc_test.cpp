@@ -88,6 +88,25 @@ TEST_CASE("jsonrpc: members in any order; the first of duplicate keys counts; ne
   CHECK(r.messages[0].progress_token == "\"p\"");
 }
 
+TEST_CASE("jsonrpc: a message above the shared parser's size reads as a small one (first duplicate counts)") {
+  // Above 1 MiB the message is read by a separate (on-demand) path.
+  std::string pad(1100 * 1024, 'x');
+  auto text = R"({"jsonrpc":"2.0","id":1,"id":2,"method":"a","method":"b","params":{"p":")" + pad +
+              R"("},"params":{"q":1},"jsonrpc":"1.0"})";
+  Message m;
+  std::string why;
+  REQUIRE_MESSAGE(parse_message(text, m, &why), why);
+  CHECK(m.kind == MsgKind::kRequest);
+  CHECK(m.id == "1");
+  CHECK(m.method == "a");
+  CHECK(m.raw.size() == text.size());
+  Message small;
+  REQUIRE(parse_message(R"({"jsonrpc":"2.0","id":1,"id":2,"method":"a","method":"b","params":{"p":"x"},"params":{"q":1},"jsonrpc":"1.0"})",
+                        small));
+  CHECK(small.id == m.id);
+  CHECK(small.method == m.method);
+}
+
 TEST_CASE("jsonrpc: read-only methods") {
   CHECK(is_read_only_method("tools/list"));
   CHECK(is_read_only_method("resources/read"));
