@@ -90,7 +90,6 @@ int LoopBalancer::Meter::sample() {
       ::close(fd);  // (not expected) from now on: CPU time over wall time
       fd = -1;
       used_ns = -1;
-      waited = 0;
     }
   }
   if (used < 0) {

@@ -727,7 +727,7 @@ int main(int argc, char** argv) {
   std::vector<std::vector<double>> ng_cpu(levels.size()), br_cpu(levels.size());
   bool failed = false;
   // The bridge's client connections moved between its loops during the cell
-  // (its /metrics; "-" for nginx or when unreadable): moving spreads a call
+  // (its /metrics; "?" when unreadable, "-" in nginx's rows): moving spreads a call
   // over two threads, which costs CPU per call, so a ratio read with moves
   // is not the packed figure.
   auto bridge_moves = [&bridge]() -> std::string {

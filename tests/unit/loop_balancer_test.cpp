@@ -89,6 +89,34 @@ TEST_CASE("loop balancer: the meter reads the calling thread's CPU share") {
   CHECK(m.sample() < 300);  // asleep
 }
 
+namespace {
+// `per_core` spinning threads per core (at least 2 cores), each bounded by
+// `max`; stopped and joined when it goes out of scope.
+struct SpinningThreads {
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> threads;
+  SpinningThreads(unsigned per_core, std::chrono::seconds max) {
+    unsigned n = std::max(2u, std::thread::hardware_concurrency()) * per_core;
+    for (unsigned i = 0; i < n; ++i)
+      threads.emplace_back([this, max] {
+        volatile uint64_t y = 0;
+        auto until = std::chrono::steady_clock::now() + max;  // bounded
+        while (!stop.load(std::memory_order_relaxed) && std::chrono::steady_clock::now() < until) y = y + 1;
+      });
+  }
+  ~SpinningThreads() {
+    stop = true;
+    for (auto& t : threads) t.join();
+  }
+};
+
+int64_t thread_cpu_ns() {
+  timespec t{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return t.tv_sec * 1'000'000'000LL + t.tv_nsec;
+}
+}  // namespace
+
 TEST_CASE("loop balancer: a thread kept from the CPU by others still reads busy") {
   LoopBalancer::Meter m;
   if (!m.counts_waits()) {
@@ -97,32 +125,17 @@ TEST_CASE("loop balancer: a thread kept from the CPU by others still reads busy"
   }
   // Twice as many spinning threads as cores, plus this one: it gets a share
   // of a CPU, and waits, runnable, for the rest.
-  unsigned hogs = std::max(2u, std::thread::hardware_concurrency()) * 2;
-  std::atomic<bool> stop{false};
-  std::vector<std::thread> spin;
-  for (unsigned i = 0; i < hogs; ++i)
-    spin.emplace_back([&stop] {
-      volatile uint64_t y = 0;
-      auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);  // bounded
-      while (!stop.load(std::memory_order_relaxed) && std::chrono::steady_clock::now() < until) y = y + 1;
-    });
-  m.sample();
-  auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
-  volatile uint64_t x = 0;
-  while (std::chrono::steady_clock::now() < until) x = x + 1;  // bounded spin
-  int busy = m.sample();
-  stop = true;
-  for (auto& t : spin) t.join();
+  int busy = 0;
+  {
+    SpinningThreads hogs(2, std::chrono::seconds(2));
+    m.sample();
+    auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
+    volatile uint64_t x = 0;
+    while (std::chrono::steady_clock::now() < until) x = x + 1;  // bounded spin
+    busy = m.sample();
+  }
   CHECK(busy > 800);  // it runs whenever it can; by CPU time alone about 1000 / 3
 }
-
-namespace {
-int64_t thread_cpu_ns() {
-  timespec t{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-  return t.tv_sec * 1'000'000'000LL + t.tv_nsec;
-}
-}  // namespace
 
 TEST_CASE("loop balancer: a light loop on a crowded machine does not read busy") {
   // A loop whose work takes a fifth of its time, on a machine where four
@@ -134,25 +147,18 @@ TEST_CASE("loop balancer: a light loop on a crowded machine does not read busy")
     MESSAGE("no /proc/thread-self/schedstat here: the meter counts CPU time only");
     return;
   }
-  unsigned hogs = std::max(2u, std::thread::hardware_concurrency()) * 4;
-  std::atomic<bool> stop{false};
-  std::vector<std::thread> spin;
-  for (unsigned i = 0; i < hogs; ++i)
-    spin.emplace_back([&stop] {
-      volatile uint64_t y = 0;
-      auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);  // bounded
-      while (!stop.load(std::memory_order_relaxed) && std::chrono::steady_clock::now() < until) y = y + 1;
-    });
-  m.sample();
-  for (int k = 0; k < 60; ++k) {  // 1 ms of CPU, then 4 ms asleep
-    int64_t start = thread_cpu_ns();
-    volatile uint64_t x = 0;
-    for (int n = 0; n < 100'000'000 && thread_cpu_ns() - start < 1'000'000; ++n) x = x + 1;  // bounded
-    std::this_thread::sleep_for(std::chrono::milliseconds(4));
+  int busy = 0;
+  {
+    SpinningThreads hogs(4, std::chrono::seconds(5));
+    m.sample();
+    for (int k = 0; k < 60; ++k) {  // 1 ms of CPU, then 4 ms asleep
+      int64_t start = thread_cpu_ns();
+      volatile uint64_t x = 0;
+      for (int n = 0; n < 100'000'000 && thread_cpu_ns() - start < 1'000'000; ++n) x = x + 1;  // bounded
+      std::this_thread::sleep_for(std::chrono::milliseconds(4));
+    }
+    busy = m.sample();
   }
-  int busy = m.sample();
-  stop = true;
-  for (auto& t : spin) t.join();
   MESSAGE("busy " << busy << " per mille (demand 200)");
   CHECK(busy < 400);
   CHECK(busy > 100);
