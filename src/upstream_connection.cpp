@@ -519,7 +519,7 @@ asio::awaitable<Status> UpstreamConnection::connect_impl(const Url& origin, Dead
 
 // ---- request + response head ----------------------------------------------
 
-asio::awaitable<std::pair<ErrorCode, UpstreamConnection::Woke>> UpstreamConnection::fill(Deadline d) {
+asio::awaitable<std::pair<ErrorCode, UpstreamConnection::Woke>> UpstreamConnection::fill(Deadline d, bool direct) {
   if (MSB_CANCELLED()) co_return std::pair{ErrorCode(asio::error::operation_aborted), Woke::kCancelled};
   if (!connected()) co_return std::pair{ErrorCode(asio::error::not_connected), Woke::kDone};
   auto b = parser_->buf.prepare(kReadSize);
@@ -532,6 +532,29 @@ asio::awaitable<std::pair<ErrorCode, UpstreamConnection::Woke>> UpstreamConnecti
     if (ec == asio::error::would_block || ec == asio::error::try_again)
       co_return std::pair{ErrorCode(asio::error::operation_aborted), Woke::kTimer};
     co_return std::pair{ec, Woke::kDone};
+  }
+  if (direct && !stream_->is_tls()) {
+    // Body bytes that are already here are read without a loop turn. (An
+    // async read that finds them at once still posts its completion: the
+    // coroutine suspends, and the loop polls epoll once more before resuming
+    // it, which mostly finds nothing.) The usual case is the SSE answer read
+    // after its POST's 202: servers that write both in one turn (the TS and
+    // Python SDKs) have sent it already. Not for a response head, which
+    // cannot be there yet right after its request. Where the bytes usually
+    // come later (a thread-per-request server's event), a miss costs a recv
+    // that returns EAGAIN: after one, 15 fills go straight to the async read
+    // before the next try.
+    if (direct_skip_ == 0) {
+      ErrorCode ec;
+      size_t n = stream_->read_now(b, ec);
+      if (ec != asio::error::would_block && ec != asio::error::try_again) {
+        parser_->buf.commit(n);
+        co_return std::pair{ec, Woke::kDone};
+      }
+      direct_skip_ = 15;
+    } else {
+      --direct_skip_;
+    }
   }
   arm(d);
   // A plain socket's read is awaited here, not through NetStream's
@@ -902,7 +925,7 @@ asio::awaitable<Expected<bool>> UpstreamConnection::read_body(std::string& out, 
         if (got > 0) co_return false;
         if (n > 0) continue;  // framing consumed (a chunk header), no data yet
       }
-      auto [ec, woke] = co_await fill(d);
+      auto [ec, woke] = co_await fill(d, true);
       if (!ec) continue;
       switch (woke) {
         case Woke::kCancelled:  // the connection stays usable: the read resumes later
