@@ -371,6 +371,10 @@ class CallRun {
       note_error(a, s.error());
       co_return std::nullopt;
     }
+    const auto no_reply = [&] {
+      return "no reply to " + std::string(to_string(phase)) + " within " +
+             format_duration(phase == Phase::kInitialize ? cfg_.initialize_timeout : cfg_.request_timeout);
+    };
     for (;;) {
       if (!sink_.alive()) {
         a.cancelled = true;
@@ -382,14 +386,15 @@ class CallRun {
         if (m.error().kind == ErrorKind::kCancelled) continue;  // woken: alive() decides
         if (m.error().kind == ErrorKind::kTimeout && !d.reached()) continue;
         a.error = m.error();
-        if (a.error->kind == ErrorKind::kTimeout)
-          a.error->detail = "no reply to " + std::string(to_string(phase)) + " within " +
-                            format_duration(phase == Phase::kInitialize ? cfg_.initialize_timeout
-                                                                        : cfg_.request_timeout);
+        if (a.error->kind == ErrorKind::kTimeout) a.error->detail = no_reply();
         co_return std::nullopt;
       }
       if (m->kind == MsgKind::kResponse && m->id == id) co_return std::move(*m);
       if (!co_await handle_other(up, *m, d, phase, a, /*relay=*/false)) co_return std::nullopt;
+      if (d.reached()) {  // messages keep coming, none of them the reply
+        a.error = make_error(ErrorKind::kTimeout, phase, no_reply());
+        co_return std::nullopt;
+      }
     }
   }
 

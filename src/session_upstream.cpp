@@ -325,12 +325,13 @@ asio::awaitable<Expected<Message>> SessionUpstream::roundtrip(UpstreamChannel& c
                                                               const std::string& body,
                                                               const std::string& id, Deadline d) {
   if (auto s = co_await ch.post(body, d, Phase::kInitialize); !s) co_return s.error();
+  const auto timed_out = [&] {
+    return "no reply to the replayed setup within --initialize-timeout " + format_duration(cfg_.initialize_timeout);
+  };
   for (;;) {
     auto m = co_await ch.next_message(d, Phase::kInitialize);
     if (!m) {
-      if (m.error().kind == ErrorKind::kTimeout)
-        m.error().detail = "no reply to the replayed setup within --initialize-timeout " +
-                           format_duration(cfg_.initialize_timeout);
+      if (m.error().kind == ErrorKind::kTimeout) m.error().detail = timed_out();
       co_return m.error();
     }
     if (m->kind == MsgKind::kResponse && m->id == id) co_return std::move(*m);
@@ -339,6 +340,8 @@ asio::awaitable<Expected<Message>> SessionUpstream::roundtrip(UpstreamChannel& c
                                 Phase::kInitialize);
       if (!s) co_return s.error();
     }
+    // Messages keep coming, none of them the reply.
+    if (d.reached()) co_return make_error(ErrorKind::kTimeout, Phase::kInitialize, timed_out());
   }
 }
 

@@ -151,7 +151,10 @@ asio::awaitable<std::optional<BridgeError>> UpstreamChannel::open_stream(Deadlin
   const auto endpoint_deadline = Deadline::earliest(Deadline::after(endpoint_timeout), outer);
   // The first event must be `endpoint`; messages before it are kept.
   while (!have_endpoint_) {
+    const bool late = endpoint_deadline.reached();  // as in next_message()
     auto st = co_await read_more(endpoint_deadline, Phase::kEndpoint);
+    if (st && late && !have_endpoint_)
+      st = make_error(ErrorKind::kTimeout, Phase::kEndpoint, "waiting on the SSE stream");
     if (!st) {
       if (st.error().kind == ErrorKind::kTimeout)
         st.error().detail =
@@ -235,8 +238,13 @@ asio::awaitable<Expected<Message>> UpstreamChannel::next_message(Deadline d, Pha
   // (One coroutine: a wrapper with the try would cost a frame per call.)
   try {
     while (inbox_.empty()) {
+      // Past the deadline, one look at what is there already (an answer
+      // that came just in time), then the timeout: a stream kept busy with
+      // comments cannot hold the wait past it.
+      const bool late = d.reached();
       auto st = co_await read_more(d, phase);
       if (!st) co_return st.error();
+      if (late && inbox_.empty()) co_return make_error(ErrorKind::kTimeout, phase, "waiting on the SSE stream");
     }
     Message m = std::move(inbox_.front());
     inbox_.pop_front();

@@ -50,6 +50,10 @@ namespace {
 
 constexpr auto kTok = asio::as_tuple(asio::use_awaitable);
 constexpr size_t kReadSize = 16 * 1024;
+// At most this many reads of kReadSize without a loop turn (fill()).
+constexpr uint8_t kMaxDirectStreak = 4;
+// Counts the upstream reads of this thread (loop) that waited (fill()).
+thread_local uint64_t t_upstream_waits = 0;
 constexpr size_t kMaxSkippedBody = 64 * 1024;  // larger unread bodies cost the connection
 
 // True once the awaiting coroutine's cancellation slot fired. Checked before
@@ -543,19 +547,30 @@ asio::awaitable<std::pair<ErrorCode, UpstreamConnection::Woke>> UpstreamConnecti
     // cannot be there yet right after its request. Where the bytes usually
     // come later (a thread-per-request server's event), a miss costs a recv
     // that returns EAGAIN: after one, 15 fills go straight to the async read
-    // before the next try.
-    if (direct_skip_ == 0) {
+    // before the next try. A direct read does not let the loop run anything
+    // else, so an upstream that never lets the socket run dry (a flood of
+    // SSE comments or messages) would pin the loop: after kMaxDirectStreak
+    // direct reads with no upstream read of this loop waiting in between, the
+    // next one is async, whose completion waits its turn. (A call's POST
+    // waits for its 202 between two answers: calls themselves never hit it.)
+    if (direct_epoch_ != t_upstream_waits) {
+      direct_epoch_ = t_upstream_waits;
+      direct_streak_ = 0;
+    }
+    if (direct_skip_ == 0 && direct_streak_ < kMaxDirectStreak) {
       ErrorCode ec;
       size_t n = stream_->read_now(b, ec);
       if (ec != asio::error::would_block && ec != asio::error::try_again) {
         parser_->buf.commit(n);
+        ++direct_streak_;
         co_return std::pair{ec, Woke::kDone};
       }
       direct_skip_ = 15;
-    } else {
+    } else if (direct_skip_ > 0) {
       --direct_skip_;
     }
   }
+  ++t_upstream_waits;
   arm(d);
   // A plain socket's read is awaited here, not through NetStream's
   // coroutine: a frame less per read.

@@ -211,6 +211,11 @@ class UpstreamConnection {
   // fill(d, true) first reads without waiting, unless that found nothing
   // lately: then this many such fills skip it before the next try.
   uint8_t direct_skip_ = 0;
+  // Direct reads that found bytes since an upstream read of this thread last
+  // waited (the loop may not have run anything else meanwhile: bounded, see
+  // fill()), and which of those waits that was.
+  uint8_t direct_streak_ = 0;
+  uint64_t direct_epoch_ = 0;
   std::optional<BridgeError> pending_error_;  // reported by the next read_body()
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

@@ -854,6 +854,78 @@ TEST_CASE("upstream channel: an oversized event from a fake, split across chunks
   CHECK(err->kind == ErrorKind::kProtocol);
 }
 
+// Writes SSE comments (in chunks) as fast as the socket takes them, for at
+// most `for_at_most` or until stop; the chunk framing survives partial sends.
+void flood_comments(int fd, const std::atomic<bool>& stop, std::chrono::milliseconds for_at_most) {
+  // Empty comments, 2 bytes a line: the reader parses a line per 2 bytes,
+  // slower than this thread writes them, so the socket never runs dry.
+  std::string lines;
+  while (lines.size() < 8 * 1024) lines += ":\n";
+  std::string block;
+  while (block.size() < 64 * 1024) block += chunk(lines);
+  size_t off = 0;
+  const auto until = Clock::now() + for_at_most;
+  while (!stop && Clock::now() < until) {
+    pollfd p{fd, POLLOUT, 0};
+    if (::poll(&p, 1, 50) <= 0) continue;
+    ssize_t n = ::send(fd, block.data() + off, block.size() - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return;
+    if (n > 0) off = (off + static_cast<size_t>(n)) % block.size();
+  }
+}
+
+TEST_CASE("upstream channel: a stream flooded with comments neither holds a call past its deadline nor pins the loop") {
+  // The flood ends by itself after 6 s: a bridge that fails this test fails
+  // it on the bounds below instead of hanging.
+  FakeUpstream f(sse_script([](int fd, const std::atomic<bool>& stop) {
+    flood_comments(fd, stop, 6000ms);
+    FakeUpstream::hold(fd, stop);
+  }));
+  UpstreamConfig c = config_for(f.port());
+  auto err = std::make_shared<std::optional<BridgeError>>();
+  auto took = std::make_shared<int64_t>(-1);
+  auto tick_late = std::make_shared<int64_t>(-1);  // how late a 20 ms timer of the same loop fired
+  LoopThread lt;
+  run_on_channel(
+      lt, c,
+      [err, took, tick_late](UpstreamChannel& ch) -> asio::awaitable<Status> {
+        auto ex = co_await asio::this_coro::executor;
+        asio::co_spawn(
+            ex,
+            [tick_late]() -> asio::awaitable<void> {
+              auto t0 = Clock::now();
+              co_await sleep_on_loop(20ms);
+              *tick_late = ms_since(t0) - 20;
+            },
+            asio::detached);
+        // A busy neighbour on the same loop (1 ms of work per turn) takes
+        // turns from the reader, so the flood outpaces it.
+        auto busy = std::make_shared<bool>(true);
+        auto neighbour = std::make_shared<std::function<void()>>();
+        *neighbour = [ex, busy, weak = std::weak_ptr<std::function<void()>>(neighbour)] {
+          if (!*busy) return;
+          for (auto until = Clock::now() + 1ms; Clock::now() < until;) {
+          }
+          if (auto n = weak.lock()) asio::post(ex, *n);
+        };
+        asio::post(ex, *neighbour);
+        auto t0 = Clock::now();
+        auto m = co_await ch.next_message(Deadline::after(400ms), Phase::kRequest);
+        *took = ms_since(t0);
+        *busy = false;
+        if (!m) *err = m.error();
+        co_return Ok{};
+      },
+      false, 15s);
+  MESSAGE("flooded stream: the call ended after ", *took, " ms; a 20 ms timer fired ", *tick_late, " ms late");
+  REQUIRE(*err);
+  CHECK((*err)->kind == ErrorKind::kTimeout);
+  CHECK(*took >= 380);
+  CHECK(*took < 1500);
+  CHECK(*tick_late >= 0);
+  CHECK(*tick_late < 200);
+}
+
 TEST_CASE("upstream channel: a stream delimited by the close (no chunking) works and ends as kClosed") {
   FakeUpstream f([](int fd, const std::atomic<bool>& stop) {
     std::string head = FakeUpstream::read_head(fd, stop);
