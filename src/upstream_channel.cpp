@@ -22,6 +22,9 @@ BridgeError with_phase(BridgeError e, Phase p) {
   return e;
 }
 
+// A wait on the SSE stream that reached its deadline.
+BridgeError stream_timeout(Phase p) { return make_error(ErrorKind::kTimeout, p, "waiting on the SSE stream"); }
+
 TcpOptions tcp_options(const UpstreamConfig& cfg) {
   return TcpOptions{cfg.tcp_keepalive, cfg.tcp_user_timeout, cfg.connect_timeout};
 }
@@ -154,7 +157,7 @@ asio::awaitable<std::optional<BridgeError>> UpstreamChannel::open_stream(Deadlin
     const bool late = endpoint_deadline.reached();  // as in next_message()
     auto st = co_await read_more(endpoint_deadline, Phase::kEndpoint);
     if (st && late && !have_endpoint_)
-      st = make_error(ErrorKind::kTimeout, Phase::kEndpoint, "waiting on the SSE stream");
+      st = stream_timeout(Phase::kEndpoint);
     if (!st) {
       if (st.error().kind == ErrorKind::kTimeout)
         st.error().detail =
@@ -222,7 +225,7 @@ asio::awaitable<Status> UpstreamChannel::read_more(Deadline d, Phase phase) {
   }
   const BridgeError& e = r.error();
   if (e.kind == ErrorKind::kTimeout)
-    co_return make_error(ErrorKind::kTimeout, phase, "waiting on the SSE stream");
+    co_return stream_timeout(phase);
   if (e.kind == ErrorKind::kCancelled)
     co_return make_error(ErrorKind::kCancelled, phase, "cancelled while waiting on the SSE stream");
   // The stream ended (cleanly or not): every waiter fails now. kUnresponsive
@@ -244,7 +247,7 @@ asio::awaitable<Expected<Message>> UpstreamChannel::next_message(Deadline d, Pha
       const bool late = d.reached();
       auto st = co_await read_more(d, phase);
       if (!st) co_return st.error();
-      if (late && inbox_.empty()) co_return make_error(ErrorKind::kTimeout, phase, "waiting on the SSE stream");
+      if (late && inbox_.empty()) co_return stream_timeout(phase);
     }
     Message m = std::move(inbox_.front());
     inbox_.pop_front();

@@ -52,6 +52,8 @@ constexpr auto kTok = asio::as_tuple(asio::use_awaitable);
 constexpr size_t kReadSize = 16 * 1024;
 // At most this many reads of kReadSize without a loop turn (fill()).
 constexpr uint8_t kMaxDirectStreak = 4;
+// After a direct read found nothing, this many fills skip it (fill()).
+constexpr uint8_t kDirectMissSkip = 15;
 // Counts the upstream reads of this thread (loop) that waited (fill()).
 thread_local uint64_t t_upstream_waits = 0;
 constexpr size_t kMaxSkippedBody = 64 * 1024;  // larger unread bodies cost the connection
@@ -546,8 +548,8 @@ asio::awaitable<std::pair<ErrorCode, UpstreamConnection::Woke>> UpstreamConnecti
     // Python SDKs) have sent it already. Not for a response head, which
     // cannot be there yet right after its request. Where the bytes usually
     // come later (a thread-per-request server's event), a miss costs a recv
-    // that returns EAGAIN: after one, 15 fills go straight to the async read
-    // before the next try. A direct read does not let the loop run anything
+    // that returns EAGAIN: after one, kDirectMissSkip fills go straight to the
+    // async read before the next try. A direct read does not let the loop run anything
     // else, so an upstream that never lets the socket run dry (a flood of
     // SSE comments or messages) would pin the loop: after kMaxDirectStreak
     // direct reads with no upstream read of this loop waiting in between, the
@@ -565,7 +567,7 @@ asio::awaitable<std::pair<ErrorCode, UpstreamConnection::Woke>> UpstreamConnecti
         ++direct_streak_;
         co_return std::pair{ec, Woke::kDone};
       }
-      direct_skip_ = 15;
+      direct_skip_ = kDirectMissSkip;
     } else if (direct_skip_ > 0) {
       --direct_skip_;
     }
