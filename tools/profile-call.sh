@@ -104,10 +104,11 @@ PY
     timeout 120 "$cpu" --bridge "$bridge" --rounds 1 --concurrency 10 --rate "$rate" --warmup-ms 1000 \
       --window-ms 6000 >"$out/cell.txt" 2>&1 &
     tool=$!
-    events=(-e syscalls:sys_enter_recvfrom -e syscalls:sys_enter_sendto -e syscalls:sys_enter_writev
-      -e syscalls:sys_enter_epoll_wait -e syscalls:sys_enter_epoll_ctl -e syscalls:sys_enter_getsockopt
-      -e syscalls:sys_exit_recvfrom --filter 'ret == -11' -e syscalls:sys_exit_epoll_wait --filter 'ret == 0'
-      -e raw_syscalls:sys_enter)
+    events=(-e syscalls:sys_enter_recvfrom -e syscalls:sys_enter_recvmsg -e syscalls:sys_enter_sendto
+      -e syscalls:sys_enter_writev -e syscalls:sys_enter_epoll_wait -e syscalls:sys_enter_epoll_ctl
+      -e syscalls:sys_enter_getsockopt -e syscalls:sys_enter_setsockopt
+      -e syscalls:sys_exit_recvfrom --filter 'ret == -11' -e syscalls:sys_exit_recvmsg --filter 'ret == -11'
+      -e syscalls:sys_exit_epoll_wait --filter 'ret == 0' -e raw_syscalls:sys_enter)
     count() {  # name pid
       timeout 10 perf stat -x, "${events[@]}" -p "$2" -o "$out/$1.perf" -- sleep 3 >/dev/null 2>&1
     }
@@ -138,7 +139,8 @@ for line in open(f"{out}/cell.txt"):
     f = line.split()
     if len(f) > 3 and f[0] == "1" and f[2] in ("nginx", "bridge"):
         rates[f[2]] = float(f[3])
-names = {"syscalls:sys_exit_recvfrom": "recvfrom EAGAIN", "syscalls:sys_exit_epoll_wait": "epoll_wait empty",
+names = {"syscalls:sys_exit_recvfrom": "recvfrom EAGAIN", "syscalls:sys_exit_recvmsg": "recvmsg EAGAIN",
+         "syscalls:sys_exit_epoll_wait": "epoll_wait empty",
          "raw_syscalls:sys_enter": "total"}
 for who in ("nginx", "bridge"):
     n = rates.get(who, 0) * 3

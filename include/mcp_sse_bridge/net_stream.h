@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <string_view>
+#include <tuple>
 #include <utility>
 
 #include "mcp_sse_bridge/tls.h"
@@ -38,8 +39,21 @@ class NetStream {
   // Reads what is available (at least one byte), or an error (eof at end).
   asio::awaitable<std::pair<ErrorCode, size_t>> read_some(asio::mutable_buffer b);
   // Plain streams only: what is already there, without waiting (would_block
-  // when nothing is).
+  // when nothing is). A read that finds nothing, or less than b holds,
+  // leaves the socket known drained (see may_have_input()).
   size_t read_now(asio::mutable_buffer b, ErrorCode& ec);
+  // False when the socket is known to hold nothing: read_now() drained it and
+  // the loop has seen no readiness event for it since (nginx's rule: a short
+  // read means drained; the edge-triggered epoll reports every arrival after
+  // it). True when unknown, and always for TLS. Lets a read that would return
+  // EAGAIN, and the liveness look at an idle socket, be skipped.
+  bool may_have_input();
+  // Plain streams only: waits until the socket is readable (no bytes taken).
+  // On a socket known drained this costs no syscall: the wait joins the loop's
+  // epoll set as it is (Asio's own readiness wait re-arms the descriptor with
+  // an epoll_ctl each time). Ends with operation_aborted on cancel()/close()
+  // or the awaiting coroutine's cancellation.
+  asio::awaitable<std::tuple<ErrorCode>> wait_readable();
   // Plain streams only: writes what the socket takes now, without waiting
   // (0 when it takes nothing; ec only for a real failure).
   size_t write_now(std::string_view data, ErrorCode& ec);
