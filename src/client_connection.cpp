@@ -343,6 +343,7 @@ asio::awaitable<void> ClientConnection::serve() {
     take(first.data(), first.size());
   }
   thread_local std::vector<char> scratch(kScratch);
+  bool wait_first = false;
   while (!closed_) {
     size_t n = 0;
     const char* data = nullptr;
@@ -359,13 +360,17 @@ asio::awaitable<void> ClientConnection::serve() {
       // nothing came since (NetStream::may_have_input), the usual case
       // between two requests; a read is tried first only when something may
       // be there (a new connection, a request pipelined behind the last).
-      if (!stream_->may_have_input()) {
+      // (After a read that found nothing the wait comes first whatever the
+      // tracking says: where it is not built, may_have_input() is always
+      // true.)
+      if (wait_first || !stream_->may_have_input()) {
         auto [ec] = co_await stream_->wait_readable();
         if (ec || closed_) break;
       }
       ErrorCode rec;
       n = stream_->read_now(asio::buffer(scratch.data(), scratch.size()), rec);
-      if (rec == asio::error::would_block || rec == asio::error::try_again) continue;
+      wait_first = rec == asio::error::would_block || rec == asio::error::try_again;
+      if (wait_first) continue;
       if (rec) break;
       if (lingering_) continue;
       data = scratch.data();

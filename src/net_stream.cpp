@@ -26,9 +26,12 @@
 // Readiness tracking reads and writes one flag of Asio's epoll reactor (its
 // per-descriptor "try a speculative read" flag, which the reactor sets on
 // every readiness event). Checked against Boost 1.81's epoll_reactor; other
-// versions, or another reactor, fall back to Asio's public API (a syscall
-// per wait, as before).
-#if BOOST_VERSION == 108100 && defined(BOOST_ASIO_HAS_EPOLL) && !defined(BOOST_ASIO_HAS_IO_URING_AS_DEFAULT)
+// versions, or another reactor, fall back to Asio's public API: a socket is
+// never known drained, so reads are tried before each wait (an EAGAIN) and
+// each wait re-arms epoll (an epoll_ctl), as before session 16.
+// (-DMSB_NO_READINESS_TRACKING builds the fallback on purpose.)
+#if BOOST_VERSION == 108100 && defined(BOOST_ASIO_HAS_EPOLL) && \
+    !defined(BOOST_ASIO_HAS_IO_URING_AS_DEFAULT) && !defined(MSB_NO_READINESS_TRACKING)
 #define MSB_TRACK_READINESS 1
 #else
 #define MSB_TRACK_READINESS 0
@@ -48,7 +51,7 @@ using Reactor = asio::detail::epoll_reactor;
 using DescriptorState = Reactor::descriptor_state;
 
 // Access to non-public members of Asio. Names in an explicit instantiation
-// are not access-checked ([temp.spec.general]/6), so this is the standard way
+// are not access-checked (C++20 [temp.spec]/6), so this is the standard way
 // to reach them without editing the library's headers.
 template <class Tag, typename Tag::type Member>
 struct Expose {
@@ -85,19 +88,21 @@ struct ReadWaitCancel {
 
 // Asio's basic_socket::async_wait(wait_read) with one difference: the
 // operation may be "speculative", so the reactor queues it without the
-// epoll_ctl(MOD) that re-checks readiness (Asio's wait always issues one).
+// epoll_ctl(MOD) that re-checks readiness (Asio's wait issues one whenever no
+// other read is queued).
 // The reactor decides with its own flag: when an event came since the last
 // drained read, the wait completes at once (posted, no syscall); otherwise
 // it is queued and woken by the next edge.
 struct InitiateWaitReadable {
   tcp::socket* s;
+  Reactor* r;
   template <class Handler>
   void operator()(Handler&& handler) const {
     using H = std::decay_t<Handler>;
     using Op = asio::detail::reactive_wait_op<H, asio::any_io_executor>;
     H h(std::forward<Handler>(handler));
     auto& impl = SocketAccess::impl(*s);
-    auto& reactor = asio::use_service<Reactor>(asio::query(s->get_executor(), asio::execution::context));
+    Reactor& reactor = *r;
     const bool cont = boost_asio_handler_cont_helpers::is_continuation(h);
     auto slot = asio::get_associated_cancellation_slot(h);
     typename Op::ptr p = {std::addressof(h), Op::ptr::allocate(h), nullptr};
@@ -134,6 +139,8 @@ NetStream::NetStream(tcp::socket s) : plain_(std::move(s)) {
   // where it fails, reads just do not report it.
   int one = 1;
   if (plain_.is_open()) ::setsockopt(plain_.native_handle(), SOL_TCP, TCP_INQ, &one, sizeof one);
+  // (Any socket, open or not, belongs to an io_context.) Looked up once: use_service takes the registry's lock each time.
+  reactor_ = &asio::use_service<Reactor>(asio::query(plain_.get_executor(), asio::execution::context));
 #endif
 }
 
@@ -154,8 +161,20 @@ asio::awaitable<std::pair<ErrorCode, size_t>> NetStream::read_some(asio::mutable
     auto [ec, n] = co_await tls_->async_read_some(b, kTok);
     co_return std::pair{ec, n};
   }
-  auto [ec, n] = co_await plain_.async_read_some(b, kTok);
-  co_return std::pair{ec, n};
+  // Bounded by the caller's cancellation and by close(): each turn either
+  // returns or waits, and a wait that ends without bytes is followed by one
+  // read, whose would_block leaves the socket known drained.
+  bool wait_first = !may_have_input();
+  for (;;) {
+    if (wait_first) {
+      auto [wec] = co_await wait_readable();
+      if (wec) co_return std::pair{wec, size_t{0}};
+    }
+    ErrorCode ec;
+    size_t n = read_now(b, ec);
+    if (!would_block(ec)) co_return std::pair{ec, n};
+    wait_first = true;
+  }
 }
 
 size_t NetStream::read_now(asio::mutable_buffer b, ErrorCode& ec) {
@@ -198,9 +217,10 @@ size_t NetStream::read_now(asio::mutable_buffer b, ErrorCode& ec) {
     // Bytes: drained when the kernel says nothing is left behind them
     // (TCP_INQ; it counts a received FIN as a byte, so an end that came
     // with the data is not mistaken for drained) and the reactor saw no
-    // error or hang-up since the last EAGAIN (Asio sets the unused
-    // out-of-band flag on EPOLLERR/EPOLLHUP; an RST that came with the data
-    // is seen there).
+    // error or hang-up since the last EAGAIN (Asio sets the out-of-band
+    // flag, which the bridge never uses, on EPOLLERR/EPOLLHUP/EPOLLPRI). An
+    // RST the reactor handled before this read is seen there; one it has
+    // not handled yet sets the read flag again when it does.
     for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
       if (c->cmsg_level == SOL_TCP && c->cmsg_type == TCP_CM_INQ) {
         int inq;
@@ -225,7 +245,8 @@ bool NetStream::may_have_input() {
 asio::awaitable<std::tuple<ErrorCode>> NetStream::wait_readable() {
 #if MSB_TRACK_READINESS
   if (!tls_)
-    return asio::async_initiate<decltype(kTok), void(ErrorCode)>(InitiateWaitReadable{&plain_}, kTok);
+    return asio::async_initiate<decltype(kTok), void(ErrorCode)>(
+        InitiateWaitReadable{&plain_, static_cast<Reactor*>(reactor_)}, kTok);
 #endif
   return socket().async_wait(tcp::socket::wait_read, kTok);
 }
