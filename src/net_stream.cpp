@@ -234,6 +234,8 @@ size_t NetStream::read_now(asio::mutable_buffer b, ErrorCode& ec) {
   return plain_.read_some(b, ec);
 }
 
+bool NetStream::tracks_readiness() { return MSB_TRACK_READINESS != 0; }
+
 bool NetStream::may_have_input() {
 #if MSB_TRACK_READINESS
   if (!tls_) return read_maybe_ready(plain_);

@@ -54,6 +54,9 @@ class NetStream {
   // (another Boost than 1.81). Lets a read that would return EAGAIN, and the
   // liveness look at an idle socket, be skipped.
   bool may_have_input();
+  // Whether this build tracks readiness (Boost 1.81 with epoll, see the
+  // source); where not, may_have_input() is always true.
+  static bool tracks_readiness();
   // Plain streams only: waits until the socket is readable (no bytes taken).
   // On a socket known drained this costs no syscall: the wait joins the loop's
   // epoll set as it is (Asio's own readiness wait re-arms the descriptor with
