@@ -348,9 +348,10 @@ bool UpstreamConnection::maybe_readable() {
   bool chunk_crlf_only = b.size() == 2 && parser_->p->chunked() &&
                          std::memcmp(b.data().data(), "\r\n", 2) == 0;
   if (b.size() > 0 && !chunk_crlf_only) return true;
-  // Drained by the last read, and no event since: nothing came, not even
-  // an end (no syscall).
-  if (!stream_->may_have_input()) return false;
+  // The socket itself, not NetStream::may_have_input(): the reactor's flag
+  // lags by one loop turn (an end that epoll reported in the batch being
+  // handled is not in it yet), and this look is what replaces a dead
+  // pooled session before a call is sent on it (retry safety). One syscall.
   char c;
   ssize_t n = ::recv(stream_->fd(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
   return !(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
