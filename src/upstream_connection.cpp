@@ -52,13 +52,11 @@ constexpr auto kTok = asio::as_tuple(asio::use_awaitable);
 constexpr size_t kReadSize = 16 * 1024;
 // At most this many reads of kReadSize without a loop turn (fill()).
 constexpr uint8_t kMaxDirectStreak = 4;
+// After a direct read found nothing, this many fills skip it (fill()).
+constexpr uint8_t kDirectMissSkip = 15;
 // Counts the upstream reads of this thread (loop) that waited (fill()).
 thread_local uint64_t t_upstream_waits = 0;
 constexpr size_t kMaxSkippedBody = 64 * 1024;  // larger unread bodies cost the connection
-
-bool would_block(const ErrorCode& ec) {
-  return ec == asio::error::would_block || ec == asio::error::try_again;
-}
 
 // True once the awaiting coroutine's cancellation slot fired. Checked before
 // and after every wait; co_await on this_coro::cancellation_state never throws.
@@ -348,10 +346,6 @@ bool UpstreamConnection::maybe_readable() {
   bool chunk_crlf_only = b.size() == 2 && parser_->p->chunked() &&
                          std::memcmp(b.data().data(), "\r\n", 2) == 0;
   if (b.size() > 0 && !chunk_crlf_only) return true;
-  // The socket itself, not NetStream::may_have_input(): the reactor's flag
-  // lags by one loop turn (an end that epoll reported in the batch being
-  // handled is not in it yet), and this look is what replaces a dead
-  // pooled session before a call is sent on it (retry safety). One syscall.
   char c;
   ssize_t n = ::recv(stream_->fd(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
   return !(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
@@ -531,7 +525,7 @@ asio::awaitable<Status> UpstreamConnection::connect_impl(const Url& origin, Dead
 
 // ---- request + response head ----------------------------------------------
 
-asio::awaitable<std::pair<ErrorCode, UpstreamConnection::Woke>> UpstreamConnection::fill(Deadline d) {
+asio::awaitable<std::pair<ErrorCode, UpstreamConnection::Woke>> UpstreamConnection::fill(Deadline d, bool direct) {
   if (MSB_CANCELLED()) co_return std::pair{ErrorCode(asio::error::operation_aborted), Woke::kCancelled};
   if (!connected()) co_return std::pair{ErrorCode(asio::error::not_connected), Woke::kDone};
   auto b = parser_->buf.prepare(kReadSize);
@@ -541,64 +535,54 @@ asio::awaitable<std::pair<ErrorCode, UpstreamConnection::Woke>> UpstreamConnecti
     ErrorCode ec;
     size_t n = stream_->read_now(b, ec);
     parser_->buf.commit(n);
-    if (would_block(ec)) co_return std::pair{ErrorCode(asio::error::operation_aborted), Woke::kTimer};
+    if (ec == asio::error::would_block || ec == asio::error::try_again)
+      co_return std::pair{ErrorCode(asio::error::operation_aborted), Woke::kTimer};
     co_return std::pair{ec, Woke::kDone};
   }
-  if (!stream_->is_tls()) {
-    // Plain sockets are read as nginx reads them: what is there is read
-    // without waiting, and a socket known drained (NetStream::may_have_input)
-    // is waited on without a read attempt. So neither a read that returns
-    // EAGAIN nor a wait that re-arms epoll costs a syscall, and bytes already
-    // here (the SSE answer read after its POST's 202, which servers such as
-    // the TS and Python SDKs write in one turn) cost no loop turn: an async
-    // read that finds them at once still posts its completion, and the loop
-    // polls epoll once more before resuming the coroutine.
-    // A direct read does not let the loop run anything else, so an upstream
-    // that never lets the socket run dry (a flood of SSE comments or
-    // messages) would pin the loop: after kMaxDirectStreak direct reads with
-    // no upstream read of this loop waiting in between, the next one waits,
-    // and its completion waits its turn. (A call's POST waits for its 202
-    // between two answers: calls themselves never hit it.)
+  if (direct && !stream_->is_tls()) {
+    // Body bytes that are already here are read without a loop turn. (An
+    // async read that finds them at once still posts its completion: the
+    // coroutine suspends, and the loop polls epoll once more before resuming
+    // it, which mostly finds nothing.) The usual case is the SSE answer read
+    // after its POST's 202: servers that write both in one turn (the TS and
+    // Python SDKs) have sent it already. Not for a response head, which
+    // cannot be there yet right after its request. Where the bytes usually
+    // come later (a thread-per-request server's event), a miss costs a recv
+    // that returns EAGAIN: after one, kDirectMissSkip fills go straight to the
+    // async read before the next try. A direct read does not let the loop run anything
+    // else, so an upstream that never lets the socket run dry (a flood of
+    // SSE comments or messages) would pin the loop: after kMaxDirectStreak
+    // direct reads with no upstream read of this loop waiting in between, the
+    // next one is async, whose completion waits its turn. (A call's POST
+    // waits for its 202 between two answers: calls themselves never hit it.)
     if (direct_epoch_ != t_upstream_waits) {
       direct_epoch_ = t_upstream_waits;
       direct_streak_ = 0;
     }
-    if (direct_streak_ < kMaxDirectStreak && stream_->may_have_input()) {
+    if (direct_skip_ == 0 && direct_streak_ < kMaxDirectStreak) {
       ErrorCode ec;
       size_t n = stream_->read_now(b, ec);
-      if (!would_block(ec)) {
+      if (ec != asio::error::would_block && ec != asio::error::try_again) {
         parser_->buf.commit(n);
         ++direct_streak_;
         co_return std::pair{ec, Woke::kDone};
       }
-    }
-    ++t_upstream_waits;
-    arm(d);
-    // Bounded by the timer (its expiry cancels the wait) and by
-    // cancellation. A wake-up for bytes a direct read already took finds
-    // nothing and waits again, unless the timer or a cancellation came
-    // meanwhile (then there is no wait left for them to end).
-    for (;;) {
-      auto [wec] = co_await stream_->wait_readable();
-      ErrorCode ec = wec;
-      size_t n = 0;
-      if (!ec) {
-        n = stream_->read_now(b, ec);
-        if (would_block(ec)) {
-          if (!timed_out_ && !d.reached() && !MSB_CANCELLED()) continue;
-          ec = asio::error::operation_aborted;
-          if (!MSB_CANCELLED()) timed_out_ = true;
-        }
-      }
-      disarm();
-      parser_->buf.commit(n);
-      if (!ec) co_return std::pair{ec, Woke::kDone};
-      co_return std::pair{ec, why_aborted(MSB_CANCELLED())};
+      direct_skip_ = kDirectMissSkip;
+    } else if (direct_skip_ > 0) {
+      --direct_skip_;
     }
   }
   ++t_upstream_waits;
   arm(d);
-  auto [ec, n] = co_await stream_->read_some(b);
+  // A plain socket's read is awaited here, not through NetStream's
+  // coroutine: a frame less per read.
+  ErrorCode ec;
+  size_t n = 0;
+  if (stream_->is_tls()) {
+    std::tie(ec, n) = co_await stream_->read_some(b);
+  } else {
+    std::tie(ec, n) = co_await stream_->socket().async_read_some(b, kTok);
+  }
   disarm();
   parser_->buf.commit(n);
   if (!ec) co_return std::pair{ec, Woke::kDone};
@@ -917,7 +901,7 @@ void UpstreamConnection::skip_body_now(size_t max, bool close_if_incomplete) {
     ErrorCode ec;
     size_t n = stream_->read_now(parser_->buf.prepare(kReadSize), ec);
     parser_->buf.commit(n);
-    if (would_block(ec)) break;  // not here yet
+    if (ec == asio::error::would_block || ec == asio::error::try_again) break;  // not here yet
     if (ec || n == 0) return close();  // closed or failed
   }
   if (close_if_incomplete) close();  // not all here: the next request goes on a fresh connection
@@ -958,7 +942,7 @@ asio::awaitable<Expected<bool>> UpstreamConnection::read_body(std::string& out, 
         if (got > 0) co_return false;
         if (n > 0) continue;  // framing consumed (a chunk header), no data yet
       }
-      auto [ec, woke] = co_await fill(d);
+      auto [ec, woke] = co_await fill(d, true);
       if (!ec) continue;
       switch (woke) {
         case Woke::kCancelled:  // the connection stays usable: the read resumes later

@@ -176,9 +176,9 @@ class UpstreamConnection {
   // readable without waiting, plain sockets; at most max bytes), else closes
   // (or, close_if_incomplete false, leaves what it consumed consumed).
   void skip_body_now(size_t max, bool close_if_incomplete = true);
-  // Reads more raw bytes into the parser's buffer, bounded by d. On a plain
-  // socket what is already there is read without waiting (see the source).
-  asio::awaitable<std::pair<boost::system::error_code, Woke>> fill(Deadline d);
+  // Reads more raw bytes into the parser's buffer, bounded by d. direct: on
+  // a plain socket, first read what is already there (see the source).
+  asio::awaitable<std::pair<boost::system::error_code, Woke>> fill(Deadline d, bool direct = false);
   void arm(Deadline d);
   void disarm();
   void set_timer(Clock::time_point at);
@@ -208,6 +208,9 @@ class UpstreamConnection {
   bool persistent_ = false;  // the last response was HTTP/1.1 keep-alive
   bool body_done_ = true;
   bool peer_closed_ = false;
+  // fill(d, true) first reads without waiting, unless that found nothing
+  // lately: then this many such fills skip it before the next try.
+  uint8_t direct_skip_ = 0;
   // Direct reads that found bytes since an upstream read of this thread last
   // waited (the loop may not have run anything else meanwhile: bounded, see
   // fill()), and which of those waits that was.
