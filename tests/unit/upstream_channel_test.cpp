@@ -975,11 +975,7 @@ TEST_CASE("upstream channel: the POST connection is opened alongside the GET") {
     // open() returns once both connects completed on this side; the fake
     // server's accept thread counts them a moment later. No POST was sent
     // yet, so a second connection can only be open()'s.
-    asio::steady_timer t(co_await asio::this_coro::executor);
-    for (int i = 0; i < 200 && f.accepted() < 2; ++i) {
-      t.expires_after(5ms);
-      co_await t.async_wait(asio::use_awaitable);
-    }
+    for (int i = 0; i < 200 && f.accepted() < 2; ++i) co_await sleep_on_loop(5ms);
     accepted_after_open = f.accepted();
     if (!st) co_return;
     st = co_await ch.post(R"({"jsonrpc":"2.0","method":"notifications/initialized"})", Deadline::after(1s),
