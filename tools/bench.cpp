@@ -4,6 +4,9 @@
 //
 //   direct  a legacy SSE client speaking to the upstream itself: one long-lived
 //           session per client thread (the floor: no bridge at all)
+//   dcold   (c1 only) the legacy client with a fresh upstream session per call
+//           (endpoint, initialize, notifications/initialized, the call): what
+//           a cold session costs any client of this upstream
 //   cold    Streamable HTTP through the bridge, --pool-size 0 (a fresh upstream
 //           session per call)
 //   warm    Streamable HTTP through the bridge with the warm pool
@@ -153,6 +156,19 @@ auto direct_clients(const msb::UpstreamConfig& cfg, const std::string& args) {
   };
 }
 
+// A fresh upstream session per call, straight to the upstream (endpoint,
+// initialize, notifications/initialized, the call, close): what a cold
+// session costs any legacy client of this upstream, the reference for the
+// bridge's cold cell.
+auto direct_cold_clients(const msb::UpstreamConfig& cfg, const std::string& args) {
+  return [&cfg, &args](int) {
+    return [&cfg, &args](int seq) {
+      DirectClient c(cfg);
+      return c.initialize() && c.call(call_body(seq, "echo", args), std::to_string(seq), Deadline::after(10s));
+    };
+  };
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -268,14 +284,15 @@ int main(int argc, char** argv) {
   };
 
   std::printf("%-6s %-7s %12s %10s %10s %8s\n", "conc", "path", "calls/s", "p50 us", "p99 us", "errors");
-  struct Row { int c; Cell d, cold, warm; double bridge_cpu_warm = 0, self_cpu_direct = 0, self_cpu_warm = 0; };
+  struct Row { int c; Cell d, dcold, cold, warm; double bridge_cpu_warm = 0, self_cpu_direct = 0, self_cpu_warm = 0; };
   std::vector<Row> rows;
   for (int c : levels) {
-    Row r{c, {}, {}, {}};
+    Row r{c, {}, {}, {}, {}};
     double s0 = cpu_us(0);
     r.d = run_load(c, cell, direct_client, warmup);
     double s1 = cpu_us(0);
     r.cold = run_load(c, cell, bridge_client(cold.port), warmup);
+    if (c == 1) r.dcold = run_load(c, cell, direct_cold_clients(direct_cfg, echo_args), warmup);
     double b0 = cpu_us(warm.pid), s2 = cpu_us(0);
     r.warm = run_load(c, cell, bridge_client(warm.port), warmup);
     double b1 = cpu_us(warm.pid), s3 = cpu_us(0);
@@ -285,8 +302,10 @@ int main(int argc, char** argv) {
       r.bridge_cpu_warm = (b1 - b0) / (r.warm.calls_per_s * secs);
       r.self_cpu_warm = (s3 - s2) / (r.warm.calls_per_s * secs);
     }
-    for (auto [name, x] : {std::pair{"direct", &r.d}, std::pair{"cold", &r.cold}, std::pair{"warm", &r.warm}})
-      std::printf("%-6d %-7s %12.0f %10.0f %10.0f %8llu\n", c, name, x->calls_per_s, x->p50_us, x->p99_us,
+    for (auto [name, x] : {std::pair{"direct", &r.d}, std::pair{"dcold", &r.dcold}, std::pair{"cold", &r.cold},
+                           std::pair{"warm", &r.warm}})
+      if (x != &r.dcold || c == 1)
+        std::printf("%-6d %-7s %12.0f %10.0f %10.0f %8llu\n", c, name, x->calls_per_s, x->p50_us, x->p99_us,
                   static_cast<unsigned long long>(x->errors));
     std::fflush(stdout);
     rows.push_back(r);
@@ -333,6 +352,20 @@ int main(int argc, char** argv) {
     target_line(("cold-" + cpp_upstream).c_str(),
                 ("cold session added cost (cold p50 - warm p50, c1; " + cpp_upstream + " upstream)").c_str(),
                 "<= 300 us", fmt("%.0f us", cold_cost), cold_cost <= 300);
+    // Not a target: how much of that cost the upstream charges any client
+    // (a fresh session straight to it: "dcold"), and what is left for the bridge.
+    if (c1->dcold.calls_per_s > 0) {
+      double upstream_cost = c1->dcold.p50_us - c1->d.p50_us;
+      double share = cold_cost - upstream_cost;
+      std::printf("  of it, the upstream's own session setup   : %.0f us (direct cold p50 - direct p50, c1); "
+                  "the bridge's share: %.0f us\n",
+                  upstream_cost, share);
+      target_line(("cold-share-" + cpp_upstream).c_str(),
+                  ("the bridge's share of it, after the upstream's own session setup (direct cold - direct, c1; " +
+                   cpp_upstream + " upstream; not the issue's figure)")
+                      .c_str(),
+                  "<= 300 us", fmt("%.0f us", share), share <= 300);
+    }
   }
   std::fflush(stdout);
 

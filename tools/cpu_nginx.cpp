@@ -23,6 +23,10 @@
 // reopened and counted). Each cell: a warm-up, then a measured window whose
 // calls and CPU are read at its two ends. Rounds alternate nginx and bridge
 // cells; the tool prints every round and the median ratio per concurrency.
+// --placement: by default the scheduler places every thread (the target's
+// figure); `same-core` pins everything to CPU 0, so that no wake-up crosses
+// cores and a call's CPU is its work alone; `split` pins the proxy under test
+// to CPU 1 and this tool to CPU 0, so that every wake-up does.
 //
 // Everything binds 127.0.0.1; nginx listens on a port picked free just before
 // it starts (retried if taken). Every wait has a deadline, the whole run has
@@ -32,6 +36,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sched.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -219,6 +224,22 @@ pid_t parent_of(pid_t pid) {
   return static_cast<pid_t>(std::atol(all.c_str() + rp + 4));
 }
 
+// Pins every thread of `pid` to `cpu` (/proc/<pid>/task); threads they start
+// later inherit the mask. False when a thread could not be pinned.
+bool pin_threads(pid_t pid, int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  std::error_code ec;
+  bool any = false, ok = true;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    any = true;
+    if (::sched_setaffinity(static_cast<pid_t>(std::atol(e.path().filename().c_str())), sizeof set, &set) != 0)
+      ok = false;
+  }
+  return any && ok;
+}
+
 class Nginx {
  public:
   ~Nginx() { stop(); }
@@ -245,6 +266,7 @@ class Nginx {
   const std::string& dir() const { return dir_; }
 
   // The worker processes: children of the master.
+  pid_t master() const { return master_; }
   std::vector<pid_t> workers() const {
     std::vector<pid_t> out;
     if (master_ <= 0) return out;
@@ -369,10 +391,11 @@ class Nginx {
 
 struct CellResult {
   uint64_t calls = 0, errors = 0, reconnects = 0;
-  double secs = 0, cpu_us = 0, p50_us = 0;
+  double secs = 0, cpu_us = 0, user_us = 0, p50_us = 0;
   bool ok = false;
   std::string why;
   double cpu_per_call() const { return calls ? cpu_us / static_cast<double>(calls) : 0; }
+  double user_per_call() const { return calls ? user_us / static_cast<double>(calls) : 0; }
   double calls_per_s() const { return secs > 0 ? static_cast<double>(calls) / secs : 0; }
 };
 
@@ -523,13 +546,13 @@ CellResult run_cell(int port, int nconn, bool mcp_session, CpuFn cpu, std::chron
   auto t_win = t_start + warmup, t_end = t_win + window;
   Clock::time_point w0{};
   uint64_t calls0 = 0, errors0 = 0, rec0 = 0;
-  double cpu0 = 0;
+  double cpu0 = 0, user0 = 0;
   std::vector<epoll_event> evs(512);
   char buf[16384];
   for (;;) {
     auto now = Clock::now();
     if (!in_window && now >= t_win) {
-      cpu0 = cpu();
+      cpu0 = cpu(&user0);
       w0 = Clock::now();
       calls0 = calls;
       errors0 = errors;
@@ -537,12 +560,13 @@ CellResult run_cell(int port, int nconn, bool mcp_session, CpuFn cpu, std::chron
       in_window = true;
     }
     if (now >= t_end) {
-      double cpu1 = cpu();
+      double user1 = 0, cpu1 = cpu(&user1);
       auto w1 = Clock::now();
       res.calls = calls - calls0;
       res.errors = errors - errors0;
       res.reconnects = reconnects - rec0;
       res.cpu_us = cpu1 - cpu0;
+      res.user_us = user1 - user0;
       res.secs = std::chrono::duration<double>(w1 - w0).count();
       break;
     }
@@ -625,6 +649,7 @@ int main(int argc, char** argv) {
   double target = 1.5, rate = 4000;
   std::vector<std::string> bridge_flags;
   std::string legacy_upstream = "ref";
+  std::string placement = "free";
   app.add_option("--bridge", bridge_bin, "Path of the mcp-sse-bridge binary")->capture_default_str();
   app.add_option("--nginx", nginx_bin, "Path of the nginx binary")->capture_default_str();
   app.add_option("--concurrency", conc, "Client connections per cell, comma-separated")->capture_default_str();
@@ -650,6 +675,13 @@ int main(int argc, char** argv) {
                  "example (the example server: a thread per connection and per request)")
       ->capture_default_str()
       ->check(CLI::IsMember({"ref", "example"}));
+  app.add_option("--placement", placement,
+                 "Where the threads run: free (the scheduler places them; the target's figure), same-core "
+                 "(everything on CPU 0: no wake-up crosses cores, a call's CPU is its work alone) or split "
+                 "(the proxy under test on CPU 1, this tool's client load and upstreams on CPU 0: every "
+                 "wake-up crosses cores); the same for nginx and the bridge")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"free", "same-core", "split"}));
   CLI11_PARSE(app, argc, argv);
   if (bridge_flags.empty())
     bridge_flags = {"--pool-size", "128", "--pool-fillers", "4", "--max-inflight", "200"};
@@ -680,11 +712,31 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  // The upstream servers' threads exist now; the client threads start later
+  // from this one and inherit its mask.
+  const bool pin = placement != "free";
+  const int proxy_cpu = placement == "split" ? 1 : 0;
+  if (placement == "split" && std::thread::hardware_concurrency() < 2) {
+    std::fprintf(stderr, "mcp-bridge-cpu: error: --placement split needs 2 cores\n");
+    return 2;
+  }
+  if (pin && !pin_threads(::getpid(), 0)) {
+    std::fprintf(stderr, "mcp-bridge-cpu: error: cannot pin this tool to CPU 0\n");
+    return 2;
+  }
   Nginx nginx;
   std::string why;
   if (!nginx.start(nginx_bin, ref_port, why)) {
     std::fprintf(stderr, "mcp-bridge-cpu: error: cannot start nginx (%s): %s\n", nginx_bin.c_str(), why.c_str());
     return 2;
+  }
+  if (pin) {
+    bool ok = pin_threads(nginx.master(), proxy_cpu);
+    for (pid_t w : nginx.workers()) ok = pin_threads(w, proxy_cpu) && ok;
+    if (!ok) {
+      std::fprintf(stderr, "mcp-bridge-cpu: error: cannot pin nginx to CPU %d\n", proxy_cpu);
+      return 2;
+    }
   }
   // A fresh bridge per cell: pooled upstream sessions of the previous cell's
   // (departed) clients would otherwise fill --pool-size for up to
@@ -700,27 +752,42 @@ int main(int argc, char** argv) {
       std::exit(2);
     }
     g_bridge_pid = bridge.pid;
+    // After readiness: its loops exist; threads started later inherit the mask.
+    if (pin && !pin_threads(bridge.pid, proxy_cpu)) {
+      std::fprintf(stderr, "mcp-bridge-cpu: error: cannot pin the bridge to CPU %d\n", proxy_cpu);
+      kill_children_now();
+      remove_nginx_dir_now();
+      std::exit(2);
+    }
   };
   restart_bridge();
 
-  auto nginx_cpu = [&] {
-    double s = 0;
-    for (pid_t w : nginx.workers()) s += cpu_us(w);
+  auto nginx_cpu = [&](double* user) {
+    double s = 0, u = 0;
+    for (pid_t w : nginx.workers()) {
+      double wu = 0;
+      s += cpu_us(w, &wu);
+      u += wu;
+    }
+    *user = u;
     return s;
   };
-  auto bridge_cpu = [&] { return cpu_us(bridge.pid); };
+  auto bridge_cpu = [&](double* user) { return cpu_us(bridge.pid, user); };
 
   std::printf("mcp-bridge-cpu: %u cores; nginx %s (1 worker, upstream keepalive, proxy_buffering off) -> "
               "reference Streamable HTTP server; bridge -> %s; tool: echo\n",
               std::thread::hardware_concurrency(), nginx_bin.c_str(),
               legacy_upstream == "ref" ? "reference legacy SSE server (same epoll loop)"
                                        : "example legacy server (thread per connection)");
+  std::printf("placement: %s\n", placement == "free"        ? "free (the scheduler places every thread)"
+                                 : placement == "same-core" ? "same-core (every thread on CPU 0)"
+                                                            : "split (nginx / the bridge on CPU 1, client and upstreams on CPU 0)");
   std::printf("%d rounds; each cell: %d ms warm-up, %d ms measured; CPU = utime+stime from /proc; %s\n\n",
               rounds, warmup_ms, window_ms,
               rate > 0 ? ("calls offered at " + std::to_string(static_cast<long>(rate)) + "/s to both").c_str()
                        : "closed loop");
-  std::printf("%-5s %-5s %-6s %10s %8s %12s %8s %8s %8s %6s\n", "round", "conc", "target", "calls/s", "p50 us",
-              "CPU us/call", "calls", "errors", "reconn", "moves");
+  std::printf("%-5s %-5s %-6s %10s %8s %12s %10s %8s %8s %8s %6s\n", "round", "conc", "target", "calls/s", "p50 us",
+              "CPU us/call", "of it user", "calls", "errors", "reconn", "moves");
   std::fflush(stdout);
 
   std::vector<std::vector<double>> ratios(levels.size());
@@ -747,8 +814,8 @@ int main(int argc, char** argv) {
   auto row = [rate](int round, int c, const char* name, const CellResult& r, const std::string& moves) {
     // Below the offered rate the two did not do the same work per second.
     bool behind = rate > 0 && r.ok && r.calls_per_s() < 0.95 * rate;
-    std::printf("%-5d %-5d %-6s %10.0f %8.0f %12.1f %8llu %8llu %8llu %6s%s%s%s\n", round, c, name, r.calls_per_s(),
-                r.p50_us, r.cpu_per_call(), static_cast<unsigned long long>(r.calls),
+    std::printf("%-5d %-5d %-6s %10.0f %8.0f %12.1f %10.1f %8llu %8llu %8llu %6s%s%s%s\n", round, c, name,
+                r.calls_per_s(), r.p50_us, r.cpu_per_call(), r.user_per_call(), static_cast<unsigned long long>(r.calls),
                 static_cast<unsigned long long>(r.errors), static_cast<unsigned long long>(r.reconnects), moves.c_str(),
                 r.ok ? "" : "  FAILED: ", r.ok ? "" : r.why.c_str(),
                 behind ? "  (below the offered rate: saturated)" : "");

@@ -95,8 +95,9 @@ inline long proc_status_kb(pid_t pid, const char* field) {
   return -1;
 }
 
-// CPU time (user + system) of a process, in microseconds.
-inline double cpu_us(pid_t pid) {
+// CPU time (user + system) of a process, in microseconds; `user`, when given,
+// receives the user part alone.
+inline double cpu_us(pid_t pid, double* user = nullptr) {
   std::ifstream f(pid > 0 ? "/proc/" + std::to_string(pid) + "/stat" : std::string("/proc/self/stat"));
   std::string all((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   auto rp = all.rfind(')');
@@ -111,7 +112,9 @@ inline double cpu_us(pid_t pid) {
       break;
     }
   }
-  return (ut + st) * 1e6 / static_cast<double>(sysconf(_SC_CLK_TCK));
+  double tick_us = 1e6 / static_cast<double>(sysconf(_SC_CLK_TCK));
+  if (user) *user = ut * tick_us;
+  return (ut + st) * tick_us;
 }
 
 // ---- the bridge as a child process ------------------------------------------
