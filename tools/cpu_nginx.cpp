@@ -23,10 +23,14 @@
 // reopened and counted). Each cell: a warm-up, then a measured window whose
 // calls and CPU are read at its two ends. Rounds alternate nginx and bridge
 // cells; the tool prints every round and the median ratio per concurrency.
-// --placement: by default the scheduler places every thread (the target's
-// figure); `same-core` pins everything to CPU 0, so that no wake-up crosses
-// cores and a call's CPU is its work alone; `split` pins the proxy under test
-// to CPU 1 and this tool to CPU 0, so that every wake-up does.
+// --placement: by default (`same-core`) every thread, nginx's, the bridge's
+// and this tool's, is pinned to CPU 0, so that no wake-up crosses cores and a
+// call's CPU is its work alone. With `free` the scheduler places them: on a VM
+// a wake-up on the other core costs a cross-core interrupt and an idle exit,
+// and where nginx's one worker lands swung its CPU per call 2-3x from round to
+// round (43-134 us at 4,000 calls/s), and the ratio with it; `split` pins the
+// proxy under test to CPU 1 and this tool to CPU 0, so that every wake-up
+// crosses cores.
 //
 // Everything binds 127.0.0.1; nginx listens on a port picked free just before
 // it starts (retried if taken). Every wait has a deadline, the whole run has
@@ -649,7 +653,7 @@ int main(int argc, char** argv) {
   double target = 1.5, rate = 4000;
   std::vector<std::string> bridge_flags;
   std::string legacy_upstream = "ref";
-  std::string placement = "free";
+  std::string placement = "same-core";
   app.add_option("--bridge", bridge_bin, "Path of the mcp-sse-bridge binary")->capture_default_str();
   app.add_option("--nginx", nginx_bin, "Path of the nginx binary")->capture_default_str();
   app.add_option("--concurrency", conc, "Client connections per cell, comma-separated")->capture_default_str();
@@ -676,8 +680,9 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember({"ref", "example"}));
   app.add_option("--placement", placement,
-                 "Where the threads run: free (the scheduler places them; the target's figure), same-core "
-                 "(everything on CPU 0: no wake-up crosses cores, a call's CPU is its work alone) or split "
+                 "Where the threads run: same-core (everything on CPU 0: no wake-up crosses cores, a call's "
+                 "CPU is its work alone), free (the scheduler places them: a cell's figure then depends on "
+                 "where the proxy lands, 2-3x apart for nginx on a VM) or split "
                  "(the proxy under test on CPU 1, this tool's client load and upstreams on CPU 0: every "
                  "wake-up crosses cores); the same for nginx and the bridge")
       ->capture_default_str()
