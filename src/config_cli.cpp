@@ -263,8 +263,9 @@ Config parse_or_throw(int argc, char** argv, std::string* help_text) {
       "Warm pool: after a clean call (response received, nothing pending) the session waits for "
       "the next call on the same key, within --pool-max-idle-age; off = one call per session");
   opt("loop-threads", c.loop_threads,
-      "Event-loop threads serving client connections (0 = one per core); an idle connection or "
-      "open response stream costs memory, not a thread")->check(CLI::Range(0, 256));
+      "Event-loop threads serving client connections (0 = one per CPU this process may use: its "
+      "affinity mask, capped by its cgroup v2 CPU quota); an idle connection or open response "
+      "stream costs memory, not a thread")->check(CLI::Range(0, 256));
   opt("loop-packing", c.loop_packing,
       "With several loops: connections live on the first loop while it is below 70% busy (one "
       "loop waking for every call costs less CPU than two waking in turn), and idle connections "

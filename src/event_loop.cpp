@@ -1,6 +1,11 @@
 #include "mcp_sse_bridge/event_loop.h"
 
+#include <sched.h>
 #include <signal.h>
+
+#include <charconv>
+#include <fstream>
+#include <string>
 
 namespace msb {
 
@@ -107,9 +112,68 @@ void EventLoops::stop() {
   threads_.clear();
 }
 
-int default_loop_count() {
-  unsigned n = std::thread::hardware_concurrency();
-  return n == 0 ? 1 : static_cast<int>(n);
+int cpu_max_cores(std::string_view cpu_max) {
+  // "<quota> <period>" in microseconds, or "max <period>".
+  auto sp = cpu_max.find(' ');
+  if (sp == std::string_view::npos) return 0;
+  auto number = [](std::string_view t, long long& v) {
+    while (!t.empty() && (t.back() == '\n' || t.back() == ' ')) t.remove_suffix(1);
+    auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
+    return ec == std::errc() && end == t.data() + t.size() && v > 0;
+  };
+  long long quota = 0, period = 0;
+  if (!number(cpu_max.substr(0, sp), quota) || !number(cpu_max.substr(sp + 1), period)) return 0;
+  long long cores = quota / period + (quota % period != 0);
+  return cores > 4096 ? 4096 : static_cast<int>(cores);
+}
+
+namespace {
+
+// The smallest cgroup v2 CPU quota on the path from this process's cgroup to
+// the root (0: none). cgroup v1 and unreadable files count as no limit.
+int cgroup_quota_cores() {
+  std::ifstream f("/proc/self/cgroup");
+  std::string line, path;
+  while (std::getline(f, line))
+    if (line.rfind("0::", 0) == 0) path = line.substr(3);
+  if (path.empty() || path[0] != '/' || path.find("..") != std::string::npos) return 0;
+  int best = 0;
+  for (int depth = 0; depth < 64; ++depth) {  // bounded walk to the root
+    std::ifstream m("/sys/fs/cgroup" + path + (path == "/" ? "" : "/") + "cpu.max");
+    std::string text;
+    if (m && std::getline(m, text)) {
+      int c = cpu_max_cores(text);
+      if (c > 0 && (best == 0 || c < best)) best = c;
+    }
+    if (path == "/") break;
+    auto slash = path.rfind('/');
+    path = slash == 0 ? "/" : path.substr(0, slash);
+  }
+  return best;
+}
+
+}  // namespace
+
+int default_loop_count(std::string* why) {
+  int n = 0;
+  std::string how;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) == 0) n = CPU_COUNT(&set);
+  if (n > 0) {
+    how = std::to_string(n) + (n == 1 ? " CPU" : " CPUs") + " in the affinity mask";
+  } else {
+    n = static_cast<int>(std::thread::hardware_concurrency());
+    how = std::to_string(n) + " cores";
+  }
+  int quota = cgroup_quota_cores();
+  if (quota > 0 && (n <= 0 || quota < n)) {
+    n = quota;
+    how += ", cgroup CPU quota " + std::to_string(quota);
+  }
+  if (n < 1) n = 1;
+  if (why) *why = how;
+  return n;
 }
 
 }  // namespace msb

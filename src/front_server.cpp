@@ -48,6 +48,7 @@ struct FrontServer::Impl {
   SessionHandler mcp;
   Router router;
   ConnLimits limits;
+  std::string loops_from;  // how the default loop count was found; filled by `loops`' initializer
   EventLoops loops;
   Listener listener;
 
@@ -70,7 +71,7 @@ struct FrontServer::Impl {
         router(Router::Deps{cfg, mcp, policy, refusals, metrics, ready, life, forwarder,
                             [this] { return gauges(); }}),
         limits(limits_of(cfg)),
-        loops(cfg.loop_threads > 0 ? cfg.loop_threads : default_loop_count()),
+        loops(cfg.loop_threads > 0 ? cfg.loop_threads : default_loop_count(&loops_from)),
         listener(loops, limits, cfg.max_connections, router, &metrics, cfg.tls_ctx, cfg.loop_packing) {}
 
   MetricsGauges gauges() {
@@ -99,6 +100,11 @@ bool FrontServer::bind(std::string* why) {
 }
 
 int FrontServer::port() const { return impl_->listener.port(); }
+
+std::string FrontServer::loops() const {
+  const auto& i = *impl_;
+  return std::to_string(i.loops.size()) + " (" + (i.loops_from.empty() ? "--loop-threads" : i.loops_from) + ")";
+}
 
 bool FrontServer::start(std::string* why) {
   if (!bind(why)) return false;

@@ -89,7 +89,8 @@ int main(int argc, char** argv) {
   // on port 0 need the address.
   msb::log::write(msb::log::Level::kInfo, "listening",
                   {{"url", std::string(cfg.tls_ctx ? "https://" : "http://") + cfg.listen_host + ":" + std::to_string(server.port()) + cfg.path},
-                   {"upstream", cfg.upstream.sse_url.str()}});
+                   {"upstream", cfg.upstream.sse_url.str()},
+                   {"loops", server.loops()}});
   static std::atomic<bool> signalled{false};
   std::thread signals([&server, &cfg, sigs] {
     int sig = 0;

@@ -69,7 +69,7 @@ struct Config {
   std::vector<std::string> allowed_origins;  // Origin values accepted besides loopback origins
   Duration keepalive_interval{15000};        // SSE comment on idle response streams (0 = off)
   uint64_t max_body_size = 16ull << 20;      // client request body
-  int loop_threads = 0;                      // event-loop threads serving connections (0 = one per core)
+  int loop_threads = 0;                      // event-loop threads serving connections (0 = one per usable CPU)
   bool loop_packing = true;                  // connections packed on loop 0 at light load, spread under load
   int max_connections = 20000;               // client connections open at once; above: 503 + close
   int max_inflight = 1024;                   // calls at once; above: 503 + Retry-After

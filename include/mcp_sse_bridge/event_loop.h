@@ -18,6 +18,8 @@
 #include <atomic>
 #include <map>
 #include <memory>
+#include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -108,7 +110,15 @@ class EventLoops {
   std::vector<std::unique_ptr<asio::executor_work_guard<asio::io_context::executor_type>>> guards_;
 };
 
-// The number of loops to run by default: the number of cores, at least 1.
-int default_loop_count();
+// The number of loops to run by default: the CPUs this process may use, at
+// least 1 — the CPUs in its affinity mask (taskset, a Kubernetes cpuset),
+// capped by its cgroup v2 CPU quota (`cpu.max` of its cgroup and each parent,
+// rounded up: a pod limited to 1.5 CPUs runs 2 loops), not the machine's core
+// count. `why`, when given, receives how it was found.
+int default_loop_count(std::string* why = nullptr);
+
+// Whole CPUs a cgroup v2 `cpu.max` line grants, rounded up ("150000 100000"
+// -> 2); 0 when it sets no limit ("max 100000") or cannot be read.
+int cpu_max_cores(std::string_view cpu_max);
 
 }  // namespace msb

@@ -27,6 +27,9 @@ class FrontServer {
   bool bind(std::string* why);
   // The bound port (after bind()).
   int port() const;
+  // The event loops serving connections, and where the count came from
+  // ("2 (--loop-threads)", "2 (2 CPUs in the affinity mask)").
+  std::string loops() const;
   // Serves until stop(); blocks the calling thread.
   void run();
   // bind() (unless bound) and serve on the event loops; returns at once.

@@ -2,11 +2,14 @@
 // re-armable from their own callback, and cheap (one Asio timer per list).
 #include <doctest/doctest.h>
 
+#include <sched.h>
+
 #include <boost/asio/post.hpp>
 
 #include <atomic>
 #include <chrono>
 #include <future>
+#include <string>
 #include <vector>
 
 #include "mcp_sse_bridge/event_loop.h"
@@ -134,4 +137,43 @@ TEST_CASE("event loops: stop() returns promptly with timers still armed") {
   loops.reset();  // the list unlinks what it still holds
   CHECK_FALSE(p.e.linked);
   CHECK(fired.empty());
+}
+
+TEST_CASE("cpu.max: whole CPUs a cgroup v2 quota grants, rounded up; no limit is 0") {
+  CHECK(msb::cpu_max_cores("max 100000\n") == 0);
+  CHECK(msb::cpu_max_cores("100000 100000\n") == 1);
+  CHECK(msb::cpu_max_cores("150000 100000") == 2);
+  CHECK(msb::cpu_max_cores("50000 100000") == 1);
+  CHECK(msb::cpu_max_cores("400000 100000\n") == 4);
+  // Unreadable or hostile text is no limit, never a crash or 0 loops.
+  CHECK(msb::cpu_max_cores("") == 0);
+  CHECK(msb::cpu_max_cores("garbage") == 0);
+  CHECK(msb::cpu_max_cores("100000 0") == 0);
+  CHECK(msb::cpu_max_cores("-5 100000") == 0);
+  CHECK(msb::cpu_max_cores("99999999999999999999 1") == 0);
+  CHECK(msb::cpu_max_cores("9000000000 1") == 4096);
+}
+
+TEST_CASE("default loop count: the CPUs this process may run on, not the machine's cores") {
+  // On a thread pinned to one CPU (taskset, a cpuset), one loop; restored after.
+  cpu_set_t before;
+  CPU_ZERO(&before);
+  REQUIRE(::sched_getaffinity(0, sizeof before, &before) == 0);
+  int cpu = -1;
+  for (int c = 0; c < CPU_SETSIZE && cpu < 0; ++c)
+    if (CPU_ISSET(c, &before)) cpu = c;
+  REQUIRE(cpu >= 0);
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(cpu, &one);
+  REQUIRE(::sched_setaffinity(0, sizeof one, &one) == 0);
+  std::string why;
+  int pinned = msb::default_loop_count(&why);
+  REQUIRE(::sched_setaffinity(0, sizeof before, &before) == 0);
+  CHECK(pinned == 1);
+  CHECK(why.find("1 CPU in the affinity mask") != std::string::npos);
+  // Unpinned: as many as the mask allows (or the cgroup quota, if lower), at least 1.
+  int all = msb::default_loop_count();
+  CHECK(all >= 1);
+  CHECK(all <= CPU_COUNT(&before));
 }
