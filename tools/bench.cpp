@@ -356,15 +356,11 @@ int main(int argc, char** argv) {
     // (a fresh session straight to it: "dcold"), and what is left for the bridge.
     if (c1->dcold.calls_per_s > 0) {
       double upstream_cost = c1->dcold.p50_us - c1->d.p50_us;
-      double share = cold_cost - upstream_cost;
+      // Information, not a TARGET line: separate c1 cells move with the
+      // machine, so this difference of differences is noisy.
       std::printf("  of it, the upstream's own session setup   : %.0f us (direct cold p50 - direct p50, c1); "
                   "the bridge's share: %.0f us\n",
-                  upstream_cost, share);
-      target_line(("cold-share-" + cpp_upstream).c_str(),
-                  ("the bridge's share of it, after the upstream's own session setup (direct cold - direct, c1; " +
-                   cpp_upstream + " upstream; not the issue's figure)")
-                      .c_str(),
-                  "<= 300 us", fmt("%.0f us", share), share <= 300);
+                  upstream_cost, cold_cost - upstream_cost);
     }
   }
   std::fflush(stdout);

@@ -24,13 +24,13 @@
 // calls and CPU are read at its two ends. Rounds alternate nginx and bridge
 // cells; the tool prints every round and the median ratio per concurrency.
 // --placement: by default (`same-core`) every thread, nginx's, the bridge's
-// and this tool's, is pinned to CPU 0, so that no wake-up crosses cores and a
+// and this tool's, is pinned to one CPU (the first this tool may use), so that no wake-up crosses cores and a
 // call's CPU is its work alone. With `free` the scheduler places them: on a VM
 // a wake-up on the other core costs a cross-core interrupt and an idle exit,
 // and where nginx's one worker lands swung its CPU per call 2-3x from round to
 // round (43-134 us at 4,000 calls/s), and the ratio with it; `split` pins the
-// proxy under test to CPU 1 and this tool to CPU 0, so that every wake-up
-// crosses cores.
+// proxy under test to the second CPU and this tool to the first, so that
+// every wake-up crosses cores.
 //
 // Everything binds 127.0.0.1; nginx listens on a port picked free just before
 // it starts (retried if taken). Every wait has a deadline, the whole run has
@@ -228,20 +228,31 @@ pid_t parent_of(pid_t pid) {
   return static_cast<pid_t>(std::atol(all.c_str() + rp + 4));
 }
 
-// Pins every thread of `pid` to `cpu` (/proc/<pid>/task); threads they start
-// later inherit the mask. False when a thread could not be pinned.
-bool pin_threads(pid_t pid, int cpu) {
+// Pins every thread of this process to `cpu` (/proc/self/task); threads they
+// start later inherit the mask. False when a thread could not be pinned (one
+// that exited meanwhile does not count).
+bool pin_all_threads(int cpu) {
   cpu_set_t set;
   CPU_ZERO(&set);
   CPU_SET(cpu, &set);
   std::error_code ec;
   bool any = false, ok = true;
-  for (const auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/task", ec)) {
     any = true;
-    if (::sched_setaffinity(static_cast<pid_t>(std::atol(e.path().filename().c_str())), sizeof set, &set) != 0)
+    if (::sched_setaffinity(static_cast<pid_t>(std::atol(e.path().filename().c_str())), sizeof set, &set) != 0 &&
+        errno != ESRCH)
       ok = false;
   }
   return any && ok;
+}
+
+// Pins the calling thread to `cpu`; a child it starts (fork, posix_spawn)
+// starts with that mask, and so do all the child's threads.
+bool pin_this_thread(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  return ::sched_setaffinity(0, sizeof set, &set) == 0;
 }
 
 class Nginx {
@@ -270,7 +281,6 @@ class Nginx {
   const std::string& dir() const { return dir_; }
 
   // The worker processes: children of the master.
-  pid_t master() const { return master_; }
   std::vector<pid_t> workers() const {
     std::vector<pid_t> out;
     if (master_ <= 0) return out;
@@ -680,10 +690,10 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember({"ref", "example"}));
   app.add_option("--placement", placement,
-                 "Where the threads run: same-core (everything on CPU 0: no wake-up crosses cores, a call's "
+                 "Where the threads run: same-core (everything on the first CPU this tool may use: no wake-up crosses cores, a call's "
                  "CPU is its work alone), free (the scheduler places them: a cell's figure then depends on "
                  "where the proxy lands, 2-3x apart for nginx on a VM) or split "
-                 "(the proxy under test on CPU 1, this tool's client load and upstreams on CPU 0: every "
+                 "(the proxy under test on the second CPU, this tool's client load and upstreams on the first: every "
                  "wake-up crosses cores); the same for nginx and the bridge")
       ->capture_default_str()
       ->check(CLI::IsMember({"free", "same-core", "split"}));
@@ -717,31 +727,52 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  // The upstream servers' threads exist now; the client threads start later
-  // from this one and inherit its mask.
+  // Placement: the first CPU this tool may use runs the tool (the upstream
+  // servers' threads exist now; the client threads start later from this
+  // one and inherit its mask); nginx and the bridge start from this thread
+  // switched to the proxy's CPU, so that they and every thread they create
+  // begin there (pinning them after the start would race their own thread
+  // creation, and the bridge sizes its loops from the mask it starts with).
   const bool pin = placement != "free";
-  const int proxy_cpu = placement == "split" ? 1 : 0;
-  if (placement == "split" && std::thread::hardware_concurrency() < 2) {
-    std::fprintf(stderr, "mcp-bridge-cpu: error: --placement split needs 2 cores\n");
-    return 2;
-  }
-  if (pin && !pin_threads(::getpid(), 0)) {
-    std::fprintf(stderr, "mcp-bridge-cpu: error: cannot pin this tool to CPU 0\n");
-    return 2;
-  }
-  Nginx nginx;
-  std::string why;
-  if (!nginx.start(nginx_bin, ref_port, why)) {
-    std::fprintf(stderr, "mcp-bridge-cpu: error: cannot start nginx (%s): %s\n", nginx_bin.c_str(), why.c_str());
-    return 2;
-  }
+  int tool_cpu = 0, proxy_cpu = 0;
   if (pin) {
-    bool ok = pin_threads(nginx.master(), proxy_cpu);
-    for (pid_t w : nginx.workers()) ok = pin_threads(w, proxy_cpu) && ok;
-    if (!ok) {
-      std::fprintf(stderr, "mcp-bridge-cpu: error: cannot pin nginx to CPU %d\n", proxy_cpu);
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    std::vector<int> cpus;
+    if (::sched_getaffinity(0, sizeof allowed, &allowed) == 0)
+      for (int c = 0; c < CPU_SETSIZE; ++c)
+        if (CPU_ISSET(c, &allowed)) cpus.push_back(c);
+    if (cpus.empty() || (placement == "split" && cpus.size() < 2)) {
+      std::fprintf(stderr, "mcp-bridge-cpu: error: --placement %s needs %s CPU this tool may use\n",
+                   placement.c_str(), placement == "split" ? "a second" : "a");
       return 2;
     }
+    tool_cpu = cpus[0];
+    proxy_cpu = placement == "split" ? cpus[1] : cpus[0];
+    if (!pin_all_threads(tool_cpu)) {
+      std::fprintf(stderr, "mcp-bridge-cpu: error: cannot pin this tool to CPU %d\n", tool_cpu);
+      return 2;
+    }
+  }
+  // Runs `start` with this thread on the proxy's CPU, then back on the tool's.
+  auto on_proxy_cpu = [&](auto start) {
+    if (pin && !pin_this_thread(proxy_cpu)) {
+      std::fprintf(stderr, "mcp-bridge-cpu: error: cannot pin to CPU %d\n", proxy_cpu);
+      kill_children_now();
+      remove_nginx_dir_now();
+      std::exit(2);
+    }
+    bool ok = start();
+    // Back on the tool's CPU: this thread, and a helper thread the start
+    // made here (start_bridge's stderr reader).
+    if (pin) pin_all_threads(tool_cpu);
+    return ok;
+  };
+  Nginx nginx;
+  std::string why;
+  if (!on_proxy_cpu([&] { return nginx.start(nginx_bin, ref_port, why); })) {
+    std::fprintf(stderr, "mcp-bridge-cpu: error: cannot start nginx (%s): %s\n", nginx_bin.c_str(), why.c_str());
+    return 2;
   }
   // A fresh bridge per cell: pooled upstream sessions of the previous cell's
   // (departed) clients would otherwise fill --pool-size for up to
@@ -750,20 +781,13 @@ int main(int argc, char** argv) {
   auto restart_bridge = [&]() {
     g_bridge_pid = -1;
     bridge.stop();
-    if (!start_bridge(bridge, bridge_bin, legacy_port, bridge_flags)) {
+    if (!on_proxy_cpu([&] { return start_bridge(bridge, bridge_bin, legacy_port, bridge_flags); })) {
       std::fprintf(stderr, "mcp-bridge-cpu: error: cannot start the bridge (%s)\n", bridge_bin.c_str());
       kill_children_now();  // nginx's process group
       remove_nginx_dir_now();
       std::exit(2);
     }
     g_bridge_pid = bridge.pid;
-    // After readiness: its loops exist; threads started later inherit the mask.
-    if (pin && !pin_threads(bridge.pid, proxy_cpu)) {
-      std::fprintf(stderr, "mcp-bridge-cpu: error: cannot pin the bridge to CPU %d\n", proxy_cpu);
-      kill_children_now();
-      remove_nginx_dir_now();
-      std::exit(2);
-    }
   };
   restart_bridge();
 
@@ -784,9 +808,11 @@ int main(int argc, char** argv) {
               std::thread::hardware_concurrency(), nginx_bin.c_str(),
               legacy_upstream == "ref" ? "reference legacy SSE server (same epoll loop)"
                                        : "example legacy server (thread per connection)");
-  std::printf("placement: %s\n", placement == "free"        ? "free (the scheduler places every thread)"
-                                 : placement == "same-core" ? "same-core (every thread on CPU 0)"
-                                                            : "split (nginx / the bridge on CPU 1, client and upstreams on CPU 0)");
+  if (placement == "free") std::printf("placement: free (the scheduler places every thread)\n");
+  else if (placement == "same-core") std::printf("placement: same-core (every thread on CPU %d)\n", tool_cpu);
+  else
+    std::printf("placement: split (nginx / the bridge on CPU %d, client and upstreams on CPU %d)\n", proxy_cpu,
+                tool_cpu);
   std::printf("%d rounds; each cell: %d ms warm-up, %d ms measured; CPU = utime+stime from /proc; %s\n\n",
               rounds, warmup_ms, window_ms,
               rate > 0 ? ("calls offered at " + std::to_string(static_cast<long>(rate)) + "/s to both").c_str()

@@ -166,6 +166,10 @@ TEST_CASE("default loop count: the CPUs this process may run on, not the machine
   cpu_set_t one;
   CPU_ZERO(&one);
   CPU_SET(cpu, &one);
+  struct Restore {  // the test thread's mask comes back however the case ends
+    cpu_set_t mask;
+    ~Restore() { ::sched_setaffinity(0, sizeof mask, &mask); }
+  } restore{before};
   REQUIRE(::sched_setaffinity(0, sizeof one, &one) == 0);
   std::string why;
   int pinned = msb::default_loop_count(&why);
