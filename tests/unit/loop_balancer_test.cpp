@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <ctime>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -124,17 +125,29 @@ TEST_CASE("loop balancer: a thread kept from the CPU by others still reads busy"
     return;
   }
   // Twice as many spinning threads as cores, plus this one: it gets a share
-  // of a CPU, and waits, runnable, for the rest.
-  int busy = 0;
-  {
-    SpinningThreads hogs(2, std::chrono::seconds(2));
-    m.sample();
-    auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
-    volatile uint64_t x = 0;
-    while (std::chrono::steady_clock::now() < until) x = x + 1;  // bounded spin
-    busy = m.sample();
+  // of a CPU, and waits, runnable, for the rest. On a VM whose host is busy,
+  // time the hypervisor takes from the vCPU (steal) is neither run time nor
+  // a wait in schedstat, and one 200 ms window read 758 in a CI run; so up to
+  // three windows, of which one must read busy. A meter that counted CPU
+  // time alone reads about 1000 / 3 in every window.
+  std::vector<int> reads;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    int busy = 0;
+    {
+      SpinningThreads hogs(2, std::chrono::seconds(2));
+      m.sample();
+      auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
+      volatile uint64_t x = 0;
+      while (std::chrono::steady_clock::now() < until) x = x + 1;  // bounded spin
+      busy = m.sample();
+    }
+    reads.push_back(busy);
+    if (busy > 800) break;
   }
-  CHECK(busy > 800);  // it runs whenever it can; by CPU time alone about 1000 / 3
+  std::string each;
+  for (int r : reads) each += (each.empty() ? "" : ", ") + std::to_string(r);
+  INFO("busy per mille in each window: " << each);
+  CHECK(*std::max_element(reads.begin(), reads.end()) > 800);  // it runs whenever it can
 }
 
 TEST_CASE("loop balancer: a light loop on a crowded machine does not read busy") {
