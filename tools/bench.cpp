@@ -304,7 +304,7 @@ int main(int argc, char** argv) {
     }
     for (auto [name, x] : {std::pair{"direct", &r.d}, std::pair{"dcold", &r.dcold}, std::pair{"cold", &r.cold},
                            std::pair{"warm", &r.warm}})
-      if (x != &r.dcold || c == 1)
+      if (x != &r.dcold || c == 1)  // dcold runs at c1 only
         std::printf("%-6d %-7s %12.0f %10.0f %10.0f %8llu\n", c, name, x->calls_per_s, x->p50_us, x->p99_us,
                   static_cast<unsigned long long>(x->errors));
     std::fflush(stdout);
@@ -352,12 +352,12 @@ int main(int argc, char** argv) {
     target_line(("cold-" + cpp_upstream).c_str(),
                 ("cold session added cost (cold p50 - warm p50, c1; " + cpp_upstream + " upstream)").c_str(),
                 "<= 300 us", fmt("%.0f us", cold_cost), cold_cost <= 300);
-    // Not a target: how much of that cost the upstream charges any client
-    // (a fresh session straight to it: "dcold"), and what is left for the bridge.
+    // How much of that cost the upstream charges any client (a fresh session
+    // straight to it: "dcold"), and what is left for the bridge. Information,
+    // not a TARGET line: separate c1 cells move with the machine, so this
+    // difference of differences is noisy.
     if (c1->dcold.calls_per_s > 0) {
       double upstream_cost = c1->dcold.p50_us - c1->d.p50_us;
-      // Information, not a TARGET line: separate c1 cells move with the
-      // machine, so this difference of differences is noisy.
       std::printf("  of it, the upstream's own session setup   : %.0f us (direct cold p50 - direct p50, c1); "
                   "the bridge's share: %.0f us\n",
                   upstream_cost, cold_cost - upstream_cost);

@@ -24,11 +24,12 @@
 // calls and CPU are read at its two ends. Rounds alternate nginx and bridge
 // cells; the tool prints every round and the median ratio per concurrency.
 // --placement: by default (`same-core`) every thread, nginx's, the bridge's
-// and this tool's, is pinned to one CPU (the first this tool may use), so that no wake-up crosses cores and a
-// call's CPU is its work alone. With `free` the scheduler places them: on a VM
-// a wake-up on the other core costs a cross-core interrupt and an idle exit,
-// and where nginx's one worker lands swung its CPU per call 2-3x from round to
-// round (43-134 us at 4,000 calls/s), and the ratio with it; `split` pins the
+// and this tool's, is pinned to one CPU (the first this tool may use), so
+// that no wake-up crosses cores and a call's CPU is its work alone. With
+// `free` the scheduler places them: on a VM a wake-up on the other core costs
+// a cross-core interrupt and an idle exit, and where nginx's one worker lands
+// swung its CPU per call 2-3x from round to round (54-134 us at 4,000
+// calls/s), and the ratio with it; `split` pins the
 // proxy under test to the second CPU and this tool to the first, so that
 // every wake-up crosses cores.
 //
@@ -228,13 +229,18 @@ pid_t parent_of(pid_t pid) {
   return static_cast<pid_t>(std::atol(all.c_str() + rp + 4));
 }
 
+cpu_set_t only_cpu(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  return set;
+}
+
 // Pins every thread of this process to `cpu` (/proc/self/task); threads they
 // start later inherit the mask. False when a thread could not be pinned (one
 // that exited meanwhile does not count).
 bool pin_all_threads(int cpu) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
+  cpu_set_t set = only_cpu(cpu);
   std::error_code ec;
   bool any = false, ok = true;
   for (const auto& e : std::filesystem::directory_iterator("/proc/self/task", ec)) {
@@ -249,9 +255,7 @@ bool pin_all_threads(int cpu) {
 // Pins the calling thread to `cpu`; a child it starts (fork, posix_spawn)
 // starts with that mask, and so do all the child's threads.
 bool pin_this_thread(int cpu) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
+  cpu_set_t set = only_cpu(cpu);
   return ::sched_setaffinity(0, sizeof set, &set) == 0;
 }
 
@@ -690,11 +694,11 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember({"ref", "example"}));
   app.add_option("--placement", placement,
-                 "Where the threads run: same-core (everything on the first CPU this tool may use: no wake-up crosses cores, a call's "
-                 "CPU is its work alone), free (the scheduler places them: a cell's figure then depends on "
-                 "where the proxy lands, 2-3x apart for nginx on a VM) or split "
-                 "(the proxy under test on the second CPU, this tool's client load and upstreams on the first: every "
-                 "wake-up crosses cores); the same for nginx and the bridge")
+                 "Where the threads run: same-core (everything on the first CPU this tool may use: no "
+                 "wake-up crosses cores, a call's CPU is its work alone), free (the scheduler places them: "
+                 "a cell's figure then depends on where the proxy lands, 2-3x apart for nginx on a VM) or "
+                 "split (the proxy under test on the second CPU, this tool's client load and upstreams on "
+                 "the first: every wake-up crosses cores); the same for nginx and the bridge")
       ->capture_default_str()
       ->check(CLI::IsMember({"free", "same-core", "split"}));
   CLI11_PARSE(app, argc, argv);
