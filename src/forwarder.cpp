@@ -129,9 +129,12 @@ class CallRun {
     woken_ = true;
     // A POST or a connect in progress is only cut for a stop: a routed
     // answer waits until the step ends.
-    if (urgent || waiting_message_) sig_.emit(asio::cancellation_type::terminal);
+    if (urgent || waiting_message_) sig_->emit(asio::cancellation_type::terminal);
   }
-  asio::cancellation_signal& signal() { return sig_; }
+  asio::cancellation_signal& signal() { return *sig_; }
+  // The wake-ups go to `s`, the signal the awaiting coroutine was spawned
+  // bound to (CallSink::wake_signal), instead of this run's own.
+  void use_signal(asio::cancellation_signal* s) { sig_ = s; }
 
   // Opens a session and replays the client session onto it: initialize,
   // notifications/initialized, the latest logging/setLevel. Fills a.error.
@@ -558,7 +561,8 @@ class CallRun {
   // initialized pipelined ahead of it failed first.
   bool unsent_ = false;
   Clock::duration client_wait_{};  // sink_.client_wait() already added to the deadlines
-  asio::cancellation_signal sig_;
+  asio::cancellation_signal own_sig_;
+  asio::cancellation_signal* sig_ = &own_sig_;
   std::map<std::string, std::string> server_requests_;  // bridge id -> upstream id
 };
 
@@ -811,6 +815,8 @@ asio::awaitable<CallResult> Forwarder::call(EventLoop& loop, const Message& req,
                                        sink, start, ex);
   // The client's cancellation, departure and routed answers wake the call
   // through its signal (the waker runs on this loop).
+  asio::cancellation_signal* inline_sig = sink.wake_signal();
+  if (inline_sig) run->use_signal(inline_sig);
   std::weak_ptr<CallRun> weak = run;
   sink.set_waker([weak](bool urgent) {
     if (auto r = weak.lock()) r->wake(urgent);
@@ -847,12 +853,22 @@ asio::awaitable<CallResult> Forwarder::call(EventLoop& loop, const Message& req,
   for (int attempt = 0;; ++attempt) {
     out.attempts = attempt + 1;
     bool was_warm = warm != nullptr;
-    // The attempt runs as a child coroutine bound to the call's signal.
-    // (An awaitable, not a function object: Boost 1.81's co_spawn destroys a
-    // function object's captures after its caller may have resumed.)
-    Attempt a = co_await asio::co_spawn(
-        ex, run->run(std::move(warm), &out.upstream_session),
-        asio::bind_cancellation_slot(run->signal().slot(), asio::use_awaitable));
+    Attempt a;
+    if (inline_sig) {
+      // Inline, in the caller's coroutine: it was spawned bound to the
+      // sink's signal, so the call's wake-ups reach the attempt's waits. A
+      // cut recorded after an earlier call of that coroutine is dropped (a
+      // reset only then: it allocates).
+      if ((co_await asio::this_coro::cancellation_state).cancelled() != asio::cancellation_type::none)
+        co_await asio::this_coro::reset_cancellation_state();
+      a = co_await run->run(std::move(warm), &out.upstream_session);
+    } else {
+      // A child coroutine bound to the call's own signal. (An awaitable, not
+      // a function object: Boost 1.81's co_spawn destroys a function
+      // object's captures after its caller may have resumed.)
+      a = co_await asio::co_spawn(ex, run->run(std::move(warm), &out.upstream_session),
+                                  asio::bind_cancellation_slot(run->signal().slot(), asio::use_awaitable));
+    }
     // A pooled session that failed before taking the request is retried on a
     // fresh one without using up a retry: its death while idle must not
     // become the client's error.

@@ -1,6 +1,8 @@
 #include "mcp_sse_bridge/session_handler.h"
 
 
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 
@@ -278,13 +280,19 @@ void SessionHandler::handle_post(std::shared_ptr<Exchange> ex, HttpRequest& req)
     head.defer_head = true;
     ex->start_stream(std::move(head));
   }
-  // The calls run on this connection's loop, as one coroutine.
+  // The calls run on this connection's loop, as one coroutine, bound to a
+  // signal that their wake-ups go through (CallSink::wake_signal): each
+  // call runs inline in it. The completion handler holds the signal, so it
+  // outlives the coroutine.
   auto& io = ex->loop().io();
+  auto wake = std::make_shared<boost::asio::cancellation_signal>();
+  auto* sig = wake.get();
   boost::asio::co_spawn(io,
                         run_calls(std::move(ex), std::move(calls), std::move(session),
                                   std::move(upstream_headers), accepts_sse, parsed.batch,
-                                  std::move(base)),
-                        boost::asio::detached);
+                                  std::move(base), sig),
+                        boost::asio::bind_cancellation_slot(
+                            sig->slot(), [wake = std::move(wake)](std::exception_ptr) {}));
 }
 
 // On the connection's loop: runs the calls of one POST in order and answers them.
@@ -292,7 +300,8 @@ boost::asio::awaitable<void> SessionHandler::run_calls(std::shared_ptr<Exchange>
                                                        std::vector<PendingCall> calls,
                                                        std::shared_ptr<const ClientSession> sp,
                                                        std::string headers,
-                                                       bool sse, bool batch, HttpResponse base) {
+                                                       bool sse, bool batch, HttpResponse base,
+                                                       boost::asio::cancellation_signal* wake) {
   EventLoop& loop = ex->loop();
   const ClientSession& session = *sp;
   std::vector<std::string> out;
@@ -302,6 +311,7 @@ boost::asio::awaitable<void> SessionHandler::run_calls(std::shared_ptr<Exchange>
     for (auto& c : calls) {
       if (sse) {
         SseSink s(registry_, d_.life, ex, c.mailbox, &session, d_.metrics, d_.cfg.keepalive_interval);
+        s.set_wake_signal(wake);
         CallResult r = co_await run_call(loop, c, session, headers, s);
         if (s.gone()) {
           gone = true;
@@ -323,6 +333,7 @@ boost::asio::awaitable<void> SessionHandler::run_calls(std::shared_ptr<Exchange>
         }
       } else {
         JsonSink s(registry_, d_.life, ex, c.mailbox, &session);
+        s.set_wake_signal(wake);
         CallResult r = co_await run_call(loop, c, session, headers, s);
         if (s.gone()) {
           gone = true;

@@ -47,7 +47,8 @@ out = sys.argv[1]
 def totals(w):
     f = glob.glob(f"{out}/w{w}.*.out")[0]
     ir = next(int(l.split()[1]) for l in open(f) if l.startswith(("summary:", "totals:")))
-    calls = next(int(l.split()[6]) for l in open(f"{out}/w{w}.txt") if len(l.split()) > 7 and l.split()[2] == "bridge")
+    # a cell's row ends with: calls errors reconn moves
+    calls = next(int(l.split()[-4]) for l in open(f"{out}/w{w}.txt") if len(l.split()) > 7 and l.split()[2] == "bridge")
     prof = {}
     for line in subprocess.run(["callgrind_annotate", "--threshold=100", f], capture_output=True, text=True).stdout.splitlines():
         m = re.match(r"\s*([\d,]+) \([^)]*\)\s+(.*)", line)

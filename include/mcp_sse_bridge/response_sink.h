@@ -34,6 +34,9 @@ class ResponseSink : public CallSink {
   void end_request(std::string_view bridge_id) override;
   bool gone() const { return gone_; }
   bool client_cancelled() const { return box_->cancelled.load(); }
+  // See CallSink::wake_signal; `s` must outlive the call.
+  void set_wake_signal(boost::asio::cancellation_signal* s) { wake_signal_ = s; }
+  boost::asio::cancellation_signal* wake_signal() override { return wake_signal_; }
 
  protected:
   // Checks the capability a server request needs against the client's
@@ -50,6 +53,7 @@ class ResponseSink : public CallSink {
   std::set<std::string> routes_;
   bool gone_ = false;
   std::shared_ptr<std::function<void(bool)>> waker_;
+  boost::asio::cancellation_signal* wake_signal_ = nullptr;
 };
 
 // The response is a text/event-stream (its head already sent).

@@ -91,7 +91,7 @@ class SessionHandler {
                                          std::vector<PendingCall> calls,
                                          std::shared_ptr<const ClientSession> session,
                                          std::string headers, bool sse, bool batch,
-                                         HttpResponse base);
+                                         HttpResponse base, boost::asio::cancellation_signal* wake);
   std::optional<std::string> local_answer(const Message& m, const ClientSession& s);
   void release(PendingCall& c);
   boost::asio::awaitable<CallResult> call_guarded(EventLoop& loop, const Message& m,
