@@ -919,6 +919,13 @@ asio::awaitable<CallResult> Forwarder::call(EventLoop& loop, const Message& req,
   co_return out;
 }
 
+void Forwarder::spawn_bound(asio::io_context& io, asio::awaitable<void> calls,
+                            std::shared_ptr<asio::cancellation_signal> wake) {
+  auto* sig = wake.get();
+  asio::co_spawn(io, std::move(calls),
+                 asio::bind_cancellation_slot(sig->slot(), [wake = std::move(wake)](std::exception_ptr) {}));
+}
+
 Forwarder::Forwarder(const UpstreamConfig& cfg) : cfg_(cfg) {
   Resolver::shared().set_limits(cfg.resolve_timeout, cfg.resolve_cache_ttl);
 }

@@ -1,7 +1,7 @@
 #include "mcp_sse_bridge/mrtr_sink.h"
 
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 
@@ -60,6 +60,7 @@ struct MrtrSink::Impl {
         fwd->call(self->loop_, req, session ? &*session : nullptr, std::move(log_level),
                   std::move(headers), *self, arrival),
         req, *self, arrival, fwd->config().sse_url);
+    self->wake_signal_ = nullptr;
     self->finish(std::move(r));
   }
 };
@@ -92,10 +93,12 @@ void MrtrSink::start(Forwarder& forwarder, Message req, std::optional<ClientSess
   request_progress_token_ = req.progress_token;
   front.progress_token = req.progress_token;  // round 1 is the request itself
   attach(std::move(front));
-  asio::co_spawn(loop_.io(),
-                 Impl::run(shared_from_this(), &forwarder, std::move(req), std::move(session),
-                           std::move(log_level_params), std::move(extra_headers), arrival),
-                 asio::detached);
+  auto wake = std::make_shared<asio::cancellation_signal>();
+  wake_signal_ = wake.get();
+  Forwarder::spawn_bound(loop_.io(),
+                         Impl::run(shared_from_this(), &forwarder, std::move(req), std::move(session),
+                                   std::move(log_level_params), std::move(extra_headers), arrival),
+                         std::move(wake));
 }
 
 void MrtrSink::resume(std::string input_responses_json, Front front) {

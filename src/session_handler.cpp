@@ -1,7 +1,6 @@
 #include "mcp_sse_bridge/session_handler.h"
 
 
-#include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -280,19 +279,16 @@ void SessionHandler::handle_post(std::shared_ptr<Exchange> ex, HttpRequest& req)
     head.defer_head = true;
     ex->start_stream(std::move(head));
   }
-  // The calls run on this connection's loop, as one coroutine, bound to a
-  // signal that their wake-ups go through (CallSink::wake_signal): each
-  // call runs inline in it. The completion handler holds the signal, so it
-  // outlives the coroutine.
+  // The calls run on this connection's loop, as one coroutine whose sinks
+  // carry its wake signal (Forwarder::spawn_bound).
   auto& io = ex->loop().io();
   auto wake = std::make_shared<boost::asio::cancellation_signal>();
   auto* sig = wake.get();
-  boost::asio::co_spawn(io,
-                        run_calls(std::move(ex), std::move(calls), std::move(session),
-                                  std::move(upstream_headers), accepts_sse, parsed.batch,
-                                  std::move(base), sig),
-                        boost::asio::bind_cancellation_slot(
-                            sig->slot(), [wake = std::move(wake)](std::exception_ptr) {}));
+  Forwarder::spawn_bound(io,
+                         run_calls(std::move(ex), std::move(calls), std::move(session),
+                                   std::move(upstream_headers), accepts_sse, parsed.batch,
+                                   std::move(base), sig),
+                         std::move(wake));
 }
 
 // On the connection's loop: runs the calls of one POST in order and answers them.

@@ -1,5 +1,6 @@
 #include "mcp_sse_bridge/stateless_handler.h"
 
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 
@@ -143,15 +144,19 @@ void StatelessHandler::handle(std::shared_ptr<Exchange> ex, const HttpRequest& r
   if (!c->late && !d_.life.stopping.load() && mrtr_method(c->msg.method) &&
       start_mrtr(ex, c, m, req))
     return;
-  boost::asio::co_spawn(io, run_call(std::move(ex), std::move(c)), boost::asio::detached);
+  auto wake = std::make_shared<boost::asio::cancellation_signal>();
+  auto* sig = wake.get();
+  Forwarder::spawn_bound(io, run_call(std::move(ex), std::move(c), sig), std::move(wake));
 }
 
 boost::asio::awaitable<void> StatelessHandler::run_call(std::shared_ptr<Exchange> ex,
-                                                        std::shared_ptr<Call> c) {
+                                                        std::shared_ptr<Call> c,
+                                                        boost::asio::cancellation_signal* wake) {
   StatelessSink sink(registry_, d_.life, ex, c->box, d_.metrics, d_.cfg.keepalive_interval, c->base,
                      StatelessSink::Options{c->sse, c->msg.progress_token,
                                             c->env.log_level_params.has_value(), &listen_,
                                             c->headers});
+  sink.set_wake_signal(wake);
   auto t0 = Clock::now();
   const std::string upstream = d_.cfg.upstream.sse_url.str();
   CallResult r;

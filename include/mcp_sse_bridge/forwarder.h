@@ -29,6 +29,7 @@
 
 namespace boost::asio {
 class cancellation_signal;
+class io_context;
 }
 
 namespace msb {
@@ -116,6 +117,12 @@ class Forwarder {
   static boost::asio::awaitable<CallResult> guarded(boost::asio::awaitable<CallResult> call,
                                                     const Message& m, CallSink& sink,
                                                     Clock::time_point arrival, const Url& upstream);
+
+  // Spawns `calls` (a coroutine that awaits call(), its sinks answering
+  // wake_signal() with `wake`) detached on `io`, bound to `wake`: the calls
+  // run their attempts inline. The spawn holds `wake` until `calls` ends.
+  static void spawn_bound(boost::asio::io_context& io, boost::asio::awaitable<void> calls,
+                          std::shared_ptr<boost::asio::cancellation_signal> wake);
 
   // Asks loop's warm pool for a session ready for this client session's next
   // call (after initialize). No-op when the pool is off. Loop thread.

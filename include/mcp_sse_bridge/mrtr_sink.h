@@ -166,6 +166,7 @@ class MrtrSink : public CallSink, public std::enable_shared_from_this<MrtrSink> 
   std::optional<Message> take_response() override;
   void end_request(std::string_view bridge_id) override;
   Clock::duration client_wait() override;
+  boost::asio::cancellation_signal* wake_signal() override { return wake_signal_; }
 
  private:
   // Where the call is, as its client sees it.
@@ -203,6 +204,8 @@ class MrtrSink : public CallSink, public std::enable_shared_from_this<MrtrSink> 
   RequestBinding binding_;
   Options opt_;
   std::unique_ptr<Impl> impl_;  // the loop's timers (keeps Asio out of this header)
+  // The forwarder's coroutine's signal (Forwarder::spawn_bound), while it runs.
+  boost::asio::cancellation_signal* wake_signal_ = nullptr;
 
   State state_ = State::kAttached;
   std::optional<CallResult> final_;  // the call's result, once it has one (for give())

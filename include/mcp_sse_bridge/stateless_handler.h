@@ -91,7 +91,8 @@ class StatelessHandler {
   boost::asio::awaitable<void> discover(std::shared_ptr<Exchange> ex, Message m, bool sse,
                                         std::string headers, std::string request_id,
                                         HttpResponse base);
-  boost::asio::awaitable<void> run_call(std::shared_ptr<Exchange> ex, std::shared_ptr<Call> c);
+  boost::asio::awaitable<void> run_call(std::shared_ptr<Exchange> ex, std::shared_ptr<Call> c,
+                                        boost::asio::cancellation_signal* wake);
   // The MRTR path of tools/call, prompts/get, resources/read: false when the
   // request cannot take it (then run_call serves it).
   bool start_mrtr(const std::shared_ptr<Exchange>& ex, const std::shared_ptr<Call>& c,
