@@ -2,6 +2,7 @@
 
 #include <simdjson.h>
 
+#include <charconv>
 #include <cstring>
 #include <utility>
 
@@ -82,7 +83,17 @@ bool classify(simdjson::dom::element el, Message& m, std::string* why) {
       if (why) *why = "id must be a string or an integer";
       return false;
     }
-    m.id = simdjson::minify(id_el);
+    // An integer id (the usual kind) is its decimal text, as minify would
+    // write it, without minify's string builder.
+    char num[24];
+    int64_t i64;
+    uint64_t u64;
+    if (t == dom::element_type::INT64 && id_el.get_int64().get(i64) == SUCCESS)
+      m.id.assign(num, std::to_chars(num, num + sizeof num, i64).ptr);
+    else if (t == dom::element_type::UINT64 && id_el.get_uint64().get(u64) == SUCCESS)
+      m.id.assign(num, std::to_chars(num, num + sizeof num, u64).ptr);
+    else
+      m.id = simdjson::minify(id_el);
   }
   std::string_view method;
   if (has_method) {

@@ -31,6 +31,31 @@ TEST_CASE("jsonrpc: classify requests, notifications, responses") {
   CHECK(resp.id == "5");
 }
 
+TEST_CASE("jsonrpc: ids are kept as minified JSON text, integers at their full range") {
+  // The id is matched against the upstream's answer and written back into
+  // errors as text: "007"-style or float ids are not valid, every integer is.
+  const std::pair<const char*, const char*> cases[] = {
+      {"0", "0"},
+      {"-5", "-5"},
+      {"9223372036854775807", "9223372036854775807"},
+      {"-9223372036854775808", "-9223372036854775808"},
+      {"18446744073709551615", "18446744073709551615"},  // beyond int64: simdjson's uint64
+      {R"("a \"b\" \u00e9")", "\"a \\\"b\\\" \xc3\xa9\""},  // strings: simdjson's serialization
+      {R"("")", R"("")"},
+  };
+  for (auto [in, want] : cases) {
+    CAPTURE(in);
+    Message m;
+    REQUIRE(parse_message(std::string(R"({"jsonrpc":"2.0","id": )") + in + R"( ,"result":{}})", m));
+    CHECK(m.id == want);
+    auto r = parse_body(std::string(R"({"jsonrpc":"2.0","method":"ping","id":)") + in + "}");
+    REQUIRE(r.ok);
+    CHECK(r.messages[0].id == want);
+  }
+  Message f;
+  CHECK_FALSE(parse_message(R"({"jsonrpc":"2.0","id":1.5,"result":{}})", f));
+}
+
 TEST_CASE("jsonrpc: the raw text of a single message is kept verbatim") {
   std::string body = "{ \"jsonrpc\" : \"2.0\", \"id\" : 1 , \"method\" : \"ping\" }";
   auto r = parse_body(body);
