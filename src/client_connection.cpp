@@ -17,6 +17,8 @@
 
 namespace msb {
 
+using namespace std::string_view_literals;
+
 namespace http = boost::beast::http;
 
 // A write handed over by another thread: completed once its bytes are in
@@ -66,17 +68,17 @@ std::string serialize_head(const HttpResponse& r, bool close, bool chunked) {
   char num[24];
   auto n = std::to_chars(num, num + sizeof num, r.status);
   auto reason = http::obsolete_reason(static_cast<http::status>(r.status));
-  s.append("HTTP/1.1 ").append(num, n.ptr).append(" ").append(reason.data(), reason.size()).append("\r\n");
-  for (auto& [k, v] : r.headers) s.append(k).append(": ").append(v).append("\r\n");
-  if (!r.content_type.empty()) s.append("Content-Type: ").append(r.content_type).append("\r\n");
+  s.append("HTTP/1.1 "sv).append(num, n.ptr).append(" "sv).append(reason.data(), reason.size()).append("\r\n"sv);
+  for (auto& [k, v] : r.headers) s.append(k).append(": "sv).append(v).append("\r\n"sv);
+  if (!r.content_type.empty()) s.append("Content-Type: "sv).append(r.content_type).append("\r\n"sv);
   if (chunked) {
-    s.append("Transfer-Encoding: chunked\r\n");
+    s.append("Transfer-Encoding: chunked\r\n"sv);
   } else {
     n = std::to_chars(num, num + sizeof num, r.body.size());
-    s.append("Content-Length: ").append(num, n.ptr).append("\r\n");
+    s.append("Content-Length: "sv).append(num, n.ptr).append("\r\n"sv);
   }
-  if (close) s.append("Connection: close\r\n");
-  s.append("\r\n");
+  if (close) s.append("Connection: close\r\n"sv);
+  s.append("\r\n"sv);
   return s;
 }
 
@@ -86,9 +88,9 @@ void append_chunk(std::string& out, std::string_view data, bool last) {
   if (!data.empty()) {
     char hex[20];
     auto r = std::to_chars(hex, hex + sizeof hex, data.size(), 16);
-    out.append(hex, r.ptr).append("\r\n").append(data).append("\r\n");
+    out.append(hex, r.ptr).append("\r\n"sv).append(data).append("\r\n"sv);
   }
-  if (last) out.append("0\r\n\r\n");
+  if (last) out.append("0\r\n\r\n"sv);
 }
 
 // `head` (a deferred stream head, or empty) followed by `data` as a chunk.

@@ -169,7 +169,11 @@ class CallRun {
       owned = std::make_unique<UpstreamChannel>(ex_, cfg_, std::string(headers_));
     }
     UpstreamChannel& up = *owned;
-    const bool ready = is_warm ? co_await probe_idle(up, a) : co_await setup(up, a, true);
+    // (A warm session that is settled and was active lately is ready as it
+    // is: no coroutine for probe_idle's usual answer.)
+    const bool ready = !is_warm           ? co_await setup(up, a, true)
+                       : idle_ready(up) ? true
+                                        : co_await probe_idle(up, a);
     *upstream_session_id = up.upstream_session_id();
     if (!ready) {
       co_await settle(up);
@@ -206,10 +210,6 @@ class CallRun {
     woken_ = false;
     co_await asio::this_coro::reset_cancellation_state();
     co_await asio::this_coro::throw_if_cancelled(false);
-  }
-  asio::awaitable<bool> pending_wake() {
-    auto st = co_await asio::this_coro::cancellation_state;
-    co_return woken_ || st.cancelled() != asio::cancellation_type::none;
   }
   // A channel is only destroyed once nothing waits in it.
   asio::awaitable<void> settle(UpstreamChannel& up) {
@@ -278,7 +278,9 @@ class CallRun {
   }
 
   asio::awaitable<Expected<Message>> next_message(UpstreamChannel& up, Deadline d, Phase phase) {
-    if (co_await pending_wake()) {
+    // A wake-up seen, or a cut recorded, while the call was not waiting.
+    // (Read here, not in a coroutine of its own: this runs per message.)
+    if (woken_ || (co_await asio::this_coro::cancellation_state).cancelled() != asio::cancellation_type::none) {
       co_await rearm();
       co_return Expected<Message>(make_error(ErrorKind::kCancelled, phase, "woken"));
     }
@@ -340,6 +342,10 @@ class CallRun {
   // a path that died meanwhile (a NAT or proxy forgot the flow): prove it
   // alive with a ping before the call is sent on it. Failing here is phase
   // kConnect with nothing sent, so the call moves to a fresh session.
+  bool idle_ready(UpstreamChannel& up) {
+    state_ = State::kSetup;
+    return up.idle_settled() && Clock::now() - up.last_activity() < cfg_.idle_probe_after;
+  }
   asio::awaitable<bool> probe_idle(UpstreamChannel& up, Attempt& a) {
     state_ = State::kSetup;
     if (!co_await up.refresh_idle()) {
@@ -452,7 +458,8 @@ class CallRun {
       if (ping_id) wake = Deadline::earliest(wake, ping_deadline);
       else if (cfg_.ping_interval.count() > 0)
         wake = Deadline::earliest(wake, Deadline::at(up.last_activity() + cfg_.ping_interval));
-      if (!co_await relay_client_responses(up, a)) co_return std::nullopt;
+      if (auto r = sink_.take_response(); r && !co_await relay_client_responses(up, a, std::move(r)))
+        co_return std::nullopt;
       state_ = State::kAwaitingResponse;
       auto m = co_await next_message(up, wake, Phase::kRequest);
       if (!m) {
@@ -476,8 +483,9 @@ class CallRun {
 
   // Sends the client's answers to forwarded server requests back upstream,
   // under the upstream's own ids.
-  asio::awaitable<bool> relay_client_responses(UpstreamChannel& up, Attempt& a) {
-    while (auto r = sink_.take_response()) {
+  // `r`: the first, already taken (a coroutine is entered only when there is one).
+  asio::awaitable<bool> relay_client_responses(UpstreamChannel& up, Attempt& a, std::optional<Message> r) {
+    for (; r; r = sink_.take_response()) {
       auto it = server_requests_.find(r->id);
       if (it == server_requests_.end()) continue;  // not (or no longer) ours
       auto fixed = with_id(r->raw, it->second);

@@ -7,6 +7,8 @@
 
 namespace msb {
 
+using namespace std::string_view_literals;
+
 namespace {
 
 // The client capability a server-to-client request needs, if any.
@@ -118,7 +120,7 @@ bool SseSink::forward_request(std::string_view method, std::string_view bridge_i
 std::string SseSink::event(std::string_view json) {
   std::string ev;
   ev.reserve(json.size() + 24);
-  ev.append("event: message\ndata: ").append(json).append("\n\n");
+  ev.append("event: message\ndata: "sv).append(json).append("\n\n"sv);
   return ev;
 }
 

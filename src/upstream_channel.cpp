@@ -258,6 +258,10 @@ asio::awaitable<Expected<Message>> UpstreamChannel::next_message(Deadline d, Pha
   }
 }
 
+bool UpstreamChannel::idle_settled() {
+  return !failed_ && inbox_.empty() && (reading_ || !sse_.maybe_readable());
+}
+
 asio::awaitable<bool> UpstreamChannel::refresh_idle() {
   try {
     // Bounded: a chatty idle stream cannot pin the loop. A zero deadline: what

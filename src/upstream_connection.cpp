@@ -42,6 +42,8 @@
 
 namespace msb {
 
+using namespace std::string_view_literals;
+
 namespace http = boost::beast::http;
 using tcp = asio::ip::tcp;
 using ErrorCode = boost::system::error_code;
@@ -654,19 +656,19 @@ asio::awaitable<Expected<HttpHead>> UpstreamConnection::request(
 void UpstreamConnection::append_request(std::string& req, const Url& origin, std::string_view method,
                                         std::string_view target, std::string_view extra_headers,
                                         std::string_view body, bool with_body) {
-  req.append(method).append(" ").append(target).append(" HTTP/1.1\r\nHost: ");
+  req.append(method).append(" "sv).append(target).append(" HTTP/1.1\r\nHost: "sv);
   if (host_header_.empty() || !same_origin(host_origin_, origin)) {
     host_origin_ = origin;
     host_header_ = origin.host_header();
   }
-  req.append(host_header_).append("\r\n");
+  req.append(host_header_).append("\r\n"sv);
   req.append(extra_headers);
   if (method != "GET" || !body.empty()) {
     char len[24];
     auto r = std::to_chars(len, len + sizeof len, body.size());
-    req.append("Content-Length: ").append(len, r.ptr).append("\r\n");
+    req.append("Content-Length: "sv).append(len, r.ptr).append("\r\n"sv);
   }
-  req.append("\r\n");
+  req.append("\r\n"sv);
   if (with_body) req.append(body);
 }
 

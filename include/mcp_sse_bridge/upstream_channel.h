@@ -107,6 +107,10 @@ class UpstreamChannel {
   // requests such as an upstream ping), and returns false when the stream
   // has ended or failed.
   asio::awaitable<bool> refresh_idle();
+  // Whether refresh_idle() would find nothing to do and return true: the
+  // stream has not failed, nothing is buffered for the next call, and
+  // nothing arrived meanwhile (the usual case; no coroutine to find it).
+  bool idle_settled();
 
   // Closes both connections; pending waits end at once (kClosed "upstream
   // session aborted"), and so does every later call.
