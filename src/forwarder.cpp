@@ -193,7 +193,7 @@ class CallRun {
     }
     a.request_sent = true;
     auto resp = co_await wait_response(up, req_.id, a);
-    if (resp) a.response = std::move(resp->raw);
+    if (resp) a.response = std::move(*resp);
     if (a.cancelled) co_await cancel_upstream(up);
     bool clean = resp && server_requests_.empty();
     for (auto& [bridge_id, upstream_id] : server_requests_) sink_.end_request(bridge_id);
@@ -408,8 +408,9 @@ class CallRun {
   }
 
   // Waits for the response to the client's request, relaying what comes
-  // before it, probing a silent stream with ping.
-  asio::awaitable<std::optional<Message>> wait_response(UpstreamChannel& up, const std::string& id,
+  // before it, probing a silent stream with ping. Returns the response's text
+  // (all the caller keeps of it: no Message moved through the coroutine).
+  asio::awaitable<std::optional<std::string>> wait_response(UpstreamChannel& up, const std::string& id,
                                                         Attempt& a) {
     state_ = State::kAwaitingResponse;
     std::optional<std::string> ping_id;
@@ -469,7 +470,7 @@ class CallRun {
         co_return std::nullopt;
       }
       if (m->kind == MsgKind::kResponse) {
-        if (m->id == id) co_return std::move(*m);
+        if (m->id == id) co_return std::move(m->raw);
         if (ping_id && m->id == *ping_id) {
           ping_id.reset();
           ping_deadline = Deadline::never();

@@ -233,9 +233,9 @@ std::optional<Rejection> RequestPolicy::check_protocol_version(const HeaderList&
 std::optional<Rejection> RequestPolicy::check_post(const HeaderList& h, bool* accepts_sse) const {
   std::string_view accept = find_header(h, "Accept").value_or("");
   *accepts_sse = icontains(accept, "text/event-stream");
-  bool accepts_json = accept.empty() || icontains(accept, "application/json") ||
-                      icontains(accept, "*/*") || icontains(accept, "application/*");
-  if (!*accepts_sse && !accepts_json)
+  // (JSON is looked for only when it decides: most clients list both.)
+  if (!*accepts_sse && !(accept.empty() || icontains(accept, "application/json") ||
+                         icontains(accept, "*/*") || icontains(accept, "application/*")))
     return Rejection{406, -32000,
                      "Not Acceptable: Accept must list application/json and/or text/event-stream"};
   if (!istarts_with(find_header(h, "Content-Type").value_or(""), "application/json"))
