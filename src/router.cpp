@@ -24,7 +24,7 @@ bool Router::authorized(bool protect, const HttpRequest& req, Exchange& ex) {
   return false;
 }
 
-void Router::handle(std::shared_ptr<Exchange> ex, HttpRequest req) {
+void Router::handle(std::shared_ptr<Exchange> ex, HttpRequest&& req) {
   if (req.path == d_.cfg.path) return d_.mcp.handle(std::move(ex), std::move(req));
   bool get = req.method == "GET" || req.method == "HEAD";
   if (get && req.path == "/healthz") {

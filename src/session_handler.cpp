@@ -73,7 +73,7 @@ bool SessionHandler::guard(const HttpRequest& req, Exchange& ex) {
   return false;
 }
 
-void SessionHandler::handle(std::shared_ptr<Exchange> ex, HttpRequest req) {
+void SessionHandler::handle(std::shared_ptr<Exchange> ex, HttpRequest&& req) {
   if (!guard(req, *ex)) return;
   if (req.method == "POST") return handle_post(std::move(ex), req);
   if (req.method == "DELETE") return handle_delete(*ex, req);

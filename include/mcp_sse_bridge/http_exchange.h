@@ -85,7 +85,7 @@ class Exchange {
 class RequestHandler {
  public:
   virtual ~RequestHandler() = default;
-  virtual void handle(std::shared_ptr<Exchange> ex, HttpRequest req) = 0;
+  virtual void handle(std::shared_ptr<Exchange> ex, HttpRequest&& req) = 0;
   // A request the connection layer refused before it was whole (malformed,
   // head or body too large): the answer to send, counted and logged.
   virtual HttpResponse refused(int status, std::string_view why) = 0;

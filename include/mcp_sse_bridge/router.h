@@ -34,7 +34,7 @@ class Router : public RequestHandler {
   };
   explicit Router(Deps d) : d_(std::move(d)) {}
 
-  void handle(std::shared_ptr<Exchange> ex, HttpRequest req) override;
+  void handle(std::shared_ptr<Exchange> ex, HttpRequest&& req) override;
   HttpResponse refused(int status, std::string_view why) override;
   bool draining() const override { return d_.life.draining.load(); }
 

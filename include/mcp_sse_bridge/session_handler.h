@@ -52,7 +52,7 @@ class SessionHandler {
   explicit SessionHandler(Deps d);
 
   // Any request to the MCP path. Loop thread; never blocks.
-  void handle(std::shared_ptr<Exchange> ex, HttpRequest req);
+  void handle(std::shared_ptr<Exchange> ex, HttpRequest&& req);
   // Wakes every running call (stop: they end with shutting_down).
   void wake_all() { registry_.wake_all(); }
   // Session mode: closes every upstream session (bounded). Loops must run.

@@ -27,7 +27,7 @@ namespace {
 // its loop: CPU load that the loop's busy meter sees.
 struct BurnHandler : msb::RequestHandler {
   std::atomic<int> burn_us{0};
-  void handle(std::shared_ptr<msb::Exchange> ex, msb::HttpRequest req) override {
+  void handle(std::shared_ptr<msb::Exchange> ex, msb::HttpRequest&& req) override {
     auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(burn_us.load());
     while (std::chrono::steady_clock::now() < until) {
     }
