@@ -170,10 +170,12 @@ class CallRun {
     }
     UpstreamChannel& up = *owned;
     // (A warm session that is settled and was active lately is ready as it
-    // is: no coroutine for probe_idle's usual answer.)
-    const bool ready = !is_warm           ? co_await setup(up, a, true)
-                       : idle_ready(up) ? true
-                                        : co_await probe_idle(up, a);
+    // is: no coroutine for probe_idle's usual answer. Statements, not a
+    // conditional expression: g++ 12 ran the co_await of a branch not taken
+    // there, a second liveness peek per call.)
+    bool ready = true;
+    if (!is_warm) ready = co_await setup(up, a, true);
+    else if (!idle_ready(up)) ready = co_await probe_idle(up, a);
     *upstream_session_id = up.upstream_session_id();
     if (!ready) {
       co_await settle(up);
