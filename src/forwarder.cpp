@@ -461,8 +461,9 @@ class CallRun {
       if (ping_id) wake = Deadline::earliest(wake, ping_deadline);
       else if (cfg_.ping_interval.count() > 0)
         wake = Deadline::earliest(wake, Deadline::at(up.last_activity() + cfg_.ping_interval));
-      if (auto r = sink_.take_response(); r && !co_await relay_client_responses(up, a, std::move(r)))
-        co_return std::nullopt;
+      if (auto r = sink_.take_response()) {  // (an `if`, not `&&`: see run() on g++ 12)
+        if (!co_await relay_client_responses(up, a, std::move(r))) co_return std::nullopt;
+      }
       state_ = State::kAwaitingResponse;
       auto m = co_await next_message(up, wake, Phase::kRequest);
       if (!m) {
@@ -827,7 +828,21 @@ asio::awaitable<CallResult> Forwarder::call(EventLoop& loop, const Message& req,
   // The client's cancellation, departure and routed answers wake the call
   // through its signal (the waker runs on this loop).
   asio::cancellation_signal* inline_sig = sink.wake_signal();
-  if (inline_sig) run->use_signal(inline_sig);
+  if (inline_sig) {
+    // This coroutine must have been spawned bound to that signal
+    // (spawn_bound): one whose cancellation state is connected to nothing
+    // would never see a wake-up, so it takes the child coroutine instead.
+    if (!(co_await asio::this_coro::cancellation_state).slot().is_connected()) {
+      inline_sig = nullptr;
+    } else {
+      // A cut is a value in this coroutine from here on, never an exception:
+      // a wake-up that lands before an attempt runs (set_waker below calls
+      // it at once for a client already gone) must not throw at the
+      // caller's next co_await.
+      co_await asio::this_coro::throw_if_cancelled(false);
+      run->use_signal(inline_sig);
+    }
+  }
   std::weak_ptr<CallRun> weak = run;
   sink.set_waker([weak](bool urgent) {
     if (auto r = weak.lock()) r->wake(urgent);

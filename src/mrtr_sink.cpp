@@ -56,11 +56,14 @@ struct MrtrSink::Impl {
                                    std::optional<ClientSession> session,
                                    std::optional<std::string> log_level, std::string headers,
                                    Clock::time_point arrival) {
+    struct Unset {  // the signal dies with this coroutine's spawn, however it ends
+      MrtrSink* s;
+      ~Unset() { s->wake_signal_ = nullptr; }
+    } unset{self.get()};
     auto r = co_await Forwarder::guarded(
         fwd->call(self->loop_, req, session ? &*session : nullptr, std::move(log_level),
                   std::move(headers), *self, arrival),
         req, *self, arrival, fwd->config().sse_url);
-    self->wake_signal_ = nullptr;
     self->finish(std::move(r));
   }
 };
