@@ -281,8 +281,11 @@ class CallRun {
 
   asio::awaitable<Expected<Message>> next_message(UpstreamChannel& up, Deadline d, Phase phase) {
     // A wake-up seen, or a cut recorded, while the call was not waiting.
-    // (Read here, not in a coroutine of its own: this runs per message.)
-    if (woken_ || (co_await asio::this_coro::cancellation_state).cancelled() != asio::cancellation_type::none) {
+    // (Read here, not in a coroutine of its own: this runs per message; no
+    // co_await inside `||`: see run() on g++ 12.)
+    bool woken = woken_;
+    if (!woken) woken = (co_await asio::this_coro::cancellation_state).cancelled() != asio::cancellation_type::none;
+    if (woken) {
       co_await rearm();
       co_return Expected<Message>(make_error(ErrorKind::kCancelled, phase, "woken"));
     }
@@ -825,8 +828,6 @@ asio::awaitable<CallResult> Forwarder::call(EventLoop& loop, const Message& req,
   auto ex = loop.io().get_executor();
   auto run = std::make_shared<CallRun>(cfg_, stats_, req, session, log_level_params, extra_headers,
                                        sink, start, ex);
-  // The client's cancellation, departure and routed answers wake the call
-  // through its signal (the waker runs on this loop).
   asio::cancellation_signal* inline_sig = sink.wake_signal();
   if (inline_sig) {
     // This coroutine must have been spawned bound to that signal
@@ -843,6 +844,8 @@ asio::awaitable<CallResult> Forwarder::call(EventLoop& loop, const Message& req,
       run->use_signal(inline_sig);
     }
   }
+  // The client's cancellation, departure and routed answers wake the call
+  // through its signal (the waker runs on this loop).
   std::weak_ptr<CallRun> weak = run;
   sink.set_waker([weak](bool urgent) {
     if (auto r = weak.lock()) r->wake(urgent);

@@ -1,6 +1,5 @@
 #include "mcp_sse_bridge/mrtr_sink.h"
 
-#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -96,12 +95,11 @@ void MrtrSink::start(Forwarder& forwarder, Message req, std::optional<ClientSess
   request_progress_token_ = req.progress_token;
   front.progress_token = req.progress_token;  // round 1 is the request itself
   attach(std::move(front));
-  auto wake = std::make_shared<asio::cancellation_signal>();
-  wake_signal_ = wake.get();
-  Forwarder::spawn_bound(loop_.io(),
-                         Impl::run(shared_from_this(), &forwarder, std::move(req), std::move(session),
-                                   std::move(log_level_params), std::move(extra_headers), arrival),
-                         std::move(wake));
+  Forwarder::spawn_bound(loop_.io(), [&](asio::cancellation_signal* sig) {
+    wake_signal_ = sig;
+    return Impl::run(shared_from_this(), &forwarder, std::move(req), std::move(session),
+                     std::move(log_level_params), std::move(extra_headers), arrival);
+  });
 }
 
 void MrtrSink::resume(std::string input_responses_json, Front front) {

@@ -1,7 +1,6 @@
 #include "mcp_sse_bridge/session_handler.h"
 
 
-#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 
@@ -282,13 +281,10 @@ void SessionHandler::handle_post(std::shared_ptr<Exchange> ex, HttpRequest& req)
   // The calls run on this connection's loop, as one coroutine whose sinks
   // carry its wake signal (Forwarder::spawn_bound).
   auto& io = ex->loop().io();
-  auto wake = std::make_shared<boost::asio::cancellation_signal>();
-  auto* sig = wake.get();
-  Forwarder::spawn_bound(io,
-                         run_calls(std::move(ex), std::move(calls), std::move(session),
-                                   std::move(upstream_headers), accepts_sse, parsed.batch,
-                                   std::move(base), sig),
-                         std::move(wake));
+  Forwarder::spawn_bound(io, [&](boost::asio::cancellation_signal* sig) {
+    return run_calls(std::move(ex), std::move(calls), std::move(session), std::move(upstream_headers),
+                     accepts_sse, parsed.batch, std::move(base), sig);
+  });
 }
 
 // On the connection's loop: runs the calls of one POST in order and answers them.

@@ -1,6 +1,5 @@
 #include "mcp_sse_bridge/stateless_handler.h"
 
-#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 
@@ -144,9 +143,9 @@ void StatelessHandler::handle(std::shared_ptr<Exchange> ex, const HttpRequest& r
   if (!c->late && !d_.life.stopping.load() && mrtr_method(c->msg.method) &&
       start_mrtr(ex, c, m, req))
     return;
-  auto wake = std::make_shared<boost::asio::cancellation_signal>();
-  auto* sig = wake.get();
-  Forwarder::spawn_bound(io, run_call(std::move(ex), std::move(c), sig), std::move(wake));
+  Forwarder::spawn_bound(io, [&](boost::asio::cancellation_signal* sig) {
+    return run_call(std::move(ex), std::move(c), sig);
+  });
 }
 
 boost::asio::awaitable<void> StatelessHandler::run_call(std::shared_ptr<Exchange> ex,

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 
 #include <atomic>
 #include <cstdint>
@@ -28,7 +29,6 @@
 #include "mcp_sse_bridge/upstream_stats.h"
 
 namespace boost::asio {
-class cancellation_signal;
 class io_context;
 }
 
@@ -118,9 +118,16 @@ class Forwarder {
                                                     const Message& m, CallSink& sink,
                                                     Clock::time_point arrival, const Url& upstream);
 
-  // Spawns `calls` (a coroutine that awaits call(), its sinks answering
-  // wake_signal() with `wake`) detached on `io`, bound to `wake`: the calls
-  // run their attempts inline. The spawn holds `wake` until `calls` ends.
+  // Spawns the coroutine `make(sig)` returns (one that awaits call(), its
+  // sinks answering wake_signal() with `sig`) detached on `io`, bound to a
+  // new signal `sig`: the calls run their attempts inline. The spawn holds
+  // the signal until the coroutine ends.
+  template <class MakeCalls>
+  static void spawn_bound(boost::asio::io_context& io, MakeCalls make) {
+    auto wake = std::make_shared<boost::asio::cancellation_signal>();
+    auto calls = make(wake.get());
+    spawn_bound(io, std::move(calls), std::move(wake));
+  }
   static void spawn_bound(boost::asio::io_context& io, boost::asio::awaitable<void> calls,
                           std::shared_ptr<boost::asio::cancellation_signal> wake);
 
