@@ -19,6 +19,15 @@
 #       and 3 s of the bridge's (default 4000 calls/s): syscalls per call of
 #       each, by name, with the reads that returned EAGAIN and the epoll_waits
 #       that returned nothing.
+#   tools/profile-call.sh kernel [BRIDGE] [RATE]   `perf record -e cpu-clock`
+#       (timer sampling: this VM has no hardware counters) of nginx's worker
+#       and of the bridge for 3 s of their cells (default 4000 calls/s): where
+#       each one's CPU goes, as shares of its samples: user space; the kernel's
+#       interrupt-enable points (finish_task_switch, spin_unlock_irqrestore:
+#       samples taken while interrupts were off land there, so this is the
+#       cost of context switches and wake-ups); the TCP/IP stack; syscall
+#       entry, epoll and file lookup; the rest of the kernel. Sampling slows
+#       both, so read shares, not absolute times.
 #
 # BRIDGE defaults to build-release/mcp-sse-bridge. Output files stay in a temp
 # dir (printed). Needs valgrind / strace / perf; every child is bounded by timeout.
@@ -159,6 +168,68 @@ for who in ("nginx", "bridge"):
             print(f"  {label:18s} {v:6.2f}")
 PY
     ;;
-  *) sed -n '2,24p' "$0"; exit 2 ;;
+  kernel)
+    rate=${3:-4000}
+    timeout 120 "$cpu" --bridge "$bridge" --rounds 1 --concurrency 10 --rate "$rate" --warmup-ms 1000 \
+      --window-ms 6000 >"$out/cell.txt" 2>&1 &
+    tool=$!
+    sample() {  # name pid
+      timeout 15 perf record -q -F 10000 -e cpu-clock -p "$2" -o "$out/$1.data" -- sleep 3 >/dev/null 2>&1
+      perf report -i "$out/$1.data" --no-children --sort sym --stdio 2>/dev/null >"$out/$1.txt"
+    }
+    pid=""
+    for _ in $(seq 1 300); do
+      pid=$(pgrep -n -f "nginx: worker") && break
+      sleep 0.1
+    done
+    [ -n "$pid" ] || { echo "profile-call: nginx did not start" >&2; wait $tool; exit 1; }
+    sleep 2.5
+    sample nginx "$pid"
+    pid=""
+    for _ in $(seq 1 300); do
+      if grep -Eq "^1 +10 +nginx" "$out/cell.txt" 2>/dev/null; then
+        pid=$(pgrep -n -f "^$bridge --upstream") && break
+      fi
+      sleep 0.1
+    done
+    [ -n "$pid" ] || { echo "profile-call: the bridge did not start" >&2; wait $tool; exit 1; }
+    sleep 2.5
+    sample bridge "$pid"
+    wait $tool
+    python3 - "$out" <<'PY'
+import re, sys
+out = sys.argv[1]
+def category(kind, sym):
+    if kind == ".":
+        return "user space"
+    if re.match(r"(finish_task_switch|_raw_spin_unlock_irq|__schedule|schedule|psi_)", sym):
+        return "kernel: interrupt-enable points (switches, wake-ups)"
+    if re.match(r"(tcp|__tcp|ip_|__ip|inet|__inet|sk_|__sk|skb|__skb|kfree_skb|net_|__net|__dev_|dev_|"
+                r"loopback|bbr|sock_|__sock|lock_sock|release_sock|__release_sock|validate_xmit|"
+                r"process_backlog|handle_softirqs|__local_bh|do_softirq|raw_local_deliver|ipv4_|nf_|"
+                r"__napi|napi_|__copy_skb|copy_|_copy_|simple_copy|__check_object|check_heap)", sym):
+        return "kernel: TCP/IP stack and copies"
+    if re.match(r"(do_syscall|entry_|syscall|__x64_sys|__sys_|fdget|__fget|fput|ep_|do_epoll|__do_sys|"
+                r"__fdget|sockfd_lookup|__secure_computing|syscall_exit|exit_to_user)", sym):
+        return "kernel: syscall entry, epoll, fd lookup"
+    return "kernel: other"
+for who in ("nginx", "bridge"):
+    cats, total = {}, 0.0
+    try:
+        lines = open(f"{out}/{who}.txt").read().splitlines()
+    except OSError:
+        print(f"{who}: no profile"); continue
+    for line in lines:
+        m = re.match(r"\s*([\d.]+)%\s+\[(.)\]\s+(\S+)", line)
+        if m:
+            v = float(m.group(1)); total += v
+            c = category(m.group(2), m.group(3))
+            cats[c] = cats.get(c, 0) + v
+    print(f"{who}: share of its CPU samples")
+    for c, v in sorted(cats.items(), key=lambda x: -x[1]):
+        print(f"  {v:5.1f} %  {c}")
+PY
+    ;;
+  *) sed -n '2,33p' "$0"; exit 2 ;;
 esac
 echo "(files in $out)"
