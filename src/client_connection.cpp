@@ -48,6 +48,7 @@ struct WriteTicket {
 namespace {
 
 constexpr size_t kScratch = 64 * 1024;
+constexpr size_t kTlsRead = 16 * 1024;  // a TLS record's plaintext at most
 // Bytes still sent after a response that closes the connection are read and
 // dropped for at most this long (a close with unread bytes would reset the
 // connection under the response).
@@ -349,11 +350,15 @@ asio::awaitable<void> ClientConnection::serve() {
     size_t n = 0;
     const char* data = nullptr;
     if (stream_->is_tls()) {
-      // OpenSSL buffers inside the stream: read straight into ours.
-      auto [ec, got] = co_await stream_->read_some(buf_.prepare(16 * 1024));
+      // Into a buffer of this connection's own, never into buf_: the read
+      // stays pending while a response is produced, and meanwhile buf_ is
+      // consumed, reallocated or freed (response_done's shrink_to_fit), so
+      // the decrypted bytes would land in memory buf_ no longer owns.
+      if (!tls_in_) tls_in_ = std::make_unique<char[]>(kTlsRead);
+      auto [ec, got] = co_await stream_->read_some(asio::buffer(tls_in_.get(), kTlsRead));
       if (ec) break;
-      buf_.commit(got);
       n = got;
+      data = tls_in_.get();
     } else {
       // Wait for readability, then one non-blocking read into the loop's
       // scratch buffer: no speculative read that returns EAGAIN, and an idle
@@ -376,12 +381,10 @@ asio::awaitable<void> ClientConnection::serve() {
       continue;
     }
     if (n == 0) continue;
-    if (stream_->is_tls() || buf_.size() > 0) {
-      if (!stream_->is_tls()) {
-        auto dst = buf_.prepare(n);
-        std::memcpy(dst.data(), data, n);
-        buf_.commit(n);
-      }
+    if (buf_.size() > 0) {
+      auto dst = buf_.prepare(n);
+      std::memcpy(dst.data(), data, n);
+      buf_.commit(n);
       feed();
       continue;
     }

@@ -157,6 +157,15 @@ class CallRun {
   asio::awaitable<Attempt> run(ChannelPtr warm, std::string* upstream_session_id) {
     co_await asio::this_coro::throw_if_cancelled(false);  // cancellation is a value here
     Attempt a;
+    if (!sink_.alive()) {
+      // The client cancelled or left (or the bridge is stopping) before this
+      // attempt began: a wake-up that came with set_waker may have been
+      // dropped with the cut it recorded, so it is looked at here. Nothing
+      // goes upstream; a warm session stays warm.
+      a.cancelled = true;
+      a.reusable = std::move(warm);
+      co_return a;
+    }
     const bool is_warm = warm != nullptr;
     ChannelPtr owned = std::move(warm);
     if (!owned) {
@@ -181,6 +190,12 @@ class CallRun {
       co_await settle(up);
       co_return a;
     }
+    if (!sink_.alive()) {
+      // Gone while the session was set up or probed: the request is not sent.
+      a.cancelled = true;
+      co_await settle(up);
+      co_return a;
+    }
     // The request itself.
     state_ = State::kSending;
     if (auto s = co_await post(up, req_.raw, deadline_, Phase::kRequest); !s) {
@@ -188,7 +203,7 @@ class CallRun {
       // was seen first) prove the request was not taken; so does a pipelined
       // notifications/initialized that failed before it was sent.
       auto& e = s.error();
-      a.request_sent = !unsent_ && !post_failure_proves_not_taken(e);
+      a.request_sent = body_taken_ ? *body_taken_ : !post_failure_proves_not_taken(e);
       note_error(a, e);
       co_await settle(up);
       co_return a;
@@ -224,7 +239,7 @@ class CallRun {
   asio::awaitable<Status> post(UpstreamChannel& up, std::string_view body, Deadline d, Phase phase) {
     auto prev = state_;
     state_ = State::kSending;
-    unsent_ = false;
+    body_taken_.reset();
     for (;;) {
       Status s = Ok{};
       if (initialized_pending_) s = co_await post_after_initialized(up, body, d, phase);
@@ -264,7 +279,7 @@ class CallRun {
       co_return e;
     }
     if (!r.second_sent) {
-      unsent_ = true;
+      body_taken_ = false;
       co_return e;
     }
     if (e.kind == ErrorKind::kRejected && r.second) {
@@ -273,7 +288,11 @@ class CallRun {
       co_return Ok{};
     }
     if (e.kind == ErrorKind::kRejected) {
-      unsent_ = !r.second || r.second.error().kind == ErrorKind::kRejected;
+      // Refused both, the first's error is the call's, but the call went
+      // out behind it: only its own failure proves it was not taken, as
+      // when it is sent alone (a 5xx, no answer within --post-timeout or a
+      // dropped connection leave its fate unknown: no replay).
+      body_taken_ = !post_failure_proves_not_taken(r.second.error());
       co_return e;
     }
     co_return std::move(r.second);
@@ -572,9 +591,11 @@ class CallRun {
   // notifications/initialized goes out with the next POST (setup, pipelining).
   bool initialized_pending_ = false;
   Deadline initialized_deadline_ = Deadline::never();
-  // The last post()'s body provably did not reach the upstream: the
-  // initialized pipelined ahead of it failed first.
-  bool unsent_ = false;
+  // Whether the last post()'s body may have been taken by the upstream, when
+  // that is not what its returned error says: a pipelined
+  // notifications/initialized failed ahead of it (before it was sent, or
+  // refused while the body's own fate is what counts).
+  std::optional<bool> body_taken_;
   Clock::duration client_wait_{};  // sink_.client_wait() already added to the deadlines
   asio::cancellation_signal own_sig_;
   asio::cancellation_signal* sig_ = &own_sig_;
@@ -907,16 +928,20 @@ asio::awaitable<CallResult> Forwarder::call(EventLoop& loop, const Message& req,
       stats_.retries.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
-    if (a.response) {
-      out.response = std::move(*a.response);
+    auto keep_or_close = [&] {
       if (pool && cfg_.pool.reuse && a.reusable) pool->give_back(key_id, std::move(a.reusable), make_key);
       else if (a.reusable)
         // Closed once the caller has sent the response (it does so before
         // this runs): the client does not wait for the close.
         asio::post(ex, [ch = std::move(a.reusable)] { ch->abort(); });
+    };
+    if (a.response) {
+      out.response = std::move(*a.response);
+      keep_or_close();
       break;
     }
     if (a.cancelled) {
+      keep_or_close();  // a session the attempt never used
       stats_.cancelled.fetch_add(1, std::memory_order_relaxed);
       out.cancelled = true;
       break;

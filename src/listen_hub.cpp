@@ -195,6 +195,12 @@ bool ListenHub::listen(std::shared_ptr<Exchange> ex, HttpResponse head, std::str
           upstream_headers, std::nullopt, false,
           [wf](const std::string& init) {
             if (auto fd = wf.lock()) fd->opened(init);
+          },
+          // The upstream is down: the listeners waiting for its
+          // capabilities are acknowledged without them; the session keeps
+          // trying, and its notifications flow once it opens.
+          [wf] {
+            if (auto fd = wf.lock()) fd->ended();
           }};
       fresh = std::make_shared<SessionUpstream>(ex->loop(), cfg_, metrics_, std::move(sp),
                                                 [wf](SessionUpstream*) {

@@ -192,9 +192,12 @@ asio::awaitable<void> SessionUpstream::run(std::shared_ptr<SessionUpstream> self
     }
     if (err) {
       if (state_.load() != State::kOpening) co_return;  // closed meanwhile
-      // The first open's failure is the client's initialize's; a re-open
-      // retries while the session is held.
-      if (opens_ == 0 || !held()) {
+      // A session nobody holds fails (session mode's first open: the
+      // client's initialize gets the error). A held one retries after a
+      // backoff, the first open too: the listen hub's session is held by
+      // its feed from the start, and an upstream down when the first
+      // listener came must not leave the feed without a session for good.
+      if (!held()) {
         finish(State::kFailed, std::move(*err));
         co_return;
       }
@@ -202,8 +205,10 @@ asio::awaitable<void> SessionUpstream::run(std::shared_ptr<SessionUpstream> self
       if (ch_ == ch) ch_.reset();
       for (auto& p : pending_) p.port->fail(*err);
       pending_.clear();
+      if (p_.on_open_failed) p_.on_open_failed();
       Millis wait = backoff_.next(jitter());
-      log::warn("re-opening the upstream session failed (session mode); trying again",
+      log::warn(opens_ == 0 ? "opening the held upstream session failed; trying again"
+                            : "re-opening the upstream session failed (session mode); trying again",
                 {{"session", p_.tag}, {"attempt", std::to_string(backoff_.attempts())},
                  {"in_ms", std::to_string(wait.count())}, {"cause", err->message()}});
       BridgeError cause = *err;

@@ -943,6 +943,16 @@ asio::awaitable<Expected<bool>> UpstreamConnection::read_body(std::string& out, 
         }
         if (got > 0) co_return false;
         if (n > 0) continue;  // framing consumed (a chunk header), no data yet
+        if (parser_->buf.size() > kMaxHeadBytes) {
+          // Nothing taken from this much: a chunk-size line or a trailer
+          // that never ends. Body bytes are taken as they come (the caller
+          // bounds them), so only framing can pile up here: without this
+          // bound a hostile upstream grows the buffer until the deadline.
+          close();
+          co_return make_error(ErrorKind::kProtocol, Phase::kConnect,
+                               "upstream HTTP body: chunk framing (a chunk-size line or the trailer) over " +
+                                   std::to_string(kMaxHeadBytes) + " bytes");
+        }
       }
       auto [ec, woke] = co_await fill(d, true);
       if (!ec) continue;

@@ -112,6 +112,7 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   Metrics* metrics_;
 
   boost::beast::flat_buffer buf_;
+  std::unique_ptr<char[]> tls_in_;  // a TLS connection's read buffer (serve())
   std::optional<RequestReader> parser_;
   Clock::time_point request_start_{};
   std::deque<HttpRequest> pending_;

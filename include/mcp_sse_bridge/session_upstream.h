@@ -109,6 +109,11 @@ class SessionUpstream : public std::enable_shared_from_this<SessionUpstream> {
     // re-open), with the upstream's initialize response (JSON text): the
     // listen hub learns the upstream's capabilities from it.
     std::function<void(const std::string& init_response)> on_open;
+    // Runs on the owner loop when an open fails while the session is held
+    // (a GET stream or a listen feed attached before it first opened) and
+    // it tries again after a backoff: the listen hub acknowledges the
+    // listeners that waited for the upstream's capabilities.
+    std::function<void()> on_open_failed;
   };
 
   // `on_end` runs on the owner loop once the session has failed or closed.

@@ -431,6 +431,41 @@ TEST_CASE("cancellation: notifications/cancelled from the client reaches the ups
   caller.join();
 }
 
+TEST_CASE("cancellation: a batch's later call cancelled before it starts is never sent upstream") {
+  Harness h({}, [](msb::Config& c) {
+    c.upstream.ping_interval = 0ms;
+    c.upstream.pool.size = 4;
+  });
+  std::string sid = h.initialize();
+  auto tool_calls = [&] {
+    int n = 0;
+    for (auto& r : h.upstream().post_log()) n += r.method == "tools/call";
+    return n;
+  };
+  // Two warm sessions in the pool (two calls at once, each given back):
+  // the later call of the batch finds one ready, so nothing but the cancel
+  // itself can keep it from being sent.
+  std::thread w1([&] { CHECK(text_of(h.call_tool(sid, "w1", "sleep", {{"ms", 300}}).last()) == "slept 300 ms"); });
+  std::thread w2([&] { CHECK(text_of(h.call_tool(sid, "w2", "sleep", {{"ms", 300}}).last()) == "slept 300 ms"); });
+  w1.join();
+  w2.join();
+  int before = tool_calls();
+  std::string batch = R"([{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"sleep","arguments":{"ms":600}}},)"
+                      R"({"jsonrpc":"2.0","id":"b","method":"tools/call","params":{"name":"echo","arguments":{"text":"b"}}}])";
+  std::thread caller([&] {
+    auto r = h.post(batch, sid, false);
+    // The first call's answer; none is owed for the cancelled one.
+    REQUIRE(r.messages.size() == 1);
+    CHECK(r.messages[0]["id"] == "a");
+  });
+  std::this_thread::sleep_for(200ms);  // "a" runs upstream, "b" waits its turn
+  auto n = h.post(R"({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"b","reason":"user"}})", sid);
+  CHECK(n.status == 202);
+  caller.join();
+  CHECK(h.bridge().forwarder().pool_stats().hits.load() >= 2);  // "a" and "b" found warm sessions
+  CHECK(tool_calls() - before == 1);  // "a" alone reached the upstream
+}
+
 TEST_CASE("DNS-rebinding guard: Host and Origin must be loopback or allowed") {
   Harness h({}, [](msb::Config& c) { c.allowed_origins = {"https://app.example.com"}; });
   std::string sid = h.initialize();
@@ -752,10 +787,28 @@ TEST_CASE("tls: the bridge serves HTTPS; plain HTTP to it fails; mTLS needs a cl
     good.set_ca_cert_path((kTls + "ca.pem").c_str());
     good.enable_server_certificate_verification(true);
     good.set_read_timeout(kClientTimeout);
+    good.set_keep_alive(true);
     auto r = good.Post("/mcp", {{"Accept", "application/json"}}, init_body(), "application/json");
     REQUIRE_MESSAGE(r, httplib::to_string(r.error()));
     CHECK(r->status == 200);
-    CHECK(!r->get_header_value("Mcp-Session-Id").empty());
+    std::string sid = r->get_header_value("Mcp-Session-Id");
+    CHECK(!sid.empty());
+    // More requests on the same kept-alive TLS connection, each after one the
+    // upstream answered (its answer came while the connection's read was
+    // pending): each is answered at once. (The TLS read once went into the
+    // connection's request buffer, which the first answer freed: the next
+    // request's bytes went to freed memory and it was never answered.)
+    for (int i = 0; i < 3; ++i) {
+      CAPTURE(i);
+      auto t0 = SteadyClock::now();
+      auto l = good.Post("/mcp", {{"Accept", "application/json"}, {"Mcp-Session-Id", sid}},
+                         R"({"jsonrpc":"2.0","id":)" + std::to_string(10 + i) + R"(,"method":"tools/list"})",
+                         "application/json");
+      REQUIRE_MESSAGE(l, httplib::to_string(l.error()));
+      CHECK(l->status == 200);
+      CHECK(l->body.find("\"tools\"") != std::string::npos);
+      CHECK(ms_since(t0) < 2000);
+    }
 
     httplib::Client plain("127.0.0.1", h.port());
     plain.set_read_timeout(3s);

@@ -320,6 +320,18 @@ TEST_CASE("listen resourceSubscriptions: with the upstream down, the listener is
   json a = ack_of(l);
   CHECK(a["params"]["notifications"] == json{{"toolsListChanged", true}});
   CHECK(a["params"]["_meta"][kSubId] == "down");
+  // The upstream comes back: the held session keeps trying (backoff from
+  // 0.5 s) and opens, and the list changes it broadcasts reach the listener
+  // that came while it was down.
+  h.restart_upstream();
+  REQUIRE(wait_for([&] { return h.upstream().open_streams() >= 1; }, 8000ms));
+  json u;
+  for (int i = 0; i < 40 && !u.is_object(); ++i) {  // the stream opens before its initialize is answered
+    h.upstream().broadcast("notifications/tools/list_changed");
+    u = l.next_matching([](const json& m) { return m.value("method", "") == "notifications/tools/list_changed"; },
+                        250ms);
+  }
+  CHECK(u.is_object());
 }
 
 TEST_CASE("listen resourceSubscriptions: more than 256 URIs, or not strings, is a JSON-RPC error with the id") {

@@ -150,10 +150,20 @@ TEST_CASE("pipelining fallback (c): initialized refused => the call's answer sti
   CHECK(s[2].pipelined);
 
   h.faults().post_status = 503;
+  auto calls_before = [&] {
+    int n = 0;
+    for (auto& r : h.upstream().post_log()) n += r.method == "tools/call";
+    return n;
+  };
+  int before = calls_before();
   auto e = h.call_tool(sid, "c2", "echo", {{"text", "x"}});
   check_bridge_error(e, "c2", "upstream_rejected", "initialize");
   CHECK(e.last()["error"]["data"]["bridge"]["http_status"] == 500);
   CHECK(e.ms < 1000);
+  // The call went out behind the refused initialized and got a 503, which
+  // does not prove it was not taken: it is not replayed on a fresh session
+  // (a tools/call may have run), as when it is sent alone.
+  CHECK(calls_before() - before == 1);
   h.faults().post_status = 0;
   h.faults().initialized_status = 0;
   check_recovers(h, sid);

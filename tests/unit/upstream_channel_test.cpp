@@ -1223,6 +1223,55 @@ TEST_CASE("upstream connection: a TLS handshake never answered is kTimeout at th
   CHECK(timed_out.err->detail.find("TLS handshake") != std::string::npos);
 }
 
+TEST_CASE("upstream connection: a chunk-size line or a trailer that never ends is kProtocol, not a buffer without bound") {
+  // A hostile upstream: a chunk-size line (or, after the last chunk, a
+  // trailer field) that never reaches its CRLF. The parser consumes nothing
+  // of it, so without a bound every read would grow the buffer until the
+  // deadline (at loopback speed, gigabytes): it fails once 64 KiB are held.
+  std::atomic<bool> trailer{false};
+  FakeUpstream f([&](int fd, const std::atomic<bool>& stop) {
+    (void)FakeUpstream::read_head(fd, stop);
+    std::string head = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n";
+    FakeUpstream::send_all(fd, head + (trailer ? "3\r\nabc\r\n0\r\nX-T: " : "1;"));
+    const std::string block(64 * 1024, 'a');
+    for (int i = 0; i < 32 && !stop; ++i)  // 2 MiB at most, then held open
+      if (::send(fd, block.data(), block.size(), MSG_NOSIGNAL) <= 0) break;
+    FakeUpstream::hold(fd, stop);
+  });
+  UpstreamConfig c = config_for(f.port());
+  std::vector<std::optional<BridgeError>> errs;
+  std::vector<int64_t> took;
+  LoopThread lt;
+  REQUIRE(lt.run(
+      [&]() -> asio::awaitable<void> {
+        auto ex = co_await asio::this_coro::executor;
+        for (bool t : {false, true}) {
+          trailer = t;
+          UpstreamConnection conn(ex, nullptr, TcpOptions{});
+          auto t0 = Clock::now();
+          auto head = co_await conn.request(c.sse_url, "GET", "/chunked", "", "", Deadline::after(5s));
+          if (!head) {
+            errs.push_back(head.error());
+            took.push_back(ms_since(t0));
+            continue;
+          }
+          auto b = co_await conn.read_full_body(1024 * 1024, Deadline::after(5s));
+          errs.push_back(b ? std::nullopt : std::optional<BridgeError>(b.error()));
+          took.push_back(ms_since(t0));
+          conn.close();
+        }
+      },
+      20s));
+  REQUIRE(errs.size() == 2);
+  for (size_t i = 0; i < errs.size(); ++i) {
+    CAPTURE(i);
+    REQUIRE(errs[i]);
+    CAPTURE(errs[i]->message());
+    CHECK(errs[i]->kind == ErrorKind::kProtocol);
+    CHECK(took[i] < 2000);  // at the bound, not at the deadline
+  }
+}
+
 TEST_CASE("upstream connection: a chunked body with extensions and a trailer, split anywhere; a bad chunk size") {
   const std::string body =
       "4;ext=1\r\nWiki\r\n5\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nX-T: 1\r\n\r\n";
