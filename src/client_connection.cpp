@@ -1,5 +1,8 @@
 #include "mcp_sse_bridge/client_connection.h"
 
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
@@ -60,7 +63,11 @@ constexpr size_t kMaxReadAhead = 1u << 20;
 // long: a quick answer leaves in one write, a slow one shows its head soon.
 constexpr Duration kHeadDelay{50};
 
-std::string serialize_head(const HttpResponse& r, bool close, bool chunked) {
+// How a response's body is delimited.
+enum class Framing { kLength, kChunked, kUntilClose };
+
+std::string serialize_head(const HttpResponse& r, bool close, Framing framing) {
+  const bool chunked = framing == Framing::kChunked;
   // Sized once: a head is written a few hundred bytes at a time otherwise.
   size_t size = 128 + r.content_type.size() + (close ? 19 : 0);
   for (auto& [k, v] : r.headers) size += k.size() + v.size() + 4;
@@ -74,7 +81,7 @@ std::string serialize_head(const HttpResponse& r, bool close, bool chunked) {
   if (!r.content_type.empty()) s.append("Content-Type: "sv).append(r.content_type).append("\r\n"sv);
   if (chunked) {
     s.append("Transfer-Encoding: chunked\r\n"sv);
-  } else {
+  } else if (framing == Framing::kLength) {
     n = std::to_chars(num, num + sizeof num, r.body.size());
     s.append("Content-Length: "sv).append(num, n.ptr).append("\r\n"sv);
   }
@@ -109,16 +116,16 @@ class ClientExchange : public Exchange, public std::enable_shared_from_this<Clie
   friend class ClientConnection;  // flush_head()
 
  public:
-  ClientExchange(std::shared_ptr<ClientConnection> c, bool keep_alive, bool head_only)
+  ClientExchange(std::shared_ptr<ClientConnection> c, bool keep_alive, bool head_only, bool http10)
       : conn_(std::move(c)), ex_(conn_->loop().io().get_executor()), keep_alive_(keep_alive),
-        head_only_(head_only) {}
+        head_only_(head_only), http10_(http10) {}
 
   void respond(HttpResponse r) override {
     on_loop([self = shared_from_this(), r = std::move(r)]() mutable {
       auto& c = *self->conn_;
       if (self->finished_ || c.closed()) return;
       bool close = self->must_close(r.close);
-      std::string out = serialize_head(r, close, false);
+      std::string out = serialize_head(r, close, Framing::kLength);
       if (!self->head_only_) out += r.body;  // HEAD: the head says how long the body would be
       c.send(std::move(out));
       self->finish(close);
@@ -129,8 +136,11 @@ class ClientExchange : public Exchange, public std::enable_shared_from_this<Clie
     on_loop([self = shared_from_this(), head = std::move(head)]() mutable {
       auto& c = *self->conn_;
       if (self->finished_ || c.closed()) return;
-      self->close_after_ = self->must_close(head.close);
-      std::string bytes = serialize_head(head, self->close_after_, true);
+      // HTTP/1.0 has no chunked encoding: the stream's body ends with the
+      // connection (RFC 9112 §6.1, §6.3).
+      self->close_after_ = self->must_close(head.close) || self->http10_;
+      std::string bytes =
+          serialize_head(head, self->close_after_, self->http10_ ? Framing::kUntilClose : Framing::kChunked);
       if (self->head_only_) {  // HEAD: no stream follows
         c.send(std::move(bytes));
         return self->finish(self->close_after_);
@@ -196,7 +206,13 @@ class ClientExchange : public Exchange, public std::enable_shared_from_this<Clie
   // deferred head if it has not gone out yet: one buffer, one write.
   std::string with_head(std::string_view data, bool last) {
     if (!head_.empty()) conn_->head_timer_.cancel();
-    std::string out = framed(std::move(head_), data, last);
+    std::string out;
+    if (http10_) {
+      out = std::move(head_);
+      out.append(data);
+    } else {
+      out = framed(std::move(head_), data, last);
+    }
     head_.clear();
     return out;
   }
@@ -220,6 +236,7 @@ class ClientExchange : public Exchange, public std::enable_shared_from_this<Clie
   asio::any_io_executor ex_;
   const bool keep_alive_;
   const bool head_only_;  // a HEAD request: heads only, never a body
+  const bool http10_;     // an HTTP/1.0 request: streams end with the connection
   std::atomic<bool> gone_{false};
   bool finished_ = false;     // loop thread
   bool close_after_ = false;  // loop thread
@@ -283,15 +300,39 @@ void ClientConnection::on_read_timeout(TimerEntry* e) {
   c->close();
 }
 
-void ClientConnection::on_idle_timeout(TimerEntry* e) { owner_of(e)->close(); }
+void ClientConnection::on_idle_timeout(TimerEntry* e) {
+  auto* c = owner_of(e);
+  // Not idle while an answer is still being written (queued is not sent: a
+  // large one to a slow reader takes longer than the idle timeout); that
+  // write is bounded by --client-write-timeout, and the idle wait restarts.
+  if (c->writing_ || !c->out_.empty()) return c->arm_idle();
+  c->close();
+}
 
 void ClientConnection::on_head_timer(TimerEntry* e) {
   if (auto& cur = owner_of(e)->current_) cur->flush_head();
 }
 
 void ClientConnection::on_write_timeout(TimerEntry* e) {
+  auto* c = owner_of(e);
+  // The kernel wakes a blocked writer only once much of its send buffer has
+  // drained, so a steady slow reader can take longer than the timeout
+  // between two wake-ups: progress is what left the send queue meanwhile.
+  int q = c->send_queue_bytes();
+  if (q >= 0 && c->outq_mark_ >= 0 && q < c->outq_mark_) {
+    c->outq_mark_ = q;
+    c->loop_.deadlines(c->limits_.write_timeout).arm(c->write_timer_, on_write_timeout, c);
+    return;
+  }
   log::info("client connection closed: a write made no progress within --client-write-timeout");
-  owner_of(e)->close();
+  c->close();
+}
+
+int ClientConnection::send_queue_bytes() {
+  int n = 0;
+  int fd = stream_->fd();
+  if (fd < 0 || ::ioctl(fd, SIOCOUTQ, &n) != 0) return -1;
+  return n;
 }
 
 void ClientConnection::arm_idle() {
@@ -499,7 +540,8 @@ void ClientConnection::next_request() {
 
 void ClientConnection::dispatch(HttpRequest&& req) {
   bool keep_alive = req.keep_alive;
-  current_ = std::make_shared<ClientExchange>(shared_from_this(), keep_alive, req.method == "HEAD");
+  current_ = std::make_shared<ClientExchange>(shared_from_this(), keep_alive, req.method == "HEAD",
+                                              req.version < 11);
   auto ex = current_;
   if (req.too_large) return ex->respond(handler_.refused(413, "body larger than --max-body-size"));
   handler_.handle(std::move(ex), std::move(req));
@@ -509,8 +551,9 @@ void ClientConnection::response_done(bool close) {
   current_.reset();
   ++served_;
   if (closed_) return;
-  if (deferred_status_) {
-    // A refusal that waited for the response before it.
+  if (deferred_status_ && (close || pending_.empty())) {
+    // A refusal that waited for the responses before it (requests parsed
+    // ahead of the refused one are answered first, in order).
     int status = deferred_status_;
     deferred_status_ = 0;
     return refuse_and_close(status, deferred_why_);
@@ -544,13 +587,16 @@ void ClientConnection::refuse_and_close(int status, std::string_view why) {
       deferred_status_ = status;
       deferred_why_ = std::string(why);
     }
+    // Requests already parsed ahead of it keep their turn (pending_); no
+    // request is being read any more, so the read timer armed for the
+    // refused one must not cut the answers in progress.
     parser_.reset();
-    pending_.clear();
+    disarm_reads();
     return;
   }
   HttpResponse r = handler_.refused(status, why);
   r.close = true;
-  std::string out = serialize_head(r, true, false);
+  std::string out = serialize_head(r, true, Framing::kLength);
   out += r.body;
   send(std::move(out));
   closing_after_ = true;
@@ -600,8 +646,17 @@ asio::awaitable<void> ClientConnection::writer() {
       if (out_.front().second) tickets.push_back(std::move(out_.front().second));
       out_.pop_front();
     }
-    loop_.deadlines(limits_.write_timeout).arm(write_timer_, on_write_timeout, this);
-    ErrorCode ec = co_await stream_->write_all(bytes);
+    // --client-write-timeout bounds each step: a client reading steadily,
+    // however slowly, is not cut in the middle of a long answer; one that
+    // takes nothing for that long is.
+    ErrorCode ec;
+    for (size_t off = 0; off < bytes.size() && !ec && !closed_;) {
+      outq_mark_ = send_queue_bytes();
+      loop_.deadlines(limits_.write_timeout).arm(write_timer_, on_write_timeout, this);
+      auto [e, n] = co_await stream_->write_some(std::string_view(bytes).substr(off));
+      ec = e;
+      off += n;
+    }
     write_timer_.cancel();
     for (auto& t : tickets) t->complete(!ec && !closed_);
     if (ec) {

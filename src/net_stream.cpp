@@ -40,6 +40,18 @@ asio::awaitable<std::pair<ErrorCode, size_t>> NetStream::read_some(asio::mutable
   co_return std::pair{ec, n};
 }
 
+asio::awaitable<std::pair<ErrorCode, size_t>> NetStream::write_some(std::string_view data) {
+  if (tls_) {
+    auto [ec, n] = co_await tls_->async_write_some(asio::buffer(data), kTok);
+    co_return std::pair{ec, n};
+  }
+  ErrorCode ec;
+  size_t n = write_now(data, ec);
+  if (ec || n > 0) co_return std::pair{ec, n};
+  auto [e2, m] = co_await plain_.async_write_some(asio::buffer(data), kTok);
+  co_return std::pair{e2, m};
+}
+
 size_t NetStream::read_now(asio::mutable_buffer b, ErrorCode& ec) {
   ec.clear();
   if (!plain_.non_blocking()) plain_.non_blocking(true, ec);

@@ -21,6 +21,7 @@ void RequestReader::on_request_impl(http::verb, string_view method, string_view 
   req_.target.assign(target.data(), target.size());
   req_.path.assign(req_.target, 0, req_.target.find('?'));
   version_ = version;
+  req_.version = version;
 }
 
 // Beast hands over each field as soon as its line is complete, with views
@@ -36,9 +37,17 @@ void RequestReader::on_field_impl(http::field f, string_view name, string_view v
   req_.head_bytes.append(value.data(), value.size()).push_back('\0');
   if (f == http::field::expect && iequals({value.data(), value.size()}, "100-continue"))
     expect_continue_ = true;
+  if (f == http::field::transfer_encoding) transfer_encoding_ = true;
 }
 
-void RequestReader::on_header_impl(error_code&) {
+void RequestReader::on_header_impl(error_code& ec) {
+  // A Transfer-Encoding whose last coding is not chunked leaves the body's
+  // length unknown: Beast reads no body then, and the body's bytes would be
+  // taken for the next request. RFC 9112 §6.3: 400, and the connection closed.
+  if (transfer_encoding_ && !chunked()) {
+    ec = http::error::bad_transfer_encoding;
+    return;
+  }
   // Above the short-string size (see HttpRequest::head_bytes), so that
   // moving the request keeps the bytes, and the views, where they are.
   if (req_.head_bytes.capacity() < 64) req_.head_bytes.reserve(64);

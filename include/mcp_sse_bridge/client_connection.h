@@ -103,6 +103,7 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   static void on_read_timeout(TimerEntry* e);
   static void on_idle_timeout(TimerEntry* e);
   static void on_write_timeout(TimerEntry* e);
+  int send_queue_bytes();  // unsent bytes in the socket's send queue (-1: unknown)
   static void on_head_timer(TimerEntry* e);
 
   EventLoop& loop_;
@@ -131,6 +132,7 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   bool writing_ = false;
 
   TimerEntry read_timer_, idle_timer_, write_timer_;
+  int outq_mark_ = -1;  // send_queue_bytes() when write_timer_ was armed
   TimerEntry head_timer_;  // a deferred stream head goes out when it fires
 };
 

@@ -37,6 +37,7 @@ struct HttpRequest {
   HeaderList headers;  // views into head_bytes
   std::string body;
   Clock::time_point arrival{};  // when its first byte came: a call's deadline starts here
+  int version = 11;             // HTTP/1.x as 10 or 11
   bool keep_alive = true;       // HTTP/1.1 without Connection: close
   bool too_large = false;       // body above --max-body-size (read and dropped): answer 413
 };

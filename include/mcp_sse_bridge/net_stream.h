@@ -46,6 +46,9 @@ class NetStream {
   // Writes everything: on a plain stream a direct non-blocking write first
   // (no loop round trip when the socket buffer has room), then async.
   asio::awaitable<ErrorCode> write_all(std::string_view data);
+  // Writes some of `data` (at least one byte), or an error: for callers that
+  // bound each step of a long write rather than the whole of it.
+  asio::awaitable<std::pair<ErrorCode, size_t>> write_some(std::string_view data);
   // Best-effort TLS close_notify is not sent: close() just closes, so that a
   // peer that stopped reading cannot hold it.
   void close();

@@ -47,6 +47,7 @@ class RequestReader : public boost::beast::http::basic_parser<true> {
   uint64_t max_body_;
   int version_ = 11;
   bool expect_continue_ = false;
+  bool transfer_encoding_ = false;  // a Transfer-Encoding field was sent
 };
 
 }  // namespace msb

@@ -741,6 +741,124 @@ TEST_CASE("limits: a slowloris request head is cut off at --client-read-timeout"
   CHECK(series(scrape(h.port()), "mcp_bridge_slow_clients_total") >= 1);
 }
 
+TEST_CASE("limits: a large answer to a slow but steady reader is not cut by the idle or the write timeout") {
+  // 6 MB, more than the kernel buffers between the two (the client's receive
+  // buffer is 64 KB), read at up to ~3 MB/s: the answer takes seconds to
+  // leave, and the send queue shrinks in every 300 ms of it.
+  for (bool short_idle : {true, false}) {
+    CAPTURE(short_idle);
+    Harness h({}, [short_idle](msb::Config& c) {
+      (short_idle ? c.client_idle_timeout : c.client_write_timeout) = 300ms;
+    });
+    std::string sid = h.initialize();
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    int rcv = 64 * 1024;
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(h.port()));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    const size_t bytes = 6'000'000;
+    std::string body = R"({"jsonrpc":"2.0","id":"big","method":"tools/call","params":{"name":"big","arguments":{"bytes":)" +
+                       std::to_string(bytes) + "}}}";
+    std::string req = "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json\r\n"
+                      "Content-Type: application/json\r\nMcp-Session-Id: " + sid +
+                      "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+    REQUIRE(::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size()));
+    std::string got;
+    size_t want = 0;
+    std::vector<char> buf(64 * 1024);
+    auto t0 = SteadyClock::now();
+    for (int i = 0; i < 1500 && (want == 0 || got.size() < want); ++i) {  // bounded: 1,500 x 20 ms
+      std::this_thread::sleep_for(20ms);
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 0) <= 0) continue;
+      ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
+      if (n <= 0) break;  // closed: cut short
+      got.append(buf.data(), static_cast<size_t>(n));
+      if (want == 0) {
+        auto e = got.find("\r\n\r\n");
+        auto cl = got.find("Content-Length: ");
+        if (e != std::string::npos && cl != std::string::npos && cl < e)
+          want = e + 4 + std::stoul(got.substr(cl + 16));
+      }
+    }
+    ::close(fd);
+    CAPTURE(ms_since(t0));
+    CHECK(want > bytes);
+    CHECK(got.size() == want);
+  }
+}
+
+TEST_CASE("limits: a malformed request pipelined behind a running call: the answers before it, then 400, then close") {
+  Harness h({}, [](msb::Config& c) { c.client_read_timeout = 500ms; });
+  std::string sid = h.initialize();
+  auto post = [&](const std::string& body) {
+    return "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json\r\n"
+           "Content-Type: application/json\r\nMcp-Session-Id: " + sid +
+           "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  };
+  RawConn c(h.port());
+  REQUIRE(c.connected());
+  // One write: a call that takes longer than --client-read-timeout, a good
+  // request, a malformed one.
+  c.send(post(R"({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":1200}}})") +
+         post(R"({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"mid"}}})") +
+         "GARBAGE\r\n\r\n");
+  bool closed = false;
+  std::string resp = c.read_until_close(5000ms, &closed);
+  CHECK(closed);
+  auto slept = resp.find("slept 1200 ms");
+  auto mid = resp.find("\"mid\"");
+  auto bad = resp.find("HTTP/1.1 400");
+  CHECK(slept != std::string::npos);
+  CHECK(mid != std::string::npos);
+  CHECK(bad != std::string::npos);
+  CHECK(slept < mid);
+  CHECK(mid < bad);
+}
+
+TEST_CASE("HTTP/1.0: a streamed answer is not chunked; its body ends with the connection") {
+  Harness h;
+  std::string sid = h.initialize();
+  RawConn c(h.port());
+  REQUIRE(c.connected());
+  std::string body = R"({"jsonrpc":"2.0","id":"old","method":"tools/call","params":{"name":"echo","arguments":{"text":"one-oh"}}})";
+  c.send("POST /mcp HTTP/1.0\r\nHost: 127.0.0.1\r\nAccept: application/json, text/event-stream\r\n"
+         "Content-Type: application/json\r\nMcp-Session-Id: " + sid +
+         "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body);
+  bool closed = false;
+  std::string resp = c.read_until_close(3000ms, &closed);
+  CHECK(closed);
+  auto e = resp.find("\r\n\r\n");
+  REQUIRE(e != std::string::npos);
+  std::string head = resp.substr(0, e), rest = resp.substr(e + 4);
+  CAPTURE(head);
+  CHECK(head.find("text/event-stream") != std::string::npos);
+  CHECK(head.find("Transfer-Encoding") == std::string::npos);
+  CHECK(head.find("Content-Length") == std::string::npos);
+  CHECK(head.find("Connection: close") != std::string::npos);
+  // The body is the SSE stream itself, no chunk sizes around it.
+  CHECK(rest.rfind("event: message\n", 0) == 0);
+  CHECK(rest.find("one-oh") != std::string::npos);
+}
+
+TEST_CASE("limits: a Transfer-Encoding other than chunked is a 400 and the connection closes, no second answer") {
+  Harness h;
+  std::string sid = h.initialize();
+  RawConn c(h.port());
+  REQUIRE(c.connected());
+  std::string body = R"({"jsonrpc":"2.0","id":1,"method":"tools/list"})";
+  c.send("POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json\r\nContent-Type: application/json\r\n"
+         "Mcp-Session-Id: " + sid + "\r\nTransfer-Encoding: gzip\r\n\r\n" + body);
+  bool closed = false;
+  std::string resp = c.read_until_close(3000ms, &closed);
+  CHECK(closed);
+  CHECK(resp.rfind("HTTP/1.1 400", 0) == 0);
+  CHECK(resp.find("HTTP/1.1", 1) == std::string::npos);  // one answer only
+}
+
 TEST_CASE("limits: above --max-connections a new connection gets 503 at once, not a wait") {
   Harness h({}, [](msb::Config& c) {
     c.max_connections = 4;

@@ -120,3 +120,20 @@ TEST_CASE("RequestReader: a NUL or another control byte in a header is a parse e
     CHECK_FALSE(r.is_done());
   }
 }
+
+TEST_CASE("RequestReader: a Transfer-Encoding that does not end in chunked is a parse error; chunked is read") {
+  // Its body's length is unknown (RFC 9112 §6.3): read as no body, its bytes
+  // would be taken for the next request.
+  for (std::string te : {"gzip", "chunked, gzip", "identity"}) {
+    CAPTURE(te);
+    std::string in = "POST /mcp HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: " + te + "\r\n\r\n{\"a\":1}";
+    RequestReader r(8192, 1 << 20, 1 << 20);
+    boost::beast::error_code ec;
+    r.put(boost::asio::const_buffer(in.data(), in.size()), ec);
+    CHECK(ec == http::error::bad_transfer_encoding);
+  }
+  HttpRequest ok = read("POST /mcp HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", 5);
+  CHECK(ok.body == "{}");
+  CHECK(ok.version == 11);
+  CHECK(read("GET /healthz HTTP/1.0\r\nHost: h\r\n\r\n", 1000).version == 10);
+}
