@@ -15,6 +15,19 @@ HttpResponse Refusals::answer(const Rejection& r, std::string_view id) {
   return res;
 }
 
+HttpResponse Refusals::answer(const Rejection& r, const std::vector<std::string>& ids) {
+  if (ids.empty()) return answer(r);
+  HttpResponse res = answer(r, ids.front());
+  std::string body(1, '[');
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (i) body.push_back(',');
+    body += jsonrpc_plain_error(ids[i], r.code, r.message, r.data_json);
+  }
+  body.push_back(']');
+  res.body = std::move(body);
+  return res;
+}
+
 void Refusals::note(int status, std::string_view why, std::string_view id) {
   metrics_.http_refused(status);
   uint64_t suppressed = 0;

@@ -551,6 +551,9 @@ void ClientConnection::response_done(bool close) {
   current_.reset();
   ++served_;
   if (closed_) return;
+  // Draining (the bridge is stopping): an answer whose head went out before
+  // the drain began ends its connection too, once nothing else is queued.
+  if (drain_ && pending_.empty()) close = true;
   if (deferred_status_ && (close || pending_.empty())) {
     // A refusal that waited for the responses before it (requests parsed
     // ahead of the refused one are answered first, in order).

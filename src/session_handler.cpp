@@ -56,8 +56,9 @@ std::string params_too_large(std::string_view id, size_t bytes) {
 SessionHandler::SessionHandler(Deps d) : d_(d), sessions_(d.cfg.upstream, d.metrics) {}
 
 void SessionHandler::refuse(Exchange& ex, const Rejection& r, std::string_view id,
-                            HttpResponse* base) {
-  HttpResponse res = d_.refusals.answer(r, id);
+                            HttpResponse* base, const std::vector<std::string>* batch_ids) {
+  HttpResponse res = batch_ids && !batch_ids->empty() ? d_.refusals.answer(r, *batch_ids)
+                                                      : d_.refusals.answer(r, id);
   if (base)
     for (auto& h : base->headers) res.headers.push_back(h);
   ex.respond(std::move(res));
@@ -91,10 +92,12 @@ void SessionHandler::handle(std::shared_ptr<Exchange> ex, HttpRequest&& req) {
 
 std::shared_ptr<const ClientSession> SessionHandler::require_session(const HeaderList& h, Exchange& ex,
                                                              std::string_view id,
-                                                             HttpResponse* base) {
+                                                             HttpResponse* base,
+                                                             const std::vector<std::string>* batch_ids) {
   auto sid = find_header(h, kSessionHeader);
   if (!sid) {
-    refuse(ex, Rejection{400, -32000, "Bad Request: Mcp-Session-Id header is required"}, id, base);
+    refuse(ex, Rejection{400, -32000, "Bad Request: Mcp-Session-Id header is required"}, id, base,
+           batch_ids);
     return nullptr;
   }
   auto s = d_.tokens.verify(*sid);
@@ -103,7 +106,7 @@ std::shared_ptr<const ClientSession> SessionHandler::require_session(const Heade
            Rejection{404, -32001,
                      "Session not found: unknown, expired or terminated Mcp-Session-Id; "
                      "send initialize again"},
-           id, base);
+           id, base, batch_ids);
     return nullptr;
   }
   return s;
@@ -168,6 +171,11 @@ void SessionHandler::handle_post(std::shared_ptr<Exchange> ex, HttpRequest& req)
       !parsed.batch && parsed.messages.front().kind == MsgKind::kRequest ? &parsed.messages.front()
                                                                          : nullptr;
   std::string id = single ? single->id : std::string();
+  // A batch's refusals answer each of its requests by id.
+  std::vector<std::string> batch_ids;
+  if (parsed.batch)
+    for (auto& m : parsed.messages)
+      if (m.kind == MsgKind::kRequest) batch_ids.push_back(m.id);
   // The stateless era (2026-07-28): a version in params._meta, or
   // server/discover, without a session.
   if (single && StatelessRules::is_stateless(h, *single)) {
@@ -191,7 +199,7 @@ void SessionHandler::handle_post(std::shared_ptr<Exchange> ex, HttpRequest& req)
     std::string_view v = find_header(h, "MCP-Protocol-Version").value_or("");
     return refuse(*ex, modern_era_refusal(v), id, &base);
   }
-  if (auto r = d_.policy.check_protocol_version(h)) return refuse(*ex, *r, id, &base);
+  if (auto r = d_.policy.check_protocol_version(h)) return refuse(*ex, *r, id, &base, &batch_ids);
   // initialize opens a client session; it must stand alone.
   for (auto& m : parsed.messages) {
     if (m.kind == MsgKind::kRequest && m.method == "initialize") {
@@ -204,7 +212,7 @@ void SessionHandler::handle_post(std::shared_ptr<Exchange> ex, HttpRequest& req)
                                std::move(upstream_headers), std::move(request_id), std::move(base));
     }
   }
-  auto session = require_session(h, *ex, id, &base);
+  auto session = require_session(h, *ex, id, &base, &batch_ids);
   if (!session) return;
 
   std::vector<PendingCall> calls;
@@ -251,10 +259,10 @@ void SessionHandler::handle_post(std::shared_ptr<Exchange> ex, HttpRequest& req)
   int n = static_cast<int>(calls.size());
   std::string first_id = calls.size() == 1 ? calls.front().msg.id : "";
   if (!d_.admission.admit_session(session->scope(), n))
-    return refuse(*ex, d_.admission.session_refusal(), first_id, &base);
+    return refuse(*ex, d_.admission.session_refusal(), first_id, &base, &batch_ids);
   if (!d_.admission.admit(n)) {
     for (int i = 0; i < n; ++i) d_.admission.release_session(session->scope());
-    return refuse(*ex, d_.admission.inflight_refusal(), first_id, &base);
+    return refuse(*ex, d_.admission.inflight_refusal(), first_id, &base, &batch_ids);
   }
   for (auto& c : calls) {
     c.mailbox = std::make_shared<CallMailbox>();

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <vector>
 #include <unordered_map>
 
 #include "mcp_sse_bridge/http_exchange.h"
@@ -33,6 +34,10 @@ class Refusals {
   explicit Refusals(Metrics& m) : metrics_(m) {}
   // Counts, logs and builds the answer.
   HttpResponse answer(const Rejection& r, std::string_view id = "");
+  // The same for a batch: a JSON array with one error per request id (each
+  // pending request gets its answer), or a single error with id null when
+  // `ids` is empty.
+  HttpResponse answer(const Rejection& r, const std::vector<std::string>& ids);
   // Counts and logs a refusal answered elsewhere.
   void note(int status, std::string_view why, std::string_view id = "");
 

@@ -71,11 +71,14 @@ class SessionHandler {
   };
 
   bool guard(const HttpRequest& req, Exchange& ex);
+  // `batch_ids`: the request ids of a batch, each answered with the error
+  // (else `id`, the single request's).
   void refuse(Exchange& ex, const Rejection& r, std::string_view id = "",
-              HttpResponse* base = nullptr);
+              HttpResponse* base = nullptr, const std::vector<std::string>* batch_ids = nullptr);
   std::shared_ptr<const ClientSession> require_session(const HeaderList& h, Exchange& ex,
                                                std::string_view id = "",
-                                               HttpResponse* base = nullptr);
+                                               HttpResponse* base = nullptr,
+                                               const std::vector<std::string>* batch_ids = nullptr);
   void handle_post(std::shared_ptr<Exchange> ex, HttpRequest& req);
   void handle_delete(Exchange& ex, const HttpRequest& req);
   void handle_get(std::shared_ptr<Exchange> ex, const HttpRequest& req);

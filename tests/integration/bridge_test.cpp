@@ -342,6 +342,31 @@ TEST_CASE("batch of requests: every response arrives, as an array in JSON mode")
   CHECK(s.messages[1]["id"] == 2);
 }
 
+TEST_CASE("batch refusals answer each request by its id") {
+  Harness h({}, [](msb::Config& c) { c.max_calls_per_session = 1; });
+  std::string sid = h.initialize();
+  std::string batch = R"([{"jsonrpc":"2.0","id":"x1","method":"tools/list"},)"
+                      R"({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1}},)"
+                      R"({"jsonrpc":"2.0","id":7,"method":"tools/list"}])";
+  auto ids_of = [](const std::string& body) {
+    std::vector<json> ids;
+    auto j = json::parse(body, nullptr, false);
+    if (j.is_array())
+      for (auto& e : j) ids.push_back(e.contains("error") ? e["id"] : json("no error"));
+    return ids;
+  };
+  const std::vector<json> want{"x1", 7};
+  auto none = h.post(batch, "", false);  // no Mcp-Session-Id
+  CHECK(none.status == 400);
+  CHECK(ids_of(none.body) == want);
+  auto unknown = h.post(batch, "not-a-session", false);
+  CHECK(unknown.status == 404);
+  CHECK(ids_of(unknown.body) == want);
+  auto over = h.post(batch, sid, false);  // two calls, one allowed per session
+  CHECK(over.status == 429);
+  CHECK(ids_of(over.body) == want);
+}
+
 TEST_CASE("keepalive comments on an idle response stream") {
   Harness h({}, [](msb::Config& c) { c.keepalive_interval = 150ms; });
   std::string sid = h.initialize();
@@ -1196,6 +1221,32 @@ TEST_CASE("drain: in-flight calls finish within --drain-timeout, later ones get 
   cli.set_connection_timeout(1s);
   auto r = cli.Get("/readyz");
   CHECK((!r || r->status == 503));
+}
+
+TEST_CASE("drain: a streamed answer cut by the drain closes its connection once written, not at the grace's end") {
+  Harness h;
+  std::string sid = h.initialize();
+  RawConn c(h.port());
+  REQUIRE(c.connected());
+  std::string body = R"({"jsonrpc":"2.0","id":"s","method":"tools/call","params":{"name":"sleep","arguments":{"ms":5000}}})";
+  REQUIRE(c.send("POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json, text/event-stream\r\n"
+                 "Content-Type: application/json\r\nMcp-Session-Id: " + sid +
+                 "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body));
+  if (!wait_for([&] { return series(scrape(h.port()), "mcp_bridge_inflight_calls") == 1; }, 2000ms))
+    FAIL("the call never started");
+  std::this_thread::sleep_for(200ms);  // its stream's head has gone out
+  auto t0 = SteadyClock::now();
+  std::thread drainer([&] { h.bridge().drain(300ms); });
+  bool closed = false;
+  std::string resp = c.read_until_close(5000ms, &closed);
+  auto eof_ms = ms_since(t0);
+  c.reset();
+  drainer.join();
+  CHECK(closed);
+  CHECK(resp.find("shutting_down") != std::string::npos);
+  // The drain's 300 ms, then the answer, then the close: not the 2 s grace
+  // the bridge gives connections before it closes them all.
+  CHECK(eof_ms < 1500);
 }
 
 TEST_CASE("drain: a call arriving during the drain on an open connection is answered shutting_down") {
