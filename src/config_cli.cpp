@@ -335,8 +335,11 @@ Config parse_or_throw(int argc, char** argv, std::string* help_text) {
   opt("client-read-timeout", client_read_t,
       "A client request's head and body must arrive within this (slow clients are cut off)", kDur);
   opt("client-write-timeout", client_write_t,
-      "Each write to a client must make progress within this (stalled readers are cut off)", kDur);
-  opt("client-idle-timeout", client_idle_t, "Idle keep-alive client connections close after this", kDur);
+      "A client that takes none of an answer's bytes for this long is cut off (slow but steady "
+      "readers are not)", kDur);
+  opt("client-idle-timeout", client_idle_t,
+      "Keep-alive client connections with no request in progress and nothing left to write close "
+      "after this", kDur);
   opt("max-calls-per-session", c.max_calls_per_session,
       "Calls (open response streams) at once per client session; more get HTTP 429")->check(CLI::Range(1, 1000000));
   opt("serve-stale-initialize", c.serve_stale_initialize,
