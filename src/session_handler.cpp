@@ -565,6 +565,9 @@ boost::asio::awaitable<void> SessionHandler::initialize_call(
   if (r.cancelled) {
     d_.metrics.call_done("initialize", nullptr, true, seconds_since(t0));
     if (sink.gone()) {
+      // The client left: nobody will ever use this session id, so its
+      // upstream session (session mode) must not stay open until idle.
+      if (minted) sessions_.close(minted->id);
       HttpResponse gone;
       gone.close = true;
       release_slot();
@@ -581,9 +584,13 @@ boost::asio::awaitable<void> SessionHandler::initialize_call(
   bool ok = !r.error && parse_message(r.response, m) && m.kind == MsgKind::kResponse && !m.is_error;
   std::string cache_key = InitializeCache::key(version, headers);
   if (ok) {
-    if (std::string result = InitializeCache::result_of(r.response, session_mode());
+    // (Whether the upstream advertises resources.subscribe is kept with it:
+    // server/discover reads the same entry, and says so to 2026-07-28
+    // clients, whose subscriptions/listen honours it.)
+    bool subscribes = false;
+    if (std::string result = InitializeCache::result_of(r.response, session_mode(), &subscribes);
         !result.empty())
-      d_.init_cache.store(cache_key, std::move(result));
+      d_.init_cache.store(cache_key, std::move(result), subscribes);
   } else if (r.error && d_.cfg.serve_stale_initialize && upstream_unavailable(r.error->kind)) {
     // The client gets a session now; its calls fail fast while the upstream
     // is down and work once it is back, with no reconnect.

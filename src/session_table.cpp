@@ -23,6 +23,10 @@ std::shared_ptr<SessionUpstream> SessionTable::acquire(EventLoop& loop, const Cl
       *err = make_error(ErrorKind::kShuttingDown, Phase::kConnect, "bridge is shutting down");
       return nullptr;
     }
+    if (closed_.count(s.id)) {
+      *err = make_error(ErrorKind::kClosed, Phase::kConnect, "the client terminated its session (DELETE)");
+      return nullptr;
+    }
     auto it = sessions_.find(s.id);
     if (it != sessions_.end()) {
       if (it->second->usable()) return it->second;
@@ -99,6 +103,13 @@ void SessionTable::close(const std::string& sid) {
   std::shared_ptr<SessionUpstream> up;
   {
     std::lock_guard lk(mu_);
+    if (closed_.insert(sid).second) {
+      closed_order_.push_back(sid);
+      if (closed_order_.size() > kMaxClosed) {
+        closed_.erase(closed_order_.front());
+        closed_order_.pop_front();
+      }
+    }
     auto it = sessions_.find(sid);
     if (it == sessions_.end()) return;
     up = std::move(it->second);

@@ -11,11 +11,13 @@
 
 #include <boost/asio/awaitable.hpp>
 
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "mcp_sse_bridge/config.h"
 #include "mcp_sse_bridge/forwarder.h"
@@ -67,6 +69,13 @@ class SessionTable {
   Metrics& metrics_;
   std::mutex mu_;
   std::unordered_map<std::string, std::shared_ptr<SessionUpstream>> sessions_;
+  // Session ids closed here (DELETE, an initialize whose client left):
+  // acquire() opens nothing for them again, so a call racing the close is
+  // not retried onto a fresh upstream session nobody could close. Bounded:
+  // the oldest are forgotten first (the revocation set refuses them still).
+  static constexpr size_t kMaxClosed = 4096;
+  std::unordered_set<std::string> closed_;
+  std::deque<std::string> closed_order_;
   bool stopping_ = false;
 };
 

@@ -287,6 +287,10 @@ TEST_CASE("listen resourceSubscriptions: server/discover advertises resources.su
   Harness h;
   CHECK(discover_resources(h) == json{{"subscribe", true}});
   CHECK(discover_resources(h) == json{{"subscribe", true}});  // from the cache
+  // A session-era initialize of the same version refreshes the same cache
+  // entry: it still says what the upstream advertises.
+  h.initialize();
+  CHECK(discover_resources(h) == json{{"subscribe", true}});
   example::Options o;
   o.resource_subscribe = false;
   Harness plain(o);

@@ -242,6 +242,54 @@ TEST_CASE("session mode: DELETE closes the upstream session; an unknown valid se
   CHECK(h.call_tool(sid, 2, "count", json::object()).status == 404);
 }
 
+TEST_CASE("session mode: a call waiting on an opening session when DELETE comes is not retried onto a new one") {
+  Harness h({}, session_mode);
+  std::string sid = h.initialize();
+  CHECK(count(h, sid, 1) == "1");
+  // The upstream restarts (the session is gone) and opens new sessions slowly.
+  h.restart_upstream();
+  h.faults().delay_endpoint_ms = 300;  // (below the tests' --endpoint-timeout)
+  Reply r;
+  std::thread caller([&] { r = h.call_tool(sid, 2, "count", json::object()); });
+  REQUIRE(wait_for([&] { return h.upstream().open_streams() == 1; }, 2000ms));  // opening, for the call
+  httplib::Client cli("127.0.0.1", h.port());
+  cli.set_read_timeout(kClientTimeout);
+  auto d = cli.Delete("/mcp", {{"Mcp-Session-Id", sid}});
+  REQUIRE(d);
+  CHECK(d->status == 200);
+  caller.join();
+  // The call ends with an error; nothing reopens the deleted session upstream.
+  REQUIRE(!r.messages.empty());
+  CHECK(r.last().contains("error"));
+  auto sessions = [&] { return series(scrape(h.port()), "mcp_bridge_upstream_sessions"); };
+  CHECK(wait_for([&] { return h.upstream().open_streams() == 0 && sessions() == 0; }, 3000ms));
+  std::this_thread::sleep_for(500ms);  // past a reopen's endpoint delay
+  CHECK(h.upstream().open_streams() == 0);
+  CHECK(sessions() == 0);
+}
+
+TEST_CASE("session mode: an initialize whose client left does not leave its upstream session open") {
+  Harness h({}, session_mode);
+  h.faults().delay_endpoint_ms = 400;  // (below the tests' --endpoint-timeout)
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(h.port()));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  std::string body = init_body();
+  std::string req = "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json, text/event-stream\r\n"
+                    "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+                    "\r\n\r\n" + body;
+  REQUIRE(::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size()));
+  REQUIRE(wait_for([&] { return h.upstream().open_streams() == 1; }, 2000ms));
+  ::close(fd);  // the client gives up while the session opens
+  // Its upstream session is closed, not kept until --session-idle-timeout.
+  auto sessions = [&] { return series(scrape(h.port()), "mcp_bridge_upstream_sessions"); };
+  std::this_thread::sleep_for(1000ms);  // past the endpoint delay: the session would be open
+  CHECK(wait_for([&] { return h.upstream().open_streams() == 0 && sessions() == 0; }, 3000ms));
+}
+
 TEST_CASE("session mode: a client cancellation sends notifications/cancelled upstream and ends the call") {
   Harness h({}, session_mode);
   std::string sid = h.initialize();
