@@ -17,6 +17,10 @@ std::optional<Duration> parse_duration(std::string_view s) {
   else if (unit == "m" || unit == "min") mult = 60000;
   else if (unit == "h") mult = 3600000;
   else return std::nullopt;
+  // At most a year: a deadline is now plus the duration on a nanosecond
+  // clock, which a few hundred years overflow (every call then failed at
+  // once as past its deadline).
+  if (n > kMaxDurationMs / mult) return std::nullopt;
   return Duration(static_cast<int64_t>(n * mult));
 }
 
@@ -35,6 +39,7 @@ std::optional<uint64_t> parse_size(std::string_view s) {
   else if (unit == "MB") mult = 1000 * 1000;
   else if (unit == "GB") mult = 1000ull * 1000 * 1000;
   else return std::nullopt;
+  if (n > kMaxSize / mult) return std::nullopt;  // no wrap-around (17179869185GiB was 1GiB)
   return n * mult;
 }
 

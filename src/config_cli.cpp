@@ -159,7 +159,7 @@ Config parse_or_throw(int argc, char** argv, std::string* help_text) {
     return CLI::Validator(
         [zero_ok](std::string& v) -> std::string {
           auto d = parse_duration(v);
-          if (!d) return "invalid duration '" + v + "' (use e.g. 250ms, 5s, 2m)";
+          if (!d) return "invalid duration '" + v + "' (use e.g. 250ms, 5s, 2m; at most 8784h)";
           if (!zero_ok && d->count() == 0) return "must be greater than 0";
           return {};
         },
@@ -168,7 +168,8 @@ Config parse_or_throw(int argc, char** argv, std::string* help_text) {
   const CLI::Validator size_check(
       [](std::string& v) -> std::string {
         auto n = parse_size(v);
-        if (!n || *n < 1024) return "invalid size '" + v + "' (at least 1KiB; e.g. 512KiB, 16MiB)";
+        if (!n || *n < 1024)
+          return "invalid size '" + v + "' (at least 1KiB, at most 1024GiB; e.g. 512KiB, 16MiB)";
         return {};
       },
       "", "");
@@ -393,6 +394,9 @@ Config parse_or_throw(int argc, char** argv, std::string* help_text) {
   auto colon = listen.rfind(':');
   if (colon == std::string::npos) fail("--listen: expected HOST:PORT, got '" + listen + "'");
   c.listen_host = listen.substr(0, colon);
+  if (c.listen_host.empty())
+    fail("--listen: a host is required ('" + listen + "'): 127.0.0.1:PORT for this machine only, "
+         "0.0.0.0:PORT or [::]:PORT for every interface");
   if (c.listen_host.size() > 1 && c.listen_host.front() == '[' && c.listen_host.back() == ']')
     c.listen_host = c.listen_host.substr(1, c.listen_host.size() - 2);
   std::string port = listen.substr(colon + 1);
@@ -482,10 +486,20 @@ Config parse_or_throw(int argc, char** argv, std::string* help_text) {
     c.auth_tokens = lines_of(read_file("auth-tokens-file", tokens_file));
     if (c.auth_tokens.empty()) fail("--auth-tokens-file: " + tokens_file + " holds no token");
   } else if (const char* t = std::getenv("MCP_BRIDGE_AUTH_TOKENS"); t && *t) {
-    std::string all = t;
-    for (auto& ch : all)
-      if (ch == ',') ch = '\n';
-    c.auth_tokens = lines_of(all);
+    // Comma-separated; no comments here (a token may start with '#'). Set
+    // but holding no token is an error, as for the file: never auth off.
+    std::string_view all = t;
+    while (!all.empty()) {
+      auto comma = all.find(',');
+      std::string_view tok = all.substr(0, comma);
+      all = comma == std::string_view::npos ? std::string_view() : all.substr(comma + 1);
+      while (!tok.empty() && (tok.front() == ' ' || tok.front() == '\t' || tok.front() == '\n' || tok.front() == '\r'))
+        tok.remove_prefix(1);
+      while (!tok.empty() && (tok.back() == ' ' || tok.back() == '\t' || tok.back() == '\n' || tok.back() == '\r'))
+        tok.remove_suffix(1);
+      if (!tok.empty()) c.auth_tokens.emplace_back(tok);
+    }
+    if (c.auth_tokens.empty()) fail("MCP_BRIDGE_AUTH_TOKENS is set but holds no token");
   }
   for (auto& t : c.auth_tokens) {
     if (t.size() < 16) fail("auth tokens must be at least 16 characters");

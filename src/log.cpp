@@ -111,6 +111,20 @@ bool parse_level(std::string_view s, Level* out) {
   return true;
 }
 
+std::string text_value(std::string_view v) {
+  // Quoted (JSON-escaped) when it has a space, a quote, '=' or any control
+  // byte: a value from a client (a JSON-RPC method) must not be able to end
+  // the line and forge another.
+  bool quote = v.empty();
+  for (unsigned char ch : v)
+    if (ch <= 0x20 || ch == 0x7f || ch == '"' || ch == '=') {
+      quote = true;
+      break;
+    }
+  if (!quote) return std::string(v);
+  return nlohmann::json(std::string(v)).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 void write(Level l, std::string_view msg, std::initializer_list<Field> fields) {
   auto now = std::chrono::system_clock::now();
   auto t = std::chrono::system_clock::to_time_t(now);
@@ -130,12 +144,7 @@ void write(Level l, std::string_view msg, std::initializer_list<Field> fields) {
     line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   } else {
     line.append(ts).append(" ").append(name(l)).append(" ").append(msg);
-    for (auto& [k, v] : fields) {
-      line.append(" ").append(k).append("=");
-      bool quote = v.empty() || v.find_first_of(" \t\"=") != std::string::npos;
-      if (quote) line.append(nlohmann::json(v).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
-      else line.append(v);
-    }
+    for (auto& [k, v] : fields) line.append(" ").append(k).append("=").append(text_value(v));
   }
   line.push_back('\n');
   auto& q = queue();

@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include <arpa/inet.h>
+
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
@@ -79,7 +81,16 @@ Rejection modern_era_refusal(std::string_view requested) {
 }
 
 bool is_loopback_name(std::string_view host) {
-  return host == "localhost" || host == "::1" || host == "[::1]" || host.rfind("127.", 0) == 0;
+  if (host == "localhost" || host == "::1" || host == "[::1]") return true;
+  // An IPv4 literal in 127.0.0.0/8 only: a name that merely starts with
+  // "127." (127.attacker.example, 127.0.0.1.nip.io) is anyone's, and would
+  // open the DNS-rebinding guard.
+  if (host.size() > 15 || host.rfind("127.", 0) != 0) return false;
+  char buf[16];
+  std::memcpy(buf, host.data(), host.size());
+  buf[host.size()] = '\0';
+  in_addr a{};
+  return ::inet_pton(AF_INET, buf, &a) == 1;
 }
 
 namespace {

@@ -86,6 +86,12 @@ std::shared_ptr<TlsContext> TlsContext::server(const TlsServerOptions& o, std::s
     STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(o.client_ca_file.c_str());
     if (names) SSL_CTX_set_client_CA_list(ctx, names);
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+    // With peer verification OpenSSL refuses to resume a session (an
+    // internal_error alert, TLS 1.2 and 1.3) unless a session id context
+    // names this server: clients that cache sessions (curl, Node's https
+    // agent, Go) failed every connection after their first.
+    static const unsigned char kSidCtx[] = "mcp-sse-bridge";
+    SSL_CTX_set_session_id_context(ctx, kSidCtx, sizeof kSidCtx - 1);
   }
   return out;
 }

@@ -103,9 +103,13 @@ struct Config {
   std::vector<std::string> warnings;         // said once at start (deprecated flags)
 };
 
-// Parses "250ms", "5s", "2m", "1h", "0" (a bare number means seconds).
+// Parses "250ms", "5s", "2m", "1h", "0" (a bare number means seconds); at
+// most kMaxDurationMs (a year).
+inline constexpr uint64_t kMaxDurationMs = 366ull * 24 * 3600 * 1000;
 std::optional<Duration> parse_duration(std::string_view s);
-// Parses "16MiB", "64KiB", "1GiB", "10MB", "512" (bytes).
+// Parses "16MiB", "64KiB", "1GiB", "10MB", "512" (bytes); at most kMaxSize
+// (1 TiB, far above any useful limit, and no wrap-around below it).
+inline constexpr uint64_t kMaxSize = 1ull << 40;
 std::optional<uint64_t> parse_size(std::string_view s);
 std::string format_duration(Duration d);
 

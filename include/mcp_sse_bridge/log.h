@@ -24,6 +24,9 @@ bool parse_level(std::string_view s, Level* out);
 
 using Field = std::pair<std::string_view, std::string>;
 void write(Level l, std::string_view msg, std::initializer_list<Field> fields = {});
+// A field's value as the text format writes it: as is, or JSON-quoted when it
+// holds a space, a quote, '=' or a control byte (so it stays on its line).
+std::string text_value(std::string_view v);
 // Waits (up to `bound`) until every queued line has been written. Runs at
 // exit by itself.
 void flush(std::chrono::milliseconds bound);

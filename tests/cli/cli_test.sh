@@ -43,6 +43,13 @@ check "short token" 2 "at least 16" --auth-tokens-file "$work/short-tokens"
 check "bad auth-health" 2 "open or protected" --auth-health maybe
 check "insecure + CA" 2 "contradict" --upstream-insecure --upstream-ca "$tls/ca.pem"
 check "bad duration" 2 "invalid duration" --drain-timeout 5parsecs
+check "duration above a year" 2 "invalid duration" --request-timeout 3000000h --max-request-timeout 3000000h
+check "size that would wrap" 2 "invalid size" --max-body-size 17179869185GiB
+check "listen without a host" 2 "a host is required" --listen :8080
+out=$(MCP_BRIDGE_AUTH_TOKENS=' , ' timeout 10 "$bridge" --check-config --upstream http://127.0.0.1:9/sse 2>&1)
+if [ $? -eq 2 ] && grep -q "holds no token" <<<"$out"; then ok "auth tokens variable with no token refused"; else bad "auth tokens variable: $out"; fi
+out=$(MCP_BRIDGE_AUTH_TOKENS='#a-valid-token-0123456789' timeout 10 "$bridge" --check-config --upstream http://127.0.0.1:9/sse 2>&1)
+if [ $? -eq 0 ] && grep -q "auth on" <<<"$out"; then ok "auth tokens variable: a token may start with #"; else bad "auth tokens variable with #: $out"; fi
 out=$(timeout 10 "$bridge" --check-config --upstream http://127.0.0.1:9/sse --upstream-headers-file "$work/headers" 2>&1)
 if [ $? -eq 0 ] && ! grep -q super-secret <<<"$out"; then ok "headers file read, secret not printed"; else bad "headers file: $out"; fi
 printf 'X-Api-Key super-secret-value\n' > "$work/bad-headers"

@@ -113,3 +113,14 @@ TEST_CASE("log rate limit: a burst is cut to the budget and the next window repo
   REQUIRE(limit.allow(&suppressed));
   CHECK(suppressed == 7);
 }
+
+TEST_CASE("log text format: a value with a control byte is quoted and escaped, so it cannot end its line") {
+  CHECK(msb::log::text_value("tools/call") == "tools/call");
+  CHECK(msb::log::text_value("") == "\"\"");
+  CHECK(msb::log::text_value("a b") == "\"a b\"");
+  std::string forged = msb::log::text_value("x\n2026-12-02T03:01:25.904Z error FORGED\r");
+  CHECK(forged.find('\n') == std::string::npos);
+  CHECK(forged.find('\r') == std::string::npos);
+  CHECK(forged.front() == '"');
+  for (const char* v : {"a\x0b" "b", "a\x7f", "a\tb", "a=b"}) CHECK(msb::log::text_value(v).front() == '"');
+}

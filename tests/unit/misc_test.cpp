@@ -48,6 +48,14 @@ TEST_CASE("config: durations and sizes") {
   CHECK(*parse_size("10MB") == 10000000);
   CHECK(*parse_size("512") == 512);
   CHECK_FALSE(parse_size("1.5MiB"));
+  // Bounded, never wrapped: a year of milliseconds, 1 TiB.
+  CHECK(parse_duration("8784h")->count() == 8784ll * 3600000);
+  CHECK_FALSE(parse_duration("8785h"));
+  CHECK_FALSE(parse_duration("3000000h"));
+  CHECK(*parse_size("1024GiB") == 1ull << 40);
+  CHECK_FALSE(parse_size("1025GiB"));
+  CHECK_FALSE(parse_size("17179869185GiB"));
+  CHECK_FALSE(parse_size("999999999999999GiB"));
   CHECK(format_duration(Duration(1500)) == "1500ms");
   CHECK(format_duration(Duration(120000)) == "2m");
 }

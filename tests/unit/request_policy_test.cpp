@@ -78,3 +78,12 @@ TEST_CASE("request policy: an indexed header list answers as a scan does") {
   empty.index();
   CHECK_FALSE(find_header(empty, "Host"));
 }
+
+TEST_CASE("request policy: loopback names are localhost, ::1 and IPv4 literals in 127/8 only") {
+  for (const char* yes : {"localhost", "::1", "[::1]", "127.0.0.1", "127.1.2.3", "127.255.255.255"})
+    CHECK_MESSAGE(msb::is_loopback_name(yes), yes);
+  // Names that only start like one are anyone's (DNS rebinding).
+  for (const char* no : {"127.attacker.example", "127.0.0.1.nip.io", "127.0.0.1x", "127.", "127.0.0.256",
+                         "1127.0.0.1", "evil.example", "", "127.0.0.1.0.0.0.0"})
+    CHECK_FALSE_MESSAGE(msb::is_loopback_name(no), no);
+}
