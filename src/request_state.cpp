@@ -73,6 +73,13 @@ std::string RequestStateSealer::mac(std::string_view data) const {
   return std::string(reinterpret_cast<char*>(out), len);
 }
 
+std::string RequestStateSealer::principal_of(std::string_view credentials) const {
+  if (credentials.empty()) return {};
+  // (A sealed body is base64url: it never starts with this label's ':'.)
+  std::string m = mac(std::string("principal:").append(credentials));
+  return hex(reinterpret_cast<const unsigned char*>(m.data()), 16);
+}
+
 std::string RequestStateSealer::seal(const RequestStateClaims& c) const {
   nlohmann::ordered_json j;
   j["k"] = c.call_key;

@@ -268,9 +268,13 @@ bool StatelessHandler::start_mrtr(const std::shared_ptr<Exchange>& ex,
   // Someone else's requestState (an upstream that speaks MRTR itself):
   // passes through unchanged, on the plain path.
   if (!state.empty() && !RequestStateSealer::is_ours(state)) return false;
-  // Who may resume the call: a tag of the client's credentials.
-  std::string principal;
-  if (auto a = find_header(req.headers, "Authorization")) principal = session_tag(*a);
+  // Who may resume the call: a keyed tag of the client's credentials, its
+  // Authorization and whatever it forwards upstream (--forward-header: an
+  // API key there selects whose upstream session the call runs on).
+  std::string creds;
+  if (auto a = find_header(req.headers, "Authorization")) creds.append(*a);
+  if (!c->headers.empty()) creds.append("\n").append(c->headers);
+  std::string principal = sealer_.principal_of(creds);
   auto binding = RequestBinding::of(client_msg.method,
                                     params.dump(-1, ' ', false,
                                                 nlohmann::json::error_handler_t::replace),

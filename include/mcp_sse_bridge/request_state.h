@@ -96,6 +96,12 @@ class RequestStateSealer {
 
   static constexpr size_t kMaxStateLength = 4096;
 
+  // The principal of a request's credentials (its Authorization and the
+  // headers it has forwarded upstream): a keyed tag (HMAC under the
+  // secret), so that a state's readable claims do not let anyone test
+  // guesses of a credential offline. "" for no credentials at all.
+  std::string principal_of(std::string_view credentials) const;
+
  private:
   std::string mac(std::string_view data) const;
   std::string secret_;

@@ -431,3 +431,44 @@ TEST_CASE("both eras on one endpoint: a session-era client is served as before n
   CHECK(text_of(cc.last()) == "cc");
   CHECK_FALSE(cc.last()["result"].contains("resultType"));
 }
+
+TEST_CASE("stateless MRTR: a retry is bound to the credentials it forwards; another tenant's key cannot resume the call") {
+  Harness h({}, [](msb::Config& c) { c.forward_headers = {"X-Api-Key"}; });
+  json caps = {{"elicitation", json::object()}};
+  json call = tool_call(1, "ask_name", json::object(), meta(caps));
+  httplib::Headers ha = modern_headers(call);
+  ha.emplace("X-Api-Key", "tenant-a-key-0123456789");
+  auto r1 = send(h, call, false, ha);
+  REQUIRE(r1.status == 200);
+  REQUIRE(!r1.messages.empty());
+  json res = r1.last()["result"];
+  REQUIRE(res.value("resultType", "") == "input_required");
+  std::string state = res["requestState"];
+  REQUIRE(res["inputRequests"].is_object());
+  std::string key = res["inputRequests"].begin().key();
+  auto retry = [&](json id, const std::string& api_key) {
+    json p = {{"name", "ask_name"},
+              {"arguments", json::object()},
+              {"_meta", meta(caps)},
+              {"requestState", state},
+              {"inputResponses", {{key, {{"action", "accept"}, {"content", {{"name", "Ada"}}}}}}}};
+    json body = request(std::move(id), "tools/call", p);
+    httplib::Headers hh = modern_headers(body);
+    if (!api_key.empty()) hh.emplace("X-Api-Key", api_key);
+    return send(h, body, false, hh);
+  };
+  // Another tenant's key, and none at all: refused with the id, the call
+  // stays parked for its owner.
+  auto other = retry(2, "tenant-b-key-0123456789");
+  REQUIRE(!other.messages.empty());
+  CHECK(other.last()["id"] == 2);
+  CHECK(other.last().contains("error"));
+  auto none = retry(3, "");
+  REQUIRE(!none.messages.empty());
+  CHECK(none.last().contains("error"));
+  // Its owner resumes it.
+  auto mine = retry(4, "tenant-a-key-0123456789");
+  REQUIRE(!mine.messages.empty());
+  CHECK(mine.last()["id"] == 4);
+  CHECK(text_of(mine.last()) == "hello Ada");
+}
