@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "mcp_sse_bridge/url.h"
+
 namespace msb {
 
 std::string_view to_string(ErrorKind k) {
@@ -79,7 +81,7 @@ std::string jsonrpc_error_response(std::string_view raw_id, const BridgeError& e
   bridge["kind"] = to_string(e.kind);
   bridge["phase"] = to_string(e.phase);
   bridge["elapsed_ms"] = elapsed_ms;
-  bridge["upstream"] = upstream;
+  bridge["upstream"] = redact_query(upstream);  // a query may hold a credential
   if (e.http_status) bridge["http_status"] = e.http_status;
   if (!e.detail.empty()) bridge["detail"] = e.detail;
   nlohmann::ordered_json err;

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "mcp_sse_bridge/config_cli.h"
+#include "mcp_sse_bridge/url.h"
 #include "mcp_sse_bridge/front_server.h"
 #include "mcp_sse_bridge/log.h"
 #include "mcp_sse_bridge/request_policy.h"
@@ -53,7 +54,7 @@ int main(int argc, char** argv) {
   msb::log::set_json(cfg.log_format == "json");
   if (cfg.check_config) {
     std::printf("configuration OK: upstream %s, listening on %s://%s:%d%s (auth %s, metrics %s)\n",
-                cfg.upstream.sse_url.str().c_str(), cfg.tls_ctx ? "https" : "http",
+                msb::redact_query(cfg.upstream.sse_url.str()).c_str(), cfg.tls_ctx ? "https" : "http",
                 cfg.listen_host.c_str(), cfg.listen_port, cfg.path.c_str(),
                 cfg.auth_tokens.empty() ? "off" : "on",
                 cfg.metrics_path.empty() ? "off" : cfg.metrics_path.c_str());
@@ -89,7 +90,7 @@ int main(int argc, char** argv) {
   // on port 0 need the address.
   msb::log::write(msb::log::Level::kInfo, "listening",
                   {{"url", std::string(cfg.tls_ctx ? "https://" : "http://") + cfg.listen_host + ":" + std::to_string(server.port()) + cfg.path},
-                   {"upstream", cfg.upstream.sse_url.str()},
+                   {"upstream", msb::redact_query(cfg.upstream.sse_url.str())},
                    {"loops", server.loops()}});
   static std::atomic<bool> signalled{false};
   std::thread signals([&server, &cfg, sigs] {

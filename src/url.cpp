@@ -136,6 +136,14 @@ std::optional<Url> resolve_url(const Url& base, std::string_view ref) {
   return u;
 }
 
+std::string redact_query(std::string_view url) {
+  auto q = url.find_first_of("?#");
+  if (q == std::string_view::npos) return std::string(url);
+  std::string out(url.substr(0, q));
+  if (url[q] == '?') out += "?REDACTED";
+  return out;
+}
+
 bool same_origin(const Url& a, const Url& b) {
   return a.scheme == b.scheme && a.host == b.host && a.port == b.port;
 }

@@ -30,4 +30,9 @@ std::optional<Url> resolve_url(const Url& base, std::string_view ref);
 
 bool same_origin(const Url& a, const Url& b);
 
+// `url` with its query replaced by "?REDACTED" (and any fragment dropped):
+// how the configured upstream URL appears in error replies and logs, since a
+// query often carries a credential (`/sse?api_key=...`).
+std::string redact_query(std::string_view url);
+
 }  // namespace msb

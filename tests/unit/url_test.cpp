@@ -1,5 +1,6 @@
 #include <doctest/doctest.h>
 
+#include "mcp_sse_bridge/error.h"
 #include "mcp_sse_bridge/url.h"
 
 using msb::parse_url;
@@ -49,4 +50,14 @@ TEST_CASE("url: resolve endpoint references against the SSE URL") {
   CHECK(msb::same_origin(*resolve_url(base, "/x"), base));
   CHECK_FALSE(msb::same_origin(*resolve_url(base, "http://127.0.0.1:3002/x"), base));
   CHECK_FALSE(resolve_url(base, "/has space"));
+}
+
+TEST_CASE("url: the configured upstream URL's query is redacted where clients and logs see it") {
+  CHECK(msb::redact_query("http://h:1/sse") == "http://h:1/sse");
+  CHECK(msb::redact_query("http://h:1/sse?api_key=SECRET") == "http://h:1/sse?REDACTED");
+  CHECK(msb::redact_query("http://h:1/sse#frag") == "http://h:1/sse");
+  msb::BridgeError e = msb::make_error(msb::ErrorKind::kUnreachable, msb::Phase::kConnect, "refused");
+  std::string reply = msb::jsonrpc_error_response("7", e, 1, "http://127.0.0.1:1/sse?api_key=SUPERSECRET123");
+  CHECK(reply.find("SUPERSECRET123") == std::string::npos);
+  CHECK(reply.find("http://127.0.0.1:1/sse?REDACTED") != std::string::npos);
 }
