@@ -119,6 +119,7 @@ bool MrtrSink::front_local() const { return front_ && front_->loop == &loop_; }
 
 void MrtrSink::attach(Front front) {
   front_ = std::move(front);
+  caps_json_ = front_->caps_json;
   ++front_gen_;
   front_gone_ = false;
   poll_in_flight_ = false;
@@ -247,7 +248,9 @@ bool MrtrSink::forward_request(std::string_view method, std::string_view bridge_
            "roots/list (MRTR)";
     return false;
   }
-  auto caps = nlohmann::json::parse(front_ ? front_->caps_json : std::string(), nullptr, false);
+  // While parked there is no front: the latest round's client declared
+  // what it can be asked (a request arriving now is asked on the retry).
+  auto caps = nlohmann::json::parse(front_ ? front_->caps_json : caps_json_, nullptr, false);
   if (caps.is_discarded() || !caps.is_object() || !caps.contains(std::string(cap))) {
     *why = "the client did not declare the '" + std::string(cap) + "' capability";
     return false;

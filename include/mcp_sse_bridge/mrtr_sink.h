@@ -210,6 +210,7 @@ class MrtrSink : public CallSink, public std::enable_shared_from_this<MrtrSink> 
   State state_ = State::kAttached;
   std::optional<CallResult> final_;  // the call's result, once it has one (for give())
   std::optional<Front> front_;
+  std::string caps_json_;      // the latest front's client capabilities (kept while parked)
   uint64_t front_gen_ = 0;     // which front a posted reply concerns
   bool front_gone_ = false;    // a remote front reported a hang-up
   bool poll_in_flight_ = false;

@@ -366,6 +366,30 @@ TEST_CASE("mrtr: requests sent together share one input_required; missing inputs
   CHECK(text_of(complete(out, 3)) == "name=Ada; model=hi");
 }
 
+TEST_CASE("mrtr: a request that arrives while the call is parked is asked on the retry, with the client's capabilities") {
+  // The tool's second request comes 300 ms after the first: past the
+  // collection window, while the call is parked (no front attached).
+  Harness h;
+  Outcomes out;
+  h.start("ask_both", {{"gap_ms", 300}}, kAllCaps, std::make_shared<FakeFront>(), out, 1);
+  json r1 = input_required(out, 1);
+  auto reqs = r1["result"]["inputRequests"];
+  REQUIRE(reqs.size() == 1);
+  std::string ke = reqs.begin().key();
+  CHECK(reqs[ke]["method"] == "elicitation/create");
+  std::this_thread::sleep_for(500ms);  // the sampling request arrives meanwhile
+  CHECK_FALSE(h.retry("ask_both", {{"gap_ms", 300}}, r1["result"]["requestState"], {{ke, kAda}}, kAllCaps,
+                      std::make_shared<FakeFront>(), out, 2));
+  json r2 = input_required(out, 2);
+  auto again = r2["result"]["inputRequests"];
+  REQUIRE(again.size() == 1);
+  std::string ks = again.begin().key();
+  CHECK(again[ks]["method"] == "sampling/createMessage");
+  CHECK_FALSE(h.retry("ask_both", {{"gap_ms", 300}}, r2["result"]["requestState"], {{ks, model_says("hi")}},
+                      kAllCaps, std::make_shared<FakeFront>(), out, 3));
+  CHECK(text_of(complete(out, 3)) == "name=Ada; model=hi");
+}
+
 TEST_CASE("mrtr: a capability the client did not declare is refused upstream; the tool falls back") {
   Harness h;
   Outcomes out;
