@@ -295,7 +295,13 @@ void ClientConnection::on_read_timeout(TimerEntry* e) {
     if (c->metrics_) c->metrics_->tls_handshake_failed();
     log::debug("client TLS handshake failed", {{"cause", "deadline exceeded"}});
   } else {
-    log::info("client connection closed: request not received within --client-read-timeout");
+    // Rate-limited: a slowloris flood would otherwise write a line per
+    // connection (the counter above still counts each).
+    static log::RateLimit limit(20, 10000);
+    uint64_t suppressed = 0;
+    if (limit.allow(&suppressed))
+      log::info("client connection closed: request not received within --client-read-timeout",
+                {{"suppressed", std::to_string(suppressed)}});
   }
   c->close();
 }

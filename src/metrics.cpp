@@ -191,7 +191,7 @@ std::string Metrics::render(const MetricsGauges& g, const ForwarderStats& f,
        "Idle client connections moved to another event loop at their next request (--loop-packing).");
   line(out, "mcp_bridge_connection_moves_total", "", g.connection_moves);
   head(out, "mcp_bridge_client_connections_refused_total", "counter",
-       "Client connections refused with 503 because every worker thread was busy.");
+       "Client connections refused with 503 because --max-connections were open.");
   line(out, "mcp_bridge_client_connections_refused_total", "", connections_refused_.load());
   head(out, "mcp_bridge_slow_clients_total", "counter",
        "Client connections closed because a request did not arrive within --client-read-timeout.");

@@ -4,6 +4,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 
+#include <algorithm>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -210,6 +211,20 @@ void SessionHandler::handle_post(std::shared_ptr<Exchange> ex, HttpRequest& req)
                       "", &base);
       return handle_initialize(std::move(ex), std::move(parsed.messages.front()), accepts_sse,
                                std::move(upstream_headers), std::move(request_id), std::move(base));
+    }
+  }
+  // Only notifications and responses: 202 whatever the session (DESIGN
+  // §2.4: python-sdk v1 ends the whole client session on any other answer;
+  // a 2026-07-28 client has no session at all). Without a valid one there
+  // is nothing to deliver them to: dropped.
+  const bool any_request = std::any_of(parsed.messages.begin(), parsed.messages.end(),
+                                       [](const Message& m) { return m.kind == MsgKind::kRequest; });
+  if (!any_request) {
+    auto sid = find_header(h, kSessionHeader);
+    if (!sid || !d_.tokens.verify(*sid)) {
+      log::debug("notifications or responses without a valid session: accepted and dropped");
+      base.status = 202;
+      return ex->respond(std::move(base));
     }
   }
   auto session = require_session(h, *ex, id, &base, &batch_ids);

@@ -231,6 +231,11 @@ TEST_CASE("client side: header and body rules") {
   REQUIRE(d);
   CHECK(d->status == 200);
   CHECK(h.post(call, sid).status == 404);
+  // Notifications and responses still get 202 with no valid session (the
+  // revoked one, none at all: a 2026-07-28 client has none).
+  CHECK(h.post(R"({"jsonrpc":"2.0","method":"notifications/roots/list_changed"})", sid).status == 202);
+  CHECK(h.post(R"({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}})", "").status == 202);
+  CHECK(h.post(R"({"jsonrpc":"2.0","id":"s2","result":{}})", "").status == 202);
 }
 
 TEST_CASE("client side: a chunked POST with a trailer is answered; the trailer is ignored") {
@@ -1075,6 +1080,16 @@ TEST_CASE("readyz: 200 while the upstream answers, 503 when it is down, cached b
     auto x = cli.Get("/readyz");
     return x && x->status == 200;
   }, 3000ms));
+}
+
+TEST_CASE("metrics: mcp_bridge_ready follows the upstream with no /readyz request at all (scrapes refresh the probe)") {
+  Harness h({}, [](msb::Config& c) { c.ready_probe_interval = 200ms; });
+  auto ready = [&] { return series(scrape(h.port()), "mcp_bridge_ready"); };
+  CHECK(wait_for([&] { return ready() == 1; }, 3000ms));
+  h.stop_upstream();
+  CHECK(wait_for([&] { return ready() == 0; }, 3000ms));
+  h.restart_upstream();
+  CHECK(wait_for([&] { return ready() == 1; }, 3000ms));
 }
 
 TEST_CASE("readyz: concurrent first checks share one probe; ready on an endpoint; 503 with the cause when refused") {
