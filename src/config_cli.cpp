@@ -486,11 +486,12 @@ Config parse_or_throw(int argc, char** argv, std::string* help_text) {
     c.auth_tokens = lines_of(read_file("auth-tokens-file", tokens_file));
     if (c.auth_tokens.empty()) fail("--auth-tokens-file: " + tokens_file + " holds no token");
   } else if (const char* t = std::getenv("MCP_BRIDGE_AUTH_TOKENS"); t && *t) {
-    // Comma-separated; no comments here (a token may start with '#'). Set
-    // but holding no token is an error, as for the file: never auth off.
+    // Comma- (or newline-) separated; no comments here (a token may start
+    // with '#'). Set but holding no token is an error, as for the file:
+    // never auth off.
     std::string_view all = t;
     while (!all.empty()) {
-      auto comma = all.find(',');
+      auto comma = all.find_first_of(",\n");
       std::string_view tok = all.substr(0, comma);
       all = comma == std::string_view::npos ? std::string_view() : all.substr(comma + 1);
       while (!tok.empty() && (tok.front() == ' ' || tok.front() == '\t' || tok.front() == '\n' || tok.front() == '\r'))

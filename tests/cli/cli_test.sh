@@ -50,6 +50,8 @@ out=$(MCP_BRIDGE_AUTH_TOKENS=' , ' timeout 10 "$bridge" --check-config --upstrea
 if [ $? -eq 2 ] && grep -q "holds no token" <<<"$out"; then ok "auth tokens variable with no token refused"; else bad "auth tokens variable: $out"; fi
 out=$(MCP_BRIDGE_AUTH_TOKENS='#a-valid-token-0123456789' timeout 10 "$bridge" --check-config --upstream http://127.0.0.1:9/sse 2>&1)
 if [ $? -eq 0 ] && grep -q "auth on" <<<"$out"; then ok "auth tokens variable: a token may start with #"; else bad "auth tokens variable with #: $out"; fi
+out=$(MCP_BRIDGE_AUTH_TOKENS=$'first-valid-token-0123,\nsecond-valid-token-0123\n' timeout 10 "$bridge" --check-config --upstream http://127.0.0.1:9/sse 2>&1)
+if [ $? -eq 0 ] && grep -q "auth on" <<<"$out"; then ok "auth tokens variable: commas and newlines separate"; else bad "auth tokens variable with newlines: $out"; fi
 out=$(timeout 10 "$bridge" --check-config --upstream http://127.0.0.1:9/sse --upstream-headers-file "$work/headers" 2>&1)
 if [ $? -eq 0 ] && ! grep -q super-secret <<<"$out"; then ok "headers file read, secret not printed"; else bad "headers file: $out"; fi
 printf 'X-Api-Key super-secret-value\n' > "$work/bad-headers"
