@@ -81,11 +81,6 @@ struct FrontServer::Impl {
     for (int i = 0; i < loops.size(); ++i) g.loop_connections.push_back(listener.connections_on(i));
     g.connection_moves = listener.moves();
     g.upstream_sessions = static_cast<int64_t>(Forwarder::open_sessions());
-    // A scrape refreshes the readiness probe too (at most once per
-    // --ready-probe-interval, without waiting: this scrape reads the last
-    // answer): the gauge is not left at its first value where nobody polls
-    // /readyz (Docker's HEALTHCHECK uses /healthz).
-    if (!life.draining.load() && loops.size() > 0) ready.check(loops.at(0), [](ReadyProbe::Answer) {});
     g.ready = !life.draining.load() && ready.last();
     g.draining = life.draining.load();
     return g;

@@ -211,7 +211,8 @@ std::string Metrics::render(const MetricsGauges& g, const ForwarderStats& f,
        "Session mode: upstream messages that belonged to no call, dropped because the client "
        "session had no GET stream open.");
   line(out, "mcp_bridge_unattributed_dropped_total", "", unattributed_dropped_.load());
-  head(out, "mcp_bridge_ready", "gauge", "1 when /readyz answers 200.");
+  head(out, "mcp_bridge_ready", "gauge",
+       "1 when the last /readyz check answered 200 (0 before the first; not probed by scrapes).");
   line(out, "mcp_bridge_ready", "", static_cast<uint64_t>(g.ready));
   head(out, "mcp_bridge_draining", "gauge", "1 while the bridge drains after SIGTERM/SIGINT.");
   line(out, "mcp_bridge_draining", "", static_cast<uint64_t>(g.draining));

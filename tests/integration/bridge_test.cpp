@@ -1082,16 +1082,6 @@ TEST_CASE("readyz: 200 while the upstream answers, 503 when it is down, cached b
   }, 3000ms));
 }
 
-TEST_CASE("metrics: mcp_bridge_ready follows the upstream with no /readyz request at all (scrapes refresh the probe)") {
-  Harness h({}, [](msb::Config& c) { c.ready_probe_interval = 200ms; });
-  auto ready = [&] { return series(scrape(h.port()), "mcp_bridge_ready"); };
-  CHECK(wait_for([&] { return ready() == 1; }, 3000ms));
-  h.stop_upstream();
-  CHECK(wait_for([&] { return ready() == 0; }, 3000ms));
-  h.restart_upstream();
-  CHECK(wait_for([&] { return ready() == 1; }, 3000ms));
-}
-
 TEST_CASE("readyz: concurrent first checks share one probe; ready on an endpoint; 503 with the cause when refused") {
   // The interval is long enough that a late thread still finds the answer cached.
   Harness h({}, [](msb::Config& c) { c.ready_probe_interval = 1000ms; });
