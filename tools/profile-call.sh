@@ -39,6 +39,33 @@ bridge=$(realpath "${2:-build-release/mcp-sse-bridge}")
 cpu=$root/build-release/tools/mcp-bridge-cpu
 [ -x "$cpu" ] || { echo "profile-call: build $cpu first (tools/bench-core.sh builds it)" >&2; exit 2; }
 out=$(mktemp -d /tmp/msb-profile.XXXXXX)
+# each_proxy FN: runs one c10 cell (nginx's first, then the bridge's) at
+# $rate and calls `FN nginx PID` and `FN bridge PID` 2.5 s into each.
+each_proxy() {
+  local fn=$1 pid tool
+  timeout 120 "$cpu" --bridge "$bridge" --rounds 1 --concurrency 10 --rate "$rate" --warmup-ms 1000 \
+    --window-ms 6000 >"$out/cell.txt" 2>&1 &
+  tool=$!
+  pid=""
+  for _ in $(seq 1 300); do  # nginx's cell comes first: its worker
+    pid=$(pgrep -n -f "nginx: worker") && break
+    sleep 0.1
+  done
+  [ -n "$pid" ] || { echo "profile-call: nginx did not start" >&2; wait $tool; exit 1; }
+  sleep 2.5
+  "$fn" nginx "$pid"
+  pid=""
+  for _ in $(seq 1 300); do
+    if grep -Eq "^1 +10 +nginx" "$out/cell.txt" 2>/dev/null; then
+      pid=$(pgrep -n -f "^$bridge --upstream") && break
+    fi
+    sleep 0.1
+  done
+  [ -n "$pid" ] || { echo "profile-call: the bridge did not start" >&2; wait $tool; exit 1; }
+  sleep 2.5
+  "$fn" bridge "$pid"
+  wait $tool
+}
 case "$mode" in
   instructions)
     cat >"$out/wrap.sh" <<W
@@ -111,9 +138,6 @@ PY
     ;;
   syscount)
     rate=${3:-4000}
-    timeout 120 "$cpu" --bridge "$bridge" --rounds 1 --concurrency 10 --rate "$rate" --warmup-ms 1000 \
-      --window-ms 6000 >"$out/cell.txt" 2>&1 &
-    tool=$!
     events=(-e syscalls:sys_enter_recvfrom -e syscalls:sys_enter_recvmsg -e syscalls:sys_enter_sendto
       -e syscalls:sys_enter_writev -e syscalls:sys_enter_epoll_wait -e syscalls:sys_enter_epoll_ctl
       -e syscalls:sys_enter_getsockopt -e syscalls:sys_enter_setsockopt
@@ -122,25 +146,7 @@ PY
     count() {  # name pid
       timeout 10 perf stat -x, "${events[@]}" -p "$2" -o "$out/$1.perf" -- sleep 3 >/dev/null 2>&1
     }
-    pid=""
-    for _ in $(seq 1 300); do  # nginx's cell comes first: its worker, 2.5 s into the cell
-      pid=$(pgrep -n -f "nginx: worker") && break
-      sleep 0.1
-    done
-    [ -n "$pid" ] || { echo "profile-call: nginx did not start" >&2; wait $tool; exit 1; }
-    sleep 2.5
-    count nginx "$pid"
-    pid=""
-    for _ in $(seq 1 300); do
-      if grep -Eq "^1 +10 +nginx" "$out/cell.txt" 2>/dev/null; then
-        pid=$(pgrep -n -f "^$bridge --upstream") && break
-      fi
-      sleep 0.1
-    done
-    [ -n "$pid" ] || { echo "profile-call: the bridge did not start" >&2; wait $tool; exit 1; }
-    sleep 2.5
-    count bridge "$pid"
-    wait $tool
+    each_proxy count
     python3 - "$out" <<'PY'
 import sys
 out = sys.argv[1]
@@ -170,32 +176,11 @@ PY
     ;;
   kernel)
     rate=${3:-4000}
-    timeout 120 "$cpu" --bridge "$bridge" --rounds 1 --concurrency 10 --rate "$rate" --warmup-ms 1000 \
-      --window-ms 6000 >"$out/cell.txt" 2>&1 &
-    tool=$!
     sample() {  # name pid
       timeout 15 perf record -q -F 10000 -e cpu-clock -p "$2" -o "$out/$1.data" -- sleep 3 >/dev/null 2>&1
       perf report -i "$out/$1.data" --no-children --sort sym --stdio 2>/dev/null >"$out/$1.txt"
     }
-    pid=""
-    for _ in $(seq 1 300); do
-      pid=$(pgrep -n -f "nginx: worker") && break
-      sleep 0.1
-    done
-    [ -n "$pid" ] || { echo "profile-call: nginx did not start" >&2; wait $tool; exit 1; }
-    sleep 2.5
-    sample nginx "$pid"
-    pid=""
-    for _ in $(seq 1 300); do
-      if grep -Eq "^1 +10 +nginx" "$out/cell.txt" 2>/dev/null; then
-        pid=$(pgrep -n -f "^$bridge --upstream") && break
-      fi
-      sleep 0.1
-    done
-    [ -n "$pid" ] || { echo "profile-call: the bridge did not start" >&2; wait $tool; exit 1; }
-    sleep 2.5
-    sample bridge "$pid"
-    wait $tool
+    each_proxy sample
     python3 - "$out" <<'PY'
 import re, sys
 out = sys.argv[1]
