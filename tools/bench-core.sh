@@ -7,7 +7,8 @@
 #
 #   tools/bench-core.sh [--skip-build] [--interop-dir DIR] [--strict]
 #
-#   mcp-bridge-cpu     bridge CPU per warm call / nginx CPU per proxied call, c10, c50 (<= 1.5x)
+#   mcp-bridge-cpu     bridge CPU per warm call / nginx CPU per proxied call, c10, c50 (<= 1.5x);
+#                      then, as a reference (no target), nginx-proxied/direct calls/s at c16
 #   mcp-bridge-bench   bridged/direct calls/s: TS SDK upstream c10, c50 (>= 0.85),
 #                      C++ upstream c16 (>= 0.8); cold session added cost (<= 300 us);
 #                      the C++ rows on both C++ upstreams (--cpp-upstream ref, example)
@@ -82,6 +83,13 @@ run() {  # run NAME SECONDS CMD...: output to the terminal and $logs/NAME.log
 }
 
 run cpu 200 $b/tools/mcp-bridge-cpu --bridge $b/mcp-sse-bridge --max-seconds 180
+# Not a target: what the reference proxy reaches against its own direct path
+# here (closed loop, c16, the scheduler placing every thread, as the
+# throughput cells run): the yardstick for the bridged/direct ratios below.
+echo
+echo "=== reference throughput: nginx-proxied/direct calls/s"
+timeout -k 5 80 $b/tools/mcp-bridge-cpu --bridge $b/mcp-sse-bridge --rate 0 --placement free --concurrency 16 \
+  --direct --rounds 3 --max-seconds 70 2>&1 | grep -v '^TARGET|' | tee "$logs/tput-ref.log"
 # The C++ cells twice: on the reference legacy server (one epoll thread, like
 # the SDKs' servers and like nginx's upstream in mcp-bridge-cpu) and on the
 # example server (a thread per connection and per request, which costs the
@@ -118,6 +126,7 @@ for n in "${names[@]}"; do cat "$logs/$n.log"; done | grep '^TARGET|' | awk -F'|
     printf "%-" a "s  %-" bt "s  %-" c "s  %s\n", "target", "goal", "measured", ""
     for (i = 1; i <= n; i++) printf "%-" a "s  %-" bt "s  %-" c "s  %s\n", substr(w[i], 1, a), t[i], m[i], r[i]
   }'
+grep -h '^REFERENCE|' "$logs/tput-ref.log" | awk -F'|' '{ printf "reference, not a target: %s = %s\n", $3, $4 }'
 missed=$(for n in "${names[@]}"; do cat "$logs/$n.log"; done | grep '^TARGET|' | grep -c '|MISSED$')
 echo "$missed target(s) missed"
 [ "$strict" = 1 ] && [ "$missed" -gt 0 ] && status=1

@@ -668,6 +668,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> bridge_flags;
   std::string legacy_upstream = "ref";
   std::string placement = "same-core";
+  bool direct = false;
   app.add_option("--bridge", bridge_bin, "Path of the mcp-sse-bridge binary")->capture_default_str();
   app.add_option("--nginx", nginx_bin, "Path of the nginx binary")->capture_default_str();
   app.add_option("--concurrency", conc, "Client connections per cell, comma-separated")->capture_default_str();
@@ -701,6 +702,10 @@ int main(int argc, char** argv) {
                  "the first: every wake-up crosses cores); the same for nginx and the bridge")
       ->capture_default_str()
       ->check(CLI::IsMember({"free", "same-core", "split"}));
+  app.add_flag("--direct", direct,
+               "Also run a direct cell per round (the same client straight to the Streamable HTTP "
+               "server, no proxy) and print each proxy's calls/s as a ratio to it: the reference for "
+               "bridged/direct throughput targets (meaningful with --rate 0, the closed loop)");
   CLI11_PARSE(app, argc, argv);
   if (bridge_flags.empty())
     bridge_flags = {"--pool-size", "128", "--pool-fillers", "4", "--max-inflight", "200"};
@@ -827,6 +832,8 @@ int main(int argc, char** argv) {
 
   std::vector<std::vector<double>> ratios(levels.size());
   std::vector<std::vector<double>> ng_cpu(levels.size()), br_cpu(levels.size());
+  // With --direct: each proxy's calls/s over the direct cell's of the same round.
+  std::vector<std::vector<double>> ng_tput(levels.size()), br_tput(levels.size());
   bool failed = false;
   // The bridge's client connections moved between its loops during the cell
   // (its /metrics; "?" when unreadable, "-" in nginx's rows): moving spreads a call
@@ -860,11 +867,20 @@ int main(int argc, char** argv) {
   for (int round = 1; round <= rounds; ++round) {
     for (size_t li = 0; li < levels.size(); ++li) {
       int c = levels[li];
+      CellResult d;
+      if (direct) {
+        d = run_cell(ref_port, c, false, [](double* user) { return *user = 0, 0.0; }, wu, win, rate);
+        row(round, c, "direct", d, "-");
+      }
       CellResult n = run_cell(nginx.port(), c, false, nginx_cpu, wu, win, rate);
       row(round, c, "nginx", n, "-");
       if (round > 1 || li > 0) restart_bridge();
       CellResult b = run_cell(bridge.port, c, true, bridge_cpu, wu, win, rate);
       row(round, c, "bridge", b, bridge_moves());
+      if (direct && d.ok && d.calls_per_s() > 0) {
+        if (n.ok) ng_tput[li].push_back(n.calls_per_s() / d.calls_per_s());
+        if (b.ok) br_tput[li].push_back(b.calls_per_s() / d.calls_per_s());
+      }
       if (!n.ok || !b.ok || n.cpu_per_call() <= 0) {
         failed = true;
         continue;
@@ -905,6 +921,20 @@ int main(int argc, char** argv) {
     std::snprintf(measured, sizeof measured, "%.2fx", m);
     std::printf("TARGET|cpu-c%d|bridge CPU per warm call / nginx CPU per proxied call, c%d|<= %.2fx|%s|%s\n", c, c,
                 target, measured, met ? "MET" : "MISSED");
+  }
+  // Not TARGET lines: the throughput targets are mcp-bridge-bench's
+  // (bridged legacy calls against a direct legacy client); this is what the
+  // reference proxy reaches against its own direct path on this machine.
+  for (size_t li = 0; direct && li < levels.size(); ++li) {
+    if (ng_tput[li].empty() || br_tput[li].empty()) continue;
+    std::printf("c%d throughput (%s): nginx-proxied/direct calls/s = %.2f, bridged/direct = %.2f (medians; "
+                "direct: the same client straight to the Streamable HTTP server)\n",
+                levels[li], rate > 0 ? "offered load, not a throughput figure" : "closed loop",
+                median(ng_tput[li]), median(br_tput[li]));
+    if (rate <= 0)
+      std::printf("REFERENCE|tput-c%d|nginx-proxied/direct calls/s, c%d, closed loop (the reference proxy on this "
+                  "machine)|%.2f (bridge %.2f)\n",
+                  levels[li], levels[li], median(ng_tput[li]), median(br_tput[li]));
   }
   std::fflush(stdout);
   bridge.stop();
