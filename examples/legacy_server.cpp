@@ -400,7 +400,15 @@ struct LegacyServer::Impl {
           }
           if (silent || no_endpoint) return true;  // open, saying nothing
           for (auto& m : batch) {
-            std::string ev = "event: message" + nl + "data: " + m + nl + nl;
+            std::string ev = "event: message" + nl;
+            if (faults.multiline_data) {  // a line per line of the pretty-printed JSON: the client joins them with '\n'
+              std::string pretty = json::parse(m, nullptr, false).dump(1), line;
+              std::istringstream lines(pretty);
+              while (std::getline(lines, line)) ev += "data: " + line + nl;
+              ev += nl;
+            } else {
+              ev += "data: " + m + nl + nl;
+            }
             if (!sink.write(ev.data(), ev.size())) return false;
           }
           if (half) {

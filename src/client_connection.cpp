@@ -468,7 +468,14 @@ void ClientConnection::feed() {
       auto dst = buf_.prepare(rest.size());
       std::memcpy(dst.data(), rest.data(), rest.size());
       buf_.commit(rest.size());
-      if (used == 0) return;
+      if (used == 0) {
+        // Inside a body, the parser takes nothing only while a chunk-size
+        // line (its extensions) or the trailer is incomplete; Beast bounds
+        // neither. Past the head's limit with no progress it is no client.
+        if (parser_ && parser_->is_header_done() && rest.size() > limits_.max_header_size)
+          refuse_and_close(400, "malformed request: chunk framing (extension or trailer) too long");
+        return;
+      }
     }
   }
 }

@@ -29,37 +29,35 @@ bool classify(simdjson::dom::element el, Message& m, std::string* why) {
     return false;
   }
   // One pass over the members (a lookup per key would scan the object five
-  // times); the first of duplicate keys counts, as with operator[].
+  // times). A repeated jsonrpc, id, method or params is refused: parsers
+  // disagree on which one counts (simdjson's lookup and this loop take the
+  // first, Python, JavaScript and nlohmann the last), and the body goes
+  // upstream verbatim, so the bridge would route, log and retry one request
+  // while the server ran another.
   dom::element version_el, id_el, method_el, params_el;
   bool has_version = false, has_id = false, has_method = false, has_params = false;
   bool has_result = false, has_error = false;
+  std::string_view dup;
+  auto take = [&dup](std::string_view k, bool& seen, dom::element& slot, dom::element value) {
+    if (seen) dup = k;
+    seen = true;
+    slot = value;
+  };
   for (dom::key_value_pair kv : obj) {
     std::string_view k = kv.key;
     if (k.size() < 2 || k.size() > 7) continue;
     switch (k[0]) {
       case 'j':
-        if (k == "jsonrpc" && !has_version) {
-          has_version = true;
-          version_el = kv.value;
-        }
+        if (k == "jsonrpc") take(k, has_version, version_el, kv.value);
         break;
       case 'i':
-        if (k == "id" && !has_id) {
-          has_id = true;
-          id_el = kv.value;
-        }
+        if (k == "id") take(k, has_id, id_el, kv.value);
         break;
       case 'm':
-        if (k == "method" && !has_method) {
-          has_method = true;
-          method_el = kv.value;
-        }
+        if (k == "method") take(k, has_method, method_el, kv.value);
         break;
       case 'p':
-        if (k == "params" && !has_params) {
-          has_params = true;
-          params_el = kv.value;
-        }
+        if (k == "params") take(k, has_params, params_el, kv.value);
         break;
       case 'r':
         has_result = has_result || k == "result";
@@ -71,12 +69,8 @@ bool classify(simdjson::dom::element el, Message& m, std::string* why) {
         break;
     }
   }
-  std::string_view version;
-  if (!has_version || version_el.get_string().get(version) != SUCCESS || version != "2.0") {
-    if (why) *why = "missing or wrong \"jsonrpc\": \"2.0\"";
-    return false;
-  }
-  if (has_id) {
+  // The id first, so that a refusal of the rest can still name it.
+  if (has_id && dup != "id") {
     auto t = id_el.type();
     if (t != dom::element_type::STRING && t != dom::element_type::INT64 &&
         t != dom::element_type::UINT64 && !(t == dom::element_type::NULL_VALUE)) {
@@ -94,6 +88,15 @@ bool classify(simdjson::dom::element el, Message& m, std::string* why) {
       m.id.assign(num, std::to_chars(num, num + sizeof num, u64).ptr);
     else
       m.id = simdjson::minify(id_el);
+  }
+  if (!dup.empty()) {
+    if (why) *why = "duplicate \"" + std::string(dup) + "\" member";
+    return false;
+  }
+  std::string_view version;
+  if (!has_version || version_el.get_string().get(version) != SUCCESS || version != "2.0") {
+    if (why) *why = "missing or wrong \"jsonrpc\": \"2.0\"";
+    return false;
   }
   std::string_view method;
   if (has_method) {
@@ -164,16 +167,29 @@ ParseResult parse_body(std::string body) {
     r.batch = true;
     simdjson::dom::array arr;
     if (root.get_array().get(arr) != simdjson::SUCCESS) arr = {};  // is_array() was checked
+    size_t index = 0;
     for (auto el : arr) {
+      ++index;
       Message m;
-      if (!classify(el, m, &why)) {
-        r.error_code = -32600;
-        r.error_message = "Invalid Request: " + why;
-        return r;
+      std::string el_why;
+      if (!classify(el, m, &el_why)) {
+        // The first invalid element names the refusal; every element whose
+        // id could be read is answered by it (below).
+        if (r.error_message.empty()) {
+          r.error_code = -32600;
+          r.error_message = "Invalid Request: element " + std::to_string(index) + ": " + el_why;
+        }
+      } else {
+        m.raw = simdjson::minify(el);
       }
-      m.raw = simdjson::minify(el);
+      if (!m.id.empty() && m.id != "null") r.error_ids.push_back(m.id);
       r.messages.push_back(std::move(m));
     }
+    if (!r.error_message.empty()) {
+      r.messages.clear();
+      return r;
+    }
+    r.error_ids.clear();
     if (r.messages.empty()) {
       r.error_code = -32600;
       r.error_message = "Invalid Request: empty batch";
@@ -184,6 +200,7 @@ ParseResult parse_body(std::string body) {
     if (!classify(root, m, &why)) {
       r.error_code = -32600;
       r.error_message = "Invalid Request: " + why;
+      if (!m.id.empty() && m.id != "null") r.error_ids.push_back(m.id);
       return r;
     }
     m.raw = std::move(body);
@@ -212,8 +229,8 @@ bool classify_large(std::string& text, Message& m, std::string* why) {
   bool has_id = false, has_result = false, has_error = false, version_ok = false;
   bool seen_version = false, seen_method = false, seen_params = false;
   std::string_view params_raw;
-  // As classify(): the first of duplicate keys counts, so that a message
-  // reads the same whatever its size.
+  // As classify(): a repeated jsonrpc, id, method or params is refused, so
+  // that a message reads the same whatever its size.
   for (auto field : obj) {
     std::string_view key;
     if (field.unescaped_key().get(key) != SUCCESS) {
@@ -223,8 +240,10 @@ bool classify_large(std::string& text, Message& m, std::string* why) {
     auto value = field.value();
     if ((key == "jsonrpc" && std::exchange(seen_version, true)) || (key == "id" && has_id) ||
         (key == "method" && std::exchange(seen_method, true)) ||
-        (key == "params" && std::exchange(seen_params, true)))
-      continue;
+        (key == "params" && std::exchange(seen_params, true))) {
+      if (why) *why = "duplicate \"" + std::string(key) + "\" member";
+      return false;
+    }
     if (key == "jsonrpc") {
       std::string_view v;
       version_ok = value.get_string().get(v) == SUCCESS && v == "2.0";

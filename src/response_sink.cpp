@@ -19,6 +19,19 @@ std::string_view capability_for(std::string_view method) {
   return {};
 }
 
+// Appends `json` as the value of one SSE `data:` line. A line break inside a
+// JSON text can only be whitespace between tokens (inside a string it must be
+// escaped), and a legacy server may send a message over several `data:`
+// lines (pretty-printed), which its parser joins with '\n': written raw, the
+// break would end the field and the client's parser would dispatch a cut
+// message. Each CR or LF becomes a space, which leaves valid JSON equal.
+void append_data_line(std::string& out, std::string_view json) {
+  size_t from = out.size();
+  out.append(json);
+  for (size_t i = out.find_first_of("\r\n", from); i != std::string::npos; i = out.find_first_of("\r\n", i + 1))
+    out[i] = ' ';
+}
+
 }  // namespace
 
 ResponseSink::ResponseSink(CallRegistry& registry, const Lifecycle& life,
@@ -120,7 +133,9 @@ bool SseSink::forward_request(std::string_view method, std::string_view bridge_i
 std::string SseSink::event(std::string_view json) {
   std::string ev;
   ev.reserve(json.size() + 24);
-  ev.append("event: message\ndata: "sv).append(json).append("\n\n"sv);
+  ev.append("event: message\ndata: "sv);
+  append_data_line(ev, json);
+  ev.append("\n\n"sv);
   return ev;
 }
 
@@ -136,8 +151,11 @@ bool SseSink::write_event(std::string_view json) {
   // Large messages go out in kSlice chunks, so that no copy is large.
   if (json.size() <= kSlice) return write_raw(event(json));
   if (!write_raw("event: message\ndata: ")) return false;
-  for (size_t off = 0; off < json.size(); off += kSlice)
-    if (!write_raw(std::string(json.substr(off, kSlice)))) return false;
+  for (size_t off = 0; off < json.size(); off += kSlice) {
+    std::string slice;
+    append_data_line(slice, json.substr(off, kSlice));
+    if (!write_raw(std::move(slice))) return false;
+  }
   return write_raw("\n\n");
 }
 

@@ -165,8 +165,11 @@ void SessionHandler::handle_post(std::shared_ptr<Exchange> ex, HttpRequest& req)
   HttpResponse base;
   base.set_header("X-Request-Id", request_id);
   auto parsed = parse_body(std::move(req.body));
-  if (!parsed.ok)
-    return refuse(*ex, Rejection{400, parsed.error_code, parsed.error_message}, "", &base);
+  if (!parsed.ok) {
+    Rejection r{400, parsed.error_code, parsed.error_message};
+    if (parsed.batch) return refuse(*ex, r, "", &base, &parsed.error_ids);
+    return refuse(*ex, r, parsed.error_ids.empty() ? std::string() : parsed.error_ids.front(), &base);
+  }
   // Refusals from here on name the request's id where there is one.
   const Message* single =
       !parsed.batch && parsed.messages.front().kind == MsgKind::kRequest ? &parsed.messages.front()
@@ -649,7 +652,7 @@ boost::asio::awaitable<void> SessionHandler::initialize_call(
   base.status = 200;
   if (accepts_sse) {
     base.content_type = "text/event-stream";
-    base.body = "event: message\ndata: " + r.response + "\n\n";
+    base.body = SseSink::event(r.response);
   } else {
     base.content_type = "application/json";
     base.body = std::move(r.response);

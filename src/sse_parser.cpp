@@ -124,7 +124,10 @@ void SseParser::process_line(std::string_view line, Sink& sink) {
   } else if (field == "event") {
     type_.assign(value);
   } else if (field == "id") {
-    if (value.find('\0') == std::string_view::npos) last_id_.assign(value);
+    // An id is copied into every later event: a long one (the event limit
+    // allows 128 MiB) would make each small event a large copy and pin the
+    // loop. Ids longer than kMaxIdBytes are ignored, as ids with NUL are.
+    if (value.size() <= kMaxIdBytes && value.find('\0') == std::string_view::npos) last_id_.assign(value);
   } else if (field == "retry") {
     if (!value.empty() && value.size() <= 18 &&
         value.find_first_not_of("0123456789") == std::string_view::npos) {

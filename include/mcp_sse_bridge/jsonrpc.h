@@ -41,6 +41,11 @@ struct ParseResult {
   std::string error_message;
   bool batch = false;
   std::vector<Message> messages;
+  // When refused (-32600): the ids that could be read from the refused
+  // message, or from every element of a refused batch, so that each request
+  // is answered by its id (JSON-RPC 2.0 §5: null only when the id cannot be
+  // detected).
+  std::vector<std::string> error_ids;
 };
 
 // Parses a client body: one message or (2025-03-26) a non-empty batch array.

@@ -69,7 +69,8 @@ class SseSink : public ResponseSink {
 
   // Messages larger than this are written in slices of this size.
   static constexpr size_t kSlice = 1 << 20;
-  // One SSE `message` event carrying `json` (at most kSlice bytes).
+  // One SSE `message` event carrying `json` (at most kSlice bytes) on one
+  // `data:` line: line breaks in it (whitespace in valid JSON) become spaces.
   static std::string event(std::string_view json);
   // The head of an SSE response: 200, text/event-stream, no caching, and
   // X-Accel-Buffering: no (so that proxies such as nginx do not hold events).

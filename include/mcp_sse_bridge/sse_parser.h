@@ -36,6 +36,8 @@ class SseParser {
 
   // max_event_bytes bounds one event (its data plus the line being read).
   explicit SseParser(size_t max_event_bytes) : max_event_(max_event_bytes) {}
+  // `id:` values longer than this are ignored (the last id is kept).
+  static constexpr size_t kMaxIdBytes = 1024;
 
   // Feeds a slice. Calls on_event(SseEvent&) for every event completed by
   // it, in order. Returns false once an event exceeded the limit (then and on

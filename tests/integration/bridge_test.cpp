@@ -44,6 +44,28 @@ TEST_CASE("happy path: initialize, list, call over SSE and JSON, progress stream
   CHECK(h.upstream().premature_requests() == 0);
 }
 
+TEST_CASE("an upstream message over several data: lines reaches SSE clients as one whole message") {
+  // A legacy server may pretty-print (the SSE parser joins the lines with
+  // '\n'): written raw into the client's event, the line break ended the
+  // data field and the client parsed a cut message (the call never answered).
+  Harness h;
+  h.upstream().faults().multiline_data = true;
+  std::string sid = h.initialize();
+  auto echo = h.call_tool(sid, 7, "echo", {{"text", "two\nlines"}});
+  REQUIRE(echo.transport_ok);
+  CHECK(echo.content_type.rfind("text/event-stream", 0) == 0);
+  CHECK(echo.body.find("\n \"") == std::string::npos);  // no continuation line without `data:`
+  REQUIRE(echo.messages.size() == 1);
+  CHECK(text_of(echo.last()) == "two\nlines");
+  CHECK(echo.last()["id"] == 7);
+  auto add = h.call_tool(sid, "a", "add", {{"a", 2}, {"b", 40}}, /*sse=*/false);
+  CHECK(text_of(add.last()) == "42");
+  auto sleep = h.call_tool(sid, 9, "sleep", {{"ms", 200}}, true, {{"progressToken", "t"}});
+  REQUIRE(sleep.messages.size() >= 2);
+  CHECK(sleep.messages[0]["method"] == "notifications/progress");
+  CHECK(text_of(sleep.last()) == "slept 200 ms");
+}
+
 TEST_CASE("python-style upstream (CRLF, /messages/?session_id=) works and is never sent a premature request") {
   example::Options opt;
   opt.python_style = true;
@@ -370,6 +392,37 @@ TEST_CASE("batch refusals answer each request by its id") {
   auto over = h.post(batch, sid, false);  // two calls, one allowed per session
   CHECK(over.status == 429);
   CHECK(ids_of(over.body) == want);
+}
+
+TEST_CASE("invalid requests are refused by their id; duplicate members never reach the upstream") {
+  Harness h;
+  std::string sid = h.initialize();
+  auto bad_method = h.post(R"({"jsonrpc":"2.0","id":7,"method":5})", sid, false);
+  CHECK(bad_method.status == 400);
+  REQUIRE(bad_method.messages.size() == 1);
+  CHECK(bad_method.last()["id"] == 7);
+  CHECK(bad_method.last()["error"]["code"] == -32600);
+  // A batch with one invalid element: each request it could read is answered.
+  auto batch = h.post(R"([{"jsonrpc":"2.0","id":11,"method":"tools/list"},5])", sid, false);
+  CHECK(batch.status == 400);
+  REQUIRE(batch.messages.size() == 1);
+  CHECK(batch.last()["id"] == 11);
+  CHECK(batch.last()["error"]["message"].get<std::string>().find("element 2") != std::string::npos);
+  // The bridge read the first method, a Python or JS server the last: the
+  // server ran tools/call while the bridge treated a tools/list (retried it
+  // as read-only, logged it as such). Refused, and nothing reached the server.
+  size_t posts = h.upstream().post_log().size();
+  auto dup = h.post(R"({"jsonrpc":"2.0","id":3,"method":"tools/list","method":"tools/call",)"
+                    R"("params":{"name":"echo","arguments":{"text":"x"}}})", sid, false);
+  CHECK(dup.status == 400);
+  REQUIRE(dup.messages.size() == 1);
+  CHECK(dup.last()["id"] == 3);
+  CHECK(dup.last()["error"]["message"] == "Invalid Request: duplicate \"method\" member");
+  auto dup_id = h.post(R"({"jsonrpc":"2.0","id":1,"method":"tools/list","id":2})", sid, false);
+  CHECK(dup_id.status == 400);
+  REQUIRE(dup_id.messages.size() == 1);
+  CHECK(dup_id.last()["id"].is_null());  // which one was meant is unknowable
+  CHECK(h.upstream().post_log().size() == posts);
 }
 
 TEST_CASE("keepalive comments on an idle response stream") {
@@ -894,6 +947,33 @@ TEST_CASE("limits: a Transfer-Encoding other than chunked is a 400 and the conne
   CHECK(closed);
   CHECK(resp.rfind("HTTP/1.1 400", 0) == 0);
   CHECK(resp.find("HTTP/1.1", 1) == std::string::npos);  // one answer only
+}
+
+TEST_CASE("limits: a chunk extension or trailer that never ends is a 400 at once, not a growing buffer") {
+  // Beast bounds neither: the bytes were held (and copied on every read)
+  // until --client-read-timeout, ~90 % of a core for one connection.
+  Harness h({}, [](msb::Config& c) { c.client_read_timeout = 20000ms; });
+  std::string sid = h.initialize();
+  for (bool trailer : {false, true}) {
+    CAPTURE(trailer);
+    RawConn c(h.port());
+    REQUIRE(c.connected());
+    c.send("POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json\r\nContent-Type: application/json\r\n"
+           "Mcp-Session-Id: " + sid + "\r\nTransfer-Encoding: chunked\r\n\r\n" +
+           (trailer ? std::string("2\r\n{}\r\n0\r\nX-T: ") : std::string("1;")));
+    auto t0 = SteadyClock::now();
+    std::string filler(16 * 1024, 'a');
+    bool sent_all = true;
+    for (int i = 0; i < 16 && sent_all; ++i) sent_all = c.send(filler);  // 256 KiB, no line end
+    bool closed = false;
+    std::string resp = c.read_until_close(5000ms, &closed);
+    CHECK(closed);
+    CHECK(resp.rfind("HTTP/1.1 400", 0) == 0);
+    CHECK(resp.find("chunk framing") != std::string::npos);
+    CHECK(ms_since(t0) < 5000);
+  }
+  auto ok = h.call_tool(sid, 1, "echo", {{"text", "still fine"}});
+  CHECK(text_of(ok.last()) == "still fine");
 }
 
 TEST_CASE("limits: above --max-connections a new connection gets 503 at once, not a wait") {

@@ -89,16 +89,29 @@ TEST_CASE("jsonrpc: malformed and invalid input") {
   CHECK(parse_body("{\"jsonrpc\":\"2.0\",\"method\":\"\xff\"}").error_code == -32700);  // bad UTF-8
 }
 
-TEST_CASE("jsonrpc: members in any order; the first of duplicate keys counts; near-miss keys do not") {
+TEST_CASE("jsonrpc: members in any order; duplicate keys are refused; near-miss keys do not count") {
   Message m;
   REQUIRE(parse_message(R"({"result":{"x":1},"id":"z","jsonrpc":"2.0"})", m));
   CHECK(m.kind == MsgKind::kResponse);
   CHECK(m.id == "\"z\"");
   CHECK_FALSE(m.is_error);
+  // Parsers disagree on which duplicate counts (the upstream may take the
+  // last): the bridge refuses rather than route one request while the
+  // server runs another.
   Message d;
-  REQUIRE(parse_message(R"({"jsonrpc":"2.0","id":1,"id":2,"method":"a","method":"b"})", d));
-  CHECK(d.id == "1");
-  CHECK(d.method == "a");
+  std::string why;
+  CHECK_FALSE(parse_message(R"({"jsonrpc":"2.0","id":1,"id":2,"method":"a"})", d, &why));
+  CHECK(why == "duplicate \"id\" member");
+  for (auto text : {R"({"jsonrpc":"2.0","id":3,"method":"tools/list","method":"tools/call"})",
+                    R"({"jsonrpc":"2.0","id":3,"method":"a","params":{},"params":{"x":1}})",
+                    R"({"jsonrpc":"2.0","jsonrpc":"1.0","id":3,"method":"a"})"}) {
+    CAPTURE(text);
+    auto r = parse_body(text);
+    CHECK(r.error_code == -32600);
+    CHECK(r.error_message.find("duplicate") != std::string::npos);
+    CHECK(r.error_ids == std::vector<std::string>{"3"});  // the refusal names the id
+  }
+  CHECK(parse_body(R"({"jsonrpc":"2.0","id":1,"id":2,"method":"a"})").error_ids.empty());  // which id?
   // "ids", "methods", "results", "errors", "json": not the members they resemble.
   CHECK(parse_body(R"({"jsonrpc":"2.0","ids":1,"method":"x"})").messages.at(0).kind == MsgKind::kNotification);
   CHECK(parse_body(R"({"jsonrpc":"2.0","id":1,"methods":"x"})").error_code == -32600);
@@ -113,11 +126,10 @@ TEST_CASE("jsonrpc: members in any order; the first of duplicate keys counts; ne
   CHECK(r.messages[0].progress_token == "\"p\"");
 }
 
-TEST_CASE("jsonrpc: a message above the shared parser's size reads as a small one (first duplicate counts)") {
+TEST_CASE("jsonrpc: a message above the shared parser's size reads as a small one (duplicates refused)") {
   // Above 1 MiB the message is read by a separate (on-demand) path.
   std::string pad(1100 * 1024, 'x');
-  auto text = R"({"jsonrpc":"2.0","id":1,"id":2,"method":"a","method":"b","params":{"p":")" + pad +
-              R"("},"params":{"q":1},"jsonrpc":"1.0"})";
+  auto text = R"({"jsonrpc":"2.0","id":1,"method":"a","params":{"p":")" + pad + R"("}})";
   Message m;
   std::string why;
   REQUIRE_MESSAGE(parse_message(text, m, &why), why);
@@ -125,11 +137,32 @@ TEST_CASE("jsonrpc: a message above the shared parser's size reads as a small on
   CHECK(m.id == "1");
   CHECK(m.method == "a");
   CHECK(m.raw.size() == text.size());
-  Message small;
-  REQUIRE(parse_message(R"({"jsonrpc":"2.0","id":1,"id":2,"method":"a","method":"b","params":{"p":"x"},"params":{"q":1},"jsonrpc":"1.0"})",
-                        small));
-  CHECK(small.id == m.id);
-  CHECK(small.method == m.method);
+  for (std::string dup : {R"("id":2)", R"("method":"b")", R"("params":{"q":1})", R"("jsonrpc":"1.0")"}) {
+    CAPTURE(dup);
+    std::string large = text.substr(0, text.size() - 1) + "," + dup + "}";
+    std::string small = R"({"jsonrpc":"2.0","id":1,"method":"a","params":{"p":"x"},)" + dup + "}";
+    Message l, s;
+    std::string lwhy, swhy;
+    CHECK_FALSE(parse_message(large, l, &lwhy));
+    CHECK_FALSE(parse_message(small, s, &swhy));
+    CHECK(lwhy.find("duplicate") != std::string::npos);
+    CHECK(lwhy == swhy);
+  }
+}
+
+TEST_CASE("jsonrpc: a refused message or batch names every id it could read") {
+  auto one = parse_body(R"({"jsonrpc":"2.0","id":7,"method":5})");
+  CHECK(one.error_code == -32600);
+  CHECK(one.error_ids == std::vector<std::string>{"7"});
+  auto ver = parse_body(R"({"jsonrpc":"1.0","id":"s","method":"a"})");
+  CHECK(ver.error_ids == std::vector<std::string>{"\"s\""});
+  CHECK(parse_body(R"({"jsonrpc":"2.0","id":1.5,"method":"a"})").error_ids.empty());  // no valid id
+  auto batch = parse_body(R"([{"jsonrpc":"2.0","id":11,"method":"tools/list"},5,{"jsonrpc":"2.0","id":"b","method":7}])");
+  CHECK_FALSE(batch.ok);
+  CHECK(batch.batch);
+  CHECK(batch.error_message.find("element 2") != std::string::npos);
+  CHECK(batch.error_ids == std::vector<std::string>{"11", "\"b\""});
+  CHECK(parse_body(R"([{"jsonrpc":"2.0","id":11,"method":"tools/list"}])").error_ids.empty());  // accepted
 }
 
 TEST_CASE("jsonrpc: read-only methods") {

@@ -84,6 +84,20 @@ TEST_CASE("sse: multi-line data, field without space, no-colon field, id and ret
   CHECK(!out[2].retry.has_value());
 }
 
+TEST_CASE("sse: an id longer than 1 KiB is ignored, not copied into every later event") {
+  // A hostile upstream's 50 MB id was copied into each of its small events:
+  // the loop spent 17 s copying before any deadline could fire.
+  SseParser p(size_t{8} << 20);
+  std::vector<SseEvent> out;
+  std::string stream = "id: short\ndata: a\n\nid: " + std::string(SseParser::kMaxIdBytes + 1, 'x') + "\n";
+  for (int i = 0; i < 3; ++i) stream += "data: b\n\n";
+  stream += "id: " + std::string(SseParser::kMaxIdBytes, 'y') + "\ndata: c\n\n";
+  p.feed(stream, [&](SseEvent& e) { out.push_back(e); });
+  REQUIRE(out.size() == 5);
+  for (int i = 0; i < 4; ++i) CHECK(out[i].id == "short");
+  CHECK(out[4].id == std::string(SseParser::kMaxIdBytes, 'y'));  // at the limit: kept
+}
+
 TEST_CASE("sse: an event without data is not dispatched; BOM is skipped") {
   CHECK(parse_all("event: endpoint\n\n").empty());
   auto ev = parse_all("\xEF\xBB\xBF" "data: x\n\n");
