@@ -83,8 +83,9 @@ json tool_list() {
        {"inputSchema", obj(json::object(), json::array())}},
       {{"name", "fail"}, {"description", "Answers with a JSON-RPC error: `code`, `message`"},
        {"inputSchema", obj({{"code", {{"type", "integer"}}}, {"message", {{"type", "string"}}}}, {"code"})}},
-      {{"name", "log"}, {"description", "Emits a log message at `level`"},
-       {"inputSchema", obj({{"level", {{"type", "string"}}}, {"text", {{"type", "string"}}}},
+      {{"name", "log"}, {"description", "Emits a log message at `level` (`repeat` times, default once)"},
+       {"inputSchema", obj({{"level", {{"type", "string"}}}, {"text", {{"type", "string"}}},
+                            {"repeat", {{"type", "integer"}}}},
                            {"level", "text"})}},
   });
 }
@@ -841,7 +842,10 @@ struct LegacyServer::Impl {
         std::lock_guard lk(s.mu);
         emit = level_rank(level) >= level_rank(s.log_level);
       }
-      if (emit)
+      // `repeat` (default 1): that many messages, as fast as they go (a
+      // server flooding a slow client: the backpressure tests).
+      int repeat = std::clamp(args.value("repeat", 1), 1, 100000);
+      for (int i = 0; emit && i < repeat; ++i)
         s.send(json{{"jsonrpc", "2.0"},
                     {"method", "notifications/message"},
                     {"params", {{"level", level}, {"logger", "example"}, {"data", args.value("text", "")}}}});

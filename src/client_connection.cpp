@@ -180,6 +180,7 @@ class ClientExchange : public Exchange, public std::enable_shared_from_this<Clie
 
   bool client_gone() const override { return gone_.load(); }
   EventLoop& loop() override { return conn_->loop(); }
+  uint64_t queued_bytes() const override { return conn_->queued_.load(std::memory_order_relaxed); }
 
   void on_gone(std::function<void()> f) override {
     on_loop([self = shared_from_this(), f = std::move(f)]() mutable {
@@ -642,6 +643,21 @@ void ClientConnection::send(std::string bytes, std::shared_ptr<WriteTicket> tick
     }
     bytes.erase(0, n);
   }
+  uint64_t queued = queued_.load(std::memory_order_relaxed) + bytes.size();
+  if (queued > limits_.max_queued) {
+    // Calls relaying a stream wait for the client (backpressure); this is
+    // what did not: the client takes far less than it is sent.
+    static log::RateLimit limit(20, 10000);
+    uint64_t suppressed = 0;
+    if (limit.allow(&suppressed))
+      log::warn("client connection closed: it reads slower than its answers arrive",
+                {{"queued_bytes", std::to_string(queued)}, {"limit", std::to_string(limits_.max_queued)},
+                 {"suppressed", std::to_string(suppressed)}});
+    if (metrics_) metrics_->slow_client_cut();
+    if (ticket) ticket->complete(false);
+    return close();
+  }
+  queued_.store(queued, std::memory_order_relaxed);
   out_.emplace_back(std::move(bytes), std::move(ticket));
   if (!writing_) {
     writing_ = true;
@@ -672,6 +688,7 @@ asio::awaitable<void> ClientConnection::writer() {
       auto [e, n] = co_await stream_->write_some(std::string_view(bytes).substr(off));
       ec = e;
       off += n;
+      queued_.fetch_sub(std::min<uint64_t>(n, queued_.load(std::memory_order_relaxed)), std::memory_order_relaxed);
     }
     write_timer_.cancel();
     for (auto& t : tickets) t->complete(!ec && !closed_);
@@ -710,6 +727,7 @@ void ClientConnection::close() {
   for (auto& [b, t] : out_)
     if (t) t->complete(false);
   out_.clear();
+  queued_.store(0, std::memory_order_relaxed);
   pending_.clear();
   if (current_) {
     auto c = std::move(current_);

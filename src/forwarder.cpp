@@ -450,6 +450,13 @@ class CallRun {
         hard_deadline_ = shifted(hard_deadline_, w - client_wait_);
         client_wait_ = w;
       }
+      if (drain_wait_ != Clock::duration::zero()) {
+        // Time spent waiting for the client to read (backpressure) is not
+        // the upstream's: neither its deadline nor its ping's counts it.
+        deadline_ = Deadline::earliest(shifted(deadline_, drain_wait_), hard_deadline_);
+        ping_deadline = shifted(ping_deadline, drain_wait_);
+        drain_wait_ = Clock::duration::zero();
+      }
       auto now = Clock::now();
       if (deadline_.reached()) {
         a.error = make_error(ErrorKind::kTimeout, Phase::kRequest,
@@ -563,8 +570,34 @@ class CallRun {
       a.cancelled = true;
       co_return false;
     }
+    if (sink_.congested()) co_return co_await wait_client_drain(a);
     co_return true;
   }
+
+  // Backpressure: the client reads slower than the upstream streams to it
+  // (a flood of notifications), so the upstream is not read until the
+  // client's queue drains, which lets the upstream's socket fill and slow
+  // its writer instead of growing the bridge's memory. The time spent
+  // waiting on the client does not count against the upstream's
+  // --request-timeout (the deadline moves by it), only against the call's
+  // hard cap; woken by the call's cancellation (hang-up, cancel, stop). A
+  // client that stops reading altogether is cut by --client-write-timeout.
+  asio::awaitable<bool> wait_client_drain(Attempt& a) {
+    asio::steady_timer t(ex_);
+    auto t0 = Clock::now();
+    while (sink_.congested() && !hard_deadline_.reached()) {
+      if (!sink_.alive()) {
+        a.cancelled = true;
+        co_return false;
+      }
+      t.expires_at(std::min(Clock::now() + kDrainPoll, hard_deadline_.when()));
+      auto [ec] = co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+      if (ec) break;  // cancelled: the main loop asks the sink why
+    }
+    drain_wait_ += Clock::now() - t0;  // wait_response() moves its deadlines by it
+    co_return true;
+  }
+  static constexpr auto kDrainPoll = std::chrono::milliseconds(5);
 
   asio::awaitable<void> cancel_upstream(UpstreamChannel& up) {
     state_ = State::kCancelling;
@@ -597,6 +630,7 @@ class CallRun {
   // refused while the body's own fate is what counts).
   std::optional<bool> body_taken_;
   Clock::duration client_wait_{};  // sink_.client_wait() already added to the deadlines
+  Clock::duration drain_wait_{};   // waited on a congested client, not yet added to them
   asio::cancellation_signal own_sig_;
   asio::cancellation_signal* sig_ = &own_sig_;
   std::map<std::string, std::string> server_requests_;  // bridge id -> upstream id

@@ -26,6 +26,8 @@ ConnLimits limits_of(const Config& c) {
   l.write_timeout = c.client_write_timeout;
   l.idle_timeout = c.client_idle_timeout;
   l.max_body_size = c.max_body_size;
+  // One answer may be queued whole (sliced, but at once) for a slow client.
+  l.max_queued = c.upstream.max_message_size + (16ull << 20);
   return l;
 }
 

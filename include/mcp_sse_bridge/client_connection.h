@@ -39,6 +39,12 @@ struct ConnLimits {
   uint32_t max_header_size = 64 * 1024;
   int max_requests = 1000;  // per connection, then Connection: close
   int max_pipelined = 16;   // requests read ahead of the one being answered
+  // Bytes a connection may hold queued for its client (written by calls,
+  // not yet taken by the socket); past it the client is too slow for what
+  // is sent to it and the connection closes. Calls relaying an upstream's
+  // stream stop reading it at Exchange::kCongested (backpressure): this cap
+  // is for what cannot wait (one large answer, listen and session streams).
+  uint64_t max_queued = (128ull << 20) + (16ull << 20);
 };
 
 class ClientExchange;
@@ -130,6 +136,9 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
 
   std::deque<std::pair<std::string, std::shared_ptr<WriteTicket>>> out_;
   bool writing_ = false;
+  // Bytes in out_ plus what the writer holds unwritten (read by calls on
+  // other threads through Exchange::queued_bytes()).
+  std::atomic<uint64_t> queued_{0};
 
   TimerEntry read_timer_, idle_timer_, write_timer_;
   int outq_mark_ = -1;  // send_queue_bytes() when write_timer_ was armed

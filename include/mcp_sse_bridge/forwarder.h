@@ -79,6 +79,10 @@ class CallSink {
   // this signal. Without one each attempt runs as a child coroutine with a
   // signal of its own (a co_spawn per attempt: ~3k instructions per call).
   virtual boost::asio::cancellation_signal* wake_signal() { return nullptr; }
+  // The client takes what is written to it slower than it comes
+  // (Exchange::kCongested queued): the call stops reading its upstream
+  // until that drains.
+  virtual bool congested() { return false; }
 };
 
 struct CallResult {

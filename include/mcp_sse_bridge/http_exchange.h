@@ -79,6 +79,12 @@ class Exchange {
   virtual void on_gone(std::function<void()> f) = 0;
   // The loop that owns the connection: a call answering this exchange runs there.
   virtual EventLoop& loop() = 0;
+  // Bytes written to this exchange's connection and not yet taken by its
+  // socket. Thread-safe. A call relaying an upstream stream stops reading it
+  // while this is above kCongested (backpressure: a slow client slows the
+  // upstream instead of growing the bridge's memory).
+  virtual uint64_t queued_bytes() const { return 0; }
+  static constexpr uint64_t kCongested = 1u << 20;
 };
 
 // What serves requests: called on the connection's loop thread; must not

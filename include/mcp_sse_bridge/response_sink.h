@@ -37,6 +37,7 @@ class ResponseSink : public CallSink {
   // See CallSink::wake_signal; `s` must outlive the call.
   void set_wake_signal(boost::asio::cancellation_signal* s) { wake_signal_ = s; }
   boost::asio::cancellation_signal* wake_signal() override { return wake_signal_; }
+  bool congested() override { return ex_->queued_bytes() > Exchange::kCongested; }
 
  protected:
   // Checks the capability a server request needs against the client's

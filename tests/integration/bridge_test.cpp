@@ -976,6 +976,80 @@ TEST_CASE("limits: a chunk extension or trailer that never ends is a 400 at once
   CHECK(text_of(ok.last()) == "still fine");
 }
 
+namespace {
+
+// POSTs a tools/call of `log` repeated `repeat` times with `bytes` of text
+// on a raw connection, then reads it at most 16 KiB per ms until
+// the call's result, the close, or `within`. Returns what was read.
+std::string flood_slowly(RawConn& c, const std::string& sid, int repeat, size_t bytes, std::chrono::milliseconds within,
+                         bool* closed) {
+  json req = {{"jsonrpc", "2.0"},
+              {"id", 77},
+              {"method", "tools/call"},
+              {"params", {{"name", "log"}, {"arguments", {{"level", "error"}, {"text", std::string(bytes, 'x')}, {"repeat", repeat}}}}}};
+  std::string body = req.dump();
+  c.send("POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json, text/event-stream\r\n"
+         "Content-Type: application/json\r\nMcp-Session-Id: " + sid + "\r\nContent-Length: " +
+         std::to_string(body.size()) + "\r\n\r\n" + body);
+  std::string got;
+  *closed = false;
+  auto end = SteadyClock::now() + within;
+  while (SteadyClock::now() < end && got.find(R"("text":"logged")") == std::string::npos) {
+    got += c.read_some(16 * 1024, 100ms, closed);  // at most 16 KiB per ms: ~16 MB/s
+    
+    if (*closed) break;
+    std::this_thread::sleep_for(1ms);
+  }
+  return got;
+}
+
+size_t count_of(const std::string& hay, const std::string& needle) {
+  size_t n = 0;
+  for (size_t at = hay.find(needle); at != std::string::npos; at = hay.find(needle, at + needle.size())) ++n;
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("backpressure: an upstream flooding a slow client is read at the client's pace; without it the queue is capped") {
+  // 24 MB of notifications against a queue cap of 17 MiB (--max-message-size
+  // 1 MiB + 16 MiB): the upstream writes them in ~0.1 s, the client reads
+  // far slower. Before, every byte was queued in the bridge (1.7 GB in 4 s
+  // for a longer flood).
+  auto small_messages = [](msb::Config& c) { c.upstream.max_message_size = 1 << 20; };
+  SUBCASE("call mode: the call stops reading its upstream stream until the client catches up") {
+    Harness h({}, small_messages);
+    std::string sid = h.initialize();
+    RawConn c(h.port());
+    REQUIRE(c.connected());
+    int rcv = 16 * 1024;
+    ::setsockopt(c.fd(), SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
+    bool closed = false;
+    std::string got = flood_slowly(c, sid, 400, 60000, 60000ms, &closed);
+    CHECK_FALSE(closed);
+    CHECK(count_of(got, "notifications/message") == 400);
+    CHECK(got.find(R"("text":"logged")") != std::string::npos);
+  }
+  SUBCASE("session mode (one upstream stream for the session's calls): the queue cap cuts the slow client") {
+    Harness h({}, [&](msb::Config& c) {
+      small_messages(c);
+      c.upstream.mode = msb::UpstreamMode::kSession;
+    });
+    std::string sid = h.initialize();
+    RawConn c(h.port());
+    REQUIRE(c.connected());
+    int rcv = 16 * 1024;
+    ::setsockopt(c.fd(), SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
+    bool closed = false;
+    std::string got = flood_slowly(c, sid, 400, 60000, 60000ms, &closed);
+    CHECK(closed);
+    CHECK(got.find(R"("text":"logged")") == std::string::npos);
+    CHECK(got.size() < size_t{20} << 20);
+    auto after = h.call_tool(sid, 1, "echo", {{"text", "next"}});  // the bridge serves on
+    CHECK(text_of(after.last()) == "next");
+  }
+}
+
 TEST_CASE("limits: above --max-connections a new connection gets 503 at once, not a wait") {
   Harness h({}, [](msb::Config& c) {
     c.max_connections = 4;

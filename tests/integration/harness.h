@@ -258,6 +258,22 @@ class RawConn {
     if (fd_ >= 0) ::close(fd_);
   }
   bool connected() const { return connected_; }
+  int fd() const { return fd_; }
+  // One recv of at most `max` bytes, waiting up to `within` for it; sets
+  // *closed when the peer closed.
+  std::string read_some(size_t max, std::chrono::milliseconds within, bool* closed) {
+    std::string out;
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(within.count())) <= 0) return out;
+    out.resize(max);
+    ssize_t n = ::recv(fd_, out.data(), max, 0);
+    if (n <= 0) {
+      *closed = true;
+      n = 0;
+    }
+    out.resize(static_cast<size_t>(n));
+    return out;
+  }
   // Closes with a reset (SO_LINGER 0): the peer's next write fails.
   void reset() {
     if (fd_ < 0) return;
