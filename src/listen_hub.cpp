@@ -153,6 +153,15 @@ std::string ListenHub::acknowledgement(const Filter& f, std::string_view id_json
   return dump(m);
 }
 
+std::string ListenHub::closing_response(std::string_view id_json) {
+  ojson m;
+  m["jsonrpc"] = "2.0";
+  m["id"] = ojson::parse(id_json, nullptr, false);
+  m["result"]["resultType"] = "complete";
+  m["result"]["_meta"][kSubscriptionId] = ojson::parse(id_json, nullptr, false);
+  return dump(m);
+}
+
 std::string ListenHub::for_listener(std::string_view json, const Filter& f,
                                     std::string_view id_json) {
   auto j = ojson::parse(json, nullptr, false);
@@ -358,7 +367,10 @@ void ListenHub::stop() {
     ls.swap(listeners_);
     ps.swap(profiles_);
   }
-  for (auto& [k, l] : ls) l.stream->end();
+  // Each stream ends with its request's response, as the 2026-07-28
+  // subscriptions pattern asks of a graceful closure (a stream that just
+  // stops reads to the client as a failure, DESIGN §2.3).
+  for (auto& [k, l] : ls) l.stream->end_with(closing_response(l.id_json));
   for (auto& [h, p] : ps) {
     if (p->feed) p->feed->end();
     if (p->upstream)

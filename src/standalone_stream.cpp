@@ -66,11 +66,13 @@ bool StandaloneStream::deliver(std::string json) {
   return true;
 }
 
-void StandaloneStream::end() {
-  asio::post(ex_->loop().io(), [self = shared_from_this()] {
+void StandaloneStream::end() { end_with({}); }
+
+void StandaloneStream::end_with(std::string json) {
+  asio::post(ex_->loop().io(), [self = shared_from_this(), json = std::move(json)] {
     if (!self->open_.exchange(false)) return;
     self->timer_.cancel();
-    self->ex_->end();
+    self->ex_->end(json.empty() ? std::string() : SseSink::event(json));
   });
 }
 

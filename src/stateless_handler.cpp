@@ -20,6 +20,7 @@ using ojson = nlohmann::ordered_json;
 
 // The upstream's "missing client capability" error: HTTP 400 in this era.
 constexpr int kMissingCapability = -32021;
+constexpr int kMethodNotFound = -32601;
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
@@ -207,13 +208,14 @@ boost::asio::awaitable<void> StatelessHandler::run_call(std::shared_ptr<Exchange
 
 // The upstream's final answer to a stateless call: a result is decorated
 // (resultType, cache hints); an upstream's -32021 (missing capability) is a
-// 400. Returns the HTTP status.
+// 400, its -32601 (a method it does not implement) a 404, as the
+// 2026-07-28 transport asks of a server. Returns the HTTP status.
 int StatelessHandler::final_answer(std::string_view method, std::string& response) const {
   int code = error_code_of(response);
   if (code == 0)
     response = StatelessRules::decorate_result(method, std::move(response), d_.cfg.cache_ttl_ms,
                                                d_.cfg.cache_scope);
-  return code == kMissingCapability ? 400 : 200;
+  return code == kMissingCapability ? 400 : code == kMethodNotFound ? 404 : 200;
 }
 
 // A round of an MRTR-capable call ends (on the front's loop): input_required

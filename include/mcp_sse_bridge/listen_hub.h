@@ -85,6 +85,9 @@ class ListenHub {
   // The acknowledgement (the stream's first message) for request `id_json`:
   // `f` as honoured (its uris when not empty).
   static std::string acknowledgement(const Filter& f, std::string_view id_json);
+  // The listen request's response that closes its stream gracefully:
+  // result {resultType: complete, _meta: {subscriptionId}}.
+  static std::string closing_response(std::string_view id_json);
   // `json` tagged with the subscription id; "" when `f` does not ask for it.
   static std::string for_listener(std::string_view json, const Filter& f,
                                   std::string_view id_json);

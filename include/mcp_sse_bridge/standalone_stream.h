@@ -52,6 +52,8 @@ class StandaloneStream : public SessionStreamSink,
   bool deliver(std::string json) override;
   // Ends the stream (its last chunk). Idempotent. Any thread.
   void end() override;
+  // Ends it with one last message (a listen stream's final response). Any thread.
+  void end_with(std::string json);
   bool open() const override { return open_.load(); }
 
  private:

@@ -390,6 +390,28 @@ TEST_CASE("listen profiles: a list change from one tenant's call reaches that te
 // The figures in the README's subscriptions/listen section. Skipped by
 // default; run with:
 //   build/tests/integration-tests -tc='listen latency*' --no-skip
+TEST_CASE("listen streams end with their request's response when the bridge stops (graceful closure)") {
+  // Before, the stream just ended: a client reads that as a dropped
+  // subscription on every rolling restart (DESIGN §2.3).
+  Harness h;
+  Listen a(h.port(), "L1", {{"toolsListChanged", true}});
+  Listen b(h.port(), 42, {{"resourcesListChanged", true}});
+  ack_of(a);
+  ack_of(b);
+  std::thread stopper([&] { h.bridge().drain(msb::Duration(2000)); });
+  std::vector<json> lasts;
+  for (auto* l : {&a, &b})
+    lasts.push_back(
+        l->next_matching([](const json& m) { return m.contains("result") || m.contains("error"); }, 5000ms));
+  stopper.join();
+  for (auto& last : lasts) {
+    REQUIRE(last.is_object());
+    CHECK(last["result"]["resultType"] == "complete");
+    CHECK(last["id"] == last["result"]["_meta"][kSubId]);
+  }
+  CHECK(a.next(100ms).is_null());
+}
+
 TEST_CASE("listen latency: upstream notification to the listener, through the bridge" * doctest::skip()) {
   Harness h;
   Listen l(h.port(), "lat", {{"toolsListChanged", true}, {"resourceSubscriptions", {"example://a"}}});

@@ -184,7 +184,7 @@ TEST_CASE("stateless calls: JSON and SSE answers, resultType on every result, ca
   CHECK(text_of(body_of_json(r2.body)) == "again");
 }
 
-TEST_CASE("stateless upstream errors: in-band with the id; a missing client capability (-32021) is a 400") {
+TEST_CASE("stateless upstream errors: in-band with the id; a missing client capability (-32021) is a 400, an unknown method 404") {
   Harness h;
   auto plain = send(h, tool_call("e1", "fail", {{"code", -32602}, {"message", "bad args"}}));
   CHECK(plain.status == 200);
@@ -198,6 +198,20 @@ TEST_CASE("stateless upstream errors: in-band with the id; a missing client capa
   REQUIRE(cap.messages.size() == 1);
   CHECK(cap.last()["id"] == "e2");
   CHECK(cap.last()["error"]["code"] == -32021);
+  // A method the upstream does not implement: 404 with -32601 (2026-07-28,
+  // streamable-http), JSON or SSE alike while nothing was streamed.
+  for (bool sse : {false, true}) {
+    CAPTURE(sse);
+    json complete = request("c1", "completion/complete",
+                            {{"ref", {{"type", "ref/prompt"}, {"name", "p"}}},
+                             {"argument", {{"name", "a"}, {"value", "x"}}},
+                             {"_meta", meta()}});
+    auto missing = send(h, complete, sse);
+    CHECK(missing.status == 404);
+    REQUIRE(missing.messages.size() == 1);
+    CHECK(missing.last()["id"] == "c1");
+    CHECK(missing.last()["error"]["code"] == -32601);
+  }
 }
 
 TEST_CASE("stateless refusals: header rules, _meta, version, method; each with its id, counted, connection kept") {
