@@ -288,8 +288,9 @@ Config parse_or_throw(int argc, char** argv, std::string* help_text) {
       "cancelled upstream",
       kDur);
   opt("mrtr-max-parked", c.mrtr_max_parked,
-      "2026-07-28 clients: calls waiting for their client's input at once; one more is answered "
-      "with an error and cancelled upstream")
+      "2026-07-28 clients: calls waiting for their client's input at once (each holds an "
+      "upstream session, within --max-upstream-sessions: the default leaves the rest to calls); "
+      "one more is answered with an error and cancelled upstream")
       ->check(CLI::Range(size_t{1}, size_t{1000000}));
   opt("session-secret-file", secret_file,
       "File holding the HMAC secret for session ids (share it across replicas); env "
@@ -310,6 +311,11 @@ Config parse_or_throw(int argc, char** argv, std::string* help_text) {
       "Upstream SSE sessions open at once (calls plus warm pool; in session mode, client "
       "sessions holding one); a call that finds none free fails at once")
       ->check(CLI::Range(1, 100000));
+  opt("max-listen-sessions", u.max_listen_sessions,
+      "2026-07-28 subscriptions/listen: upstream sessions held for listen streams at once (one "
+      "per distinct set of forwarded headers, shared by its listeners; within "
+      "--max-upstream-sessions); a listen needing one more gets HTTP 503 with Retry-After")
+      ->check(CLI::Range(size_t{1}, size_t{100000}));
   opt("upstream-mode", upstream_mode,
       "call: each call runs on a short-lived upstream session; session: each client session "
       "keeps one upstream session (for servers that keep state per SSE session) and gets a "

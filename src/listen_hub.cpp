@@ -178,15 +178,20 @@ bool ListenHub::advertises_subscribe(std::string_view init_response) {
          j[ptr].get<bool>();
 }
 
-bool ListenHub::listen(std::shared_ptr<Exchange> ex, HttpResponse head, std::string id_json,
-                       Filter f, std::string upstream_headers) {
+ListenHub::Opened ListenHub::listen(std::shared_ptr<Exchange> ex, HttpResponse head, std::string id_json,
+                                    Filter f, std::string upstream_headers) {
   auto stream = std::make_shared<StandaloneStream>(ex, keepalive_, metrics_);
   uint64_t key;
   std::shared_ptr<SessionUpstream> fresh, replaced;
   std::shared_ptr<Feed> old_feed;
   {
     std::lock_guard lk(mu_);
-    if (stopped_) return false;  // nothing written: the caller refuses it
+    if (stopped_) return Opened::kStopped;  // nothing written: the caller refuses it
+    // Each profile holds an upstream session, which calls need too: a
+    // client choosing forwarded headers (a tenant key each) must not take
+    // them all.
+    if (!profiles_.count(upstream_headers) && profiles_.size() >= cfg_.max_listen_sessions)
+      return Opened::kFull;
     key = next_++;
     auto& l = listeners_.emplace(key, Listener{stream, std::move(f), id_json, upstream_headers})
                   .first->second;
@@ -234,7 +239,7 @@ bool ListenHub::listen(std::shared_ptr<Exchange> ex, HttpResponse head, std::str
     fresh->start();
     log::info("listen: holding an upstream session for subscriptions/listen streams");
   }
-  return true;
+  return Opened::kOk;
 }
 
 void ListenHub::acknowledge(Profile& p, Listener& l) {

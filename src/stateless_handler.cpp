@@ -108,9 +108,17 @@ void StatelessHandler::handle(std::shared_ptr<Exchange> ex, const HttpRequest& r
     if (!filter) return refuse(*ex, Rejection{400, -32602, why}, m.id, base);
     const Rejection stopping{503, -32000, "Service Unavailable: the bridge is shutting down"};
     if (d_.life.draining.load()) return refuse(*ex, stopping, m.id, base);
-    if (!listen_.listen(ex, SseSink::head(HttpResponse(base)), m.id, std::move(*filter),
-                        std::move(upstream_headers)))
-      refuse(*ex, stopping, m.id, base);  // stopped meanwhile
+    auto opened = listen_.listen(ex, SseSink::head(HttpResponse(base)), m.id, std::move(*filter),
+                                 std::move(upstream_headers));
+    if (opened == ListenHub::Opened::kStopped) return refuse(*ex, stopping, m.id, base);  // stopped meanwhile
+    if (opened == ListenHub::Opened::kFull) {
+      Rejection full{503, -32000,
+                     "Service Unavailable: " + std::to_string(d_.cfg.upstream.max_listen_sessions) +
+                         " upstream sessions are held for listen streams of other header sets "
+                         "(--max-listen-sessions)"};
+      full.headers.emplace_back("Retry-After", "5");
+      return refuse(*ex, full, m.id, base);
+    }
     return;
   }
   auto& io = ex->loop().io();

@@ -56,6 +56,7 @@ struct UpstreamConfig {
   int retries = 1;                          // fresh-session retries allowed by DESIGN §2.5
   UpstreamMode mode = UpstreamMode::kCall;  // --upstream-mode call|session
   Duration session_idle_timeout{1800000};   // --session-idle-timeout: session mode, unused upstream session closed
+  size_t max_listen_sessions = 64;          // --max-listen-sessions: upstream sessions held for listen streams (one per header profile)
   PoolConfig pool;                          // warm sessions
 };
 
@@ -94,7 +95,7 @@ struct Config {
   Duration discover_refresh{60000};          // --discover-refresh
   size_t max_revoked_sessions = 100000;
   Duration mrtr_park_timeout{120000};        // 2026-07-28: a call waiting for its client's MRTR retry
-  size_t mrtr_max_parked = 1024;             // calls waiting for an MRTR retry at once; more: error
+  size_t mrtr_max_parked = 256;              // calls waiting for an MRTR retry at once (each holds an upstream session); more: error
   std::string session_secret;                // from --session-secret-file or env
   bool session_secret_generated = false;
   std::string log_level = "info";

@@ -97,8 +97,11 @@ class ListenHub {
   // Opens a listen stream on `ex` (the connection's loop): SSE head `head`,
   // the acknowledgement, then matching notifications until the client
   // closes it or the bridge stops. `upstream_headers` picks the profile.
-  // False (nothing written, the caller answers) once the hub has stopped.
-  bool listen(std::shared_ptr<Exchange> ex, HttpResponse head, std::string id_json, Filter f,
+  // kStopped once the hub has stopped, kFull when the stream needs an
+  // upstream session of its own and --max-listen-sessions are held (nothing
+  // written in either case: the caller answers).
+  enum class Opened { kOk, kStopped, kFull };
+  Opened listen(std::shared_ptr<Exchange> ex, HttpResponse head, std::string id_json, Filter f,
               std::string upstream_headers);
   // A notification from an upstream session of profile `upstream_headers`
   // (any thread): to that profile's listeners only.

@@ -115,7 +115,7 @@ test('every option on: all resources, args for every feature, TCP probes under m
     '--upstream-headers-file=', '--upstream-header=X-Tenant: acme', '--forward-header=X-Api-Key',
     '--allowed-host=mcp.example.com', '--allowed-origin=https://app.example.com', '--config=',
     '--pool-reuse=false', '--serve-stale-initialize=false', '--upstream-pipelining=false', '--post-timeout=4s', '--idle-probe-timeout=1500ms', '--max-calls-per-session=16', '--drain-timeout=30s', '--loop-packing=false',
-    '--cache-ttl-ms=30000', '--cache-scope=public', '--discover-refresh=5m'])
+    '--cache-ttl-ms=30000', '--cache-scope=public', '--discover-refresh=5m', '--max-listen-sessions=20'])
     assert.ok(a.includes(flag), `args lack ${flag}`);
   assert.ok(!a.includes('chart-test-token'), 'a token must not appear in args');
   assert.ok(c.startupProbe.tcpSocket && c.readinessProbe.tcpSocket, 'mTLS: kubelet probes cannot use HTTPS');

@@ -387,9 +387,6 @@ TEST_CASE("listen profiles: a list change from one tenant's call reaches that te
   CHECK(lb.next_matching(is_tools, 500ms).is_null());
 }
 
-// The figures in the README's subscriptions/listen section. Skipped by
-// default; run with:
-//   build/tests/integration-tests -tc='listen latency*' --no-skip
 TEST_CASE("listen streams end with their request's response when the bridge stops (graceful closure)") {
   // Before, the stream just ended: a client reads that as a dropped
   // subscription on every rolling restart (DESIGN §2.3).
@@ -412,6 +409,52 @@ TEST_CASE("listen streams end with their request's response when the bridge stop
   CHECK(a.next(100ms).is_null());
 }
 
+TEST_CASE("listen profiles: at most --max-listen-sessions upstream sessions for listen streams; calls keep theirs") {
+  // Each distinct forwarded-header set held an upstream session, uncapped,
+  // inside --max-upstream-sessions: a client choosing a header per listen
+  // took every session and each call failed with bridge_overloaded.
+  Harness h({}, [](msb::Config& c) {
+    c.forward_headers = {"X-Tenant"};
+    c.upstream.max_listen_sessions = 2;
+    c.upstream.max_sessions = 4;
+  });
+  Listen t0(h.port(), "t0", {{"toolsListChanged", true}}, {{"X-Tenant", "t0"}});
+  Listen t1(h.port(), "t1", {{"toolsListChanged", true}}, {{"X-Tenant", "t1"}});
+  ack_of(t0);
+  ack_of(t1);
+  std::vector<std::unique_ptr<Listen>> more;
+  for (int i = 2; i < 6; ++i) {
+    std::string tenant = "t" + std::to_string(i);
+    more.push_back(std::make_unique<Listen>(h.port(), tenant, json{{"toolsListChanged", true}},
+                                            std::vector<std::pair<std::string, std::string>>{{"X-Tenant", tenant}}));
+    json refused = more.back()->next(3000ms);
+    CHECK(more.back()->status() == 503);
+    CHECK(more.back()->head().find("Retry-After: 5") != std::string::npos);
+    REQUIRE(refused.is_object());
+    CHECK(refused["id"] == tenant);
+    CHECK(refused["error"]["message"].get<std::string>().find("--max-listen-sessions") != std::string::npos);
+  }
+  Listen t0b(h.port(), "t0b", {{"toolsListChanged", true}}, {{"X-Tenant", "t0"}});  // shares t0's session
+  ack_of(t0b);
+  std::string sid = h.initialize();
+  auto call = h.call_tool(sid, 1, "echo", {{"text", "still served"}});
+  CHECK(text_of(call.last()) == "still served");
+  // A profile whose listeners all left frees its place.
+  t1.close();
+  bool opened = false;
+  for (int i = 0; i < 50 && !opened; ++i) {
+    Listen t9(h.port(), "t9", {{"toolsListChanged", true}}, {{"X-Tenant", "t9"}});
+    json first = t9.next(1000ms);
+    opened = t9.status() == 200 && first.is_object() &&
+             first.value("method", "") == "notifications/subscriptions/acknowledged";
+    if (!opened) std::this_thread::sleep_for(50ms);
+  }
+  CHECK(opened);
+}
+
+// The figures in the README's subscriptions/listen section. Skipped by
+// default; run with:
+//   build/tests/integration-tests -tc='listen latency*' --no-skip
 TEST_CASE("listen latency: upstream notification to the listener, through the bridge" * doctest::skip()) {
   Harness h;
   Listen l(h.port(), "lat", {{"toolsListChanged", true}, {"resourceSubscriptions", {"example://a"}}});

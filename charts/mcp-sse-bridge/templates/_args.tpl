@@ -28,6 +28,7 @@ tests/chart/chart_test.mjs runs the real binary with these args
 - {{ printf "--max-message-size=%v" $u.maxMessageSize | quote }}
 - {{ printf "--upstream-retries=%v" $u.retries | quote }}
 - {{ printf "--max-upstream-sessions=%v" $u.maxSessions | quote }}
+- {{ printf "--max-listen-sessions=%v" $u.maxListenSessions | quote }}
 - {{ printf "--upstream-mode=%v" $u.mode | quote }}
 - {{ printf "--session-idle-timeout=%v" $u.sessionIdleTimeout | quote }}
 - {{ printf "--allow-foreign-endpoint=%v" $u.allowForeignEndpoint | quote }}
