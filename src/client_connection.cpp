@@ -59,6 +59,10 @@ constexpr Duration kLinger{1000};
 constexpr size_t kLingerBytes = 8u << 20;
 // Bytes of pipelined requests kept unparsed while earlier ones are answered.
 constexpr size_t kMaxReadAhead = 1u << 20;
+// Bodies of requests parsed ahead of the one being answered: no new request
+// is parsed past this (each may be --max-body-size: 16 of them held 256 MiB
+// per connection before admission counted any).
+constexpr size_t kMaxPendingBodies = 1u << 20;
 // A stream head deferred for the stream's first bytes waits at most this
 // long: a quick answer leaves in one write, a slow one shows its head soon.
 constexpr Duration kHeadDelay{50};
@@ -486,7 +490,7 @@ size_t ClientConnection::parse(const char* in, size_t n) {
   // Bounded: every pass consumes bytes or stops.
   while (pos < n && !closed_ && !closing_after_) {
     if (!parser_) {
-      if (static_cast<int>(pending_.size()) >= limits_.max_pipelined) {
+      if (static_cast<int>(pending_.size()) >= limits_.max_pipelined || pending_body_bytes() >= kMaxPendingBodies) {
         // Read ahead far enough: the rest waits in the buffer (bounded)
         // until the requests before it are answered.
         if (buf_.size() + (n - pos) > kMaxReadAhead) refuse_and_close(429, "too many pipelined requests");
@@ -543,6 +547,12 @@ size_t ClientConnection::parse(const char* in, size_t n) {
     if (used == 0) break;
   }
   return pos;
+}
+
+size_t ClientConnection::pending_body_bytes() const {
+  size_t n = 0;
+  for (auto& r : pending_) n += r.body.size();  // at most --max-pipelined of them
+  return n;
 }
 
 void ClientConnection::next_request() {

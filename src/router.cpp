@@ -62,7 +62,9 @@ HttpResponse Router::refused(int status, std::string_view why) {
   if (status == 431)
     return d_.refusals.answer(Rejection{431, -32600, "Request header fields too large"});
   if (status == 429)
-    return d_.refusals.answer(Rejection{429, -32600, "Too many pipelined requests"});
+    return d_.refusals.answer(Rejection{429, -32600,
+                                        "Too many pipelined requests: more than 16, or 1 MiB of bodies, waiting "
+                                        "behind the request being answered"});
   return d_.refusals.answer(Rejection{status, -32600, "Bad Request: " + std::string(why)});
 }
 

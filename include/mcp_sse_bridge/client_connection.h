@@ -93,6 +93,7 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   bool movable() const;   // idle between requests, plain, nothing owed
   void take(const char* in, size_t n);  // bytes just read, nothing buffered before them
   void feed();            // parses buffered bytes (buf_) into pending_ requests
+  size_t pending_body_bytes() const;
   // Parses `in` into pending_ requests; returns how many bytes it used.
   size_t parse(const char* in, size_t n);
   void next_request();    // dispatches the next pending request, if idle

@@ -909,6 +909,41 @@ TEST_CASE("limits: a malformed request pipelined behind a running call: the answ
   CHECK(mid < bad);
 }
 
+TEST_CASE("limits: requests pipelined behind a running call hold at most ~1 MiB of bodies; past the read-ahead, 429") {
+  // Each of 16 pipelined requests could hold --max-body-size before any was
+  // admitted (256 MiB per connection at the defaults).
+  Harness h({}, [](msb::Config& c) { c.client_read_timeout = 5000ms; });
+  std::string sid = h.initialize();
+  auto post = [&](const std::string& body) {
+    return "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json\r\n"
+           "Content-Type: application/json\r\nMcp-Session-Id: " + sid +
+           "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  };
+  RawConn c(h.port());
+  REQUIRE(c.connected());
+  std::string pad(600 * 1024, 'p');
+  std::string bytes = post(R"({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":800}}})");
+  for (int i = 2; i <= 7; ++i)
+    bytes += post(R"({"jsonrpc":"2.0","id":)" + std::to_string(i) +
+                  R"(,"method":"tools/call","params":{"name":"echo","arguments":{"text":"r)" + std::to_string(i) +
+                  R"("},"_meta":{"pad":")" + pad + R"("}}})");
+  std::thread writer([&] { c.send(bytes); });  // 3.6 MB: the bridge stops taking it
+  bool closed = false;
+  std::string resp = c.read_until_close(10000ms, &closed);
+  writer.join();
+  CHECK(closed);
+  auto slept = resp.find("slept 800 ms");
+  auto r2 = resp.find("\"r2\""), r3 = resp.find("\"r3\"");
+  auto refused = resp.find("HTTP/1.1 429");
+  CHECK(slept != std::string::npos);
+  CHECK(r2 != std::string::npos);  // the first pipelined bodies (1.2 MB) are held and answered
+  CHECK(r3 != std::string::npos);
+  CHECK(resp.find("\"r5\"") == std::string::npos);  // not parsed: refused with the read-ahead
+  REQUIRE(refused != std::string::npos);
+  CHECK(slept < refused);
+  CHECK(resp.find("Too many pipelined requests") != std::string::npos);
+}
+
 TEST_CASE("HTTP/1.0: a streamed answer is not chunked; its body ends with the connection") {
   Harness h;
   std::string sid = h.initialize();
