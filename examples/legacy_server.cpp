@@ -723,7 +723,7 @@ struct LegacyServer::Impl {
     std::string name = params.value("name", "");
     json args = params.value("arguments", json::object());
     if (name == "echo") {
-      s.send(result(id, text(args.value("text", ""))));
+      s.send(result(faults.id_as_string && id.is_number() ? json(id.dump()) : id, text(args.value("text", ""))));
     } else if (name == "add") {
       double sum = args.value("a", 0.0) + args.value("b", 0.0);
       json n = sum == static_cast<double>(static_cast<long long>(sum)) ? json(static_cast<long long>(sum)) : json(sum);

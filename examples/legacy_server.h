@@ -63,6 +63,7 @@ struct Faults {
   std::atomic<int> drop_then_404{0};         // next N tools/call POSTs: end the stream, answer 404
   std::atomic<bool> drop_after_initialized{false};  // end the stream once a session is initialized
   std::atomic<bool> multiline_data{false};   // each message pretty-printed over several `data:` lines
+  std::atomic<bool> id_as_string{false};     // tools/call echo: the response's integer id sent back as a string
   // notifications/initialized POSTs (plain HTTP only, the pipelining tests):
   std::atomic<int> initialized_status{0};       // handled, but answered with this status
   std::atomic<bool> initialized_conn_close{false};  // answered 202 `Connection: close`, then closed

@@ -46,6 +46,14 @@ std::string internal_id(std::string_view what) {
 
 using ChannelPtr = std::unique_ptr<UpstreamChannel>;
 
+// The same id text as a string and as a number ("7" and 7).
+bool same_value_other_type(std::string_view a, std::string_view b) {
+  auto quoted = [](std::string_view q, std::string_view v) {
+    return q.size() == v.size() + 2 && q.front() == '"' && q.back() == '"' && q.substr(1, v.size()) == v;
+  };
+  return quoted(a, b) || quoted(b, a);
+}
+
 Deadline shifted(Deadline d, Clock::duration by) {
   return d.is_never() ? d : Deadline::at(d.when() + by);
 }
@@ -503,6 +511,14 @@ class CallRun {
       }
       if (m->kind == MsgKind::kResponse) {
         if (m->id == id) co_return std::move(m->raw);
+        if (same_value_other_type(m->id, id)) {
+          // A server that turned 7 into "7": the answer is ours but would
+          // never match, and the call would wait out its deadline.
+          a.error = make_error(ErrorKind::kProtocol, Phase::kRequest,
+                               "the upstream answered request " + id.substr(0, 64) + " with id " +
+                                   m->id.substr(0, 64) + " (a JSON-RPC id keeps its type)");
+          co_return std::nullopt;
+        }
         if (ping_id && m->id == *ping_id) {
           ping_id.reset();
           ping_deadline = Deadline::never();

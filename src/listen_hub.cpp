@@ -94,6 +94,10 @@ struct ListenHub::Profile {
   // The upstream's latest initialize answer advertises resources.subscribe;
   // unknown until the held session first opens.
   std::optional<bool> subscribe;
+  // Its held session's last open failed (it backs off and retries): a
+  // listener coming meanwhile is acknowledged at once, as those waiting then
+  // were, not after the next attempt (up to the backoff's 15 s later).
+  bool unreachable = false;
   std::map<std::string, size_t> uris;  // held upstream -> acknowledged listeners that asked
 };
 
@@ -229,7 +233,7 @@ ListenHub::Opened ListenHub::listen(std::shared_ptr<Exchange> ex, HttpResponse h
     // Lists alone, or the upstream's support known: acknowledged now (under
     // the lock, so that no notification overtakes it). Else when the held
     // session opens or fails.
-    if (l.filter.uris.empty() || p->subscribe) acknowledge(*p, l);
+    if (l.filter.uris.empty() || p->subscribe || p->unreachable) acknowledge(*p, l);
   }
   // The acknowledgement was posted to this loop: it follows the head.
   stream->start(std::move(head), [this, key] { remove(key); });
@@ -293,6 +297,7 @@ void ListenHub::on_open(const std::string& profile, const Feed* feed,
               "held for listeners may be refused",
               {{"uris", std::to_string(p.uris.size())}});
   p.subscribe = sub;
+  p.unreachable = false;
   for (auto k : p.members)
     if (auto it = listeners_.find(k); it != listeners_.end() && !it->second.acked)
       acknowledge(p, it->second);
@@ -303,6 +308,7 @@ void ListenHub::on_end(const std::string& profile, const Feed* feed) {
   auto pit = profiles_.find(profile);
   if (pit == profiles_.end() || pit->second->feed.get() != feed) return;
   Profile& p = *pit->second;
+  if (!p.subscribe) p.unreachable = true;  // (known support outlives an outage: kept)
   // The held session could not open: the listeners still waiting are
   // acknowledged with what the bridge can honour without it.
   for (auto k : p.members)

@@ -194,6 +194,18 @@ TEST_CASE("failure: half-open stream (silent) is detected by the ping probe") {
   check_recovers(h, sid);
 }
 
+TEST_CASE("failure: an upstream answering 7 as \"7\" fails the call at once, not at its deadline") {
+  Harness h({}, [](msb::Config& c) { c.upstream.request_timeout = 5000ms; });
+  std::string sid = h.initialize();
+  h.faults().id_as_string = true;
+  auto r = h.call_tool(sid, 7, "echo", {{"text", "x"}});
+  check_bridge_error(r, 7, "upstream_protocol_error", "request");
+  CHECK(r.last()["error"]["message"].get<std::string>().find("keeps its type") != std::string::npos);
+  CHECK(r.ms < 2500);
+  auto s = h.call_tool(sid, "s", "echo", {{"text", "strings are left alone"}});
+  CHECK(text_of(s.last()) == "strings are left alone");
+}
+
 TEST_CASE("failure: endpoint on another origin is refused (SSRF guard), not retried") {
   Harness h;
   std::string sid = h.initialize();

@@ -338,6 +338,21 @@ TEST_CASE("listen resourceSubscriptions: with the upstream down, the listener is
   CHECK(u.is_object());
 }
 
+TEST_CASE("listen resourceSubscriptions: a listener coming while the held session backs off is acknowledged at once") {
+  // It waited for the held session's next attempt: seconds once the
+  // backoff had grown (up to 15 s).
+  Harness h;
+  h.stop_upstream();
+  Listen a(h.port(), "a", {{"resourceSubscriptions", {"example://a"}}});
+  ack_of(a);
+  std::this_thread::sleep_for(4000ms);  // attempts at ~0.5, 1.5, 3.5 s; the next ~3 s away
+  auto t0 = SteadyClock::now();
+  Listen b(h.port(), "b", {{"toolsListChanged", true}, {"resourceSubscriptions", {"example://b"}}});
+  json ack = ack_of(b);
+  CHECK(ms_since(t0) < 1000);
+  CHECK(ack["params"]["notifications"] == json{{"toolsListChanged", true}});  // URIs left out, as for A
+}
+
 TEST_CASE("listen resourceSubscriptions: more than 256 URIs, or not strings, is a JSON-RPC error with the id") {
   Harness h;
   json many = json::array();
