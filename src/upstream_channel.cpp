@@ -174,6 +174,15 @@ void UpstreamChannel::on_event(SseEvent& ev, Phase phase) {
   if (failed_) return;
   if (ev.type == "endpoint") {
     if (have_endpoint_) return;  // a second endpoint is ignored
+    // Its target goes into every POST's request line: a hostile one of
+    // megabytes (the event limit is --max-message-size) would ride along
+    // with each call.
+    if (ev.data.size() > kMaxEndpointBytes) {
+      failed_ = make_error(ErrorKind::kProtocol, Phase::kEndpoint,
+                           "`endpoint` URI of " + std::to_string(ev.data.size()) + " bytes (at most " +
+                               std::to_string(kMaxEndpointBytes) + ")");
+      return;
+    }
     auto url = resolve_url(cfg_.sse_url, ev.data);
     if (!url) {
       failed_ = make_error(ErrorKind::kProtocol, Phase::kEndpoint,

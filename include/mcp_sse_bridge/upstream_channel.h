@@ -35,6 +35,9 @@ namespace msb {
 
 class UpstreamChannel {
  public:
+  // The longest `endpoint` URI taken (it is the target of every POST).
+  static constexpr size_t kMaxEndpointBytes = 8192;
+
   // `cfg` must outlive the channel. `extra_headers`: full "Name: value\r\n"
   // lines (static + forwarded client headers) sent on the GET and on every POST.
   UpstreamChannel(asio::any_io_executor ex, const UpstreamConfig& cfg, std::string extra_headers);

@@ -837,6 +837,33 @@ TEST_CASE("upstream channel: malformed HTTP and malformed chunks from the upstre
   }
 }
 
+TEST_CASE("upstream channel: an endpoint URI over 8 KiB is kProtocol in kEndpoint, not the target of every POST") {
+  for (size_t len : {UpstreamChannel::kMaxEndpointBytes, UpstreamChannel::kMaxEndpointBytes + 1}) {
+    CAPTURE(len);
+    std::string target = "/message?sessionId=" + std::string(len - 19, 'a');
+    FakeUpstream f([target](int fd, const std::atomic<bool>& stop) {
+      std::string head = FakeUpstream::read_head(fd, stop);
+      if (head.rfind("GET ", 0) == 0) {
+        FakeUpstream::send_all(fd, kSseHead + chunk("event: endpoint\ndata: " + target + "\n\n"));
+        FakeUpstream::hold(fd, stop);
+        return;
+      }
+      for (; !head.empty() && !stop; head = FakeUpstream::read_head(fd, stop))
+        FakeUpstream::send_all(fd, "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n");
+    });
+    LoopThread lt;
+    Outcome r = open_once(lt, config_for(f.port()));
+    if (len <= UpstreamChannel::kMaxEndpointBytes) {
+      CHECK_FALSE(r.err);
+    } else {
+      REQUIRE(r.err);
+      CHECK(r.err->kind == ErrorKind::kProtocol);
+      CHECK(r.err->phase == Phase::kEndpoint);
+      CHECK(r.err->detail.find("bytes (at most 8192)") != std::string::npos);
+    }
+  }
+}
+
 TEST_CASE("upstream channel: an oversized event from a fake, split across chunks, is kProtocol") {
   FakeUpstream f(sse_script([](int fd, const std::atomic<bool>& stop) {
     std::string big(3000, 'a');
