@@ -1026,10 +1026,10 @@ TEST_CASE("limits: a chunk extension or trailer that never ends is a 400 at once
 namespace {
 
 // POSTs a tools/call of `log` repeated `repeat` times with `bytes` of text
-// on a raw connection, then reads it at most 16 KiB per ms until
+// on a raw connection, then reads it at most `per_ms` bytes per ms until
 // the call's result, the close, or `within`. Returns what was read.
 std::string flood_slowly(RawConn& c, const std::string& sid, int repeat, size_t bytes, std::chrono::milliseconds within,
-                         bool* closed) {
+                         bool* closed, size_t per_ms = 16 * 1024) {
   json req = {{"jsonrpc", "2.0"},
               {"id", 77},
               {"method", "tools/call"},
@@ -1042,7 +1042,7 @@ std::string flood_slowly(RawConn& c, const std::string& sid, int repeat, size_t 
   *closed = false;
   auto end = SteadyClock::now() + within;
   while (SteadyClock::now() < end && got.find(R"("text":"logged")") == std::string::npos) {
-    got += c.read_some(16 * 1024, 100ms, closed);  // at most 16 KiB per ms: ~16 MB/s
+    got += c.read_some(per_ms, 100ms, closed);  // at most per_ms bytes per ms (16 KiB: ~16 MB/s)
     
     if (*closed) break;
     std::this_thread::sleep_for(1ms);
@@ -1063,7 +1063,13 @@ TEST_CASE("backpressure: an upstream flooding a slow client is read at the clien
   // 1 MiB + 16 MiB): the upstream writes them in ~0.1 s, the client reads
   // far slower. Before, every byte was queued in the bridge (1.7 GB in 4 s
   // for a longer flood).
-  auto small_messages = [](msb::Config& c) { c.upstream.max_message_size = 1 << 20; };
+  // A long request deadline: the sanitizer build takes seconds to read and
+  // relay 24 MB (the deadline is not what this test is about).
+  auto small_messages = [](msb::Config& c) {
+    c.upstream.max_message_size = 1 << 20;
+    c.upstream.request_timeout = 30000ms;
+    c.upstream.max_request_timeout = 60000ms;
+  };
   SUBCASE("call mode: the call stops reading its upstream stream until the client catches up") {
     Harness h({}, small_messages);
     std::string sid = h.initialize();
@@ -1081,6 +1087,10 @@ TEST_CASE("backpressure: an upstream flooding a slow client is read at the clien
     Harness h({}, [&](msb::Config& c) {
       small_messages(c);
       c.upstream.mode = msb::UpstreamMode::kSession;
+      // One loop: the session's upstream and the client's connection share
+      // it, so writes queue (from another loop a write waits for the
+      // socket, which is backpressure of its own).
+      c.loop_threads = 1;
     });
     std::string sid = h.initialize();
     RawConn c(h.port());
@@ -1088,7 +1098,9 @@ TEST_CASE("backpressure: an upstream flooding a slow client is read at the clien
     int rcv = 16 * 1024;
     ::setsockopt(c.fd(), SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
     bool closed = false;
-    std::string got = flood_slowly(c, sid, 400, 60000, 60000ms, &closed);
+    // 48 MB read at ~1 MB/s: the queue passes the cap even where the
+    // bridge relays slowly (the sanitizer build: ~8 MB/s).
+    std::string got = flood_slowly(c, sid, 800, 60000, 60000ms, &closed, 1024);
     CHECK(closed);
     CHECK(got.find(R"("text":"logged")") == std::string::npos);
     CHECK(got.size() < size_t{20} << 20);
