@@ -162,7 +162,7 @@ std::string ListenHub::closing_response(std::string_view id_json) {
   m["jsonrpc"] = "2.0";
   m["id"] = ojson::parse(id_json, nullptr, false);
   m["result"]["resultType"] = "complete";
-  m["result"]["_meta"][kSubscriptionId] = ojson::parse(id_json, nullptr, false);
+  m["result"]["_meta"][kSubscriptionId] = m["id"];
   return dump(m);
 }
 

@@ -39,6 +39,18 @@ bridge=$(realpath "${2:-build-release/mcp-sse-bridge}")
 cpu=$root/build-release/tools/mcp-bridge-cpu
 [ -x "$cpu" ] || { echo "profile-call: build $cpu first (tools/bench-core.sh builds it)" >&2; exit 2; }
 out=$(mktemp -d /tmp/msb-profile.XXXXXX)
+# find_pid PATTERN [GATE]: the newest process matching PATTERN, once the
+# cell's output matches GATE (when given); polled for up to 30 s.
+find_pid() {
+  local p
+  for _ in $(seq 1 300); do
+    if [ -z "${2:-}" ] || grep -Eq "$2" "$out/cell.txt" 2>/dev/null; then
+      p=$(pgrep -n -f "$1") && { echo "$p"; return 0; }
+    fi
+    sleep 0.1
+  done
+  return 1
+}
 # each_proxy FN: runs one c10 cell (nginx's first, then the bridge's) at
 # $rate and calls `FN nginx PID` and `FN bridge PID` 2.5 s into each.
 each_proxy() {
@@ -46,22 +58,12 @@ each_proxy() {
   timeout 120 "$cpu" --bridge "$bridge" --rounds 1 --concurrency 10 --rate "$rate" --warmup-ms 1000 \
     --window-ms 6000 >"$out/cell.txt" 2>&1 &
   tool=$!
-  pid=""
-  for _ in $(seq 1 300); do  # nginx's cell comes first: its worker
-    pid=$(pgrep -n -f "nginx: worker") && break
-    sleep 0.1
-  done
-  [ -n "$pid" ] || { echo "profile-call: nginx did not start" >&2; wait $tool; exit 1; }
+  # nginx's cell comes first: its worker; then the bridge, once nginx's row is out
+  pid=$(find_pid "nginx: worker") || { echo "profile-call: nginx did not start" >&2; wait $tool; exit 1; }
   sleep 2.5
   "$fn" nginx "$pid"
-  pid=""
-  for _ in $(seq 1 300); do
-    if grep -Eq "^1 +10 +nginx" "$out/cell.txt" 2>/dev/null; then
-      pid=$(pgrep -n -f "^$bridge --upstream") && break
-    fi
-    sleep 0.1
-  done
-  [ -n "$pid" ] || { echo "profile-call: the bridge did not start" >&2; wait $tool; exit 1; }
+  pid=$(find_pid "^$bridge --upstream" "^1 +10 +nginx") ||
+    { echo "profile-call: the bridge did not start" >&2; wait $tool; exit 1; }
   sleep 2.5
   "$fn" bridge "$pid"
   wait $tool

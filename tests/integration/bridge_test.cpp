@@ -863,9 +863,7 @@ TEST_CASE("limits: a large answer to a slow but steady reader is not cut by the 
     const size_t bytes = 6'000'000;
     std::string body = R"({"jsonrpc":"2.0","id":"big","method":"tools/call","params":{"name":"big","arguments":{"bytes":)" +
                        std::to_string(bytes) + "}}}";
-    std::string req = "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json\r\n"
-                      "Content-Type: application/json\r\nMcp-Session-Id: " + sid +
-                      "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+    std::string req = post_bytes(sid, body);
     REQUIRE(::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size()));
     std::string got;
     size_t want = 0;
@@ -896,11 +894,7 @@ TEST_CASE("limits: a large answer to a slow but steady reader is not cut by the 
 TEST_CASE("limits: a malformed request pipelined behind a running call: the answers before it, then 400, then close") {
   Harness h({}, [](msb::Config& c) { c.client_read_timeout = 500ms; });
   std::string sid = h.initialize();
-  auto post = [&](const std::string& body) {
-    return "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json\r\n"
-           "Content-Type: application/json\r\nMcp-Session-Id: " + sid +
-           "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
-  };
+  auto post = [&](const std::string& body) { return post_bytes(sid, body); };
   RawConn c(h.port());
   REQUIRE(c.connected());
   // One write: a call that takes longer than --client-read-timeout, a good
@@ -926,11 +920,7 @@ TEST_CASE("limits: requests pipelined behind a running call hold at most ~1 MiB 
   // admitted (256 MiB per connection at the defaults).
   Harness h({}, [](msb::Config& c) { c.client_read_timeout = 5000ms; });
   std::string sid = h.initialize();
-  auto post = [&](const std::string& body) {
-    return "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json\r\n"
-           "Content-Type: application/json\r\nMcp-Session-Id: " + sid +
-           "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
-  };
+  auto post = [&](const std::string& body) { return post_bytes(sid, body); };
   RawConn c(h.port());
   REQUIRE(c.connected());
   std::string pad(600 * 1024, 'p');
@@ -962,9 +952,7 @@ TEST_CASE("HTTP/1.0: a streamed answer is not chunked; its body ends with the co
   RawConn c(h.port());
   REQUIRE(c.connected());
   std::string body = R"({"jsonrpc":"2.0","id":"old","method":"tools/call","params":{"name":"echo","arguments":{"text":"one-oh"}}})";
-  c.send("POST /mcp HTTP/1.0\r\nHost: 127.0.0.1\r\nAccept: application/json, text/event-stream\r\n"
-         "Content-Type: application/json\r\nMcp-Session-Id: " + sid +
-         "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body);
+  c.send(post_bytes(sid, body, true, "1.0"));
   bool closed = false;
   std::string resp = c.read_until_close(3000ms, &closed);
   CHECK(closed);
@@ -1034,10 +1022,7 @@ std::string flood_slowly(RawConn& c, const std::string& sid, int repeat, size_t 
               {"id", 77},
               {"method", "tools/call"},
               {"params", {{"name", "log"}, {"arguments", {{"level", "error"}, {"text", std::string(bytes, 'x')}, {"repeat", repeat}}}}}};
-  std::string body = req.dump();
-  c.send("POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json, text/event-stream\r\n"
-         "Content-Type: application/json\r\nMcp-Session-Id: " + sid + "\r\nContent-Length: " +
-         std::to_string(body.size()) + "\r\n\r\n" + body);
+  c.send(post_bytes(sid, req.dump(), true));
   std::string got;
   *closed = false;
   auto end = SteadyClock::now() + within;

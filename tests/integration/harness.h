@@ -406,6 +406,15 @@ inline std::string header_value(const example::Headers& hs, const std::string& n
   return {};
 }
 
+// A session-era POST of `body` to /mcp as bytes (keep-alive; `sse`: it also
+// accepts text/event-stream; `http` "1.0" or "1.1").
+inline std::string post_bytes(const std::string& sid, const std::string& body, bool sse = false,
+                              const std::string& http = "1.1") {
+  return "POST /mcp HTTP/" + http + "\r\nHost: 127.0.0.1\r\nAccept: application/json" +
+         (sse ? ", text/event-stream" : "") + "\r\nContent-Type: application/json\r\nMcp-Session-Id: " + sid +
+         "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+}
+
 // Sends a POST by hand and returns the socket, so the test can walk away.
 inline int raw_post(int port, const std::string& sid, const std::string& body) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -414,9 +423,7 @@ inline int raw_post(int port, const std::string& sid, const std::string& body) {
   a.sin_port = htons(static_cast<uint16_t>(port));
   inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
   REQUIRE(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  std::string req = "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json, text/event-stream\r\n"
-                    "Content-Type: application/json\r\nMcp-Session-Id: " + sid +
-                    "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  std::string req = post_bytes(sid, body, true);
   REQUIRE(send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size()));
   return fd;
 }
